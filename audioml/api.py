@@ -1,0 +1,207 @@
+"""The one NinjaAPI: authentication, error handling as problem details, and the app routers."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import connection
+from django.http import Http404, HttpRequest
+from ninja import NinjaAPI, Router, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+
+from audioml.errors import DomainError
+from audioml.models import ApiToken
+from audioml.problems import problem_response
+
+logger = logging.getLogger("audioml.api")
+
+
+class TokenAuth(HttpBearer):
+    """`Authorization: Bearer <token>` for scripts. Listed before session auth so token POSTs skip CSRF."""
+
+    def authenticate(self, request: HttpRequest, token: str):
+        api_token = ApiToken.objects.authenticate(token)
+        if api_token is None:
+            return None
+        user = api_token.user
+        if not user.is_staff:
+            raise PermissionDenied("This token's user is not staff.")
+        request.user = user
+        request.api_token = api_token
+        return user
+
+
+class StaffSessionAuth(APIKeyCookie):
+    """The panel's session, for the panel's own HTMX calls and the docs page. Checks CSRF on writes."""
+
+    param_name = settings.SESSION_COOKIE_NAME
+
+    def authenticate(self, request: HttpRequest, key):
+        user = request.user
+        if not user.is_authenticated:
+            return None
+        if not user.is_staff:
+            raise PermissionDenied("Only staff users may use the API.")
+        return user
+
+
+api = NinjaAPI(
+    title="AudioML API",
+    version="1",
+    description="Datasets, clips, training jobs, registered models and predictions. "
+    "Authenticate with `Authorization: Bearer <token>` (create tokens in the panel under API tokens).",
+    auth=[TokenAuth(), StaffSessionAuth()],
+    urls_namespace="api",
+)
+
+
+@api.exception_handler(DomainError)
+def on_domain_error(request, exc: DomainError):
+    return problem_response(exc.status, exc.detail, code=exc.code, title=exc.title, **exc.extra)
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request, exc: ValidationError):
+    errors = [
+        {"loc": [str(part) for part in error.get("loc", [])], "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in exc.errors
+    ]
+    summary = "; ".join(f"{'.'.join(e['loc'][1:] or e['loc'])}: {e['msg']}" for e in errors[:5])
+    return problem_response(422, f"Invalid request: {summary}", code="validation-error", errors=errors)
+
+
+@api.exception_handler(DjangoValidationError)
+def on_django_validation_error(request, exc: DjangoValidationError):
+    if hasattr(exc, "message_dict"):
+        errors = {field: messages for field, messages in exc.message_dict.items()}
+        detail = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in errors.items())
+        return problem_response(422, detail, code="validation-error", errors=errors)
+    return problem_response(422, " ".join(exc.messages), code="validation-error")
+
+
+@api.exception_handler(AuthenticationError)
+def on_authentication_error(request, exc):
+    response = problem_response(
+        401, "Authentication required: send a valid, unrevoked token as 'Authorization: Bearer <token>'.",
+        code="unauthenticated",
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="audioml"'
+    return response
+
+
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request, exc):
+    return problem_response(403, str(exc) or "You do not have permission to do this.", code="forbidden")
+
+
+@api.exception_handler(Http404)
+def on_not_found(request, exc):
+    detail = str(exc) if exc.args else "Not found."
+    if "matches the given query" in detail:
+        detail = "Not found."
+    return problem_response(404, detail, code="not-found")
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request, exc: HttpError):
+    return problem_response(exc.status_code, str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request, exc):
+    return problem_response(413, "The request body is larger than this server accepts.", code="payload-too-large")
+
+
+@api.exception_handler(TooManyFilesSent)
+def on_too_many_files(request, exc):
+    return problem_response(
+        413, f"Too many files in one request (at most {settings.DATA_UPLOAD_MAX_NUMBER_FILES}).",
+        code="payload-too-large",
+    )
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request, exc):
+    logger.exception("Unhandled API error on %s %s", request.method, request.path)
+    return problem_response(500, "An unexpected error occurred. Quote the request id when reporting it.")
+
+
+class HealthOut(Schema):
+    status: str
+    database: str
+    broker: str
+    media: str
+    versions: dict[str, str]
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means unreachable
+        return f"error: {exc.__class__.__name__}"
+
+
+def _check_broker() -> str:
+    try:
+        from django_q.brokers import get_broker
+
+        broker = get_broker()
+        broker.ping()
+        broker.queue_size()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc.__class__.__name__}"
+
+
+def _check_media() -> str:
+    try:
+        settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+        probe = settings.MEDIA_ROOT / ".health-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        return "ok"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc.__class__.__name__}"
+
+
+system_router = Router(tags=["system"])
+
+
+@system_router.get("/health", auth=None, response={200: HealthOut, 503: HealthOut}, summary="Health check")
+def health(request):
+    """Database reachable, task broker reachable, media folder writable, and the versions in use."""
+    checks = {"database": _check_database(), "broker": _check_broker(), "media": _check_media()}
+    healthy = all(value == "ok" for value in checks.values())
+    body = {
+        "status": "ok" if healthy else "degraded",
+        **checks,
+        "versions": {
+            "audioml": _package_version("audioml"),
+            "django": _package_version("django"),
+            "django-q2": _package_version("django-q2"),
+            "torch": _package_version("torch"),
+            "torchaudio": _package_version("torchaudio"),
+        },
+    }
+    return Status(200 if healthy else 503, body)
+
+
+api.add_router("/", system_router)
+api.add_router("/", "audioml.tokens_api.router")
+api.add_router("/datasets", "datasets_app.api.router")
+api.add_router("/jobs", "training_app.api.router")
+api.add_router("/models", "registry_app.api.router")

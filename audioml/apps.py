@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AudiomlConfig(AppConfig):
+    name = "audioml"
+    verbose_name = "Accounts and API tokens"

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from audioml.forms import TokenForm
+from audioml.models import ApiToken
+from audioml.panel import staff_required
+from audioml.problems import problem_response
+
+
+@staff_required
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dataset-list")
+
+
+@staff_required
+def token_list(request: HttpRequest) -> HttpResponse:
+    new_token = None
+    if request.method == "POST":
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            token, new_token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["expires_at"])
+            messages.success(request, f"Token “{token.name}” created. Copy it now: it will not be shown again.")
+            form = TokenForm()
+    else:
+        form = TokenForm()
+    tokens = ApiToken.objects.filter(user=request.user)
+    return render(request, "account/tokens.html", {"form": form, "tokens": tokens, "new_token": new_token})
+
+
+@staff_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
+    token.revoke()
+    messages.success(request, f"Token “{token.name}” revoked.")
+    return redirect("token-list")
+
+
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    return problem_response(404, f"No API endpoint at {request.path}.", code="not-found")
+
+
+def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return problem_response(403, str(exception) or "Forbidden.", code="forbidden")
+    return render(request, "403.html", {"reason": str(exception or "")}, status=403)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs AudioML: the web panel on http://127.0.0.1:${PORT:-8000} plus the background workers. Ctrl-C stops all.
+source "$(dirname "$0")/_setup.sh"
+
+"$PYTHON_BIN" manage.py migrate --noinput
+"$PYTHON_BIN" manage.py collectstatic --noinput --verbosity 0
+"$PYTHON_BIN" manage.py ensure_admin
+
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "Stopping AudioML…"
+  # Signal each process we started on its own: SIGTERM to a whole qcluster process group can hang it.
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap stop_all INT TERM EXIT
+
+"$PYTHON_BIN" -m gunicorn audioml.wsgi:application --bind "$HOST:$PORT" \
+  --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --timeout 300 --access-logfile - &
+pids+=($!)
+"$PYTHON_BIN" manage.py qcluster &
+pids+=($!)
+Q_CLUSTER_NAME=training "$PYTHON_BIN" manage.py qcluster &
+pids+=($!)
+
+echo "AudioML is running at http://$HOST:$PORT/ (press Ctrl-C to stop)"
+# Stop everything as soon as any one process exits.
+wait -n "${pids[@]}"

@@ -1,0 +1,42 @@
+"""The web process renders pages without importing torch: checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import sys, django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from django.contrib.auth import get_user_model
+from django.test import Client
+user = get_user_model().objects.create_user("web", password="x", is_staff=True)
+client = Client()
+client.force_login(user)
+pages = ["/datasets/", "/training/", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
+statuses = {page: client.get(page).status_code for page in pages}
+assert all(code == 200 for code in statuses.values()), statuses
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "torchaudio"))
+print("LOADED", loaded)
+sys.exit(1 if loaded else 0)
+"""
+
+
+def test_rendering_pages_does_not_import_torch(tmp_path):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "audioml.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path}/web.sqlite3",
+        "AUDIOML_DATA_DIR": str(tmp_path / "data"),
+        "DEBUG": "True",
+        "ALLOWED_HOSTS": "testserver",
+    }
+    result = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED []" in result.stdout

@@ -1,0 +1,119 @@
+"""Training-time augmentation on cached mel power spectrograms, driven by one seeded generator.
+
+Time shift and noise mixing work in the mel power domain (mel power is additive for independent
+signals, so adding a scaled noise spectrogram approximates mixing the waveforms); SpecAugment masks
+the normalised log-mel afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .config import FeatureConfig
+from .features import LogMelFrontend
+
+
+def fixed_frames(
+    power: torch.Tensor, n_frames: int, mode: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Crop a (n_mels, frames) spectrogram to ``n_frames``: the middle, or a random window for training."""
+    excess = power.shape[-1] - n_frames
+    if excess <= 0:
+        return power if excess == 0 else torch.nn.functional.pad(power, (0, -excess))
+    if mode == "center":
+        offset = excess // 2
+    else:
+        offset = int(torch.randint(0, excess + 1, (1,), generator=generator))
+    return power[:, offset : offset + n_frames]
+
+
+def stack_frames(
+    powers: Sequence[torch.Tensor], n_frames: int, mode: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    return torch.stack([fixed_frames(power, n_frames, mode, generator) for power in powers])
+
+
+def gaussian_noise_powers(
+    frontend: LogMelFrontend, features: FeatureConfig, count: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    waves = torch.randn(count, features.clip_samples, generator=generator) * 0.1
+    with torch.no_grad():
+        return list(frontend.mel_power(waves))
+
+
+@dataclass
+class Augmenter:
+    time_shift: bool
+    noise: bool
+    spec_augment: bool
+    noise_powers: Sequence[torch.Tensor]
+    generator: torch.Generator
+    max_shift_fraction: float = 0.1
+    noise_probability: float = 0.8
+    snr_db_range: tuple[float, float] = (0.0, 20.0)
+    freq_masks: int = 2
+    max_freq_mask_fraction: float = 0.15
+    time_masks: int = 2
+    max_time_mask_fraction: float = 0.1
+
+    def power(self, batch: torch.Tensor) -> torch.Tensor:
+        """Augment a (batch, n_mels, frames) mel power batch."""
+        if self.time_shift:
+            batch = self._shift(batch)
+        if self.noise and self.noise_powers:
+            batch = self._mix_noise(batch)
+        return batch
+
+    def log_mel(self, batch: torch.Tensor) -> torch.Tensor:
+        """Augment a normalised (batch, 1, n_mels, frames) log-mel batch."""
+        if not self.spec_augment:
+            return batch
+        batch = batch.clone()
+        _, _, n_mels, n_frames = batch.shape
+        for _ in range(self.freq_masks):
+            batch = self._mask(batch, n_mels, int(n_mels * self.max_freq_mask_fraction), axis=2)
+        for _ in range(self.time_masks):
+            batch = self._mask(batch, n_frames, int(n_frames * self.max_time_mask_fraction), axis=3)
+        return batch
+
+    def _uniform(self, size: int, low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(size, generator=self.generator)
+
+    def _shift(self, batch: torch.Tensor) -> torch.Tensor:
+        size, _, n_frames = batch.shape
+        limit = int(n_frames * self.max_shift_fraction)
+        if limit < 1:
+            return batch
+        shifts = torch.randint(-limit, limit + 1, (size, 1), generator=self.generator).to(batch.device)
+        source = torch.arange(n_frames, device=batch.device).unsqueeze(0) - shifts
+        valid = ((source >= 0) & (source < n_frames)).unsqueeze(1)
+        index = source.clamp(0, n_frames - 1).unsqueeze(1).expand_as(batch)
+        return batch.gather(2, index) * valid
+
+    def _mix_noise(self, batch: torch.Tensor) -> torch.Tensor:
+        size, _, n_frames = batch.shape
+        picks = torch.randint(0, len(self.noise_powers), (size,), generator=self.generator).tolist()
+        noise = torch.stack(
+            [fixed_frames(self.noise_powers[pick], n_frames, "random", self.generator) for pick in picks]
+        ).to(batch.device)
+        snr_db = self._uniform(size, *self.snr_db_range).to(batch.device)
+        apply = (torch.rand(size, generator=self.generator) < self.noise_probability).to(batch.device)
+        signal_energy = batch.sum(dim=(1, 2))
+        noise_energy = noise.sum(dim=(1, 2)).clamp_min(1e-12)
+        gain = signal_energy / noise_energy / torch.pow(10.0, snr_db / 10.0) * apply
+        return batch + gain.view(size, 1, 1) * noise
+
+    def _mask(self, batch: torch.Tensor, extent: int, max_width: int, axis: int) -> torch.Tensor:
+        if max_width < 1:
+            return batch
+        size = batch.shape[0]
+        widths = torch.randint(0, max_width + 1, (size,), generator=self.generator)
+        starts = (torch.rand(size, generator=self.generator) * (extent - widths + 1)).long()
+        positions = torch.arange(extent).unsqueeze(0)
+        masked = (positions >= starts.unsqueeze(1)) & (positions < (starts + widths).unsqueeze(1))
+        shape = [size, 1, 1, 1]
+        shape[axis] = extent
+        return batch.masked_fill(masked.view(shape).to(batch.device), 0.0)

@@ -1,0 +1,213 @@
+"""Training configuration: presets, validation of user overrides, and feature parameters.
+
+This module imports neither torch nor Django, so the web process can validate a job's settings cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Bump when the feature computation changes so old cache entries are never reused.
+FEATURE_VERSION = 1
+
+TASKS = ("classification",)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; ``field`` names the offending key."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = 16000
+    n_mels: int = 40
+    n_fft: int = 480
+    hop: int = 160
+    clip_samples: int = 16000
+    f_min: float = 20.0
+    f_max: float = 8000.0
+    top_db: float = 80.0
+
+    @property
+    def n_frames(self) -> int:
+        """Frames of a clip of ``clip_samples`` samples (the STFT is centred)."""
+        return self.clip_samples // self.hop + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def cache_key(self) -> str:
+        payload = json.dumps({"version": FEATURE_VERSION, **self.to_dict()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    kind: type
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+
+
+FIELDS: dict[str, FieldSpec] = {
+    "task": FieldSpec(str, "what the model learns; only 'classification' for now"),
+    "epochs": FieldSpec(int, "maximum number of passes over the training clips", 1, 1000),
+    "batch_size": FieldSpec(int, "clips per optimisation step", 1, 512),
+    "learning_rate": FieldSpec(float, "peak learning rate of the one-cycle schedule", 0.0, 1.0, True),
+    "weight_decay": FieldSpec(float, "AdamW weight decay", 0.0, 1.0),
+    "val_fraction": FieldSpec(float, "share of clips used for validation", 0.05, 0.5),
+    "test_fraction": FieldSpec(float, "share of clips held back for the final test", 0.0, 0.5),
+    "seed": FieldSpec(int, "random seed: the same seed and data give the same model", 0, 2**32 - 1),
+    "time_shift": FieldSpec(bool, "augment by shifting clips in time"),
+    "noise": FieldSpec(bool, "augment by mixing in background noise"),
+    "spec_augment": FieldSpec(bool, "augment by masking frequency bands and time steps"),
+    "clip_seconds": FieldSpec(float, "clip length the model sees; longer clips are cropped", 0.25, 30.0),
+    "early_stopping_patience": FieldSpec(
+        int, "stop after this many epochs without a better validation loss (0: never stop early)", 0, 1000
+    ),
+    "channels": FieldSpec(int, "width of the first convolution block (later blocks are wider)", 8, 128),
+    "dropout": FieldSpec(float, "dropout before the classifier layer", 0.0, 0.9),
+    "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
+    "holdout_speakers": FieldSpec(tuple, "speakers whose clips all go to the test split"),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"epochs": 12, "early_stopping_patience": 4, "channels": 16, "learning_rate": 0.005},
+    "balanced": {"epochs": 30, "early_stopping_patience": 8, "channels": 24, "learning_rate": 0.004},
+    "thorough": {"epochs": 80, "early_stopping_patience": 15, "channels": 32, "learning_rate": 0.003},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "balanced"
+    task: str = "classification"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 0.004
+    weight_decay: float = 0.01
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    time_shift: bool = True
+    noise: bool = True
+    spec_augment: bool = True
+    clip_seconds: float = 1.0
+    early_stopping_patience: int = 8
+    channels: int = 24
+    dropout: float = 0.2
+    target_far: float = 0.01
+    holdout_speakers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """Build a config from a preset name plus user overrides, validating every value.
+
+        ``overrides`` may repeat ``preset`` (as ``to_dict()`` output does) if it names the same preset.
+        """
+        if preset not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        overrides = dict(overrides or {})
+        if "preset" in overrides and overrides.pop("preset") != preset:
+            raise ConfigError("preset", f"overrides name a different preset than {preset!r}")
+        unknown = sorted(set(overrides) - set(FIELDS))
+        if unknown:
+            raise ConfigError(
+                unknown[0], f"unknown setting {unknown[0]!r}; allowed settings are {', '.join(sorted(FIELDS))}"
+            )
+        values: dict[str, Any] = {**PRESETS[preset], **overrides}
+        clean = {name: _validate(name, value) for name, value in values.items()}
+        config = cls(preset=preset, **clean)
+        config._check_consistency()
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["holdout_speakers"] = list(self.holdout_speakers)
+        return data
+
+    def features(self) -> FeatureConfig:
+        return FeatureConfig(clip_samples=int(round(self.clip_seconds * FeatureConfig.sample_rate)))
+
+    def _check_consistency(self) -> None:
+        if self.val_fraction + self.test_fraction > 0.7:
+            raise ConfigError(
+                "test_fraction",
+                f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}; "
+                "at most 0.7 leaves enough clips for training",
+            )
+
+
+def _validate(name: str, value: Any) -> Any:
+    spec = FIELDS[name]
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"must be true or false, got {value!r}")
+        return value
+    if spec.kind is str:
+        if name == "task" and value not in TASKS:
+            raise ConfigError(name, f"unsupported task {value!r}; supported: {', '.join(TASKS)}")
+        return value
+    if spec.kind is tuple:
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(name, f"must be a list of speaker names, got {value!r}")
+        if not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(name, "every speaker must be a non-empty string")
+        return tuple(dict.fromkeys(value))
+    if spec.kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"must be a whole number, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(name, f"must be a number, got {value!r}")
+    else:
+        value = float(value)
+    _check_range(name, spec, value)
+    return value
+
+
+def _check_range(name: str, spec: FieldSpec, value: float) -> None:
+    low, high = spec.minimum, spec.maximum
+    too_low = low is not None and (value <= low if spec.exclusive_minimum else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        lower = f"greater than {low:g}" if spec.exclusive_minimum else f"at least {low:g}"
+        raise ConfigError(name, f"must be {lower} and at most {high:g}, got {value:g}")
+
+
+def parse_override(name: str, text: str) -> Any:
+    """Turn a command-line ``key=value`` string into a typed override (validated later by from_dict)."""
+    if name not in FIELDS:
+        raise ConfigError(name, f"unknown setting {name!r}; allowed settings are {', '.join(sorted(FIELDS))}")
+    kind = FIELDS[name].kind
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "on", "1"):
+            return True
+        if lowered in ("false", "no", "off", "0"):
+            return False
+        raise ConfigError(name, f"must be true or false, got {text!r}")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(name, f"must be a whole number, got {text!r}") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(name, f"must be a number, got {text!r}") from None
+    if kind is tuple:
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return text

@@ -1,0 +1,75 @@
+"""Clip records and the checks that decide whether a set of clips can train a model.
+
+Torch-free on purpose: the web process calls :func:`check_trainable` before it enqueues a job.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+
+MIN_CLIPS_PER_LABEL = 5
+NOISE_LABELS = ("noise", "background", "_background_noise_", "background_noise", "silence")
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    id: str | int
+    path: Path | str
+    label: str
+    content_hash: str
+    speaker: str = ""
+    duration: float = 0.0
+
+
+class NotTrainable(ValueError):
+    """The clips cannot train a model; ``problems`` lists every reason in plain words."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def is_noise_label(label: str) -> bool:
+    return label.strip().lower() in NOISE_LABELS
+
+
+def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    """Every problem that prevents training, in plain words; an empty list means the data can train."""
+    if not clips:
+        return ["the dataset has no clips"]
+    problems: list[str] = []
+    counts = Counter(clip.label for clip in clips)
+    if len(counts) < 2:
+        only = next(iter(counts))
+        problems.append(f"only one label ({only!r}): classification needs at least two")
+    for label, count in sorted(counts.items()):
+        if count < MIN_CLIPS_PER_LABEL:
+            noun = "clip" if count == 1 else "clips"
+            problems.append(f"label {label!r} has {count} {noun}, at least {MIN_CLIPS_PER_LABEL} are needed")
+    if any(not clip.label.strip() for clip in clips):
+        problems.append("some clips have an empty label")
+    if cfg.holdout_speakers:
+        problems.extend(_holdout_problems(clips, cfg.holdout_speakers))
+    return problems
+
+
+def _holdout_problems(clips: Sequence[ClipRecord], holdout: Sequence[str]) -> list[str]:
+    problems = []
+    speakers = {clip.speaker for clip in clips if clip.speaker}
+    missing = [speaker for speaker in holdout if speaker not in speakers]
+    if missing:
+        problems.append(f"held-out speakers not found in the data: {', '.join(repr(s) for s in missing)}")
+    held = set(holdout)
+    remaining = Counter(clip.label for clip in clips if clip.speaker not in held)
+    for label in sorted({clip.label for clip in clips}):
+        if remaining[label] < 2:
+            problems.append(
+                f"label {label!r} has {remaining[label]} clips outside the held-out speakers; "
+                "at least 2 are needed for training and validation"
+            )
+    return problems

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from training_app import views
+
+urlpatterns = [
+    path("", views.job_list, name="job-list"),
+]
