@@ -19,12 +19,13 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-"$PYTHON_BIN" -m gunicorn audioml.wsgi:application --bind "$HOST:$PORT" \
+# Each child runs in its own session, so Ctrl-C reaches only this script, which then stops them one by one.
+setsid "$PYTHON_BIN" -m gunicorn audioml.wsgi:application --bind "$HOST:$PORT" \
   --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --timeout 300 --access-logfile - &
 pids+=($!)
-"$PYTHON_BIN" manage.py qcluster &
+setsid "$PYTHON_BIN" manage.py qcluster &
 pids+=($!)
-Q_CLUSTER_NAME=training "$PYTHON_BIN" manage.py qcluster &
+Q_CLUSTER_NAME=training setsid "$PYTHON_BIN" manage.py qcluster &
 pids+=($!)
 
 echo "AudioML is running at http://$HOST:$PORT/ (press Ctrl-C to stop)"
