@@ -89,3 +89,24 @@ class ClipFactory(factory.django.DjangoModelFactory):
         clip.audio.save(clip_storage_name(dataset.pk, kwargs["content_hash"]), ContentFile(data), save=False)
         clip.save()
         return clip
+
+
+class TrainingJobFactory(factory.django.DjangoModelFactory):
+    """A training job row (no queue, no worker): set status and fields as the test needs."""
+
+    class Meta:
+        model = "training_app.TrainingJob"
+
+    dataset = factory.SubFactory(DatasetFactory)
+    model_name = "keywords"
+    task = "classification"
+    preset = "quick"
+    config = factory.LazyFunction(lambda: {"preset": "quick", "epochs": 1})
+    status = "succeeded"
+    phase = "done"
+    progress = 100.0
+    snapshot = factory.LazyFunction(
+        lambda: [{"id": i, "content_hash": f"{i:064x}", "label": "yes", "speaker": "", "audio": "", "duration": 1.0}
+                 for i in range(1, 11)]
+    )
+    snapshot_hash = factory.Sequence(lambda n: hashlib.sha256(f"snapshot-{n}".encode()).hexdigest())
