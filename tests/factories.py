@@ -63,7 +63,7 @@ class ClipFactory(factory.django.DjangoModelFactory):
 
     class Meta:
         model = Clip
-        exclude = ("frequency", "seconds", "samples")
+        exclude = ("frequency", "seconds")  # samples reaches _create, which writes the WAV
 
     dataset = factory.SubFactory(DatasetFactory)
     frequency = factory.Sequence(lambda n: 200.0 + 37.0 * n)
