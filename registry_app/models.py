@@ -1,17 +1,55 @@
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import Any
+
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from datasets_app.models import name_validator
+from registry_app import artifacts as artifact_store
+from registry_app.errors import (
+    ArtifactDamaged,
+    ImmutableVersion,
+    NothingToRollBack,
+    ReferenceNotFound,
+    VersionAliased,
+    VersionArchived,
+)
 from training_app.models import TrainingJob
+
+# Artifacts the trainer writes, in the order the panel lists them (training_app/ml/export.py).
+ARTIFACT_FILES = ("model.pt2", "model.onnx", "weights.pt", "config.json", "metrics.json", "snapshot.json")
+MODEL_FILE = "model.pt2"
+DEFAULT_ALIAS = "production"
+VERSION_REF = re.compile(r"^v?(\d+)$")
+
+
+def alias_name_validator(value: str) -> None:
+    name_validator(value)
+    if VERSION_REF.match(value):
+        raise ValidationError(
+            f"“{value}” looks like a version number; alias names must not, so “v3” always means version 3.",
+            code="alias_like_version",
+        )
+
+
+def parse_version_ref(ref: str) -> int | None:
+    match = VERSION_REF.match(ref.strip().lower())
+    return int(match.group(1)) if match else None
 
 
 class RegisteredModel(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[name_validator])
     task = models.CharField(max_length=20, choices=TrainingJob.Task.choices, default=TrainingJob.Task.CLASSIFICATION)
     description = models.TextField(blank=True, help_text="Markdown")
+    # The highest version number ever given out: numbers are never reused, even after a version is deleted.
+    last_version = models.PositiveIntegerField(default=0, editable=False)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -22,6 +60,150 @@ class RegisteredModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def latest_version(self) -> ModelVersion | None:
+        return self.versions.filter(status=ModelVersion.Status.ACTIVE).order_by("-version").first()
+
+    def get_version(self, number: int) -> ModelVersion:
+        try:
+            return self.versions.get(version=number)
+        except ModelVersion.DoesNotExist:
+            raise ReferenceNotFound(f"Model “{self.name}” has no version {number}.") from None
+
+    def resolve(self, ref: str | None = None) -> tuple[ModelVersion, str]:
+        """The version a reference names, and how it was resolved (returned to callers as `ref`).
+
+        `ref` is an alias name, or a version as `v3` or `3`. Without one: the `production` alias, else the
+        latest active version (`ref` is then "latest"). Aliases are resolved on every call, so moving one
+        takes effect on the next request.
+        """
+        ref = (ref or "").strip()
+        if ref:
+            number = parse_version_ref(ref)
+            if number is not None:
+                return self.get_version(number), f"v{number}"
+            alias = self.aliases.select_related("version").filter(name=ref.lower()).first()
+            if alias is None:
+                known = ", ".join(self.aliases.values_list("name", flat=True)) or "none"
+                raise ReferenceNotFound(
+                    f"Model “{self.name}” has no alias “{ref}” (aliases: {known}). "
+                    "Use an alias name or a version such as v3."
+                )
+            return alias.version, alias.name
+        alias = self.aliases.select_related("version").filter(name=DEFAULT_ALIAS).first()
+        if alias is not None:
+            return alias.version, alias.name
+        latest = self.latest_version()
+        if latest is None:
+            raise ReferenceNotFound(f"Model “{self.name}” has no active version to predict with.")
+        return latest, "latest"
+
+    def alias_history(self, alias_name: str | None = None):
+        events = self.alias_events.select_related("moved_by")
+        return events.filter(alias_name=alias_name) if alias_name else events
+
+
+class ModelVersionQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        frozen = sorted(set(kwargs) - set(ModelVersion.MUTABLE_FIELDS))
+        if frozen:
+            raise ImmutableVersion(
+                f"Versions are immutable: {', '.join(frozen)} cannot change "
+                f"(only {', '.join(ModelVersion.MUTABLE_FIELDS)} can)."
+            )
+        return super().update(**kwargs)
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        frozen = sorted(set(fields) - set(ModelVersion.MUTABLE_FIELDS))
+        if frozen:
+            raise ImmutableVersion(f"Versions are immutable: {', '.join(frozen)} cannot change.")
+        return super().bulk_update(objs, fields, batch_size=batch_size)
+
+    def delete(self):
+        # One by one, so every version gets the aliased check and its files are removed.
+        deleted = 0
+        for version in self:
+            version.delete()
+            deleted += 1
+        return deleted, {ModelVersion._meta.label: deleted}
+
+
+class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
+    def register_from_job(self, job: TrainingJob, artifacts_dir: Path) -> ModelVersion:
+        """Turn a succeeded job's artifacts into the next numbered version of its model.
+
+        The model row is locked while the number is assigned, so jobs finishing at the same instant get
+        consecutive numbers. Artifacts are copied into the media storage with their size and SHA-256. If
+        anything fails, every copied file is deleted and the error propagates: no version, no files.
+        """
+        artifacts_dir = Path(artifacts_dir)
+        config = _read_json(artifacts_dir / "config.json")
+        metrics = _read_json(artifacts_dir / "metrics.json")
+        snapshot = _read_json(artifacts_dir / "snapshot.json")
+        missing = [name for name in ARTIFACT_FILES if not (artifacts_dir / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"artifacts missing from {artifacts_dir}: {', '.join(missing)}")
+
+        registered, _ = RegisteredModel.objects.get_or_create(
+            name=job.model_name, defaults={"task": job.task, "created_by": job.created_by}
+        )
+        stored: list[str] = []
+        try:
+            with transaction.atomic():
+                model = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+                highest = model.versions.aggregate(highest=Max("version"))["highest"] or 0
+                number = max(model.last_version, highest) + 1
+                entries = []
+                for name in ARTIFACT_FILES:
+                    entry = artifact_store.store_file(artifacts_dir / name, f"models/{model.name}/v{number}/{name}")
+                    stored.append(entry["path"])
+                    entries.append(entry)
+                version = self.create(
+                    model=model,
+                    version=number,
+                    job=job,
+                    snapshot_hash=job.snapshot_hash or snapshot.get("snapshot_hash") or _snapshot_digest(snapshot),
+                    snapshot_size=_snapshot_size(job, snapshot),
+                    labels=list(config.get("labels", [])),
+                    feature_config={
+                        **config.get("features", {}),
+                        "sample_rate": config.get("sample_rate"),
+                        "clip_samples": config.get("clip_samples"),
+                    },
+                    train_config=config.get("train_config", {}) or job.config,
+                    metrics=metrics,
+                    artifacts=entries,
+                    code_version=str(config.get("code_version", ""))[:64],
+                    created_by=job.created_by,
+                )
+                RegisteredModel.objects.filter(pk=model.pk).update(last_version=number)
+        except BaseException:
+            artifact_store.delete_stored(stored)
+            raise
+        return version
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"artifact missing: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path.name} is not valid JSON: {error}") from None
+    return data if isinstance(data, dict) else {"value": data}
+
+
+def _snapshot_size(job: TrainingJob, snapshot: dict[str, Any]) -> int:
+    if isinstance(job.snapshot, list) and job.snapshot:
+        return len(job.snapshot)
+    clips = snapshot.get("clips")
+    return len(clips) if isinstance(clips, list) else 0
+
+
+def _snapshot_digest(snapshot: dict[str, Any]) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
 
 
 class ModelVersion(models.Model):
@@ -51,6 +233,8 @@ class ModelVersion(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = ModelVersionManager()
+
     class Meta:
         ordering = ["model", "-version"]
         constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model")]
@@ -58,10 +242,134 @@ class ModelVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"
 
+    @property
+    def ref(self) -> str:
+        return f"v{self.version}"
+
+    @classmethod
+    def lineage_fields(cls) -> list[models.Field]:
+        return [
+            field
+            for field in cls._meta.concrete_fields
+            if field.name not in cls.MUTABLE_FIELDS and not field.primary_key
+        ]
+
+    def clean(self) -> None:
+        if not isinstance(self.tags, list) or not all(isinstance(tag, str) for tag in self.tags):
+            raise ValidationError({"tags": "Tags are a list of short texts."})
+        self.tags = list(dict.fromkeys(tag.strip() for tag in self.tags if tag.strip()))
+        too_long = [tag for tag in self.tags if len(tag) > 50]
+        if too_long:
+            raise ValidationError({"tags": f"Tags are at most 50 characters: “{too_long[0][:60]}”."})
+        if len(self.tags) > 30:
+            raise ValidationError({"tags": "At most 30 tags."})
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and self.pk is not None:
+            self._refuse_lineage_changes()
+            update_fields = kwargs.get("update_fields")
+            if update_fields is not None:
+                frozen = sorted(set(update_fields) - set(self.MUTABLE_FIELDS))
+                if frozen:
+                    raise ImmutableVersion(f"Versions are immutable: {', '.join(frozen)} cannot change.")
+            else:
+                kwargs["update_fields"] = list(self.MUTABLE_FIELDS)
+        super().save(*args, **kwargs)
+
+    def _refuse_lineage_changes(self) -> None:
+        fields = self.lineage_fields()
+        stored = type(self).objects.filter(pk=self.pk).values(*(field.attname for field in fields)).first()
+        if stored is None:
+            return
+        changed = [
+            field.name for field in fields if _comparable(field, getattr(self, field.attname)) != _comparable(field, stored[field.attname])
+        ]
+        if changed:
+            raise ImmutableVersion(
+                f"Version {self.version} of “{self.model.name}” is immutable: {', '.join(changed)} cannot change "
+                f"(only {', '.join(self.MUTABLE_FIELDS)} can).",
+                fields=changed,
+            )
+
+    def set_status(self, status: str) -> None:
+        if status == self.Status.ARCHIVED and self.aliases.exists():
+            names = ", ".join(self.aliases.values_list("name", flat=True))
+            raise VersionAliased(
+                f"Version {self.version} cannot be archived while {names} points at it. Move the alias first.",
+                aliases=names.split(", "),
+            )
+        self.status = status
+
+    def delete(self, *args, **kwargs):
+        aliases = list(self.aliases.values_list("name", flat=True))
+        if aliases:
+            raise VersionAliased(
+                f"Version {self.version} of “{self.model.name}” cannot be deleted: "
+                f"{', '.join(aliases)} {'points' if len(aliases) == 1 else 'point'} at it. Move or delete the alias first.",
+                aliases=aliases,
+            )
+        return super().delete(*args, **kwargs)
+
+    # Artifacts
+
+    def artifact(self, name: str) -> dict[str, Any]:
+        for entry in self.artifacts:
+            if entry["name"] == name:
+                return entry
+        raise ReferenceNotFound(
+            f"Version {self.version} of “{self.model.name}” has no artifact “{name}” "
+            f"(artifacts: {', '.join(entry['name'] for entry in self.artifacts)})."
+        )
+
+    def verify_artifact(self, name: str) -> dict[str, Any]:
+        """The artifact's entry after checking its SHA-256; raises ArtifactDamaged on a mismatch."""
+        entry = self.artifact(name)
+        problem = artifact_store.problem_with(entry)
+        if problem:
+            raise ArtifactDamaged(
+                f"Version {self.version} of “{self.model.name}” is damaged: {problem}. "
+                "It is not served or loaded; register a new version by re-running its training job.",
+                artifact=name,
+                version=self.version,
+            )
+        return entry
+
+    def damage_report(self, *, trust_unchanged: bool = False) -> list[dict[str, str]]:
+        """Every artifact whose stored bytes no longer match the registered SHA-256, with the reason."""
+        report = []
+        for entry in self.artifacts:
+            problem = artifact_store.problem_with(entry, trust_unchanged=trust_unchanged)
+            if problem:
+                report.append({"name": entry["name"], "problem": problem})
+        return report
+
+    # Metrics
+
+    def evaluated_on(self) -> str:
+        """The split the final metrics describe: "test" when the job held one back, else "val"."""
+        return self.metrics.get("evaluated_on") or ("test" if self.metrics.get("test") else "val")
+
+    def evaluation(self) -> dict[str, Any]:
+        return self.metrics.get(self.evaluated_on()) or {}
+
+    def headline_metric(self) -> tuple[str, float] | None:
+        """(name, value) of the number the panel leads with: accuracy on the evaluation split."""
+        value = self.metrics.get("accuracy", self.evaluation().get("accuracy"))
+        if isinstance(value, (int, float)):
+            return f"{self.evaluated_on()} accuracy", float(value)
+        return None
+
+    def training_history(self) -> list[dict[str, Any]]:
+        """Per-epoch records (epoch, train_loss, val_loss, val_accuracy, …) from the metrics or the job."""
+        history = self.metrics.get("history")
+        if isinstance(history, list) and history:
+            return history
+        return list(self.job.epochs or [])
+
 
 class Alias(models.Model):
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
-    name = models.CharField(max_length=63, validators=[name_validator])
+    name = models.CharField(max_length=63, validators=[alias_name_validator])
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -73,12 +381,121 @@ class Alias(models.Model):
     def __str__(self) -> str:
         return f"{self.model.name}@{self.name}"
 
+    @classmethod
+    def point(cls, model: RegisteredModel, name: str, version: ModelVersion, by=None, note: str = "") -> Alias:
+        """Create the alias or move it to `version` (promote), recording the move in its history."""
+        name = name.strip().lower()
+        alias_name_validator(name)
+        if version.model_id != model.pk:
+            raise ReferenceNotFound(f"Version {version.version} does not belong to “{model.name}”.")
+        if version.status == ModelVersion.Status.ARCHIVED:
+            raise VersionArchived(
+                f"Version {version.version} is archived; set it active again before pointing an alias at it."
+            )
+        with transaction.atomic():
+            alias = cls.objects.select_for_update().filter(model=model, name=name).first()
+            if alias is not None and alias.version_id == version.pk:
+                return alias  # already there: nothing moves, nothing to record
+            if alias is None:
+                alias = cls.objects.create(model=model, name=name, version=version)
+                AliasEvent.objects.create(
+                    model=model, alias_name=name, action=AliasEvent.Action.SET,
+                    to_version=version, to_number=version.version, moved_by=_user_or_none(by), note=note,
+                )
+                return alias
+            return alias._move(version, by, note, AliasEvent.Action.SET)
+
+    def move_to(self, version: ModelVersion, by=None, note: str = "") -> Alias:
+        return Alias.point(self.model, self.name, version, by=by, note=note)
+
+    def rollback_target(self) -> ModelVersion | None:
+        """The version this alias pointed at before its current one, per its history.
+
+        History is replayed as a stack: a move pushes, a rollback pops, a deletion clears. So rolling back
+        twice after v1 → v2 → v3 returns to v1, not back to v3. Versions deleted since are skipped.
+        """
+        stack: list[int | None] = []
+        for event in self.model.alias_events.filter(alias_name=self.name).order_by("moved_at", "id"):
+            if event.action == AliasEvent.Action.DELETE:
+                stack = []
+            elif event.action == AliasEvent.Action.ROLLBACK:
+                if stack:
+                    stack.pop()
+                if not stack or stack[-1] != event.to_version_id:
+                    stack.append(event.to_version_id)
+            else:
+                stack.append(event.to_version_id)
+        # The top of the stack is the current version; look below it.
+        current = self.version_id
+        while stack and stack[-1] == current:
+            stack.pop()
+        existing = set(ModelVersion.objects.filter(pk__in=[pk for pk in stack if pk]).values_list("pk", flat=True))
+        while stack:
+            candidate = stack.pop()
+            if candidate in existing and candidate != current:
+                return ModelVersion.objects.get(pk=candidate)
+        return None
+
+    def rollback(self, by=None, note: str = "") -> Alias:
+        with transaction.atomic():
+            alias = Alias.objects.select_for_update().select_related("model").get(pk=self.pk)
+            target = alias.rollback_target()
+            if target is None:
+                raise NothingToRollBack(
+                    f"{alias.name} has no earlier version in its history to roll back to."
+                )
+            if target.status == ModelVersion.Status.ARCHIVED:
+                raise VersionArchived(
+                    f"{alias.name} would roll back to version {target.version}, which is archived; "
+                    "set it active again first."
+                )
+            return alias._move(target, by, note, AliasEvent.Action.ROLLBACK)
+
+    def _move(self, version: ModelVersion, by, note: str, action: str) -> Alias:
+        previous = self.version
+        self.version = version
+        self.updated_at = timezone.now()
+        self.save(update_fields=["version", "updated_at"])
+        AliasEvent.objects.create(
+            model_id=self.model_id, alias_name=self.name, action=action,
+            from_version=previous, from_number=previous.version,
+            to_version=version, to_number=version.version,
+            moved_by=_user_or_none(by), note=note,
+        )
+        return self
+
+    def remove(self, by=None, note: str = "") -> None:
+        with transaction.atomic():
+            AliasEvent.objects.create(
+                model_id=self.model_id, alias_name=self.name, action=AliasEvent.Action.DELETE,
+                from_version_id=self.version_id, from_number=self.version.version,
+                moved_by=_user_or_none(by), note=note,
+            )
+            self.delete()
+
+
+def _comparable(field: models.Field, value: Any) -> Any:
+    """JSON values as the database would hand them back, so a tuple equals the list it was saved as."""
+    if isinstance(field, models.JSONField):
+        return json.loads(json.dumps(value, sort_keys=True, default=str))
+    return value
+
+
+def _user_or_none(user):
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
 
 class AliasEvent(models.Model):
     """One move of an alias: kept forever as its history."""
 
+    class Action(models.TextChoices):
+        SET = "set", "Promoted"
+        ROLLBACK = "rollback", "Rolled back"
+        DELETE = "delete", "Deleted"
+
     model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="alias_events")
     alias_name = models.CharField(max_length=63)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.SET)
     from_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -95,4 +512,7 @@ class AliasEvent(models.Model):
         ordering = ["-moved_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.model.name}@{self.alias_name}: v{self.from_number} → v{self.to_number}"
+        if self.action == self.Action.DELETE:
+            return f"{self.model.name}@{self.alias_name}: deleted (was v{self.from_number})"
+        start = f"v{self.from_number}" if self.from_number else "new"
+        return f"{self.model.name}@{self.alias_name}: {start} → v{self.to_number}"

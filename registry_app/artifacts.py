@@ -1,0 +1,169 @@
+"""Artifacts in the media storage: copy in with size and SHA-256, verify before serving or loading.
+
+Everything goes through Django's storage API (never raw paths), so moving artifacts to S3-compatible object
+storage is a settings change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import IO, Any
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+
+logger = logging.getLogger("registry_app.artifacts")
+
+CHUNK_SIZE = 1 << 20
+
+
+class _HashingReader:
+    """Wraps a binary file and hashes whatever the storage backend reads from it (any read pattern)."""
+
+    def __init__(self, handle: IO[bytes], name: str, size: int) -> None:
+        self._handle = handle
+        self.name = name
+        self.size = size
+        self._reset()
+
+    def _reset(self) -> None:
+        self.digest = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.digest.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._handle.seek(offset, whence)
+        if position == 0:
+            self._reset()
+        elif position != self.bytes_read:
+            raise OSError("artifact copy must read the file front to back")
+        return position
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def store_file(source: Path, storage_name: str) -> dict[str, Any]:
+    """Copy ``source`` into the storage at ``storage_name``; return {name, path, size, sha256} of what was read.
+
+    The storage may pick a different name if ``storage_name`` is taken; the returned ``path`` is the real one.
+    """
+    size = source.stat().st_size
+    with source.open("rb") as handle:
+        reader = _HashingReader(handle, source.name, size)
+        stored_as = default_storage.save(storage_name, File(reader, name=source.name))
+    if reader.bytes_read != size:
+        default_storage.delete(stored_as)
+        raise OSError(f"{source.name}: read {reader.bytes_read} of {size} bytes while copying")
+    stored_size = default_storage.size(stored_as)
+    if stored_size != size:
+        default_storage.delete(stored_as)
+        raise OSError(f"{source.name}: the storage holds {stored_size} bytes, {size} were written")
+    return {"name": source.name, "path": stored_as, "size": size, "sha256": reader.digest.hexdigest()}
+
+
+def stored_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with default_storage.open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK_SIZE), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_stamp(path: str) -> tuple[int, float] | None:
+    """(size, modification time) of a stored file, or None when it is missing: a cheap change detector."""
+    try:
+        return default_storage.size(path), default_storage.get_modified_time(path).timestamp()
+    except (OSError, NotImplementedError):
+        return None
+
+
+class _VerifiedMemo:
+    """Remembers checksums by (path, size, mtime) so list pages need not re-hash unchanged files."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> str | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: tuple, value: str) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+
+_memo = _VerifiedMemo()
+
+
+def problem_with(entry: dict[str, Any], *, trust_unchanged: bool = False) -> str | None:
+    """Why a stored artifact cannot be trusted, or None when its SHA-256 matches the recorded one.
+
+    ``trust_unchanged`` reuses an earlier checksum of the same file when its size and modification time are
+    unchanged (for pages listing many versions); downloads and model loads always hash the bytes.
+    """
+    path = entry["path"]
+    stamp = stored_stamp(path)
+    if stamp is None:
+        return f"{entry['name']} is missing from the storage ({path})"
+    if stamp[0] != entry["size"]:
+        return f"{entry['name']} is {stamp[0]} bytes, {entry['size']} were registered"
+    key = (path, *stamp)
+    actual = _memo.get(key) if trust_unchanged else None
+    if actual is None:
+        try:
+            actual = stored_sha256(path)
+        except OSError as error:
+            return f"{entry['name']} cannot be read: {error}"
+        _memo.put(key, actual)
+    if actual != entry["sha256"]:
+        logger.error("Artifact %s: SHA-256 %s does not match the registered %s", path, actual, entry["sha256"])
+        return f"{entry['name']} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered"
+    return None
+
+
+def delete_stored(paths: list[str]) -> None:
+    folders = set()
+    for path in paths:
+        try:
+            default_storage.delete(path)
+        except OSError:
+            logger.exception("Could not delete stored artifact %s", path)
+        folders.add(path.rsplit("/", 1)[0])
+    for folder in folders:
+        _remove_empty_folder(folder)
+
+
+def _remove_empty_folder(folder: str) -> None:
+    """Local storage keeps empty folders behind; object storages have none, so there is nothing to do."""
+    try:
+        local = Path(default_storage.path(folder))
+    except NotImplementedError:
+        return
+    try:
+        local.rmdir()
+    except OSError:
+        pass  # not empty or already gone

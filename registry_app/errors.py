@@ -1,0 +1,43 @@
+"""Registry errors. Each is an audioml DomainError, so the API turns it into problem details in one place."""
+
+from __future__ import annotations
+
+from audioml.errors import Conflict, NotFound, Unprocessable
+
+
+class ImmutableVersion(Conflict):
+    code = "immutable-version"
+    title = "Versions are immutable"
+
+
+class VersionAliased(Conflict):
+    code = "version-aliased"
+    title = "Version is in use by an alias"
+
+
+class ArtifactDamaged(Conflict):
+    """A stored artifact is missing or its SHA-256 no longer matches the one recorded at registration."""
+
+    code = "artifact-damaged"
+    title = "Artifact damaged"
+
+
+class NothingToRollBack(Conflict):
+    code = "nothing-to-roll-back"
+    title = "Nothing to roll back to"
+
+
+class VersionArchived(Conflict):
+    code = "version-archived"
+    title = "Version is archived"
+
+
+class ReferenceNotFound(NotFound):
+    """An unknown model, alias or version number."""
+
+    code = "not-found"
+
+
+class UndecodableAudio(Unprocessable):
+    code = "undecodable-audio"
+    title = "Audio could not be decoded"

@@ -1,0 +1,30 @@
+"""Signal receivers: training announces a finished job, the registry turns it into a version."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
+
+from registry_app import artifacts as artifact_store
+from registry_app.models import ModelVersion
+from training_app.signals import job_succeeded
+
+logger = logging.getLogger("registry_app")
+
+
+@receiver(job_succeeded, dispatch_uid="registry_register_version")
+def register_version(sender, job, artifacts_dir: Path, result=None, **kwargs) -> ModelVersion:
+    version = ModelVersion.objects.register_from_job(job, Path(artifacts_dir))
+    logger.info("Registered %s v%s from job %s", version.model.name, version.version, job.pk)
+    return version
+
+
+@receiver(post_delete, sender=ModelVersion, dispatch_uid="registry_delete_version_files")
+def delete_version_files(sender, instance: ModelVersion, **kwargs) -> None:
+    """A deleted version's artifacts leave the storage once the deletion is committed."""
+    paths = [entry["path"] for entry in instance.artifacts]
+    transaction.on_commit(lambda: artifact_store.delete_stored(paths))

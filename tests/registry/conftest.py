@@ -1,0 +1,51 @@
+"""One tiny real model per test session, registered as many versions as a test needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.audio import tone, write_wav
+from tests.factories import TrainingJobFactory
+
+TONES = {"high": 2400.0, "low": 300.0}
+CLIP_SECONDS = 0.5
+
+
+@pytest.fixture(scope="session")
+def trained_artifacts(tmp_path_factory) -> Path:
+    """Artifacts of a real two-label tone classifier trained for one short epoch by training_app.ml."""
+    from training_app.ml.config import TrainConfig
+    from training_app.ml.data import ClipRecord
+    from training_app.ml.train import train
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    clips = []
+    for label, frequency in TONES.items():
+        for index in range(6):
+            path = write_wav(root / "clips" / f"{label}-{index}.wav", tone(frequency * (1 + 0.03 * index), CLIP_SECONDS, seed=index))
+            clips.append(ClipRecord(id=len(clips) + 1, path=path, label=label, content_hash=f"{label}{index}".ljust(64, "0")))
+    cfg = TrainConfig.from_dict(
+        "quick",
+        {"epochs": 2, "channels": 8, "clip_seconds": CLIP_SECONDS, "batch_size": 8, "val_fraction": 0.2, "test_fraction": 0.2},
+    )
+    snapshot = {"job_id": 1, "dataset": {"id": 1, "name": "tones"}, "snapshot_hash": "0" * 64, "clips": []}
+    train(cfg, clips, root / "out", root / "cache", on_progress=lambda progress: None, should_stop=lambda: False, snapshot=snapshot)
+    return root / "out"
+
+
+@pytest.fixture
+def register(trained_artifacts, db):
+    """register(model_name="keywords", **job_fields) -> ModelVersion, through the real job_succeeded signal."""
+    from training_app.models import TrainingJob
+    from training_app.signals import job_succeeded
+
+    def _register(model_name: str = "keywords", **job_fields):
+        job = TrainingJobFactory(model_name=model_name, **job_fields)
+        responses = job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=trained_artifacts, result=None)
+        versions = [value for _, value in responses if value.__class__.__name__ == "ModelVersion"]
+        assert len(versions) == 1
+        return versions[0]
+
+    return _register
