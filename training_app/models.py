@@ -1,10 +1,271 @@
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import math
+import shutil
+from datetime import datetime, timedelta
+from typing import Any
+
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.utils import timezone
 
-from datasets_app.models import Dataset, name_validator
+from audioml.errors import Conflict, Unprocessable
+from datasets_app.models import Clip, Dataset, name_validator
+
+logger = logging.getLogger("training_app")
+
+# django-q2 cluster that runs training tasks (Q_CLUSTER["ALT_CLUSTERS"]["training"]).
+TRAINING_CLUSTER = "training"
+SNAPSHOT_VERSION = 1
+
+
+class JobNotTrainable(Unprocessable):
+    code = "not-trainable"
+    title = "The data cannot train a model"
+
+
+class JobNotCancellable(Conflict):
+    code = "not-cancellable"
+    title = "The job has already finished"
+
+
+def finite_json(data: Any) -> Any:
+    """Non-finite floats become null: JSON has no NaN and PostgreSQL's jsonb refuses it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {str(key): finite_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_json(value) for value in data]
+    return data
+
+
+def snapshot_clips(dataset: Dataset) -> list[dict[str, Any]]:
+    """The active, labelled clips of a dataset as frozen snapshot entries, ordered by clip id."""
+    rows = (
+        Clip.objects.active()
+        .filter(dataset=dataset)
+        .exclude(label="")
+        .order_by("id")
+        .values_list("id", "content_hash", "label", "speaker", "audio", "duration")
+    )
+    return [
+        {"id": pk, "content_hash": content_hash, "label": label, "speaker": speaker, "audio": audio,
+         "duration": duration}
+        for pk, content_hash, label, speaker, audio, duration in rows
+    ]
+
+
+def snapshot_hash(entries: list[dict[str, Any]]) -> str:
+    """SHA-256 of what the data *is* (clip ids, audio content, labels, speakers), not where files are stored."""
+    identity = [[e["id"], e["content_hash"], e["label"], e["speaker"]] for e in entries]
+    payload = json.dumps({"version": SNAPSHOT_VERSION, "clips": identity}, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def clip_records(entries: list[dict[str, Any]], resolve_path=None):
+    """ClipRecords for the ML checks and the trainer; ``resolve_path(audio_name)`` gives the file to read."""
+    from training_app.ml.data import ClipRecord
+
+    return [
+        ClipRecord(
+            id=e["id"],
+            path=resolve_path(e["audio"]) if resolve_path else e["audio"],
+            label=e["label"],
+            content_hash=e["content_hash"],
+            speaker=e["speaker"],
+            duration=e.get("duration") or 0.0,
+        )
+        for e in entries
+    ]
+
+
+def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
+    """The validated TrainConfig, or Unprocessable naming the offending field."""
+    from training_app.ml.config import ConfigError, TrainConfig
+
+    if task not in TrainingJob.Task.values:
+        raise Unprocessable(
+            f"task: unknown task {task!r}; choose one of {', '.join(TrainingJob.Task.values)}", field="task"
+        )
+    if overrides is not None and not isinstance(overrides, dict):
+        raise Unprocessable("overrides: must be an object of setting names and values", field="overrides")
+    overrides = dict(overrides or {})
+    if "task" in overrides and overrides["task"] != task:
+        raise Unprocessable(f"task: overrides say {overrides['task']!r} but the job's task is {task!r}", field="task")
+    try:
+        return TrainConfig.from_dict(preset, {**overrides, "task": task})
+    except ConfigError as error:
+        raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
+
+
+def data_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Clip count per label, speakers and total duration of snapshot entries (for the panel and the API)."""
+    per_label: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        row = per_label.setdefault(entry["label"], {"clips": 0, "seconds": 0.0, "speakers": set()})
+        row["clips"] += 1
+        row["seconds"] += entry.get("duration") or 0.0
+        if entry["speaker"]:
+            row["speakers"].add(entry["speaker"])
+    speakers = {entry["speaker"] for entry in entries if entry["speaker"]}
+    return {
+        "clips": len(entries),
+        "seconds": sum(entry.get("duration") or 0.0 for entry in entries),
+        "labels": [
+            {"label": label, "clips": row["clips"], "seconds": row["seconds"], "speakers": len(row["speakers"])}
+            for label, row in sorted(per_label.items())
+        ],
+        "speakers": sorted(speakers),
+        "unspeakered_clips": sum(1 for entry in entries if not entry["speaker"]),
+    }
+
+
+def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):
+    """Validate a would-be job without creating it: (config, snapshot entries, summary, problems).
+
+    Raises Unprocessable for an invalid configuration; data problems come back as a list of plain sentences.
+    """
+    from training_app.ml.data import check_trainable
+
+    cfg = validate_config(preset, overrides, task)
+    entries = snapshot_clips(dataset)
+    if entries:
+        problems = check_trainable(clip_records(entries), cfg)
+    else:
+        unlabelled = Clip.objects.active().filter(dataset=dataset, label="").count()
+        problems = [
+            f"the dataset has no labelled clips ({unlabelled} active clips have no label)"
+            if unlabelled
+            else "the dataset has no clips"
+        ]
+    return cfg, entries, data_summary(entries), problems
+
+
+class TrainingJobQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=(TrainingJob.Status.QUEUED, TrainingJob.Status.RUNNING))
+
+    def finished(self):
+        return self.filter(status__in=TrainingJob.FINISHED)
+
+
+class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
+    def create_job(
+        self,
+        dataset: Dataset,
+        model_name: str,
+        preset: str,
+        overrides: dict[str, Any] | None,
+        user,
+        task: str = "classification",
+        rerun_of: TrainingJob | None = None,
+    ) -> TrainingJob:
+        """Validate, freeze the data snapshot and enqueue the job once the transaction commits.
+
+        Raises Unprocessable (422) with ``field`` for an invalid configuration and with ``problems`` when the
+        data cannot train a model.
+        """
+        try:
+            name_validator(model_name or "")
+        except ValidationError as error:
+            raise Unprocessable(f"model_name: {' '.join(error.messages)}", field="model_name") from None
+        overrides = dict(overrides or {})
+        cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
+        if problems:
+            raise JobNotTrainable(
+                f"Dataset '{dataset.name}' cannot train a model: {'; '.join(problems)}.", problems=problems
+            )
+        with transaction.atomic():
+            job = self.create(
+                dataset=dataset,
+                model_name=model_name,
+                task=task,
+                preset=preset,
+                overrides=overrides,
+                config=cfg.to_dict(),
+                snapshot=entries,
+                snapshot_hash=snapshot_hash(entries),
+                created_by=user if user is not None and user.is_authenticated else None,
+                rerun_of=rerun_of,
+            )
+            labels = ", ".join(f"{row['label']} ({row['clips']})" for row in summary["labels"])
+            job.log(
+                JobLog.Level.INFO,
+                f"Queued by {job.created_by or 'the system'}: {summary['clips']} clips, labels {labels}; "
+                f"snapshot {job.snapshot_hash[:12]}"
+                + (f"; re-run of job #{rerun_of.pk}" if rerun_of else ""),
+            )
+            transaction.on_commit(job.enqueue)
+        return job
+
+    def queue_positions(self) -> dict[int, int]:
+        """1-based position of every queued job, in the order workers take them."""
+        queued = self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id").values_list("id", flat=True)
+        return {pk: position for position, pk in enumerate(queued, start=1)}
+
+    def reap_stale(self, now: datetime | None = None) -> list[int]:
+        """Fail running jobs whose worker stopped sending heartbeats ("worker lost"); returns their ids."""
+        now = now or timezone.now()
+        cutoff = now - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS)
+        stale = models.Q(heartbeat_at__lt=cutoff) | models.Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+        reaped = []
+        for job in self.filter(status=TrainingJob.Status.RUNNING).filter(stale):
+            last_seen = job.heartbeat_at or job.started_at
+            error = (
+                f"worker lost: worker {job.worker or 'unknown'} sent no heartbeat for more than "
+                f"{settings.HEARTBEAT_STALE_SECONDS} s (last at {last_seen:%Y-%m-%d %H:%M:%S %Z})"
+            )
+            # Conditional on the stale heartbeat, so a worker that just reported keeps its job.
+            updated = self.filter(pk=job.pk, status=TrainingJob.Status.RUNNING).filter(stale).update(
+                status=TrainingJob.Status.FAILED, error=error, finished_at=now, eta_seconds=None
+            )
+            if updated:
+                job.log(JobLog.Level.ERROR, error)
+                job.remove_from_queue()
+                job.remove_working_files()
+                reaped.append(job.pk)
+                logger.warning("Job #%s: %s", job.pk, error)
+        if reaped:
+            self.recover_queue(now)
+        return reaped
+
+    def recover_queue(self, now: datetime | None = None) -> list[int]:
+        """Make every queued job reachable by a worker again; returns the ids it touched.
+
+        A training cluster prefetches the next task while it trains (django-q2's pusher locks the broker row
+        until ``retry``, hours away), so when that cluster dies the next jobs would wait for hours. When no
+        worker is visibly busy, locked tasks of queued jobs are released and queued jobs whose task vanished
+        from the queue are enqueued again. A task delivered twice is harmless: the task claims its job
+        atomically and skips jobs that are not queued.
+        """
+        from django_q.brokers import get_broker
+        from django_q.brokers.orm import ORM
+        from django_q.models import OrmQ
+
+        now = now or timezone.now()
+        if not isinstance(get_broker(TRAINING_CLUSTER), ORM):
+            return []
+        cutoff = now - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS)
+        if self.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__gte=cutoff).exists():
+            return []  # a live worker may hold the next task in memory; leave the queue alone
+        rows = {row.task_id(): row for row in OrmQ.objects.filter(key=TRAINING_CLUSTER)}
+        touched = []
+        for job in self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id"):
+            row = rows.get(job.task_id) if job.task_id else None
+            if row is None and job.created_at < now - timedelta(seconds=60):
+                job.enqueue()
+                job.log(JobLog.Level.WARNING, "Its task was missing from the queue; queued again.")
+                touched.append(job.pk)
+            elif row is not None and row.lock and row.lock > now:
+                OrmQ.objects.filter(pk=row.pk).update(lock=now)
+                job.log(JobLog.Level.INFO, "Released from a lost worker; waiting for the next worker.")
+                touched.append(job.pk)
+        return touched
 
 
 class TrainingJob(models.Model):
@@ -61,6 +322,8 @@ class TrainingJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = TrainingJobManager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
@@ -70,6 +333,118 @@ class TrainingJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+    @property
+    def is_active(self) -> bool:
+        return not self.is_finished
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status == self.Status.QUEUED or (self.status == self.Status.RUNNING and not self.cancel_requested)
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+    def queue_position(self) -> int | None:
+        if self.status != self.Status.QUEUED:
+            return None
+        earlier = TrainingJob.objects.filter(status=self.Status.QUEUED).filter(
+            models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, id__lt=self.pk)
+        )
+        return earlier.count() + 1
+
+    def working_dir(self):
+        """Where ml.train writes this job's artifacts (local disk of the worker)."""
+        return settings.WORK_DIR / "jobs" / str(self.pk)
+
+    def log(self, level: str, message: str) -> JobLog:
+        return JobLog.objects.create(job=self, level=level, message=message)
+
+    # Queue handling -------------------------------------------------------------------------------------------
+
+    def enqueue(self) -> str:
+        """Hand the job to the training cluster; called once the creating transaction has committed."""
+        from django_q.tasks import async_task
+
+        task_id = async_task(
+            "training_app.tasks.run_training_job",
+            self.pk,
+            cluster=TRAINING_CLUSTER,
+            task_name=f"training-job-{self.pk}",
+        )
+        self.task_id = task_id or ""
+        TrainingJob.objects.filter(pk=self.pk).update(task_id=self.task_id)
+        return self.task_id
+
+    def remove_from_queue(self) -> int:
+        """Delete this job's task from the ORM broker's queue (tasks not yet finished by a worker)."""
+        from django_q.models import OrmQ
+
+        if not self.task_id:
+            return 0
+        removed = 0
+        for row in OrmQ.objects.filter(key=TRAINING_CLUSTER):
+            if row.task_id() == self.task_id:
+                removed += OrmQ.objects.filter(pk=row.pk).delete()[0]
+        return removed
+
+    def remove_working_files(self) -> None:
+        """Remove the job's working folder and any half-written export next to it."""
+        folder = self.working_dir()
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.parent.is_dir():
+            for partial in folder.parent.glob(f"{folder.name}.tmp-*"):
+                shutil.rmtree(partial, ignore_errors=True)
+
+    # Actions ------------------------------------------------------------------------------------------------
+
+    def cancel(self, by=None) -> TrainingJob:
+        """Queued: remove from the queue and mark cancelled. Running: ask the worker to stop at the next batch.
+
+        Raises Conflict (409) when the job has already finished.
+        """
+        who = str(by) if by is not None and getattr(by, "is_authenticated", False) else "the system"
+        now = timezone.now()
+        queued = TrainingJob.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+            status=self.Status.CANCELLED, cancel_requested=True, finished_at=now, eta_seconds=None,
+            error=f"Cancelled by {who} before it started.",
+        )
+        if queued:
+            self.remove_from_queue()
+            self.log(JobLog.Level.WARNING, f"Cancelled by {who} while queued; removed from the queue.")
+            self.refresh_from_db()
+            return self
+        running = TrainingJob.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(cancel_requested=True)
+        if running:
+            self.log(JobLog.Level.WARNING, f"Cancel requested by {who}; the worker stops at the next batch.")
+            self.refresh_from_db()
+            return self
+        self.refresh_from_db()
+        raise JobNotCancellable(
+            f"Job #{self.pk} has already {self.get_status_display().lower()}; only queued or running jobs can be "
+            "cancelled.",
+            job_status=self.status,
+        )
+
+    def rerun(self, by=None) -> TrainingJob:
+        """A new job with the same dataset, model name, preset and overrides on a fresh snapshot of the data."""
+        return TrainingJob.objects.create_job(
+            self.dataset, self.model_name, self.preset, self.overrides, by, task=self.task, rerun_of=self
+        )
+
+    # Read helpers for the panel and the API -------------------------------------------------------------------
+
+    def result_metrics(self) -> dict[str, Any]:
+        """The evaluation split's metrics (test when there is one, else validation)."""
+        if not self.metrics:
+            return {}
+        return self.metrics.get(self.metrics.get("evaluated_on") or "val") or {}
+
+    def snapshot_summary(self) -> dict[str, Any]:
+        return data_summary(self.snapshot or [])
 
 
 class JobLog(models.Model):

@@ -1,0 +1,194 @@
+"""The worker code path end to end: tasks.run_training_job trains real (tiny) models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.core.files.storage import default_storage
+
+from datasets_app.models import Clip
+from training_app import tasks
+from training_app.models import TrainingJob
+from training_app.signals import job_succeeded
+
+
+@pytest.fixture
+def succeeded_signals():
+    calls = []
+
+    def receiver(sender, job, artifacts_dir, result, **kwargs):
+        calls.append({"job": job, "artifacts_dir": artifacts_dir, "result": result,
+                      "files": sorted(p.name for p in artifacts_dir.iterdir()),
+                      "status_at_signal": TrainingJob.objects.get(pk=job.pk).status})
+
+    job_succeeded.connect(receiver, dispatch_uid="test-recorder")
+    yield calls
+    job_succeeded.disconnect(dispatch_uid="test-recorder")
+
+
+def test_worker_trains_a_queued_job_to_success(tones, submit, succeeded_signals):
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    assert job.phase == "done"
+    assert job.progress == 100.0
+    assert job.eta_seconds is None
+    assert job.started_at and job.finished_at and job.started_at <= job.finished_at
+    assert job.heartbeat_at is not None
+    assert job.worker == tasks.worker_name()
+    assert [epoch["epoch"] for epoch in job.epochs] == [1, 2]
+    assert set(job.epochs[0]) >= {"train_loss", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert job.metrics["labels"] == ["high", "low"]
+    assert 0.0 <= job.metrics["accuracy"] <= 1.0
+    assert job.metrics["baseline"]["accuracy"] is not None
+    assert job.metrics["test"]["confusion_matrix"]["labels"] == ["high", "low"]
+    assert job.error == "" and job.traceback == ""
+    artifacts = job.working_dir()
+    assert job.artifacts_dir == str(artifacts)
+    for name in ("weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json", "snapshot.json"):
+        assert (artifacts / name).is_file()
+    snapshot = json.loads((artifacts / "snapshot.json").read_text())
+    assert snapshot["snapshot_hash"] == job.snapshot_hash
+    assert [clip["id"] for clip in snapshot["clips"]] == [e["id"] for e in job.snapshot]
+    # The registry hears about the artifacts before the job is marked succeeded.
+    assert len(succeeded_signals) == 1
+    call = succeeded_signals[0]
+    assert call["job"].pk == job.pk and call["artifacts_dir"] == artifacts
+    assert call["status_at_signal"] == "running"
+    assert "model.pt2" in call["files"]
+    assert call["result"].labels == ["high", "low"]
+    messages = list(job.logs.values_list("message", flat=True))
+    assert any(m.startswith("Started on worker") for m in messages)
+    assert any(m.startswith("split: ") for m in messages)
+    assert messages[-1].startswith("Succeeded in")
+
+
+def test_running_the_task_twice_trains_once(tones, submit, succeeded_signals):
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    finished_at = TrainingJob.objects.get(pk=job.pk).finished_at
+    assert tasks.run_training_job(job.pk) == "skipped"
+    job.refresh_from_db()
+    assert job.finished_at == finished_at
+    assert len(succeeded_signals) == 1
+
+
+def test_task_refuses_a_job_another_worker_claimed(tones, submit):
+    job = submit(tones)
+    TrainingJob.objects.filter(pk=job.pk).update(status="running", worker="elsewhere:1")
+    assert tasks.run_training_job(job.pk) == "skipped"
+    job.refresh_from_db()
+    assert (job.status, job.worker, job.epochs) == ("running", "elsewhere:1", [])
+
+
+def test_task_for_a_deleted_job_does_nothing(db):
+    assert tasks.run_training_job(987654) == "skipped"
+
+
+def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, succeeded_signals, monkeypatch, staff_user):
+    monkeypatch.setattr(tasks, "CANCEL_POLL_SECONDS", 0.0)
+    job = submit(tones, epochs=40)
+    seen = []
+
+    def cancel_after_first_epoch(running_job, progress):
+        seen.append(progress.phase)
+        if progress.epoch is not None and progress.epoch["epoch"] == 1:
+            TrainingJob.objects.get(pk=running_job.pk).cancel(staff_user)
+
+    assert tasks.run_training_job(job.pk, progress_hook=cancel_after_first_epoch) == "cancelled"
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    assert job.cancel_requested
+    assert job.error == "Cancelled while training; no model was saved."
+    assert len(job.epochs) < 40
+    assert not job.working_dir().exists()
+    assert not list(job.working_dir().parent.glob(f"{job.pk}*"))
+    assert succeeded_signals == []
+    assert job.logs.filter(level="warning", message__startswith="Cancel requested by staff-persona").exists()
+    assert job.logs.filter(level="warning", message__startswith="Cancelled while training").exists()
+
+
+def test_a_corrupt_clip_fails_the_job_with_its_traceback(tones, submit, succeeded_signals):
+    job = submit(tones)
+    broken = job.snapshot[3]
+    with default_storage.open(broken["audio"], "wb") as handle:
+        handle.write(b"this is not audio")
+    assert tasks.run_training_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert f"clip {broken['id']}: cannot read" in job.error
+    assert "Traceback (most recent call last)" in job.traceback
+    assert "load_features" in job.traceback
+    assert job.finished_at is not None
+    assert not job.working_dir().exists()
+    assert succeeded_signals == []
+    assert job.logs.filter(level="error", message__startswith="Failed: ").exists()
+
+
+def test_clips_deleted_since_submit_fail_the_job_clearly(tones, submit):
+    job = submit(tones)
+    gone = Clip.objects.get(pk=job.snapshot[0]["id"])
+    default_storage.delete(gone.audio.name)
+    assert tasks.run_training_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error.startswith("1 of the 12 clips in this job's snapshot no longer have their audio file")
+    assert f"clip {gone.pk} ({gone.audio.name})" in job.error
+    assert "Run the job again" in job.error
+
+
+def test_the_worker_trains_the_snapshot_not_the_live_dataset(tones, submit, succeeded_signals):
+    job = submit(tones)
+    Clip.objects.filter(dataset=tones, label="low").update(label="renamed")
+    Clip.objects.filter(dataset=tones, label="high")[:1].get().delete()
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.metrics["labels"] == ["high", "low"]
+    assert sum(job.metrics["split"][name] for name in ("train", "val", "test")) == 12
+
+
+def test_a_failing_registry_receiver_fails_the_job_and_removes_the_artifacts(tones, submit):
+    def refuse(sender, job, artifacts_dir, result, **kwargs):
+        raise RuntimeError("registry is full")
+
+    job_succeeded.connect(refuse, dispatch_uid="test-refuse")
+    try:
+        job = submit(tones)
+        assert tasks.run_training_job(job.pk) == "failed"
+    finally:
+        job_succeeded.disconnect(dispatch_uid="test-refuse")
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == "RuntimeError: registry is full"
+    assert "refuse" in job.traceback
+    assert not job.working_dir().exists()
+
+
+def test_same_snapshot_and_seed_give_the_same_model(tones, submit, django_capture_on_commit_callbacks):
+    first = submit(tones, seed=11)
+    with django_capture_on_commit_callbacks(execute=True):
+        second = first.rerun(None)
+    assert tasks.run_training_job(first.pk) == "succeeded"
+    # The second job reads features from the cache the first one filled: the result must not change.
+    assert tasks.run_training_job(second.pk) == "succeeded"
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.snapshot_hash == second.snapshot_hash
+
+    def without_timings(epochs):
+        return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in epochs]
+
+    assert without_timings(first.epochs) == without_timings(second.epochs)
+    for key in ("accuracy", "macro_f1", "test", "val", "baseline"):
+        assert first.metrics[key] == second.metrics[key]
+    assert first.metrics["feature_cache"] == {"hits": 0, "misses": 12}
+    assert second.metrics["feature_cache"] == {"hits": 12, "misses": 0}
+
+
+def test_worker_uses_its_share_of_the_cores(settings, monkeypatch):
+    monkeypatch.setattr(tasks.os, "cpu_count", lambda: 8)
+    settings.Q_WORKERS = 3
+    assert tasks.training_threads() == 2
+    settings.Q_WORKERS = 16
+    assert tasks.training_threads() == 1
