@@ -22,4 +22,4 @@ USER audioml
 VOLUME ["/data"]
 EXPOSE 8000
 # The web server; the worker service runs `python manage.py qcluster` (see docker-compose.yml).
-CMD ["sh", "-c", "python manage.py migrate --noinput && gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers ${WEB_WORKERS:-4} --timeout 300 --access-logfile -"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable && gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers ${WEB_WORKERS:-4} --timeout 300 --access-logfile -"]

@@ -178,6 +178,41 @@ def _check_media() -> str:
         return f"error: {exc.strerror or exc.__class__.__name__}"
 
 
+def _check_storage() -> str:
+    """Write, read back and delete a small file through Django's storage API (what clips and artifacts use)."""
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    try:
+        name = default_storage.save(".ready-probe/probe.txt", ContentFile(b"ok"))
+        try:
+            with default_storage.open(name) as handle:
+                if handle.read() != b"ok":
+                    return "error: read back different bytes"
+        finally:
+            default_storage.delete(name)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001
+        return f"error: {exc.__class__.__name__}"
+
+
+def live_clusters() -> list[dict]:
+    """The django-q2 clusters that reported in the last few seconds (their stats expire after 3 s)."""
+    from django_q.brokers import get_broker
+    from django_q.status import Stat
+
+    return [
+        {
+            "cluster_id": str(stat.cluster_id),
+            "host": stat.host,
+            "status": str(stat.status),
+            "workers": len(stat.workers or []),
+            "uptime_seconds": round(stat.uptime(), 1) if stat.tob else 0.0,
+        }
+        for stat in Stat.get_all(get_broker())
+    ]
+
+
 system_router = Router(tags=["system"])
 
 
@@ -198,6 +233,37 @@ def health(request):
         },
     }
     return Status(200 if healthy else 503, body)
+
+
+class ClusterOut(Schema):
+    cluster_id: str
+    host: str
+    status: str
+    workers: int
+    uptime_seconds: float
+
+
+class ReadyOut(Schema):
+    status: str
+    database: str
+    broker: str
+    storage: str
+    workers: str
+    clusters: list[ClusterOut]
+
+
+@system_router.get("/ready", auth=None, response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check")
+def ready(request):
+    """Ready to serve: database, broker and storage work, and at least one worker cluster is alive."""
+    database = _check_database()
+    broker = _check_broker() if database == "ok" else "error: database unreachable"
+    storage = _check_storage()
+    clusters = live_clusters() if database == "ok" else []
+    alive = [c for c in clusters if c["status"] not in ("Stopped", "Stopping")]
+    workers = "ok" if alive else "error: no worker has reported in the last few seconds (is qcluster running?)"
+    checks = {"database": database, "broker": broker, "storage": storage, "workers": workers}
+    healthy = all(value == "ok" for value in checks.values())
+    return Status(200 if healthy else 503, {"status": "ok" if healthy else "not ready", **checks, "clusters": clusters})
 
 
 api.add_router("/", system_router)

@@ -3,6 +3,7 @@
 source "$(dirname "$0")/_setup.sh"
 
 "$PYTHON_BIN" manage.py migrate --noinput
+"$PYTHON_BIN" manage.py createcachetable
 "$PYTHON_BIN" manage.py collectstatic --noinput --verbosity 0
 "$PYTHON_BIN" manage.py ensure_admin
 

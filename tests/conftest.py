@@ -73,3 +73,36 @@ def api_token(admin_user) -> str:
 def api(api_token) -> Client:
     """A client that authenticates with a bearer token and checks CSRF like the real server."""
     return Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {api_token}"})
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
+    """SQLite test databases live in a file, so worker subprocesses started by a test can share them."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture
+def subprocess_env(settings, transactional_db):
+    """Environment for a subprocess (a real qcluster, a management command) that must use this test's
+    database, media and work folders. Use it with transactional tests so the rows are committed."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{database['NAME']}"
+    else:
+        auth = database["USER"] + (f":{database['PASSWORD']}" if database["PASSWORD"] else "")
+        url = f"postgres://{auth}@{database['HOST'] or 'localhost'}:{database['PORT'] or 5432}/{database['NAME']}"
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "audioml.settings",
+        "DATABASE_URL": url,
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "AUDIOML_WORK_DIR": str(settings.WORK_DIR),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DJANGO_ALLOW_ASYNC_UNSAFE": "",
+    }

@@ -81,3 +81,30 @@ def test_unexpected_error_is_500_problem_details_and_logged(api, caplog, monkeyp
     body = response.json()
     assert body["status"] == 500 and "boom" not in body["detail"]
     assert any(body["request_id"] in record.request_id for record in caplog.records if hasattr(record, "request_id"))
+
+
+def test_json_log_lines_carry_the_request_id(api):
+    import json
+
+    from audioml.middleware import JsonLogFormatter, RequestIdLogFilter
+
+    records = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    handler = Capture()
+    handler.setFormatter(JsonLogFormatter())
+    handler.addFilter(RequestIdLogFilter())
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        api.get("/api/no-such-endpoint", headers={"X-Request-ID": "json-log-test-42"})
+        api.get("/api/tokens/0/nothing", headers={"X-Request-ID": "json-log-test-43"})
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in records]
+    assert lines, "expected django.request to log the 404s"
+    assert {line["request_id"] for line in lines} <= {"json-log-test-42", "json-log-test-43"}
+    assert all(line["level"] == "WARNING" and line["message"] for line in lines)
