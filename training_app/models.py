@@ -190,6 +190,7 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 config=cfg.to_dict(),
                 snapshot=entries,
                 snapshot_hash=snapshot_hash(entries),
+                snapshot_size=len(entries),
                 created_by=user if user is not None and user.is_authenticated else None,
                 rerun_of=rerun_of,
             )
@@ -309,6 +310,7 @@ class TrainingJob(models.Model):
     traceback = models.TextField(blank=True)
     snapshot = models.JSONField(default=list, blank=True, help_text="Clip ids, content hashes and labels at submit")
     snapshot_hash = models.CharField(max_length=64, blank=True)
+    snapshot_size = models.PositiveIntegerField(default=0, help_text="Number of clips in the snapshot")
     artifacts_dir = models.CharField(max_length=255, blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from ninja import Field, FilterSchema, Schema
+from ninja.filter_schema import FilterLookup
+from pydantic import ConfigDict
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="Name of the dataset to train on", min_length=1, max_length=63)
+    model_name: str = Field(description="Name of the model the trained version is registered under", max_length=63)
+    preset: Literal["quick", "balanced", "thorough"] = "balanced"
+    task: str = Field("classification", description="What the model learns; only classification for now")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Settings changed from the preset: epochs, batch_size, learning_rate, val_fraction, "
+        "test_fraction, seed, time_shift, noise, spec_augment, clip_seconds, early_stopping_patience, channels, "
+        "dropout, weight_decay, target_far, holdout_speakers",
+        examples=[{"epochs": 20, "seed": 7, "noise": False}],
+    )
+
+
+class JobFilter(FilterSchema):
+    status: JobStatus | None = Field(None, description="Only jobs with this status")
+    dataset: Annotated[str | None, FilterLookup("dataset__name")] = Field(
+        None, description="Only jobs on the dataset with this name"
+    )
+    model_name: str | None = Field(None, description="Only jobs for this model name")
+
+
+class EpochOut(Schema):
+    epoch: int
+    train_loss: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    lr: float | None
+    seconds: float | None
+
+
+class JobOut(Schema):
+    id: int
+    url: str = Field(description="The job's page in the panel")
+    dataset: str
+    model_name: str
+    task: str
+    preset: str
+    overrides: dict[str, Any]
+    status: JobStatus
+    phase: str
+    phase_display: str
+    progress: float = Field(description="0-100")
+    eta_seconds: float | None
+    queue_position: int | None = Field(description="1 = next to run; null unless queued")
+    cancel_requested: bool
+    accuracy: float | None = Field(description="Accuracy on the evaluation split once succeeded")
+    baseline_accuracy: float | None
+    error: str
+    snapshot_hash: str
+    snapshot_clips: int
+    rerun_of: int | None
+    created_by: str | None
+    worker: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+
+class JobDetailOut(JobOut):
+    config: dict[str, Any] = Field(description="The full validated configuration")
+    data: dict[str, Any] = Field(description="Clips, labels and speakers in the job's snapshot")
+    epochs: list[EpochOut]
+    metrics: dict[str, Any] = Field(description="Final metrics (empty until the job succeeds)")
+    traceback: str
+    artifacts_dir: str
+
+
+class JobLogOut(Schema):
+    id: int
+    level: str
+    created_at: datetime
+    message: str
