@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import math
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Count, Q, Sum
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils import timezone
 
 # Lower-case letters, digits, '-' and '_', starting with a letter or digit: safe in URLs and never a path trick.
@@ -12,6 +19,22 @@ name_validator = RegexValidator(
     "Use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit (no spaces, dots or slashes).",
     code="invalid_name",
 )
+
+# Labels become folder names when a dataset is exported, so they may not hold path separators or control
+# characters, nor be "." or "..". Anything else (spaces, capitals, accents, emoji) is fine.
+label_validator = RegexValidator(
+    r"^(?!\.{1,2}$)[^/\\\x00-\x1f\x7f]*$",
+    "A label cannot contain '/', '\\' or control characters, and cannot be '.' or '..' "
+    "(labels become folder names when the dataset is exported).",
+    code="invalid_label",
+)
+text_line_validator = RegexValidator(
+    r"^[^\x00-\x1f\x7f]*$", "Use a single line without control characters.", code="invalid_text"
+)
+
+# Levels used by the statistics page (and the clip table's badges).
+CLIPPED_FRACTION = 0.001  # at least 0.1 % of the samples at full scale
+NEAR_SILENT_RMS_DBFS = -50.0
 
 SAMPLE_RATE_CHOICES = [
     (8000, "8 kHz (telephony)"),
@@ -38,6 +61,21 @@ class Dataset(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def label_counts(self) -> dict[str, int]:
+        """Active clips per label, largest first ("" is unlabelled)."""
+        rows = (
+            self.clips.active().values("label").annotate(n=Count("id")).order_by("-n", "label").values_list("label", "n")
+        )
+        return dict(rows)
+
+    def summary(self) -> dict:
+        active = Q(status=Clip.Status.ACTIVE)
+        return self.clips.aggregate(
+            clip_count=Count("id", filter=active),
+            trashed_count=Count("id", filter=~active),
+            total_seconds=Sum("duration", filter=active),
+        )
+
 
 class ClipQuerySet(models.QuerySet):
     def active(self):
@@ -45,6 +83,38 @@ class ClipQuerySet(models.QuerySet):
 
     def trashed(self):
         return self.filter(status=Clip.Status.TRASHED)
+
+    def search(self, text: str):
+        """Clips whose transcript, original file name, label, speaker or notes contain `text`."""
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(transcript__icontains=text)
+            | Q(original_name__icontains=text)
+            | Q(label__icontains=text)
+            | Q(speaker__icontains=text)
+            | Q(notes__icontains=text)
+        )
+
+    def filtered(self, *, status: str = "active", label: str | None = None, speaker: str | None = None, q: str = ""):
+        """The filters shared by the panel, the API and export. `label=""` means unlabelled; None means any."""
+        clips = self
+        if status == Clip.Status.ACTIVE:
+            clips = clips.active()
+        elif status == Clip.Status.TRASHED:
+            clips = clips.trashed()
+        if label is not None:
+            clips = clips.filter(label=label)
+        if speaker is not None:
+            clips = clips.filter(speaker=speaker)
+        return clips.search(q) if q else clips
+
+    def trash(self, user=None) -> int:
+        return self.active().update(status=Clip.Status.TRASHED, updated_at=timezone.now(), updated_by=user)
+
+    def restore(self, user=None) -> int:
+        return self.trashed().update(status=Clip.Status.ACTIVE, updated_at=timezone.now(), updated_by=user)
 
 
 def clip_storage_name(dataset_id: int, content_hash: str) -> str:
@@ -61,16 +131,17 @@ class Clip(models.Model):
     audio = models.FileField(max_length=255, help_text="Canonical mono 16-bit PCM WAV at the dataset's rate")
     original_name = models.CharField(max_length=255, blank=True)
     original_format = models.CharField(max_length=32, blank=True)
-    label = models.CharField(max_length=100, blank=True, db_index=True)
+    label = models.CharField(max_length=100, blank=True, db_index=True, validators=[label_validator])
     transcript = models.TextField(blank=True)
     score = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
-    speaker = models.CharField(max_length=100, blank=True, db_index=True)
+    speaker = models.CharField(max_length=100, blank=True, db_index=True, validators=[text_line_validator])
     notes = models.TextField(blank=True)
     duration = models.FloatField(help_text="Seconds")
     source_sample_rate = models.PositiveIntegerField()
     source_channels = models.PositiveSmallIntegerField()
     peak_dbfs = models.FloatField()
     rms_dbfs = models.FloatField()
+    clipped_fraction = models.FloatField(default=0.0, help_text="Share of samples at digital full scale")
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical audio samples")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     uploaded_by = models.ForeignKey(
@@ -99,3 +170,91 @@ class Clip(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset.name}/{self.pk} {self.original_name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+    @property
+    def is_clipped(self) -> bool:
+        return self.clipped_fraction >= CLIPPED_FRACTION
+
+    @property
+    def is_near_silent(self) -> bool:
+        return self.rms_dbfs < NEAR_SILENT_RMS_DBFS
+
+    def apply_edits(self, changes: dict, user=None) -> list[str]:
+        """Validate and save edits of the editable fields; returns the names of the fields that changed.
+
+        Raises ValidationError (with a message per field) and changes nothing when any value is invalid."""
+        unknown = set(changes) - set(self.EDITABLE_FIELDS)
+        if unknown:
+            raise ValidationError({name: "This field cannot be edited." for name in sorted(unknown)})
+        cleaned = clean_clip_metadata(**changes)
+        changed = [name for name, value in cleaned.items() if getattr(self, name) != value]
+        if not changed:
+            return []
+        for name in changed:
+            setattr(self, name, cleaned[name])
+        self.updated_at = timezone.now()
+        self.updated_by = user
+        self.save(update_fields=[*changed, "updated_at", "updated_by"])
+        return changed
+
+    def trash(self, user=None) -> None:
+        Clip.objects.filter(pk=self.pk).trash(user)
+        self.refresh_from_db(fields=["status", "updated_at", "updated_by"])
+
+    def restore(self, user=None) -> None:
+        Clip.objects.filter(pk=self.pk).restore(user)
+        self.refresh_from_db(fields=["status", "updated_at", "updated_by"])
+
+
+def parse_score(value) -> float | None:
+    """A score from a form, CSV cell or JSON value: empty means none; otherwise a finite number in [0, 1]."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise ValidationError({"score": "The score must be a number between 0 and 1."})
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError({"score": f"The score must be a number between 0 and 1, not {str(value)[:40]!r}."}) from None
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        raise ValidationError({"score": f"The score must be between 0 and 1 (got {score:g})."})
+    return score
+
+
+_METADATA_DEFAULTS = {"label": "", "transcript": "", "score": None, "speaker": "", "notes": ""}
+
+
+def clean_clip_metadata(**values) -> dict:
+    """Validate label/transcript/score/speaker/notes with the model's own rules (surrounding whitespace trimmed).
+
+    Only the given fields are returned; raises ValidationError with a message per invalid field."""
+    cleaned: dict = {}
+    errors: dict[str, list[str]] = {}
+    for name, value in values.items():
+        if name == "score":
+            try:
+                cleaned["score"] = parse_score(value)
+            except ValidationError as exc:
+                errors.update(exc.message_dict)
+            continue
+        cleaned[name] = "" if value is None else str(value).strip()
+    probe = Clip(**{**_METADATA_DEFAULTS, **cleaned})
+    try:
+        probe.clean_fields(exclude=[f.name for f in Clip._meta.fields if f.name not in cleaned])
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+@receiver(post_delete, sender=Clip)
+def _delete_clip_file(sender, instance: Clip, **kwargs) -> None:
+    """A deleted clip takes its canonical file with it, once the deletion is committed."""
+    name = instance.audio.name
+    if name:
+        transaction.on_commit(lambda: default_storage.delete(name))
