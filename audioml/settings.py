@@ -133,6 +133,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "audioml.middleware.RequestIdMiddleware",
+    "audioml.metrics.RequestMetricsMiddleware",
     "audioml.middleware.UploadLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -250,6 +251,13 @@ Q_CLUSTER = {
         },
     },
 }
+
+# Prometheus metrics are collected across all web and worker processes through files in this folder
+# (prometheus-client's multiprocess mode); scripts/run.sh empties it at start.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+# Optional bearer token for Prometheus scrapers; staff API tokens and staff sessions work too.
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 
 # A cache every process shares (the database), so that the web process can see the workers' django-q2 stats.
 CACHES = {

@@ -19,6 +19,7 @@ urlpatterns = [
     path("datasets/", include("datasets_app.urls")),
     path("training/", include("training_app.urls")),
     path("models/", include("registry_app.urls")),
+    path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
     re_path(r"^api/", views.api_not_found),

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -48,3 +51,24 @@ def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return problem_response(403, str(exception) or "Forbidden.", code="forbidden")
     return render(request, "403.html", {"reason": str(exception or "")}, status=403)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for METRICS_TOKEN, a staff API token or a staff session."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from audioml.metrics import render_metrics
+
+    header = request.headers.get("Authorization", "")
+    bearer = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    allowed = request.user.is_authenticated and request.user.is_staff
+    if bearer and settings.METRICS_TOKEN and hmac.compare_digest(bearer, settings.METRICS_TOKEN):
+        allowed = True
+    elif bearer:
+        token = ApiToken.objects.authenticate(bearer)
+        allowed = allowed or (token is not None and token.user.is_staff)
+    if not allowed:
+        response = HttpResponse("Authentication required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="audioml-metrics"'
+        return response
+    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,10 @@ source "$(dirname "$0")/_setup.sh"
 "$PYTHON_BIN" manage.py collectstatic --noinput --verbosity 0
 "$PYTHON_BIN" manage.py ensure_admin
 
+# Prometheus counters from an earlier run would mix with this one's.
+PROMETHEUS_DIR="${PROMETHEUS_MULTIPROC_DIR:-${AUDIOML_DATA_DIR:-$ROOT/data}/prometheus}"
+rm -rf "$PROMETHEUS_DIR" && mkdir -p "$PROMETHEUS_DIR"
+
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 pids=()

@@ -7,7 +7,8 @@ import re
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
-PUBLIC_PREFIXES = ("admin/", "api/", "login/", "logout/", "media/", "static/")
+# Not panel pages: they have their own authentication (tests/core/test_api_basics.py, test_metrics.py).
+PUBLIC_PREFIXES = ("admin/", "api/", "login/", "logout/", "media/", "static/", "metrics")
 
 
 def _walk(patterns, prefix=""):
