@@ -16,6 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens/", views.token_list, name="token-list"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
+    path("audit/", views.audit_list, name="audit-list"),
     path("datasets/", include("datasets_app.urls")),
     path("training/", include("training_app.urls")),
     path("models/", include("registry_app.urls")),

@@ -5,11 +5,13 @@ import hmac
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from audioml.forms import TokenForm
-from audioml.models import ApiToken
+from audioml import audit
+from audioml.forms import AuditFilterForm, TokenForm
+from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
 from audioml.problems import problem_response
 
@@ -26,6 +28,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
         form = TokenForm(request.POST)
         if form.is_valid():
             token, new_token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["expires_at"])
+            audit.record("token.create", token, request=request)
             messages.success(request, f"Token “{token.name}” created. Copy it now: it will not be shown again.")
             form = TokenForm()
     else:
@@ -38,9 +41,25 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
-    token.revoke()
+    if token.is_active:
+        token.revoke()
+        audit.record("token.revoke", token, request=request)
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("token-list")
+
+
+@staff_required
+def audit_list(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    events = AuditEvent.objects.select_related("actor")
+    if form.is_valid():
+        events = form.filter(events)
+    page = Paginator(events, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "query": query.urlencode()}
+    template = "account/audit.html#events" if request.htmx else "account/audit.html"
+    return render(request, template, context)
 
 
 def api_not_found(request: HttpRequest) -> HttpResponse:

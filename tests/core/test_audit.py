@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from audioml import audit
+from audioml.models import ApiToken, AuditEvent
+from tests.factories import DatasetFactory
+
+
+def test_login_and_failed_login_are_audited_with_the_address(staff_user):
+    client = Client(REMOTE_ADDR="10.1.2.3")
+    client.post("/login/", {"username": "staff-persona", "password": "wrong"})
+    client.post("/login/", {"username": "staff-persona", "password": "correct horse battery staple"})
+    failed, ok = AuditEvent.objects.order_by("id")
+    assert (failed.action, failed.actor, failed.object_repr) == ("user.login_failed", None, "staff-persona")
+    assert (ok.action, ok.actor, ok.ip_address) == ("user.login", staff_user, "10.1.2.3")
+
+
+def test_token_create_and_revoke_are_audited(staff_client, staff_user):
+    staff_client.post("/account/tokens/", {"name": "ci"})
+    token = ApiToken.objects.get()
+    staff_client.post(f"/account/tokens/{token.pk}/revoke/")
+    staff_client.post(f"/account/tokens/{token.pk}/revoke/")  # a second revoke changes nothing
+    actions = list(AuditEvent.objects.filter(object_type="audioml.apitoken").order_by("id").values_list("action", flat=True))
+    assert actions == ["token.create", "token.revoke"]
+    assert AuditEvent.objects.filter(action="token.create").get().actor == staff_user
+
+
+def test_api_token_changes_are_audited(api):
+    created = api.post("/api/tokens", {"name": "scripted"}, content_type="application/json").json()
+    api.post(f"/api/tokens/{created['id']}/revoke")
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == ["token.create", "token.revoke"]
+    assert AuditEvent.objects.first().request_id
+
+
+def test_audit_events_cannot_be_edited_or_deleted(db):
+    event = audit.record("dataset.create", DatasetFactory())
+    event.action = "something.else"
+    with pytest.raises(PermissionError):
+        event.save()
+    with pytest.raises(PermissionError):
+        event.delete()
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.all().delete()
+    with pytest.raises(PermissionError):
+        AuditEvent.objects.update(action="x")
+    assert AuditEvent.objects.get().action == "dataset.create"
+
+
+def test_audit_page_lists_and_filters_events(staff_client, staff_user):
+    dataset = DatasetFactory(name="birds")
+    audit.record("dataset.create", dataset, user=staff_user)
+    audit.record("clip.edit", dataset, user=staff_user, changes={"label": ["yes", "no"]})
+    page = staff_client.get("/audit/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "dataset.create" in html and "clip.edit" in html and "yes → no" in html
+    filtered = staff_client.get("/audit/", {"action": "clip."}, headers={"HX-Request": "true"})
+    fragment = filtered.content.decode()
+    assert "clip.edit" in fragment and "dataset.create" not in fragment
+    assert "<html" not in fragment
+
+
+def test_audit_filter_rejects_reversed_dates(staff_client):
+    response = staff_client.get("/audit/", {"since": "2026-02-01", "until": "2026-01-01"})
+    assert "must be on or before" in response.content.decode()
+
+
+def test_audit_is_read_only_in_admin(admin_client, admin_user):
+    event = audit.record("dataset.create", DatasetFactory(), user=admin_user)
+    assert admin_client.get("/admin/audioml/auditevent/").status_code == 200
+    change = admin_client.get(f"/admin/audioml/auditevent/{event.pk}/change/")
+    assert change.status_code == 200
+    assert b'name="action"' not in change.content  # shown, not editable
+    assert admin_client.get("/admin/audioml/auditevent/add/").status_code == 403
+    assert admin_client.post(f"/admin/audioml/auditevent/{event.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
