@@ -1,3 +1,333 @@
-from ninja import Router
+"""`/api/models`: registered models, their immutable versions, aliases, artifact downloads and predictions."""
+
+from __future__ import annotations
+
+from django.core.files.storage import default_storage
+from django.db.models import Count, Prefetch
+from django.http import FileResponse, HttpRequest
+from django.urls import reverse
+from ninja import File, Form, Router, Status
+from ninja.files import UploadedFile
+from ninja.pagination import paginate
+
+from audioml.errors import Unprocessable
+from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
+from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel, parse_version_ref
+from registry_app.schemas import (
+    AliasEventOut,
+    AliasIn,
+    AliasOut,
+    ModelOut,
+    ModelPatch,
+    NoteIn,
+    PredictOut,
+    VersionOut,
+    VersionPatch,
+)
 
 router = Router(tags=["models"])
+
+
+# Lookups ------------------------------------------------------------------------------------------------------
+
+
+def get_model_or_404(name: str) -> RegisteredModel:
+    model = RegisteredModel.objects.filter(name=name).first()
+    if model is None:
+        raise ReferenceNotFound(f"No registered model named “{name}”.")
+    return model
+
+
+def get_version_or_404(model: RegisteredModel, ref: str | int) -> ModelVersion:
+    number = parse_version_ref(str(ref))
+    if number is None:
+        raise ReferenceNotFound(f"“{ref}” is not a version number; use a number such as 3 or v3.")
+    return model.get_version(number)
+
+
+def get_alias_or_404(model: RegisteredModel, name: str) -> Alias:
+    alias = model.aliases.select_related("version", "model").filter(name=name.lower()).first()
+    if alias is None:
+        raise ReferenceNotFound(f"Model “{model.name}” has no alias “{name}”.")
+    return alias
+
+
+# Output -------------------------------------------------------------------------------------------------------
+
+
+def _username(user) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def _metric(version: ModelVersion | None) -> dict | None:
+    headline = version.headline_metric() if version is not None else None
+    return {"name": headline[0], "value": headline[1]} if headline else None
+
+
+def models_with_summary():
+    return RegisteredModel.objects.select_related("created_by").annotate(version_count=Count("versions")).prefetch_related(
+        Prefetch("aliases", queryset=Alias.objects.select_related("version")),
+        Prefetch(
+            "versions",
+            queryset=ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).order_by("-version"),
+            to_attr="active_versions",
+        ),
+    )
+
+
+def model_out(model: RegisteredModel) -> dict:
+    active = getattr(model, "active_versions", None)
+    latest = active[0] if active else (None if active is not None else model.latest_version())
+    count = getattr(model, "version_count", None)
+    return {
+        "name": model.name,
+        "task": model.task,
+        "description": model.description,
+        "created_at": model.created_at,
+        "created_by": _username(model.created_by),
+        "version_count": count if count is not None else model.versions.count(),
+        "latest_version": latest.version if latest else None,
+        "aliases": {alias.name: alias.version.version for alias in model.aliases.all()},
+        "headline_metric": _metric(latest),
+    }
+
+
+def artifact_url(version: ModelVersion, name: str) -> str:
+    return reverse(
+        "api:download_artifact", kwargs={"name": version.model.name, "version": version.version, "artifact": name}
+    )
+
+
+def version_out(version: ModelVersion) -> dict:
+    return {
+        "model": version.model.name,
+        "version": version.version,
+        "status": version.status,
+        "description": version.description,
+        "tags": version.tags,
+        "aliases": [alias.name for alias in version.aliases.all()],
+        "labels": version.labels,
+        "metrics": version.metrics,
+        "headline_metric": _metric(version),
+        "feature_config": version.feature_config,
+        "train_config": version.train_config,
+        "snapshot_hash": version.snapshot_hash,
+        "snapshot_size": version.snapshot_size,
+        "code_version": version.code_version,
+        "job_id": version.job_id,
+        "dataset": version.job.dataset.name if version.job.dataset_id else None,
+        "artifacts": [
+            {"name": entry["name"], "size": entry["size"], "sha256": entry["sha256"], "download_url": artifact_url(version, entry["name"])}
+            for entry in version.artifacts
+        ],
+        "created_at": version.created_at,
+        "created_by": _username(version.created_by),
+    }
+
+
+def versions_of(model: RegisteredModel):
+    return model.versions.select_related("model", "created_by", "job__dataset").prefetch_related("aliases")
+
+
+def alias_out(alias: Alias) -> dict:
+    target = alias.rollback_target()
+    return {
+        "name": alias.name,
+        "version": alias.version.version,
+        "updated_at": alias.updated_at,
+        "rollback_to": target.version if target else None,
+    }
+
+
+def event_out(event: AliasEvent) -> dict:
+    return {
+        "alias": event.alias_name,
+        "action": event.action,
+        "from_version": event.from_number,
+        "to_version": event.to_number,
+        "moved_by": _username(event.moved_by),
+        "moved_at": event.moved_at,
+        "note": event.note,
+    }
+
+
+# Models -------------------------------------------------------------------------------------------------------
+
+
+@router.get("", response=list[ModelOut], summary="List registered models")
+@paginate
+def list_models(request: HttpRequest):
+    """Every model with its latest active version, where each alias points, and its headline metric."""
+    return [model_out(model) for model in models_with_summary()]
+
+
+@router.get("/{name}", response=ModelOut, summary="Get a model")
+def get_model(request: HttpRequest, name: str):
+    model = get_model_or_404(name)
+    return model_out(models_with_summary().get(pk=model.pk))
+
+
+@router.patch("/{name}", response=ModelOut, summary="Update a model's description")
+def update_model(request: HttpRequest, name: str, payload: ModelPatch):
+    model = get_model_or_404(name)
+    model.description = payload.description
+    model.save(update_fields=["description"])
+    return model_out(models_with_summary().get(pk=model.pk))
+
+
+# Versions -----------------------------------------------------------------------------------------------------
+
+
+@router.get("/{name}/versions", response=list[VersionOut], summary="List a model's versions")
+@paginate
+def list_versions(request: HttpRequest, name: str):
+    """Newest first."""
+    return [version_out(version) for version in versions_of(get_model_or_404(name))]
+
+
+@router.get("/{name}/versions/{version}", response=VersionOut, summary="Get a version")
+def get_version(request: HttpRequest, name: str, version: str):
+    """`version` is a number: `3` or `v3`."""
+    model = get_model_or_404(name)
+    return version_out(versions_of(model).get(pk=get_version_or_404(model, version).pk))
+
+
+@router.patch("/{name}/versions/{version}", response=VersionOut, summary="Update a version's description, tags or status")
+def update_version(request: HttpRequest, name: str, version: str, payload: VersionPatch):
+    """Versions are immutable: only `description`, `tags` and `status` change; any other field is refused with
+    409. Archiving a version an alias points at is refused with 409 too."""
+    model = get_model_or_404(name)
+    target = get_version_or_404(model, version)
+    extra = sorted(payload.model_extra or {})
+    if extra:
+        raise ImmutableVersion(
+            f"Versions are immutable: {', '.join(extra)} cannot change "
+            f"(only {', '.join(ModelVersion.MUTABLE_FIELDS)} can).",
+            fields=extra,
+        )
+    changes = payload.model_dump(exclude_unset=True, exclude_none=True)
+    if "description" in changes:
+        target.description = changes["description"]
+    if "tags" in changes:
+        target.tags = changes["tags"]
+    if "status" in changes:
+        target.set_status(changes["status"])
+    target.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
+    target.save()
+    return version_out(versions_of(model).get(pk=target.pk))
+
+
+@router.delete("/{name}/versions/{version}", response={204: None}, summary="Delete a version")
+def delete_version(request: HttpRequest, name: str, version: str):
+    """Removes the version and its artifacts. Refused with 409 while an alias points at it."""
+    model = get_model_or_404(name)
+    get_version_or_404(model, version).delete()
+    return Status(204, None)
+
+
+@router.get(
+    "/{name}/versions/{version}/artifacts/{artifact}",
+    url_name="download_artifact",
+    summary="Download an artifact",
+    response={200: None},
+)
+def download_artifact(request: HttpRequest, name: str, version: str, artifact: str):
+    """Streams the file after checking its SHA-256 against the one recorded at registration; a damaged
+    artifact is refused with 409 `artifact-damaged`. The checksum is sent as `X-Content-SHA256`."""
+    model = get_model_or_404(name)
+    target = get_version_or_404(model, version)
+    entry = target.verify_artifact(artifact)
+    response = FileResponse(
+        default_storage.open(entry["path"], "rb"),
+        as_attachment=True,
+        filename=f"{model.name}-v{target.version}-{entry['name']}",
+    )
+    response["Content-Length"] = str(entry["size"])
+    response["X-Content-SHA256"] = entry["sha256"]
+    return response
+
+
+# Aliases ------------------------------------------------------------------------------------------------------
+
+
+@router.get("/{name}/aliases", response=list[AliasOut], summary="List a model's aliases")
+def list_aliases(request: HttpRequest, name: str):
+    model = get_model_or_404(name)
+    return [alias_out(alias) for alias in model.aliases.select_related("version", "model")]
+
+
+@router.put("/{name}/aliases/{alias}", response=AliasOut, summary="Set or move an alias (promote)")
+def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
+    """Points the alias at a version, creating it if needed; every move is kept in the alias history.
+    Predictions that use the alias switch on the next request."""
+    model = get_model_or_404(name)
+    target = get_version_or_404(model, payload.version)
+    moved = Alias.point(model, alias, target, by=request.user, note=payload.note)
+    return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
+
+
+@router.post("/{name}/aliases/{alias}/rollback", response=AliasOut, summary="Roll an alias back")
+def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn | None = None):
+    """Points the alias back at the version it pointed to before its current one (repeatable: each rollback
+    goes one step further back). 409 `nothing-to-roll-back` when its history has no earlier version."""
+    model = get_model_or_404(name)
+    moved = get_alias_or_404(model, alias).rollback(by=request.user, note=payload.note if payload else "")
+    return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
+
+
+@router.delete("/{name}/aliases/{alias}", response={204: None}, summary="Delete an alias")
+def delete_alias(request: HttpRequest, name: str, alias: str, note: str = ""):
+    model = get_model_or_404(name)
+    get_alias_or_404(model, alias).remove(by=request.user, note=note)
+    return Status(204, None)
+
+
+@router.get("/{name}/aliases/{alias}/history", response=list[AliasEventOut], summary="An alias's history")
+@paginate
+def alias_history(request: HttpRequest, name: str, alias: str):
+    """Every move of the alias, newest first (also for an alias that has since been deleted)."""
+    model = get_model_or_404(name)
+    events = model.alias_history(alias.lower())
+    if not events.exists():
+        raise ReferenceNotFound(f"Model “{model.name}” has no alias “{alias}” and never had one.")
+    return [event_out(event) for event in events]
+
+
+# Predictions --------------------------------------------------------------------------------------------------
+
+
+@router.post("/{name}/predict", response={200: PredictOut}, exclude_none=True, summary="Predict labels for audio files")
+def predict(
+    request: HttpRequest,
+    name: str,
+    files: File[list[UploadedFile]] = None,
+    ref: Form[str] = "",
+):
+    """Multipart upload of one or more audio `files` (any format ingestion accepts) and an optional `ref`: an
+    alias name or a version (`v3` or `3`). Without `ref`: the `production` alias, else the latest active
+    version; the response's `ref` says which.
+
+    Clips longer than the model's clip length are scored over sliding windows (half a clip apart) and the
+    window probabilities averaged (`windows`, `aggregation`). Shorter clips are zero-padded.
+
+    Partial failures: a file that cannot be decoded gets an `error` object (status 422, code
+    `undecodable-audio`) in its place in `results`, while the others are scored and the response is 200.
+    When every file fails the response is a 422 problem with the same `results`. Unknown model, alias or
+    version: 404. A version whose model file fails its SHA-256 check: 409 `artifact-damaged`."""
+    from registry_app import inference
+
+    model = get_model_or_404(name)
+    uploads = list(files or [])
+    if not uploads:
+        raise Unprocessable("Send one or more audio files as the multipart form field “files”.")
+    outcome = inference.predict_uploads(model, ref or None, uploads)
+    if outcome["succeeded"] == 0:
+        only = outcome["results"][0]["error"]["detail"] if len(uploads) == 1 else None
+        raise UndecodableAudio(
+            only or f"None of the {len(uploads)} files could be decoded as audio.",
+            results=outcome["results"],
+            model=outcome["model"],
+            version=outcome["version"],
+            ref=outcome["ref"],
+        )
+    return outcome

@@ -31,7 +31,7 @@ def test_succeeded_job_becomes_version_one_with_checksummed_artifacts(register, 
     assert version.labels == ["high", "low"]
     assert version.feature_config["sample_rate"] == 16000
     assert version.feature_config["clip_samples"] == 8000
-    assert version.train_config["epochs"] == 2
+    assert version.train_config["epochs"] == 6
     assert version.metrics["evaluated_on"] in ("test", "val")
     assert version.snapshot_hash == version.job.snapshot_hash
     assert version.snapshot_size == 10

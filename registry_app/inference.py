@@ -1,0 +1,279 @@
+"""Predictions from registered versions: load exported models (checksum first), cache them, score audio.
+
+The exported `model.pt2` is self-contained: raw mono float32 waveform at the model's sample rate in
+(shape (batch, clip_samples)), class probabilities out, feature front end included. Serving needs only
+torch and an audio decoder, never the training code. torch is imported lazily so the web process does not
+load it to render pages.
+
+Clip length: a clip shorter than the model's clip length is zero-padded around its centre (as in training);
+a longer one is cut into windows of the clip length every half clip length (the last window ends at the end
+of the clip) and the window probabilities are AVERAGED, so the scores still sum to 1 and a long recording is
+judged as a whole. The response says how many windows were scored.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.core.files.storage import default_storage
+
+from registry_app import artifacts as artifact_store
+from registry_app.errors import ArtifactDamaged, UndecodableAudio
+from registry_app.models import MODEL_FILE, ModelVersion, RegisteredModel
+
+logger = logging.getLogger("registry_app.inference")
+
+# Loaded models kept per process (least recently used goes first). Each tiny CNN takes a few MB.
+MODEL_CACHE_SIZE = 8
+# Windows advance by this share of the clip length when a clip is longer than the model's clip length.
+WINDOW_HOP_FRACTION = 0.5
+AGGREGATION = "mean"
+# Windows scored in one forward pass.
+WINDOW_BATCH = 64
+# Longest recording one prediction accepts (seconds of audio); longer files get a per-file 422.
+MAX_PREDICT_SECONDS = 600.0
+
+
+@dataclass
+class LoadedModel:
+    version_pk: int
+    sha256: str
+    module: Any
+    labels: list[str]
+    sample_rate: int
+    clip_samples: int
+    stamp: tuple[int, float] | None
+    path: str
+    load_ms: float
+
+
+class ModelCache:
+    """Bounded LRU of loaded models keyed by (version pk, model.pt2 SHA-256); safe across threads.
+
+    A hit re-checks only the stored file's size and modification time (cheap); if either changed, the bytes
+    are hashed again before the cached model is used, so a damaged artifact is never served from memory.
+    """
+
+    def __init__(self, capacity: int = MODEL_CACHE_SIZE) -> None:
+        self.capacity = capacity
+        self.loads = 0
+        self.hits = 0
+        self._entries: OrderedDict[tuple[int, str], LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[tuple[int, str], threading.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def keys(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return list(self._entries)
+
+    def get(self, version: ModelVersion) -> tuple[LoadedModel, bool]:
+        """The loaded model for a version and whether it came from the cache."""
+        entry = version.artifact(MODEL_FILE)
+        key = (version.pk, entry["sha256"])
+        cached = self._lookup(key)
+        if cached is not None:
+            if artifact_store.stored_stamp(entry["path"]) == cached.stamp:
+                self.hits += 1
+                return cached, True
+            self._evict(key)
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            cached = self._lookup(key)
+            if cached is not None:
+                return cached, True
+            try:
+                loaded = load_version(version)
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self.loads += 1
+                self._entries[key] = loaded
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+            return loaded, False
+
+    def _lookup(self, key):
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def _evict(self, key) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+cache = ModelCache()
+
+
+def load_version(version: ModelVersion) -> LoadedModel:
+    """Read model.pt2 from the storage, check its SHA-256, and load it with torch.export (no training code)."""
+    import hashlib
+
+    import torch
+
+    started = time.perf_counter()
+    entry = version.artifact(MODEL_FILE)
+    stamp = artifact_store.stored_stamp(entry["path"])
+    try:
+        with default_storage.open(entry["path"], "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise _damaged(version, f"{MODEL_FILE} cannot be read from the storage: {error}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if len(data) != entry["size"] or actual != entry["sha256"]:
+        logger.error("Refusing to load %s: SHA-256 %s, registered %s", entry["path"], actual, entry["sha256"])
+        raise _damaged(version, f"{MODEL_FILE} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered")
+    module = torch.export.load(io.BytesIO(data)).module()
+    load_ms = (time.perf_counter() - started) * 1000
+    logger.info("Loaded %s v%s in %.0f ms", version.model.name, version.version, load_ms)
+    return LoadedModel(
+        version_pk=version.pk,
+        sha256=actual,
+        module=module,
+        labels=list(version.labels),
+        sample_rate=int(version.feature_config["sample_rate"]),
+        clip_samples=int(version.feature_config["clip_samples"]),
+        stamp=stamp,
+        path=entry["path"],
+        load_ms=load_ms,
+    )
+
+
+def _damaged(version: ModelVersion, problem: str) -> ArtifactDamaged:
+    return ArtifactDamaged(
+        f"Version {version.version} of “{version.model.name}” is damaged: {problem}. "
+        "It is not loaded; register a new version by re-running its training job.",
+        artifact=MODEL_FILE,
+        version=version.version,
+    )
+
+
+def window_starts(n_samples: int, clip_samples: int) -> list[int]:
+    """Start offsets of the windows covering a clip; one window when it fits in the model's clip length."""
+    if n_samples <= clip_samples:
+        return [0]
+    hop = max(1, int(clip_samples * WINDOW_HOP_FRACTION))
+    starts = list(range(0, n_samples - clip_samples + 1, hop))
+    if starts[-1] + clip_samples < n_samples:
+        starts.append(n_samples - clip_samples)
+    return starts
+
+
+def score_waveform(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarray, int]:
+    """Class probabilities of a mono float32 waveform at the model's rate, and the number of windows scored."""
+    import torch
+
+    wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    clip = loaded.clip_samples
+    if len(wave) <= clip:
+        padded = np.zeros(clip, dtype=np.float32)
+        offset = (clip - len(wave)) // 2
+        padded[offset : offset + len(wave)] = wave
+        windows = padded[None, :]
+    else:
+        windows = np.stack([wave[start : start + clip] for start in window_starts(len(wave), clip)])
+    batches = []
+    with torch.inference_mode():
+        for start in range(0, len(windows), WINDOW_BATCH):
+            batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + WINDOW_BATCH]))
+            batches.append(loaded.module(batch).numpy())
+    probabilities = np.concatenate(batches).astype(np.float64)
+    return probabilities.mean(axis=0), len(windows)
+
+
+@dataclass
+class PredictionRequest:
+    """Which version answered, resolved once for every file of a request."""
+
+    model: RegisteredModel
+    version: ModelVersion
+    ref: str
+    loaded: LoadedModel
+    cached: bool
+
+    def base(self) -> dict[str, Any]:
+        return {"model": self.model.name, "version": self.version.version, "ref": self.ref}
+
+
+def prepare(model: RegisteredModel, ref: str | None = None) -> PredictionRequest:
+    """Resolve the reference (aliases on every call, so a promotion applies to the next request) and load."""
+    version, used_ref = model.resolve(ref)
+    loaded, cached = cache.get(version)
+    return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached)
+
+
+def predict_source(request: PredictionRequest, source, file_name: str) -> dict[str, Any]:
+    """One file's prediction; `source` is a path, bytes or an uploaded file (any format ingestion reads).
+
+    Raises UndecodableAudio (422 for that file) when it is not audio, is empty or is too long.
+    """
+    from datasets_app.ingest import AudioDecodeError, decode_audio
+
+    started = time.perf_counter()
+    loaded = request.loaded
+    try:
+        decoded = decode_audio(source, loaded.sample_rate, max_seconds=MAX_PREDICT_SECONDS, name_hint=file_name)
+    except AudioDecodeError as error:
+        raise UndecodableAudio(f"{file_name}: {error.reason}", file=file_name, reason=error.code) from None
+    scores, windows = score_waveform(loaded, decoded.samples)
+    best = int(np.argmax(scores))
+    return {
+        "file": file_name,
+        "label": loaded.labels[best],
+        "scores": {label: round(float(score), 6) for label, score in zip(loaded.labels, scores, strict=True)},
+        **request.base(),
+        "windows": windows,
+        "aggregation": AGGREGATION if windows > 1 else None,
+        "clip_seconds": loaded.clip_samples / loaded.sample_rate,
+        "duration": round(decoded.duration, 4),
+        "time_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+def file_error(file_name: str, error: UndecodableAudio) -> dict[str, Any]:
+    reason = error.extra.get("reason", "undecodable")
+    return {
+        "file": file_name,
+        "error": {"status": error.status, "code": error.code, "reason": reason, "detail": error.detail},
+    }
+
+
+def predict_uploads(model: RegisteredModel, ref: str | None, uploads: list) -> dict[str, Any]:
+    """Predictions for every uploaded file with one resolved version; bad files get a per-file error."""
+    request = prepare(model, ref)
+    results = []
+    for upload in uploads:
+        name = os.path.basename(upload.name or "") or "upload"
+        try:
+            results.append(predict_source(request, upload, name))
+        except UndecodableAudio as error:
+            results.append(file_error(name, error))
+    failed = sum(1 for result in results if "error" in result)
+    return {
+        **request.base(),
+        "cached": request.cached,
+        "load_ms": 0.0 if request.cached else round(request.loaded.load_ms, 2),
+        "succeeded": len(results) - failed,
+        "failed": failed,
+        "results": results,
+    }

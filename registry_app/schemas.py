@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from ninja import Field, Schema
+from pydantic import ConfigDict
+
+
+class Metric(Schema):
+    name: str
+    value: float
+
+
+class ModelOut(Schema):
+    name: str
+    task: str
+    description: str
+    created_at: datetime
+    created_by: str | None
+    version_count: int
+    latest_version: int | None = Field(description="Highest active version number")
+    aliases: dict[str, int] = Field(description="Alias name → version number it points at")
+    headline_metric: Metric | None = Field(description="Accuracy of the latest version on its evaluation split")
+
+
+class ModelPatch(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = Field(max_length=20000, description="Markdown")
+
+
+class ArtifactOut(Schema):
+    name: str
+    size: int
+    sha256: str
+    download_url: str
+
+
+class VersionOut(Schema):
+    model: str
+    version: int
+    status: str
+    description: str
+    tags: list[str]
+    aliases: list[str]
+    labels: list[str]
+    metrics: dict[str, Any]
+    headline_metric: Metric | None
+    feature_config: dict[str, Any]
+    train_config: dict[str, Any]
+    snapshot_hash: str
+    snapshot_size: int
+    code_version: str
+    job_id: int
+    dataset: str | None
+    artifacts: list[ArtifactOut]
+    created_at: datetime
+    created_by: str | None
+
+
+class VersionPatch(Schema):
+    """Only description, tags and status can change; anything else is refused with 409 (versions are immutable)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    description: str | None = Field(None, max_length=20000)
+    tags: list[str] | None = Field(None, description="Replaces the tags")
+    status: Literal["active", "archived"] | None = None
+
+
+class AliasIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str = Field(description="Version number: 3 or \"v3\"")
+    note: str = Field("", max_length=2000, description="Why it moves (kept in the alias history)")
+
+
+class NoteIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000)
+
+
+class AliasOut(Schema):
+    name: str
+    version: int
+    updated_at: datetime
+    rollback_to: int | None = Field(description="The version a rollback would point it at, if any")
+
+
+class AliasEventOut(Schema):
+    alias: str
+    action: Literal["set", "rollback", "delete"]
+    from_version: int | None
+    to_version: int | None
+    moved_by: str | None
+    moved_at: datetime
+    note: str
+
+
+class FileError(Schema):
+    status: int
+    code: str
+    reason: str
+    detail: str
+
+
+class FilePrediction(Schema):
+    """One file's result: a prediction, or an `error` for a file that could not be decoded."""
+
+    file: str
+    label: str | None = None
+    scores: dict[str, float] | None = Field(None, description="Every label's probability (they sum to 1)")
+    model: str | None = None
+    version: int | None = None
+    ref: str | None = Field(None, description="How the version was chosen: alias name, vN, or \"latest\"")
+    windows: int | None = Field(None, description="Windows scored: more than 1 for clips longer than the model's")
+    aggregation: str | None = Field(None, description="\"mean\" of window probabilities when windows > 1")
+    clip_seconds: float | None = Field(None, description="The model's clip length")
+    duration: float | None = Field(None, description="Seconds of audio in the file")
+    time_ms: float | None = Field(None, description="Decoding and scoring time for this file")
+    error: FileError | None = None
+
+
+class PredictOut(Schema):
+    model: str
+    version: int
+    ref: str
+    cached: bool = Field(description="The model was already loaded in this server process")
+    load_ms: float = Field(description="Time spent loading the model for this request (0 when cached)")
+    succeeded: int
+    failed: int
+    results: list[FilePrediction]
