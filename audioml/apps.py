@@ -6,4 +6,10 @@ class AudiomlConfig(AppConfig):
     verbose_name = "Accounts, API tokens and audit"
 
     def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
         from audioml import audit  # noqa: F401 - connects the login signal receivers
+        from audioml.roles import ensure_roles
+
+        # After every app's migrations, so every permission exists (registry_app migrates last).
+        post_migrate.connect(ensure_roles, dispatch_uid="audioml.ensure_roles")
