@@ -1,21 +1,212 @@
 from __future__ import annotations
 
+from django.contrib import messages
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
+from audioml.errors import Conflict, Unprocessable
 from audioml.panel import staff_required
-from training_app.models import TrainingJob
+from datasets_app.models import Dataset
+from training_app.charts import training_charts
+from training_app.forms import JobFilterForm, JobForm
+from training_app.ml.split import split_clips
+from training_app.models import TrainingJob, clip_records, plan_job
+
+LOG_TAIL_LINES = 30
+JOBS_PER_PAGE = 50
+
+
+def dataset_url(dataset: Dataset) -> str:
+    try:
+        return reverse("dataset-detail", args=[dataset.name])
+    except NoReverseMatch:
+        return reverse("dataset-list")
+
+
+def _get_job(job_id: int) -> TrainingJob:
+    return get_object_or_404(TrainingJob.objects.select_related("dataset", "created_by", "rerun_of"), pk=job_id)
 
 
 @staff_required
 def job_list(request: HttpRequest) -> HttpResponse:
-    jobs = TrainingJob.objects.select_related("dataset")[:100]
-    return render(request, "training/job_list.html", {"jobs": jobs})
+    TrainingJob.objects.reap_stale()
+    filters = JobFilterForm(request.GET or None)
+    jobs = filters.filter(TrainingJob.objects.select_related("dataset", "created_by").defer("snapshot", "traceback"))
+    page = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    positions = TrainingJob.objects.queue_positions()
+    for job in page:
+        job.position = positions.get(job.pk)
+    polling = TrainingJob.objects.active().exists()
+    context = {"page": page, "filters": filters, "polling": polling, "queued": len(positions),
+               "running": TrainingJob.objects.filter(status=TrainingJob.Status.RUNNING).count()}
+    if request.htmx:
+        response = render(request, "training/job_list.html#jobs", context)
+        return response if polling else _stop_polling(response)
+    return render(request, "training/job_list.html", context)
+
+
+def _stop_polling(response: HttpResponse) -> HttpResponse:
+    stopped = HttpResponseStopPolling(response.content)
+    stopped["Content-Type"] = response["Content-Type"]
+    return stopped
+
+
+@staff_required
+def job_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = JobForm(request.POST)
+        if form.is_valid():
+            try:
+                job = TrainingJob.objects.create_job(
+                    form.cleaned_data["dataset"], form.cleaned_data["model_name"], form.cleaned_data["preset"],
+                    form.overrides(), request.user,
+                )
+            except Unprocessable as error:
+                form.add_domain_error(error.extra.get("field"), error.detail)
+            else:
+                messages.success(request, f"Job #{job.pk} is queued.")
+                return redirect("job-detail", job.pk)
+    else:
+        initial = {}
+        if name := request.GET.get("dataset"):
+            initial["dataset"] = Dataset.objects.filter(name=name).first()
+            if initial["dataset"] is not None:
+                initial["model_name"] = name
+        form = JobForm(initial=initial)
+    context = {"form": form, **_plan(form)}
+    return render(request, "training/job_new.html", context)
+
+
+def _plan(form: JobForm) -> dict:
+    """What a job from this form would train on, and what would stop it (for the live summary)."""
+    empty = {"summary": None, "problems": [], "config_error": None, "split": None}
+    if form.is_bound:
+        form.is_valid()
+        dataset, preset = form.cleaned_data.get("dataset"), form.cleaned_data.get("preset") or "balanced"
+        overrides = form.overrides()
+        setting_errors = [f"{form[name].label}: {' '.join(form[name].errors)}" for name in form.fields
+                          if form[name].errors and name not in ("model_name", "dataset", "preset")]
+    else:
+        dataset, preset, overrides, setting_errors = form.initial.get("dataset"), "balanced", {}, []
+    if dataset is None:
+        return empty
+    try:
+        cfg, entries, summary, problems = plan_job(dataset, preset, overrides)
+    except Unprocessable as error:
+        return {**empty, "config_error": error.detail}
+    if setting_errors:
+        return {**empty, "summary": summary, "config_error": "; ".join(setting_errors)}
+    split = None
+    if not problems:
+        records = clip_records(entries)
+        split = split_clips(records, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers)
+        split = split.summary(records)
+    return {"summary": summary, "problems": problems, "config_error": None, "split": split}
+
+
+@staff_required
+def job_new_summary(request: HttpRequest) -> HttpResponse:
+    """The live data summary of the new-job form (htmx)."""
+    form = JobForm(request.GET)
+    return render(request, "training/job_new.html#summary", {"form": form, **_plan(form)})
 
 
 @staff_required
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
-    from django.shortcuts import get_object_or_404
+    job = _get_job(job_id)
+    context = _detail_context(job)
+    if request.htmx:
+        response = render(request, "training/job_detail.html#live", context)
+        return _stop_polling(response) if job.is_finished else response
+    return render(request, "training/job_detail.html", context)
 
-    job = get_object_or_404(TrainingJob, pk=job_id)
-    return render(request, "training/job_list.html", {"jobs": [job]})
+
+def _detail_context(job: TrainingJob) -> dict:
+    metrics = job.metrics or {}
+    result = job.result_metrics()
+    baseline = metrics.get("baseline") or {}
+    labels = result.get("confusion_matrix", {}).get("labels", [])
+    matrix = result.get("confusion_matrix", {}).get("matrix", [])
+    return {
+        "job": job,
+        "dataset_url": dataset_url(job.dataset),
+        "queue_position": job.queue_position(),
+        "charts": training_charts(job.epochs or [], metrics.get("best_epoch")),
+        "logs": list(reversed(job.logs.order_by("-created_at", "-id")[:LOG_TAIL_LINES])),
+        "log_count": job.logs.count(),
+        "result": result,
+        "baseline": baseline,
+        "confusion": _confusion_rows(labels, matrix),
+        "per_class": [{"label": label, **values} for label, values in (result.get("per_class") or {}).items()],
+        "improvement": _improvement(result, baseline),
+        "binary": metrics.get("binary"),
+        "split": metrics.get("split"),
+        "data": job.snapshot_summary(),
+        "config_rows": _config_rows(job),
+    }
+
+
+def _confusion_rows(labels: list[str], matrix: list[list[int]]) -> list[dict]:
+    """Rows of the confusion matrix with each cell's share of its true label (the heat-map intensity)."""
+    rows = []
+    for label, counts in zip(labels, matrix, strict=False):
+        total = sum(counts)
+        cells = []
+        for column, count in enumerate(counts):
+            share = count / total if total else 0.0
+            cells.append({"count": count, "share": share, "alpha": f"{0.08 + 0.85 * share:.2f}" if count else "0",
+                          "dark": share > 0.55, "correct": labels[column] == label})
+        rows.append({"label": label, "cells": cells, "total": total})
+    return rows
+
+
+def _improvement(result: dict, baseline: dict) -> float | None:
+    if result.get("accuracy") is None or baseline.get("accuracy") is None:
+        return None
+    return (result["accuracy"] - baseline["accuracy"]) * 100
+
+
+def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool]]:
+    """(setting, value, changed from the preset) for the job's full configuration."""
+    changed = set(job.overrides or {})
+    return [(name, value, name in changed) for name, value in sorted((job.config or {}).items())]
+
+
+@staff_required
+def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job(job_id)
+    return render(request, "training/job_log.html", {"job": job, "logs": job.logs.all()})
+
+
+@staff_required
+@require_POST
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job(job_id)
+    try:
+        job.cancel(request.user)
+    except Conflict as error:
+        messages.error(request, error.detail)
+    else:
+        if job.status == TrainingJob.Status.CANCELLED:
+            messages.success(request, f"Job #{job.pk} was removed from the queue.")
+        else:
+            messages.success(request, f"Job #{job.pk} stops at its next batch; no model will be saved.")
+    return redirect("job-detail", job.pk)
+
+
+@staff_required
+@require_POST
+def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _get_job(job_id)
+    try:
+        again = job.rerun(request.user)
+    except Unprocessable as error:
+        messages.error(request, f"Cannot run job #{job.pk} again: {error.detail}")
+        return redirect("job-detail", job.pk)
+    messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")
+    return redirect("job-detail", again.pk)
+

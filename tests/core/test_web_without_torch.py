@@ -19,7 +19,7 @@ from django.test import Client
 user = get_user_model().objects.create_user("web", password="x", is_staff=True)
 client = Client()
 client.force_login(user)
-pages = ["/datasets/", "/training/", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
+pages = ["/datasets/", "/training/", "/training/new/", "/api/jobs", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
 statuses = {page: client.get(page).status_code for page in pages}
 assert all(code == 200 for code in statuses.values()), statuses
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "torchaudio"))

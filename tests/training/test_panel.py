@@ -1,0 +1,244 @@
+"""Panel pages and their htmx fragments: jobs list, new-job form with live summary, job page."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from tests.factories import DatasetFactory
+from tests.training.conftest import TINY, add_clips
+from training_app import tasks
+from training_app.models import TrainingJob
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def trained(tones, submit):
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    return job
+
+
+def test_jobs_list_shows_jobs_with_status_and_queue_position(tones, submit, staff_client):
+    first, second = submit(tones, model_name="first"), submit(tones, model_name="second")
+    TrainingJob.objects.filter(pk=first.pk).update(status="running", phase="training", progress=42.0)
+    response = staff_client.get("/training/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "1 running, 1 queued" in html
+    assert "position 1 in the queue" in html
+    assert "Training · 42%" in html
+    assert 'hx-trigger="every 2s"' in html
+
+
+def test_jobs_list_fragment_polls_while_jobs_are_active_and_stops_after(tones, submit, staff_client):
+    job = submit(tones)
+    active = staff_client.get("/training/", headers=HX)
+    assert active.status_code == 200
+    assert active.content.decode().lstrip().startswith('<section class="card" id="jobs"')
+    assert 'hx-trigger="every 2s"' in active.content.decode()
+    assert "<html" not in active.content.decode()
+    job.cancel()
+    stopped = staff_client.get("/training/", headers=HX)
+    assert stopped.status_code == 286
+    assert "cancelled" in stopped.content.decode()
+    assert "hx-trigger" not in stopped.content.decode()
+
+
+def test_jobs_list_reaps_lost_workers_when_viewed(tones, submit, staff_client, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = submit(tones)
+    long_ago = timezone.now() - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS * 2)
+    TrainingJob.objects.filter(pk=job.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
+    html = staff_client.get("/training/").content.decode()
+    assert "worker lost" in html
+    assert TrainingJob.objects.get(pk=job.pk).status == "failed"
+
+
+def test_jobs_list_filters_by_status_and_dataset(tones, submit, staff_client):
+    other = DatasetFactory(name="other")
+    add_clips(other, "a", 5, 300.0)
+    add_clips(other, "b", 5, 900.0)
+    submit(tones, model_name="on-tones")
+    submit(other, model_name="on-other")
+    html = staff_client.get("/training/?dataset=other").content.decode()
+    assert "on-other" in html and "on-tones" not in html
+    html = staff_client.get("/training/?status=succeeded").content.decode()
+    assert "No jobs match these filters" in html
+
+
+def test_empty_jobs_list_invites_a_first_job(staff_client):
+    html = staff_client.get("/training/").content.decode()
+    assert "No training jobs yet" in html
+    assert reverse("job-new") in html
+    assert "hx-trigger" not in html
+
+
+def test_new_job_form_shows_the_data_summary_for_the_chosen_dataset(tones, staff_client):
+    response = staff_client.get("/training/new/?dataset=tones")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<option value="tones" selected>' in html
+    assert "12</div><div class=\"label\">labelled clips" in html
+    assert "<details class=\"advanced\">" in html
+    assert "Start training</button>" in html and "disabled" not in html.split("Start training")[0][-200:]
+
+
+def test_summary_fragment_lists_labels_and_split(tones, staff_client):
+    response = staff_client.get("/training/new/summary/", {"dataset": "tones", "preset": "quick"}, headers=HX)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert html.lstrip().startswith('<aside class="card job-summary" id="summary"')
+    assert "<td>high</td><td class=\"num\">6</td>" in html
+    assert "Split:</strong>" in html
+    assert "disabled" not in html
+
+
+def test_summary_fragment_blocks_submit_when_data_cannot_train(db, staff_client):
+    dataset = DatasetFactory(name="small")
+    add_clips(dataset, "yes", 6, 300.0)
+    add_clips(dataset, "noise", 3, 2000.0)
+    html = staff_client.get("/training/new/summary/", {"dataset": "small", "preset": "quick"}, headers=HX).content.decode()
+    assert "label &#x27;noise&#x27; has 3 clips, at least 5 are needed" in html
+    assert 'disabled aria-disabled="true"' in html
+
+
+def test_summary_fragment_reports_an_invalid_setting(tones, staff_client):
+    html = staff_client.get(
+        "/training/new/summary/", {"dataset": "tones", "preset": "quick", "val_fraction": "0.9"}, headers=HX
+    ).content.decode()
+    assert "val_fraction: must be at least 0.05 and at most 0.5, got 0.9" in html
+    assert 'disabled aria-disabled="true"' in html
+
+
+def test_posting_the_form_queues_a_job_with_the_changed_settings(tones, staff_client, staff_user,
+                                                                  django_capture_on_commit_callbacks):
+    form = {"dataset": "tones", "model_name": "from-form", "preset": "quick", "epochs": "3", "seed": "9",
+            "clip_seconds": "0.5", "time_shift": "on", "spec_augment": "on"}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post("/training/new/", form)
+    job = TrainingJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/training/jobs/{job.pk}/"
+    assert job.overrides == {"epochs": 3, "seed": 9, "clip_seconds": 0.5, "noise": False}
+    assert job.created_by == staff_user and job.task_id
+    assert f"Job #{job.pk} is queued." in staff_client.get(response["Location"]).content.decode()
+
+
+def test_posting_an_invalid_setting_shows_it_on_the_field(tones, staff_client):
+    form = {"dataset": "tones", "model_name": "m", "preset": "quick", "epochs": "5000"}
+    response = staff_client.post("/training/new/", form)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Must be at least 1 and at most 1000, got 5000" in html
+    assert "<details class=\"advanced\" open>" in html
+    assert TrainingJob.objects.count() == 0
+
+
+def test_posting_untrainable_data_explains_why(db, staff_client):
+    dataset = DatasetFactory(name="small")
+    add_clips(dataset, "yes", 6, 300.0)
+    response = staff_client.post("/training/new/", {"dataset": "small", "model_name": "m", "preset": "quick"})
+    assert response.status_code == 200
+    assert "only one label (&#x27;yes&#x27;)" in response.content.decode()
+    assert TrainingJob.objects.count() == 0
+
+
+def test_job_page_of_a_finished_job_shows_results(trained, staff_client):
+    response = staff_client.get(f"/training/jobs/{trained.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "hx-trigger" not in html
+    assert "Network vs. baseline" in html
+    assert "Confusion matrix" in html and 'class="table heat confusion"' in html
+    assert "Precision" in html and "Recall" in html
+    assert "<svg" in html and "series-val" in html and "polyline" in html
+    assert "Run again" in html and "Cancel job" not in html
+    assert "Succeeded in" in html  # the log tail
+    assert 'href="/datasets/' in html
+
+
+def test_job_page_fragment_polls_while_running_and_stops_when_finished(tones, submit, trained, staff_client):
+    job = submit(tones)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status="running", phase="training", progress=55.0, eta_seconds=75.0,
+        epochs=[{"epoch": 1, "train_loss": 0.9, "val_loss": 0.8, "val_accuracy": 0.5, "lr": 0.01, "seconds": 1.0}],
+    )
+    running = staff_client.get(f"/training/jobs/{job.pk}/", headers=HX)
+    html = running.content.decode()
+    assert running.status_code == 200
+    assert html.lstrip().startswith('<div id="job-live"')
+    assert 'hx-trigger="every 2s"' in html
+    assert "55%" in html and "about 1 min 15 s left" in html
+    assert "Epoch 1 of at most 2" in html
+    assert "Cancel job" in html
+    finished = staff_client.get(f"/training/jobs/{trained.pk}/", headers=HX)
+    assert finished.status_code == 286
+    assert "Confusion matrix" in finished.content.decode()
+    assert "hx-trigger" not in finished.content.decode()
+
+
+def test_failed_job_page_shows_error_and_traceback(tones, submit, staff_client):
+    from django.core.files.storage import default_storage
+
+    job = submit(tones)
+    default_storage.delete(job.snapshot[0]["audio"])
+    tasks.run_training_job(job.pk)
+    html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert "Training failed." in html
+    assert "no longer have their audio file" in html
+    assert "<summary>Traceback</summary>" in html
+    log = staff_client.get(f"/training/jobs/{job.pk}/log/").content.decode()
+    assert "Traceback (most recent call last)" in log
+
+
+def test_cancel_button_cancels_a_queued_job(tones, submit, staff_client):
+    job = submit(tones)
+    response = staff_client.post(f"/training/jobs/{job.pk}/cancel/")
+    assert response.status_code == 302
+    assert TrainingJob.objects.get(pk=job.pk).status == "cancelled"
+    assert "was removed from the queue" in staff_client.get(response["Location"]).content.decode()
+    again = staff_client.post(f"/training/jobs/{job.pk}/cancel/", follow=True)
+    assert "has already cancelled" in again.content.decode()
+
+
+def test_cancel_needs_post(tones, submit, staff_client):
+    job = submit(tones)
+    assert staff_client.get(f"/training/jobs/{job.pk}/cancel/").status_code == 405
+    assert TrainingJob.objects.get(pk=job.pk).status == "queued"
+
+
+def test_run_again_button_queues_a_new_job(tones, submit, staff_client, django_capture_on_commit_callbacks):
+    job = submit(tones)
+    job.cancel()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(f"/training/jobs/{job.pk}/rerun/")
+    again = TrainingJob.objects.exclude(pk=job.pk).get()
+    assert response["Location"] == f"/training/jobs/{again.pk}/"
+    assert again.rerun_of == job and again.overrides == TINY
+
+
+def test_run_again_explains_when_the_data_no_longer_trains(tones, submit, staff_client):
+    job = submit(tones)
+    job.cancel()
+    tones.clips.filter(label="low").delete()
+    response = staff_client.post(f"/training/jobs/{job.pk}/rerun/", follow=True)
+    assert "Cannot run job" in response.content.decode()
+    assert "only one label" in response.content.decode()
+
+
+def test_unknown_job_page_is_404(db, staff_client):
+    assert staff_client.get("/training/jobs/424242/").status_code == 404
+
+
+def test_panel_refuses_non_staff(tones, submit, outsider_client, client):
+    job = submit(tones)
+    assert outsider_client.get(f"/training/jobs/{job.pk}/").status_code == 403
+    assert outsider_client.post(f"/training/jobs/{job.pk}/cancel/").status_code == 403
+    assert client.post(f"/training/jobs/{job.pk}/cancel/").status_code == 302
+    assert TrainingJob.objects.get(pk=job.pk).status == "queued"

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from datasets_app.models import Dataset, name_validator
+from training_app.ml.config import FIELDS, PRESETS, TrainConfig
+from training_app.models import TrainingJob
+
+PRESET_HELP = {
+    "quick": "a first look in a minute or two",
+    "balanced": "the default: good accuracy for a few hundred clips",
+    "thorough": "longer training and a wider network for larger datasets",
+}
+# Advanced settings shown in the form, in order; blank number fields keep the preset's value.
+NUMBER_SETTINGS = ("epochs", "batch_size", "learning_rate", "val_fraction", "test_fraction", "seed", "clip_seconds")
+SWITCHES = ("time_shift", "noise", "spec_augment")
+LABELS = {
+    "epochs": "Epochs (at most)",
+    "batch_size": "Batch size",
+    "learning_rate": "Learning rate",
+    "val_fraction": "Validation share",
+    "test_fraction": "Test share",
+    "seed": "Random seed",
+    "clip_seconds": "Max clip duration (s)",
+    "time_shift": "Shift clips in time",
+    "noise": "Mix in background noise",
+    "spec_augment": "Mask frequency bands and time steps (SpecAugment)",
+    "holdout_speakers": "Speakers held out for testing",
+}
+
+
+def _preset_choices() -> list[tuple[str, str]]:
+    choices = []
+    for name, values in PRESETS.items():
+        choices.append((name, f"{name.capitalize()}: up to {values['epochs']} epochs, {PRESET_HELP[name]}"))
+    return choices
+
+
+def _number_field(name: str) -> forms.Field:
+    spec = FIELDS[name]
+    default = getattr(TrainConfig(), name)
+    attrs: dict[str, Any] = {"placeholder": "preset default"}
+    if spec.minimum is not None:
+        attrs["min"] = spec.minimum
+    if spec.maximum is not None:
+        attrs["max"] = spec.maximum
+    help_text = spec.help[0].upper() + spec.help[1:] + "."
+    if name not in ("epochs", "learning_rate"):
+        help_text += f" Default {default:g}."
+    if spec.kind is int:
+        return forms.IntegerField(required=False, label=LABELS[name], help_text=help_text,
+                                  widget=forms.NumberInput(attrs={**attrs, "step": 1}))
+    return forms.FloatField(required=False, label=LABELS[name], help_text=help_text,
+                            widget=forms.NumberInput(attrs={**attrs, "step": "any"}))
+
+
+class JobForm(forms.Form):
+    """The new training job form. Ranges are checked by TrainConfig (through create_job), in one place."""
+
+    dataset = forms.ModelChoiceField(
+        queryset=Dataset.objects.order_by("name"), to_field_name="name", empty_label="Choose a dataset…"
+    )
+    model_name = forms.CharField(
+        max_length=63, validators=[name_validator], label="Model name",
+        help_text="The trained model is registered under this name as a new version.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    preset = forms.ChoiceField(choices=_preset_choices, initial="balanced", widget=forms.RadioSelect)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name in NUMBER_SETTINGS:
+            self.fields[name] = _number_field(name)
+        for name in SWITCHES:
+            self.fields[name] = forms.BooleanField(required=False, initial=True, label=LABELS[name])
+        self.fields["holdout_speakers"] = forms.CharField(
+            required=False, label=LABELS["holdout_speakers"], max_length=2000,
+            help_text="Comma-separated speaker names whose clips all go to the test split, so the test "
+            "measures voices the model never heard.",
+        )
+
+    @property
+    def advanced_fields(self):
+        return [self[name] for name in NUMBER_SETTINGS]
+
+    @property
+    def switch_fields(self):
+        return [self[name] for name in SWITCHES]
+
+    @property
+    def has_advanced_errors(self) -> bool:
+        return any(self[name].errors for name in (*NUMBER_SETTINGS, *SWITCHES, "holdout_speakers"))
+
+    def overrides(self) -> dict[str, Any]:
+        """The settings the user changed from the preset (blank numbers and checked switches are defaults)."""
+        data = self.cleaned_data
+        overrides: dict[str, Any] = {}
+        for name in NUMBER_SETTINGS:
+            if data.get(name) is not None:
+                overrides[name] = data[name]
+        for name in SWITCHES:
+            if not data.get(name):
+                overrides[name] = False
+        speakers = [s.strip() for s in (data.get("holdout_speakers") or "").split(",") if s.strip()]
+        if speakers:
+            overrides["holdout_speakers"] = speakers
+        return overrides
+
+    def add_domain_error(self, field: str | None, message: str) -> None:
+        """Attach an Unprocessable from create_job to the form field it names."""
+        target = field if field in self.fields else None
+        if target and message.startswith(f"{field}: "):
+            message = message[len(field) + 2:]
+        self.add_error(target, message[0].upper() + message[1:] if message else message)
+
+
+class JobFilterForm(forms.Form):
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *TrainingJob.Status.choices])
+    dataset = forms.ModelChoiceField(
+        required=False, queryset=Dataset.objects.order_by("name"), to_field_name="name", empty_label="Any dataset"
+    )
+
+    def filter(self, jobs):
+        if not self.is_valid():
+            return jobs
+        if status := self.cleaned_data.get("status"):
+            jobs = jobs.filter(status=status)
+        if dataset := self.cleaned_data.get("dataset"):
+            jobs = jobs.filter(dataset=dataset)
+        return jobs
