@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
 from django.http import FileResponse, HttpRequest
@@ -10,6 +12,7 @@ from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
 
+from audioml import audit
 from audioml.errors import Unprocessable
 from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel, parse_version_ref
@@ -65,7 +68,7 @@ def _metric(version: ModelVersion | None) -> dict | None:
 
 
 def models_with_summary():
-    return RegisteredModel.objects.select_related("created_by").annotate(version_count=Count("versions")).prefetch_related(
+    return RegisteredModel.objects.select_related("created_by").annotate(version_count=Count("versions")).order_by("name").prefetch_related(
         Prefetch("aliases", queryset=Alias.objects.select_related("version")),
         Prefetch(
             "versions",
@@ -170,8 +173,11 @@ def get_model(request: HttpRequest, name: str):
 @router.patch("/{name}", response=ModelOut, summary="Update a model's description")
 def update_model(request: HttpRequest, name: str, payload: ModelPatch):
     model = get_model_or_404(name)
+    changes = audit.diff({"description": model.description}, {"description": payload.description})
     model.description = payload.description
     model.save(update_fields=["description"])
+    if changes:
+        audit.record("model.update", model, request=request, changes=changes)
     return model_out(models_with_summary().get(pk=model.pk))
 
 
@@ -198,7 +204,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
     409. Archiving a version an alias points at is refused with 409 too."""
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
-    extra = sorted(payload.model_extra or {})
+    extra = sorted(set(_json_keys(request)) - set(ModelVersion.MUTABLE_FIELDS))
     if extra:
         raise ImmutableVersion(
             f"Versions are immutable: {', '.join(extra)} cannot change "
@@ -206,6 +212,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
             fields=extra,
         )
     changes = payload.model_dump(exclude_unset=True, exclude_none=True)
+    before = {field: getattr(target, field) for field in ModelVersion.MUTABLE_FIELDS}
     if "description" in changes:
         target.description = changes["description"]
     if "tags" in changes:
@@ -214,14 +221,29 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
         target.set_status(changes["status"])
     target.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
     target.save()
+    audit_changes = audit.diff(before, {field: getattr(target, field) for field in ModelVersion.MUTABLE_FIELDS})
+    if audit_changes:
+        audit.record("version.update", target, request=request, changes=audit_changes)
     return version_out(versions_of(model).get(pk=target.pk))
+
+
+def _json_keys(request: HttpRequest) -> list[str]:
+    """Top-level keys of the JSON body (the schema drops unknown ones; they must be refused, not ignored)."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return []
+    return list(body) if isinstance(body, dict) else []
 
 
 @router.delete("/{name}/versions/{version}", response={204: None}, summary="Delete a version")
 def delete_version(request: HttpRequest, name: str, version: str):
     """Removes the version and its artifacts. Refused with 409 while an alias points at it."""
     model = get_model_or_404(name)
-    get_version_or_404(model, version).delete()
+    target = get_version_or_404(model, version)
+    target.delete()
+    audit.record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(target.pk),
+                 object_repr=f"{model.name} v{target.version}")
     return Status(204, None)
 
 
@@ -262,7 +284,10 @@ def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
     Predictions that use the alias switch on the next request."""
     model = get_model_or_404(name)
     target = get_version_or_404(model, payload.version)
+    before = model.aliases.filter(name=alias.lower()).values_list("version__version", flat=True).first()
     moved = Alias.point(model, alias, target, by=request.user, note=payload.note)
+    if before != target.version:
+        audit.record("alias.set", moved, request=request, changes={"version": [before, target.version]})
     return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
 
 
@@ -271,14 +296,19 @@ def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn 
     """Points the alias back at the version it pointed to before its current one (repeatable: each rollback
     goes one step further back). 409 `nothing-to-roll-back` when its history has no earlier version."""
     model = get_model_or_404(name)
-    moved = get_alias_or_404(model, alias).rollback(by=request.user, note=payload.note if payload else "")
+    current = get_alias_or_404(model, alias)
+    before = current.version.version
+    moved = current.rollback(by=request.user, note=payload.note if payload else "")
+    audit.record("alias.rollback", moved, request=request, changes={"version": [before, moved.version.version]})
     return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
 
 
 @router.delete("/{name}/aliases/{alias}", response={204: None}, summary="Delete an alias")
 def delete_alias(request: HttpRequest, name: str, alias: str, note: str = ""):
     model = get_model_or_404(name)
-    get_alias_or_404(model, alias).remove(by=request.user, note=note)
+    target = get_alias_or_404(model, alias)
+    audit.record("alias.delete", target, request=request, changes={"version": [target.version.version, None]})
+    target.remove(by=request.user, note=note)
     return Status(204, None)
 
 

@@ -11,6 +11,7 @@ from django.db import models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from audioml import audit
 from datasets_app.models import name_validator
 from registry_app import artifacts as artifact_store
 from registry_app.errors import (
@@ -177,6 +178,7 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                     created_by=job.created_by,
                 )
                 RegisteredModel.objects.filter(pk=model.pk).update(last_version=number)
+                audit.record("version.register", version, user=job.created_by, changes={"job": [None, job.pk]})
         except BaseException:
             artifact_store.delete_stored(stored)
             raise

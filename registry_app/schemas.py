@@ -62,8 +62,6 @@ class VersionOut(Schema):
 class VersionPatch(Schema):
     """Only description, tags and status can change; anything else is refused with 409 (versions are immutable)."""
 
-    model_config = ConfigDict(extra="allow")
-
     description: str | None = Field(None, max_length=20000)
     tags: list[str] | None = Field(None, description="Replaces the tags")
     status: Literal["active", "archived"] | None = None
