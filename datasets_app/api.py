@@ -1,3 +1,292 @@
-from ninja import Router
+"""`/api/datasets`: datasets, their clips, uploads and imports, statistics, exports and audio."""
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import HttpRequest
+from django.urls import reverse
+from ninja import File, Form, Query, Router, Status
+from ninja.files import UploadedFile
+from ninja.pagination import paginate
+
+from audioml.errors import NotFound, Unprocessable
+from datasets_app.audio_http import audio_response
+from datasets_app.export import export_response
+from datasets_app.ingest import ImportRejected, IngestItem, import_archive, ingest_files
+from datasets_app.models import Clip, Dataset
+from datasets_app.schemas import (
+    BulkOut,
+    ClipFilter,
+    ClipIdsIn,
+    ClipOut,
+    ClipPatch,
+    DatasetIn,
+    DatasetOut,
+    DatasetPatch,
+    DeletedOut,
+    ExportQuery,
+    IngestReportOut,
+    StatsOut,
+)
+from datasets_app.stats import dataset_stats
 
 router = Router(tags=["datasets"])
+
+
+class ArchiveRefused(Unprocessable):
+    code = "archive-refused"
+    title = "Archive refused"
+
+
+def get_dataset_or_404(name: str) -> Dataset:
+    dataset = Dataset.objects.select_related("created_by").filter(name=name).first()
+    if dataset is None:
+        raise NotFound(f"No dataset named '{name}'.")
+    return dataset
+
+
+def get_clip_or_404(dataset: Dataset, clip_id: int) -> Clip:
+    clip = Clip.objects.select_related("uploaded_by", "updated_by").filter(dataset=dataset, pk=clip_id).first()
+    if clip is None:
+        raise NotFound(f"No clip #{clip_id} in dataset '{dataset.name}'.")
+    clip.dataset = dataset
+    return clip
+
+
+def datasets_with_summaries(datasets: QuerySet) -> list[dict]:
+    """Datasets with clip counts, duration and label counts, in three queries whatever their number."""
+    active = Q(clips__status=Clip.Status.ACTIVE)
+    rows = list(
+        datasets.select_related("created_by").annotate(
+            clip_count=Count("clips", filter=active),
+            trashed_count=Count("clips", filter=~active & Q(clips__isnull=False)),
+            total_seconds=Sum("clips__duration", filter=active),
+        )
+    )
+    labels: dict[int, list[dict]] = {row.pk: [] for row in rows}
+    counts = (
+        Clip.objects.active()
+        .filter(dataset__in=[row.pk for row in rows])
+        .values("dataset_id", "label")
+        .annotate(count=Count("id"))
+        .order_by("dataset_id", "-count", "label")
+    )
+    for entry in counts:
+        labels[entry["dataset_id"]].append({"label": entry["label"], "count": entry["count"]})
+    return [dataset_out(row, labels[row.pk]) for row in rows]
+
+
+def dataset_out(dataset: Dataset, labels: list[dict] | None = None) -> dict:
+    if not hasattr(dataset, "clip_count"):
+        summary = dataset.summary()
+        for key, value in summary.items():
+            setattr(dataset, key, value)
+    if labels is None:
+        labels = [{"label": label, "count": count} for label, count in dataset.label_counts().items()]
+    return {
+        "id": dataset.pk,
+        "name": dataset.name,
+        "description": dataset.description,
+        "sample_rate": dataset.sample_rate,
+        "created_by": dataset.created_by.get_username() if dataset.created_by else None,
+        "created_at": dataset.created_at,
+        "clip_count": dataset.clip_count or 0,
+        "trashed_count": dataset.trashed_count or 0,
+        "total_seconds": round(dataset.total_seconds or 0.0, 3),
+        "labels": labels,
+        "url": reverse("dataset-detail", args=[dataset.name]),
+        "clips_url": reverse("api:list_clips", args=[dataset.name]),
+    }
+
+
+def filtered_clips(dataset: Dataset, filters: ClipFilter) -> QuerySet:
+    label = "" if filters.unlabelled else filters.label
+    clips = dataset.clips.filtered(status=filters.status, label=label, speaker=filters.speaker, q=filters.q)
+    return clips.sorted_by(filters.sort)
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+@router.get("", response=list[DatasetOut], summary="List datasets")
+@paginate
+def list_datasets(request: HttpRequest):
+    """Datasets by name, each with active and trashed clip counts, total duration and clips per label."""
+    return datasets_with_summaries(Dataset.objects.all())
+
+
+@router.post("", response={201: DatasetOut}, summary="Create a dataset")
+def create_dataset(request: HttpRequest, payload: DatasetIn):
+    """409 when the name is taken; 422 when it is not a safe name (names are never changed for you)."""
+    dataset = Dataset.objects.create_dataset(payload.name, payload.description, payload.sample_rate, request.user)
+    return Status(201, dataset_out(dataset))
+
+
+@router.get("/{name}", response=DatasetOut, summary="Get a dataset")
+def get_dataset(request: HttpRequest, name: str):
+    return dataset_out(get_dataset_or_404(name))
+
+
+@router.patch("/{name}", response=DatasetOut, summary="Rename or describe a dataset")
+def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
+    """409 for a taken name, or for a new sample rate once the dataset has clips."""
+    dataset = get_dataset_or_404(name)
+    changes = {key: value for key, value in payload.dict(exclude_unset=True).items() if value is not None}
+    dataset.update(changes)
+    return dataset_out(dataset)
+
+
+@router.delete("/{name}", response={204: None}, summary="Delete a dataset")
+def delete_dataset(request: HttpRequest, name: str):
+    """Deletes the dataset, its clips and their audio. 409 when its training produced a registered model
+    version (the version keeps its training history)."""
+    get_dataset_or_404(name).remove()
+    return Status(204, None)
+
+
+@router.get("/{name}/stats", response=StatsOut, summary="Dataset statistics")
+def get_dataset_stats(request: HttpRequest, name: str):
+    """Active clips: counts per label with warnings (imbalance, fewer than 5 clips), durations, loudness,
+    clipped and near-silent clips, clips per speaker."""
+    return dataset_stats(get_dataset_or_404(name))
+
+
+@router.get("/{name}/export", summary="Export as a zip", response={200: None}, openapi_extra={
+    "responses": {200: {"description": "A zip archive", "content": {"application/zip": {}}}}
+})
+def export_dataset(request: HttpRequest, name: str, filters: Query[ExportQuery]):
+    """`layout=labels`: a folder per label plus manifest.csv. `layout=ljspeech`: wavs/ plus metadata.csv at
+    22.05 kHz (clips without a transcript are left out). The clip filters select what is exported."""
+    dataset = get_dataset_or_404(name)
+    clips = filtered_clips(dataset, filters)
+    if filters.ids:
+        clips = clips.filter(pk__in=filters.ids)
+    return export_response(dataset, clips, filters.layout)
+
+
+# ------------------------------------------------------------------------------------------------- clips
+
+
+@router.get("/{name}/clips", response=list[ClipOut], summary="List clips")
+@paginate
+def list_clips(request: HttpRequest, name: str, filters: Query[ClipFilter]):
+    """Active clips by default (`status=trashed` or `all` for the others), filtered and sorted."""
+    dataset = get_dataset_or_404(name)
+    return filtered_clips(dataset, filters).select_related("dataset", "uploaded_by", "updated_by")
+
+
+def _per_file(values: list[str] | None, count: int, field: str) -> list[str | None]:
+    """One value for every file, one value per file (in order), or none at all."""
+    if not values:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) == count:
+        return values
+    raise Unprocessable(
+        f"{len(values)} values for '{field}' but {count} files: send one value for all files or one per file.",
+        field=field,
+    )
+
+
+@router.post("/{name}/clips", response=IngestReportOut, summary="Upload clips")
+def upload_clips(
+    request: HttpRequest,
+    name: str,
+    files: File[list[UploadedFile]],
+    label: Form[list[str]] = None,
+    transcript: Form[list[str]] = None,
+    score: Form[list[str]] = None,
+    speaker: Form[list[str]] = None,
+    notes: Form[list[str]] = None,
+):
+    """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
+    (applies to every file) or once per file in the same order. Every file is accepted (with its clip id) or
+    rejected with a reason; a request larger than MAX_UPLOAD_BYTES gets 413."""
+    dataset = get_dataset_or_404(name)
+    count = len(files)
+    columns = {
+        field: _per_file(values, count, field)
+        for field, values in (("label", label), ("transcript", transcript), ("score", score), ("speaker", speaker), ("notes", notes))
+    }
+    items = [
+        IngestItem(
+            name=upload.name or f"file-{index + 1}",
+            file=upload,
+            **{field: column[index] for field, column in columns.items() if column[index] is not None},
+        )
+        for index, upload in enumerate(files)
+    ]
+    return ingest_files(dataset, items, user=request.user).as_dict()
+
+
+@router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
+def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label: Form[str] = ""):
+    """A zip with a folder per label (`yes/001.wav`), or audio plus a manifest: `manifest.csv` (header among
+    file,label,transcript,score,speaker,notes) or LJSpeech `metadata.csv`. `label` labels files the layout
+    leaves unlabelled. Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422."""
+    dataset = get_dataset_or_404(name)
+    try:
+        report = import_archive(dataset, file, user=request.user, default_label=label.strip())
+    except ImportRejected as exc:
+        raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
+    return report.as_dict()
+
+
+@router.post("/{name}/clips/trash", response=BulkOut, summary="Move clips to the trash")
+def trash_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
+    dataset = get_dataset_or_404(name)
+    clips = dataset.clips.filter(pk__in=payload.ids).active()
+    ids = sorted(clips.values_list("pk", flat=True))
+    changed = Clip.objects.filter(pk__in=ids).trash(request.user)
+    return {"changed": changed, "ids": ids}
+
+
+@router.post("/{name}/clips/restore", response=BulkOut, summary="Restore clips from the trash")
+def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
+    dataset = get_dataset_or_404(name)
+    ids = sorted(dataset.clips.filter(pk__in=payload.ids).trashed().values_list("pk", flat=True))
+    changed = Clip.objects.filter(pk__in=ids).restore(request.user)
+    return {"changed": changed, "ids": ids}
+
+
+@router.delete("/{name}/trash", response=DeletedOut, summary="Empty the trash")
+def empty_trash(request: HttpRequest, name: str):
+    """Deletes the trashed clips of the dataset and their audio for good."""
+    dataset = get_dataset_or_404(name)
+    deleted, _ = dataset.clips.trashed().delete()
+    return {"deleted": deleted}
+
+
+@router.get("/{name}/clips/{clip_id}", response=ClipOut, summary="Get a clip")
+def get_clip(request: HttpRequest, name: str, clip_id: int):
+    return get_clip_or_404(get_dataset_or_404(name), clip_id)
+
+
+@router.patch("/{name}/clips/{clip_id}", response=ClipOut, summary="Correct a clip's label, transcript, score, speaker or notes")
+def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatch):
+    """Only the fields sent change (`"score": null` clears the score); 422 names each invalid field."""
+    clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
+    clip.apply_edits(payload.dict(exclude_unset=True), request.user)
+    return clip
+
+
+@router.post("/{name}/clips/{clip_id}/trash", response=ClipOut, summary="Move a clip to the trash")
+def trash_clip(request: HttpRequest, name: str, clip_id: int):
+    clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
+    clip.trash(request.user)
+    return clip
+
+
+@router.post("/{name}/clips/{clip_id}/restore", response=ClipOut, summary="Restore a clip from the trash")
+def restore_clip(request: HttpRequest, name: str, clip_id: int):
+    clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
+    clip.restore(request.user)
+    return clip
+
+
+@router.get("/{name}/clips/{clip_id}/audio", response={200: None}, summary="Download a clip's audio", openapi_extra={
+    "responses": {200: {"description": "Mono 16-bit PCM WAV", "content": {"audio/wav": {}}}}
+})
+def clip_audio(request: HttpRequest, name: str, clip_id: int, download: bool = False):
+    """The canonical WAV (supports `Range` requests). `download=true` asks the browser to save it."""
+    clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
+    return audio_response(request, clip, as_attachment=download)

@@ -6,8 +6,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models, transaction
-from django.db.models import Count, Q, Sum
+from django.db import IntegrityError, models, transaction
+from django.db.models import ProtectedError
+from django.db.models import Count, F, Q, Sum
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
@@ -46,6 +47,27 @@ SAMPLE_RATE_CHOICES = [
 ]
 
 
+class DatasetManager(models.Manager):
+    def create_dataset(self, name: str, description: str = "", sample_rate: int = 16000, user=None) -> "Dataset":
+        """Validate and create; raises ValidationError for a bad name or rate, DuplicateName if it is taken."""
+        dataset = Dataset(name=name, description=description.strip(), sample_rate=sample_rate, created_by=user)
+        dataset.full_clean(validate_unique=False)
+        if self.filter(name=name).exists():
+            raise _duplicate_name(name)
+        try:
+            with transaction.atomic():
+                dataset.save(force_insert=True)
+        except IntegrityError:
+            raise _duplicate_name(name) from None
+        return dataset
+
+
+def _duplicate_name(name: str):
+    from audioml.errors import DuplicateName
+
+    return DuplicateName(f"A dataset named '{name}' already exists.", field="name")
+
+
 class Dataset(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[name_validator])
     description = models.TextField(blank=True)
@@ -55,11 +77,63 @@ class Dataset(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
+    objects = DatasetManager()
+
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("dataset-detail", args=[self.name])
+
+    def update(self, changes: dict) -> list[str]:
+        """Apply validated changes to name/description/sample_rate. The rate is fixed once clips exist
+        (their canonical files are at that rate); a taken name raises DuplicateName."""
+        from audioml.errors import Conflict
+
+        changed = [key for key, value in changes.items() if getattr(self, key) != value]
+        if "sample_rate" in changed and self.clips.exists():
+            raise Conflict(
+                "The sample rate cannot change once the dataset has clips: their audio is stored at "
+                f"{self.sample_rate} Hz. Export and import into a new dataset instead.",
+                field="sample_rate",
+            )
+        if not changed:
+            return []
+        for key in changed:
+            setattr(self, key, changes[key])
+        if "description" in changed:
+            self.description = self.description.strip()
+        self.full_clean(validate_unique=False)
+        if "name" in changed and Dataset.objects.filter(name=self.name).exclude(pk=self.pk).exists():
+            raise _duplicate_name(self.name)
+        try:
+            with transaction.atomic():
+                self.save(update_fields=changed)
+        except IntegrityError:
+            raise _duplicate_name(self.name) from None
+        return changed
+
+    def remove(self) -> None:
+        """Delete the dataset, its clips and their files. A dataset whose training produced a registered model
+        version cannot be deleted (the version must keep its training history): that raises Conflict."""
+        from audioml.errors import Conflict
+
+        try:
+            with transaction.atomic():
+                self.delete()
+        except ProtectedError as exc:
+            blocking = sorted({str(obj) for obj in exc.protected_objects})
+            shown = ", ".join(blocking[:5]) + (f" and {len(blocking) - 5} more" if len(blocking) > 5 else "")
+            raise Conflict(
+                f"Dataset '{self.name}' cannot be deleted: it trained registered model versions ({shown}). "
+                "Delete those versions first, or keep the dataset.",
+                blocking=blocking,
+            ) from None
 
     def label_counts(self) -> dict[str, int]:
         """Active clips per label, largest first ("" is unlabelled)."""
@@ -110,11 +184,35 @@ class ClipQuerySet(models.QuerySet):
             clips = clips.filter(speaker=speaker)
         return clips.search(q) if q else clips
 
+    def sorted_by(self, key: str):
+        """Order by one of CLIP_SORTS (unknown keys: newest first); empty values sort last on every database."""
+        fields = CLIP_SORTS.get(key, CLIP_SORTS["newest"])[1]
+        return self.order_by(
+            *(F(f[1:]).desc(nulls_last=True) if f.startswith("-") else F(f).asc(nulls_last=True) for f in fields)
+        )
+
     def trash(self, user=None) -> int:
         return self.active().update(status=Clip.Status.TRASHED, updated_at=timezone.now(), updated_by=user)
 
     def restore(self, user=None) -> int:
         return self.trashed().update(status=Clip.Status.ACTIVE, updated_at=timezone.now(), updated_by=user)
+
+
+# Orderings offered by the clip table and the API: key -> (label, ORDER BY fields).
+CLIP_SORTS = {
+    "newest": ("Newest first", ("-created_at", "-id")),
+    "oldest": ("Oldest first", ("created_at", "id")),
+    "name": ("File name", ("original_name", "id")),
+    "label": ("Label", ("label", "id")),
+    "speaker": ("Speaker", ("speaker", "id")),
+    "shortest": ("Shortest", ("duration", "id")),
+    "longest": ("Longest", ("-duration", "-id")),
+    "quietest": ("Quietest", ("rms_dbfs", "id")),
+    "loudest": ("Loudest", ("-rms_dbfs", "-id")),
+    "score": ("Score (low to high)", ("score", "id")),
+    "-score": ("Score (high to low)", ("-score", "-id")),
+    "updated": ("Recently edited", ("-updated_at", "-id")),
+}
 
 
 def clip_storage_name(dataset_id: int, content_hash: str) -> str:

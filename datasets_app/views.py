@@ -1,17 +1,379 @@
+"""The datasets panel: list and create datasets, browse and correct clips, upload, record, statistics, export."""
+
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
 
+from audioml.audit import diff, record
+from audioml.errors import Conflict, DuplicateName
 from audioml.panel import staff_required
-from datasets_app.models import Clip, Dataset
+from datasets_app import charts
+from datasets_app.audio_http import audio_response
+from datasets_app.export import LAYOUTS, export_response
+from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, ExportForm, InlineFieldForm, UploadForm
+from datasets_app.ingest import ImportRejected, IngestItem, IngestReport, import_archive, ingest_files
+from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
+from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
+
+CLIPS_PER_PAGE = 50
+INLINE_FIELDS = ("label", "transcript", "score", "speaker", "notes")
+
+
+def _get_dataset(name: str) -> Dataset:
+    return get_object_or_404(Dataset, name=name)
+
+
+def _get_clip(dataset: Dataset, clip_id: int) -> Clip:
+    clip = get_object_or_404(Clip.objects.select_related("uploaded_by", "updated_by"), dataset=dataset, pk=clip_id)
+    clip.dataset = dataset
+    return clip
+
+
+def _back(request: HttpRequest, dataset: Dataset) -> HttpResponse:
+    """Back to where the user came from (a safe `next`), else the dataset page."""
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return redirect(target)
+    return redirect(dataset.get_absolute_url())
+
+
+# ------------------------------------------------------------------------------------------- datasets
 
 
 @staff_required
 def dataset_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = DatasetForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                dataset = Dataset.objects.create_dataset(data["name"], data["description"], data["sample_rate"], request.user)
+            except DuplicateName as exc:
+                form.add_error("name", exc.detail)
+        if form.is_valid():
+            record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
+            messages.success(request, f"Dataset “{dataset.name}” created. Add clips by dropping files below.")
+            return redirect(dataset.get_absolute_url())
+    else:
+        form = DatasetForm()
     active = Q(clips__status=Clip.Status.ACTIVE)
-    datasets = Dataset.objects.annotate(
-        clip_count=Count("clips", filter=active), total_seconds=Sum("clips__duration", filter=active)
+    datasets = list(
+        Dataset.objects.annotate(clip_count=Count("clips", filter=active), total_seconds=Sum("clips__duration", filter=active))
+        .select_related("created_by")
     )
-    return render(request, "datasets/dataset_list.html", {"datasets": datasets})
+    labels: dict[int, list[tuple[str, int]]] = {dataset.pk: [] for dataset in datasets}
+    for row in (
+        Clip.objects.active().values("dataset_id", "label").annotate(n=Count("id")).order_by("dataset_id", "-n", "label")
+    ):
+        labels[row["dataset_id"]].append((row["label"], row["n"]))
+    for dataset in datasets:
+        dataset.label_rows = labels[dataset.pk]
+    return render(request, "datasets/dataset_list.html", {"datasets": datasets, "form": form, "open_form": request.method == "POST" or not datasets})
+
+
+def _clip_table_context(request: HttpRequest, dataset: Dataset, params) -> dict:
+    filter_form = ClipFilterForm(params, dataset)
+    clips = filter_form.apply(dataset.clips.select_related("uploaded_by"))
+    page = Paginator(clips, CLIPS_PER_PAGE).get_page(filter_form.value("page", 1))
+    for clip in page.object_list:
+        clip.dataset = dataset
+    return {
+        "dataset": dataset,
+        "filter_form": filter_form,
+        "page": page,
+        "clips": page.object_list,
+        "inline_fields": INLINE_FIELDS,
+        "label_options": list(dataset.clips.exclude(label="").values_list("label", flat=True).distinct().order_by("label")),
+        "next_url": f"{dataset.get_absolute_url()}?{filter_form.querystring(page=page.number)}",
+        "layouts": LAYOUTS,
+    }
+
+
+@staff_required
+def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    context = _clip_table_context(request, dataset, request.GET)
+    if request.htmx and request.htmx.target == "clip-table":
+        return render(request, "datasets/dataset_detail.html#clip-table", context)
+    summary = dataset.summary()
+    context.update(
+        summary=summary,
+        label_counts=dataset.label_counts(),
+        speaker_count=dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
+        upload_form=UploadForm(),
+        min_clips=MIN_CLIPS_PER_LABEL,
+        max_upload_bytes=settings.MAX_UPLOAD_BYTES,
+    )
+    return render(request, "datasets/dataset_detail.html", context)
+
+
+@staff_required
+def dataset_settings(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    if request.method == "POST":
+        form = DatasetForm(request.POST, instance=Dataset.objects.get(pk=dataset.pk))
+        if form.is_valid():
+            before = {"name": dataset.name, "description": dataset.description, "sample_rate": dataset.sample_rate}
+            changes = {key: form.cleaned_data[key] for key in ("name", "description", "sample_rate")}
+            try:
+                changed = dataset.update(changes)
+            except Conflict as exc:
+                form.add_error(exc.extra.get("field"), exc.detail)
+            else:
+                if changed:
+                    after = {"name": dataset.name, "description": dataset.description, "sample_rate": dataset.sample_rate}
+                    record("dataset.update", dataset, request=request, changes=diff(before, after))
+                    messages.success(request, "Dataset settings saved.")
+                return redirect(dataset.get_absolute_url())
+    else:
+        form = DatasetForm(instance=dataset)
+    return render(request, "datasets/dataset_settings.html", {"dataset": dataset, "form": form, "summary": dataset.summary()})
+
+
+@staff_required
+@require_POST
+def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    if request.POST.get("confirm_name", "").strip() != dataset.name:
+        messages.error(request, f"Type the dataset's name ({dataset.name}) to confirm the deletion.")
+        return redirect("dataset-settings", name=dataset.name)
+    clip_count = dataset.clips.count()
+    try:
+        dataset.remove()
+    except Conflict as exc:
+        messages.error(request, exc.detail)
+        return redirect("dataset-settings", name=dataset.name)
+    record("dataset.delete", object_type="datasets_app.dataset", object_id=str(dataset.pk), object_repr=dataset.name,
+           request=request, changes={"clips": [clip_count, 0]})
+    messages.success(request, f"Dataset “{dataset.name}” and its {clip_count} clips were deleted.")
+    return redirect("dataset-list")
+
+
+@staff_required
+def dataset_stats_page(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    stats = dataset_stats(dataset)
+    label_rows = [(entry["label"], entry["count"]) for entry in stats["labels"]]
+    if stats["unlabelled"]:
+        label_rows.append(("(no label)", stats["unlabelled"]))
+    speaker_rows = [(entry["speaker"], entry["count"]) for entry in stats["speakers"][:30]]
+    chart = {
+        "labels": charts.hbar_chart(
+            label_rows, highlight=lambda name, count: count < MIN_CLIPS_PER_LABEL or name == "(no label)",
+            threshold=MIN_CLIPS_PER_LABEL, threshold_label=f"minimum {MIN_CLIPS_PER_LABEL}", title="Clips per label",
+        ),
+        "speakers": charts.hbar_chart(speaker_rows, title="Clips per speaker"),
+        "durations": charts.histogram_chart(stats["duration_histogram"], x_label="Duration (seconds)", unit=" s", title="Clip durations"),
+        "loudness": charts.histogram_chart(
+            stats["loudness_histogram"], x_label="RMS level (dBFS)", unit=" dBFS", label_every=2,
+            highlight=lambda entry: entry["end"] <= NEAR_SILENT_RMS_DBFS, title="Loudness",
+        ),
+        "scores": charts.histogram_chart(stats["score_histogram"], x_label="Score", title="Scores"),
+    }
+    return render(request, "datasets/dataset_stats.html", {
+        "dataset": dataset, "stats": stats, "chart": chart, "more_speakers": max(len(stats["speakers"]) - 30, 0),
+        "near_silent_dbfs": NEAR_SILENT_RMS_DBFS, "clipped_percent": CLIPPED_FRACTION * 100,
+    })
+
+
+@staff_required
+def dataset_export(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    form = ExportForm(request.GET)
+    if not form.is_valid():
+        raise Http404("Unknown export layout.")
+    clips = ClipFilterForm(request.GET, dataset).apply(dataset.clips.all())
+    record("dataset.export", dataset, request=request, changes={"layout": [None, form.cleaned_data["layout"]]})
+    return export_response(dataset, clips, form.cleaned_data["layout"])
+
+
+@staff_required
+@require_POST
+def dataset_empty_trash(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    ids = list(dataset.clips.trashed().values_list("pk", flat=True))
+    deleted, _ = dataset.clips.trashed().delete()
+    if deleted:
+        record("clip.purge", dataset, request=request, changes={"clip_ids": [ids, None]})
+    messages.success(request, f"Deleted {deleted} trashed clip{'s' if deleted != 1 else ''} for good.")
+    return redirect(f"{dataset.get_absolute_url()}?status=trashed")
+
+
+# --------------------------------------------------------------------------------------------- uploads
+
+
+@staff_required
+@require_POST
+def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
+    """Upload without JavaScript (the panel's script uses the JSON API for per-file progress instead)."""
+    dataset = _get_dataset(name)
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        context = _clip_table_context(request, dataset, request.GET)
+        context.update(
+            summary=dataset.summary(), label_counts=dataset.label_counts(), upload_form=form,
+            min_clips=MIN_CLIPS_PER_LABEL, max_upload_bytes=settings.MAX_UPLOAD_BYTES,
+            speaker_count=dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
+        )
+        return render(request, "datasets/dataset_detail.html", context, status=400)
+    metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}
+    reports: list[tuple[str, IngestReport | None, str]] = []
+    audio = []
+    for upload in form.cleaned_data["files"]:
+        if (upload.name or "").lower().endswith(".zip"):
+            try:
+                report = import_archive(dataset, upload, user=request.user, default_label=metadata["label"])
+                reports.append((upload.name, report, ""))
+            except ImportRejected as exc:
+                reports.append((upload.name, None, f"Archive refused: {exc.reason}."))
+        else:
+            audio.append(IngestItem(name=upload.name or "upload", file=upload, **metadata))
+    if audio:
+        reports.insert(0, ("", ingest_files(dataset, audio, user=request.user), ""))
+    accepted = sum(len(report.accepted) for _, report, _ in reports if report)
+    rejected = sum(len(report.rejected) for _, report, _ in reports if report)
+    if accepted:
+        ids = [clip_id for _, report, _ in reports if report for clip_id in report.clip_ids]
+        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, ids]})
+    return render(request, "datasets/upload_result.html", {
+        "dataset": dataset, "reports": reports, "accepted": accepted, "rejected": rejected,
+    })
+
+
+# ----------------------------------------------------------------------------------------------- clips
+
+
+@staff_required
+def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
+    dataset = _get_dataset(name)
+    clip = _get_clip(dataset, clip_id)
+    if request.method == "POST":
+        form = ClipForm(request.POST, instance=clip)
+        if form.is_valid():
+            before = {field: getattr(clip, field) for field in Clip.EDITABLE_FIELDS}
+            saved = form.save(user=request.user)
+            after = {field: getattr(saved, field) for field in Clip.EDITABLE_FIELDS}
+            if before != after:
+                record("clip.edit", saved, request=request, changes=diff(before, after))
+                messages.success(request, f"Clip #{clip.pk} saved.")
+            return _back(request, dataset) if request.POST.get("next") else redirect("clip-detail", name=dataset.name, clip_id=clip.pk)
+    else:
+        form = ClipForm(instance=clip)
+    neighbours = dataset.clips.filter(status=clip.status)
+    previous_id = neighbours.filter(pk__lt=clip.pk).order_by("-pk").values_list("pk", flat=True).first()
+    next_id = neighbours.filter(pk__gt=clip.pk).order_by("pk").values_list("pk", flat=True).first()
+    return render(request, "datasets/clip_detail.html", {
+        "dataset": dataset, "clip": clip, "form": form, "previous_id": previous_id, "next_id": next_id,
+        "label_options": list(dataset.clips.exclude(label="").values_list("label", flat=True).distinct().order_by("label")),
+    })
+
+
+@staff_required
+def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> HttpResponse:
+    """Inline editing of one field (htmx): returns the field's cell with a saved mark or the error beside it."""
+    if field not in INLINE_FIELDS:
+        raise Http404("This field cannot be edited in place.")
+    dataset = _get_dataset(name)
+    clip = _get_clip(dataset, clip_id)
+    context = {"dataset": dataset, "clip": clip, "field": field, "saved": False, "error": ""}
+    if request.method == "POST":
+        form = InlineFieldForm(request.POST, field=field)
+        if form.is_valid():
+            before = getattr(clip, field)
+            if clip.apply_edits({field: form.cleaned_data["value"]}, request.user):
+                record("clip.edit", clip, request=request, changes={field: [before, getattr(clip, field)]})
+                context["saved"] = True
+        else:
+            context["error"] = form.errors["value"][0]
+            context["submitted"] = request.POST.get("value", "")
+        if not request.htmx:
+            if context["error"]:
+                messages.error(request, f"Clip #{clip.pk}, {field}: {context['error']}")
+            elif context["saved"]:
+                messages.success(request, f"Clip #{clip.pk}: {field} saved.")
+            return _back(request, dataset)
+    return render(request, "datasets/dataset_detail.html#clip-field", context, status=422 if context["error"] else 200)
+
+
+def _row_response(request: HttpRequest, dataset: Dataset, clip: Clip) -> HttpResponse:
+    clip.refresh_from_db()
+    clip.dataset = dataset
+    return render(request, "datasets/dataset_detail.html#clip-row", {
+        "dataset": dataset, "clip": clip, "inline_fields": INLINE_FIELDS, "next_url": request.POST.get("next", ""),
+    })
+
+
+@staff_required
+@require_POST
+def clip_trash(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
+    dataset = _get_dataset(name)
+    clip = _get_clip(dataset, clip_id)
+    if clip.is_active:
+        clip.trash(request.user)
+        record("clip.trash", clip, request=request, changes={"status": ["active", "trashed"]})
+    if request.htmx:
+        return _row_response(request, dataset, clip)
+    messages.success(request, f"Clip #{clip.pk} moved to the trash.")
+    return _back(request, dataset)
+
+
+@staff_required
+@require_POST
+def clip_restore(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
+    dataset = _get_dataset(name)
+    clip = _get_clip(dataset, clip_id)
+    if not clip.is_active:
+        clip.restore(request.user)
+        record("clip.restore", clip, request=request, changes={"status": ["trashed", "active"]})
+    if request.htmx:
+        return _row_response(request, dataset, clip)
+    messages.success(request, f"Clip #{clip.pk} restored.")
+    return _back(request, dataset)
+
+
+@staff_required
+@require_POST
+def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
+    dataset = _get_dataset(name)
+    form = BulkForm(request.POST, dataset)
+    if not form.is_valid():
+        problem = form.errors.get("ids") or form.errors.get("action")
+        messages.error(request, problem[0] if problem else "Choose an action and at least one clip.")
+    else:
+        action, ids = form.cleaned_data["action"], form.cleaned_data["ids"]
+        if action.startswith("export-"):
+            clips = dataset.clips.filter(pk__in=ids)
+            record("dataset.export", dataset, request=request, changes={"layout": [None, action[7:]], "clip_ids": [None, ids]})
+            return export_response(dataset, clips, action[7:])
+        clips = Clip.objects.filter(dataset=dataset, pk__in=ids)
+        if action == "trash":
+            changed_ids = list(clips.active().values_list("pk", flat=True))
+            changed = Clip.objects.filter(pk__in=changed_ids).trash(request.user)
+            verb = "moved to the trash"
+        else:
+            changed_ids = list(clips.trashed().values_list("pk", flat=True))
+            changed = Clip.objects.filter(pk__in=changed_ids).restore(request.user)
+            verb = "restored"
+        if changed:
+            record(f"clip.{action}", dataset, request=request, changes={"clip_ids": [None, changed_ids]})
+        messages.success(request, f"{changed} clip{'s' if changed != 1 else ''} {verb}.")
+    if request.htmx:
+        context = _clip_table_context(request, dataset, request.POST)
+        response = render(request, "datasets/dataset_detail.html#clip-table", context)
+        return response
+    return _back(request, dataset)
+
+
+@staff_required
+def clip_audio(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
+    """The clip's WAV for the panel's players: staff only (media files are never served publicly)."""
+    dataset = _get_dataset(name)
+    return audio_response(request, _get_clip(dataset, clip_id), as_attachment=request.GET.get("download") == "1")
+

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from datasets_app.export import LAYOUTS
+from datasets_app.models import CLIP_SORTS, Clip, Dataset, clean_clip_metadata
+
+UNLABELLED = "__unlabelled__"
+NO_SPEAKER = "__none__"
+STATUS_CHOICES = [("active", "Active"), ("trashed", "In the trash"), ("all", "All")]
+
+
+class DatasetForm(forms.ModelForm):
+    class Meta:
+        model = Dataset
+        fields = ["name", "description", "sample_rate"]
+        widgets = {
+            "name": forms.TextInput(attrs={"placeholder": "e.g. wake-word-v2", "autocomplete": "off", "spellcheck": "false"}),
+            "description": forms.Textarea(attrs={"rows": 2, "placeholder": "What is in it, where it came from"}),
+        }
+        help_texts = {
+            "name": "Lower-case letters, digits, '-' and '_'. Used in URLs and the API.",
+            "sample_rate": "Every clip is stored at this rate. 16 kHz suits speech and keywords; 22.05 kHz TTS data.",
+        }
+        error_messages = {"name": {"unique": "A dataset with this name already exists: choose another name."}}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.clips.exists():
+            self.fields["sample_rate"].disabled = True
+            self.fields["sample_rate"].help_text = (
+                f"Fixed: the clips are stored at {self.instance.sample_rate} Hz. Export and import into a new dataset "
+                "to change it."
+            )
+
+
+class ClipFilterForm(forms.Form):
+    """The clip table's filters (GET). Invalid values fall back to the defaults instead of failing the page."""
+
+    q = forms.CharField(required=False, label="Search", widget=forms.TextInput(attrs={"type": "search", "placeholder": "Transcript, file name, notes…"}))
+    label = forms.ChoiceField(required=False)
+    speaker = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(required=False, choices=STATUS_CHOICES)
+    sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in CLIP_SORTS.items()])
+    page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def __init__(self, data, dataset: Dataset, *args, **kwargs):
+        super().__init__(data, *args, **kwargs)
+        labels = dataset.clips.exclude(label="").values_list("label", flat=True).distinct().order_by("label")
+        speakers = dataset.clips.exclude(speaker="").values_list("speaker", flat=True).distinct().order_by("speaker")
+        self.fields["label"].choices = [("", "Any label"), (UNLABELLED, "(no label)")] + [(value, value) for value in labels]
+        self.fields["speaker"].choices = [("", "Any speaker"), (NO_SPEAKER, "(no speaker)")] + [(value, value) for value in speakers]
+        self.is_valid()
+
+    def value(self, name: str, default=""):
+        if name in self.errors:
+            return default
+        value = self.cleaned_data.get(name)
+        return default if value in (None, "") else value
+
+    def filters(self) -> dict:
+        label = self.value("label", None)
+        speaker = self.value("speaker", None)
+        return {
+            "status": self.value("status", "active"),
+            "label": "" if label == UNLABELLED else label,
+            "speaker": "" if speaker == NO_SPEAKER else speaker,
+            "q": self.value("q", ""),
+        }
+
+    def apply(self, clips):
+        return clips.filtered(**self.filters()).sorted_by(self.value("sort", "newest"))
+
+    def is_filtered(self) -> bool:
+        filters = self.filters()
+        return bool(filters["q"] or filters["label"] is not None or filters["speaker"] is not None or filters["status"] != "active")
+
+    def querystring(self, **overrides) -> str:
+        """The current filters as a query string (for pagination, sorting and export links)."""
+        from django.http import QueryDict
+
+        query = QueryDict(mutable=True)
+        for name in ("q", "label", "speaker", "status", "sort"):
+            value = overrides.get(name, self.value(name, ""))
+            if value:
+                query[name] = value
+        if overrides.get("page"):
+            query["page"] = overrides["page"]
+        return query.urlencode()
+
+
+class ClipForm(forms.ModelForm):
+    """Full edit of a clip's annotations; saved through Clip.apply_edits (validation, updated_by/at)."""
+
+    class Meta:
+        model = Clip
+        fields = list(Clip.EDITABLE_FIELDS)
+        widgets = {
+            "transcript": forms.Textarea(attrs={"rows": 3}),
+            "notes": forms.Textarea(attrs={"rows": 2}),
+            "score": forms.NumberInput(attrs={"step": "0.01", "min": "0", "max": "1"}),
+        }
+        help_texts = {"score": "A number from 0 to 1, or empty."}
+
+    def save(self, user=None, commit=True):
+        original = Clip.objects.get(pk=self.instance.pk)
+        changes = {name: self.cleaned_data[name] for name in Clip.EDITABLE_FIELDS}
+        original.apply_edits(changes, user)
+        self.instance = original
+        return original
+
+
+class InlineFieldForm(forms.Form):
+    """One field of one clip, edited in place in the clip table."""
+
+    value = forms.CharField(required=False, strip=False)
+
+    def __init__(self, *args, field: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.field_name = field
+
+    def clean_value(self):
+        try:
+            return clean_clip_metadata(**{self.field_name: self.cleaned_data["value"]})[self.field_name]
+        except ValidationError as exc:
+            raise ValidationError(exc.message_dict[self.field_name]) from None
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(item, initial) for item in data]
+        return [single(data, initial)] if data else []
+
+
+class UploadForm(forms.Form):
+    """Upload without JavaScript: audio files and zip archives, with annotations applied to every file."""
+
+    files = MultipleFileField(label="Audio files or zip archives")
+    label = forms.CharField(required=False, max_length=100)
+    transcript = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 1}))
+    speaker = forms.CharField(required=False, max_length=100)
+    score = forms.CharField(required=False, help_text="0 to 1")
+
+    def clean(self):
+        cleaned = super().clean()
+        try:
+            clean_clip_metadata(**{name: cleaned.get(name, "") for name in ("label", "transcript", "speaker", "score")})
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                self.add_error(name, messages)
+        return cleaned
+
+
+class BulkForm(forms.Form):
+    ACTIONS = [("trash", "Move to trash"), ("restore", "Restore"), *[(f"export-{key}", f"Export ({label})") for key, label in LAYOUTS.items()]]
+
+    action = forms.ChoiceField(choices=ACTIONS)
+    ids = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "Select at least one clip."})
+
+    def __init__(self, data, dataset: Dataset, *args, **kwargs):
+        super().__init__(data, *args, **kwargs)
+        requested = [value for value in (data.getlist("ids") if hasattr(data, "getlist") else []) if str(value).isdigit()]
+        valid = dataset.clips.filter(pk__in=requested).values_list("pk", flat=True)
+        self.fields["ids"].choices = [(str(pk), str(pk)) for pk in valid]
+
+
+class ExportForm(forms.Form):
+    layout = forms.ChoiceField(choices=list(LAYOUTS.items()))

@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from django.urls import reverse
+from ninja import Field, Schema
+
+from datasets_app.export import LAYOUTS
+from datasets_app.models import CLIP_SORTS
+
+SortKey = Literal[tuple(CLIP_SORTS)]  # type: ignore[valid-type]
+ExportLayout = Literal[tuple(LAYOUTS)]  # type: ignore[valid-type]
+
+
+class DatasetIn(Schema):
+    name: str = Field(..., description="1-63 lower-case letters, digits, '-' or '_'; never changed for you")
+    description: str = ""
+    sample_rate: int = Field(16000, description="8000, 16000, 22050, 24000, 44100 or 48000")
+
+
+class DatasetPatch(Schema):
+    name: str | None = None
+    description: str | None = None
+    sample_rate: int | None = Field(None, description="Only while the dataset has no clips")
+
+
+class LabelCountOut(Schema):
+    label: str
+    count: int
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    description: str
+    sample_rate: int
+    created_by: str | None
+    created_at: datetime
+    clip_count: int
+    trashed_count: int
+    total_seconds: float
+    labels: list[LabelCountOut] = Field(..., description="Active clips per label, largest first ('' = unlabelled)")
+    url: str
+    clips_url: str
+
+
+class ClipOut(Schema):
+    id: int
+    dataset: str
+    original_name: str
+    original_format: str
+    label: str
+    transcript: str
+    score: float | None
+    speaker: str
+    notes: str
+    duration: float
+    source_sample_rate: int
+    source_channels: int
+    peak_dbfs: float
+    rms_dbfs: float
+    clipped_fraction: float
+    content_hash: str
+    status: str
+    uploaded_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    updated_by: str | None
+    audio_url: str
+    url: str
+
+    @staticmethod
+    def resolve_dataset(clip) -> str:
+        return clip.dataset.name
+
+    @staticmethod
+    def resolve_uploaded_by(clip) -> str | None:
+        return clip.uploaded_by.get_username() if clip.uploaded_by else None
+
+    @staticmethod
+    def resolve_updated_by(clip) -> str | None:
+        return clip.updated_by.get_username() if clip.updated_by else None
+
+    @staticmethod
+    def resolve_audio_url(clip) -> str:
+        return reverse("api:clip_audio", args=[clip.dataset.name, clip.pk])
+
+    @staticmethod
+    def resolve_url(clip) -> str:
+        return reverse("clip-detail", args=[clip.dataset.name, clip.pk])
+
+
+class ClipPatch(Schema):
+    label: str | None = None
+    transcript: str | None = None
+    score: float | None = Field(None, description="0 to 1; null clears it")
+    speaker: str | None = None
+    notes: str | None = None
+
+
+class ClipFilter(Schema):
+    status: Literal["active", "trashed", "all"] = "active"
+    label: str | None = Field(None, description="Exact label")
+    unlabelled: bool = Field(False, description="Only clips without a label")
+    speaker: str | None = Field(None, description="Exact speaker")
+    q: str = Field("", description="Text in the transcript, file name, label, speaker or notes")
+    sort: SortKey = "newest"
+
+
+class ExportQuery(ClipFilter):
+    layout: ExportLayout = "labels"
+    ids: list[int] | None = Field(None, description="Only these clips (the other filters still apply)")
+
+
+class ClipIdsIn(Schema):
+    ids: list[int] = Field(..., min_length=1, max_length=10000)
+
+
+class BulkOut(Schema):
+    changed: int
+    ids: list[int]
+
+
+class DeletedOut(Schema):
+    deleted: int
+
+
+class FileResultOut(Schema):
+    name: str
+    status: Literal["accepted", "rejected"]
+    clip_id: int | None
+    code: str = Field(..., description="'' when accepted; otherwise e.g. undecodable, empty, too-short, too-long, "
+                                        "silent, duplicate, invalid-score, invalid-label, missing, storage-error")
+    reason: str
+    duplicate_of: int | None
+    duration: float | None
+    label: str
+
+
+class IngestReportOut(Schema):
+    accepted: int
+    rejected: int
+    layout: str
+    skipped: list[str] = Field(..., description="Non-audio files in an archive (README, images, ...)")
+    files: list[FileResultOut]
+
+
+class HistogramBin(Schema):
+    start: float
+    end: float
+    count: int
+
+
+class LabelStat(Schema):
+    label: str
+    count: int
+    share: float
+    too_few: bool
+
+
+class SpeakerStat(Schema):
+    speaker: str
+    count: int
+
+
+class ListedClip(Schema):
+    id: int
+    original_name: str
+    label: str
+    duration: float
+    rms_dbfs: float
+    peak_dbfs: float
+    clipped_fraction: float
+
+
+class StatsWarning(Schema):
+    code: str
+    message: str
+
+
+class StatsOut(Schema):
+    clip_count: int
+    total_seconds: float
+    mean_seconds: float | None
+    min_seconds: float | None
+    max_seconds: float | None
+    labels: list[LabelStat]
+    unlabelled: int
+    speakers: list[SpeakerStat]
+    no_speaker: int
+    transcribed: int
+    scored: int
+    duration_histogram: list[HistogramBin]
+    loudness_histogram: list[HistogramBin]
+    score_histogram: list[HistogramBin]
+    clipped_count: int
+    clipped: list[ListedClip]
+    near_silent_count: int
+    near_silent: list[ListedClip]
+    min_clips_per_label: int
+    near_silent_rms_dbfs: float
+    clipped_fraction: float
+    warnings: list[StatsWarning]
