@@ -164,11 +164,13 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
         user,
         task: str = "classification",
         rerun_of: TrainingJob | None = None,
+        enqueue: bool = True,
     ) -> TrainingJob:
         """Validate, freeze the data snapshot and enqueue the job once the transaction commits.
 
         Raises Unprocessable (422) with ``field`` for an invalid configuration and with ``problems`` when the
-        data cannot train a model.
+        data cannot train a model. ``enqueue=False`` leaves the job queued for a caller that runs it itself
+        (``manage.py train --now``).
         """
         try:
             name_validator(model_name or "")
@@ -201,7 +203,8 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 f"snapshot {job.snapshot_hash[:12]}"
                 + (f"; re-run of job #{rerun_of.pk}" if rerun_of else ""),
             )
-            transaction.on_commit(job.enqueue)
+            if enqueue:
+                transaction.on_commit(job.enqueue)
         return job
 
     def queue_positions(self) -> dict[int, int]:

@@ -29,6 +29,8 @@ PROGRESS_WRITE_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 0.5
 # should_stop() also refreshes the heartbeat when nothing else has for this long.
 HEARTBEAT_SECONDS = 5.0
+# The ONNX exporter logs every graph rewrite at INFO; the job log already says what matters.
+CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
 
 
 class SnapshotFilesMissing(RuntimeError):
@@ -104,6 +106,9 @@ class JobRun:
         out_dir = job.working_dir()
         threads = training_threads()
         job.log(JobLog.Level.INFO, f"Started on worker {job.worker} with {threads} CPU thread(s).")
+        for name in CHATTY_LOGGERS:
+            if logging.getLogger(name).getEffectiveLevel() < logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
         try:
             job.remove_working_files()
             cfg = TrainConfig.from_dict(job.preset, job.config)
