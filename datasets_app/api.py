@@ -7,6 +7,7 @@ from ninja import File, Form, Query, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
 
+from audioml.audit import diff, record
 from audioml.errors import NotFound, Unprocessable
 from datasets_app.audio_http import audio_response
 from datasets_app.export import export_response
@@ -117,6 +118,7 @@ def list_datasets(request: HttpRequest):
 def create_dataset(request: HttpRequest, payload: DatasetIn):
     """409 when the name is taken; 422 when it is not a safe name (names are never changed for you)."""
     dataset = Dataset.objects.create_dataset(payload.name, payload.description, payload.sample_rate, request.user)
+    record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
     return Status(201, dataset_out(dataset))
 
 
@@ -130,7 +132,9 @@ def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
     """409 for a taken name, or for a new sample rate once the dataset has clips."""
     dataset = get_dataset_or_404(name)
     changes = {key: value for key, value in payload.dict(exclude_unset=True).items() if value is not None}
-    dataset.update(changes)
+    before = {key: getattr(dataset, key) for key in changes}
+    if dataset.update(changes):
+        record("dataset.update", dataset, request=request, changes=diff(before, {key: getattr(dataset, key) for key in changes}))
     return dataset_out(dataset)
 
 
@@ -138,7 +142,11 @@ def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
 def delete_dataset(request: HttpRequest, name: str):
     """Deletes the dataset, its clips and their audio. 409 when its training produced a registered model
     version (the version keeps its training history)."""
-    get_dataset_or_404(name).remove()
+    dataset = get_dataset_or_404(name)
+    clip_count = dataset.clips.count()
+    dataset.remove()
+    record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset.pk),
+           object_repr=dataset.name, changes={"clips": [clip_count, 0]})
     return Status(204, None)
 
 
@@ -215,7 +223,10 @@ def upload_clips(
         )
         for index, upload in enumerate(files)
     ]
-    return ingest_files(dataset, items, user=request.user).as_dict()
+    report = ingest_files(dataset, items, user=request.user)
+    if report.clip_ids:
+        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids]})
+    return report.as_dict()
 
 
 @router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
@@ -228,6 +239,8 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
         report = import_archive(dataset, file, user=request.user, default_label=label.strip())
     except ImportRejected as exc:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
+    if report.clip_ids:
+        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids], "archive": [None, file.name]})
     return report.as_dict()
 
 
@@ -237,6 +250,8 @@ def trash_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
     clips = dataset.clips.filter(pk__in=payload.ids).active()
     ids = sorted(clips.values_list("pk", flat=True))
     changed = Clip.objects.filter(pk__in=ids).trash(request.user)
+    if changed:
+        record("clip.trash", dataset, request=request, changes={"clip_ids": [None, ids]})
     return {"changed": changed, "ids": ids}
 
 
@@ -245,6 +260,8 @@ def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
     dataset = get_dataset_or_404(name)
     ids = sorted(dataset.clips.filter(pk__in=payload.ids).trashed().values_list("pk", flat=True))
     changed = Clip.objects.filter(pk__in=ids).restore(request.user)
+    if changed:
+        record("clip.restore", dataset, request=request, changes={"clip_ids": [None, ids]})
     return {"changed": changed, "ids": ids}
 
 
@@ -252,7 +269,10 @@ def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
 def empty_trash(request: HttpRequest, name: str):
     """Deletes the trashed clips of the dataset and their audio for good."""
     dataset = get_dataset_or_404(name)
+    ids = list(dataset.clips.trashed().values_list("pk", flat=True))
     deleted, _ = dataset.clips.trashed().delete()
+    if deleted:
+        record("clip.purge", dataset, request=request, changes={"clip_ids": [ids, None]})
     return {"deleted": deleted}
 
 
@@ -265,21 +285,28 @@ def get_clip(request: HttpRequest, name: str, clip_id: int):
 def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatch):
     """Only the fields sent change (`"score": null` clears the score); 422 names each invalid field."""
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    clip.apply_edits(payload.dict(exclude_unset=True), request.user)
+    changes = payload.dict(exclude_unset=True)
+    before = {field: getattr(clip, field) for field in changes if field in Clip.EDITABLE_FIELDS}
+    if clip.apply_edits(changes, request.user):
+        record("clip.edit", clip, request=request, changes=diff(before, {field: getattr(clip, field) for field in before}))
     return clip
 
 
 @router.post("/{name}/clips/{clip_id}/trash", response=ClipOut, summary="Move a clip to the trash")
 def trash_clip(request: HttpRequest, name: str, clip_id: int):
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    clip.trash(request.user)
+    if clip.is_active:
+        clip.trash(request.user)
+        record("clip.trash", clip, request=request, changes={"status": ["active", "trashed"]})
     return clip
 
 
 @router.post("/{name}/clips/{clip_id}/restore", response=ClipOut, summary="Restore a clip from the trash")
 def restore_clip(request: HttpRequest, name: str, clip_id: int):
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    clip.restore(request.user)
+    if not clip.is_active:
+        clip.restore(request.user)
+        record("clip.restore", clip, request=request, changes={"status": ["trashed", "active"]})
     return clip
 
 

@@ -289,17 +289,19 @@ def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> Htt
             before = getattr(clip, field)
             if clip.apply_edits({field: form.cleaned_data["value"]}, request.user):
                 record("clip.edit", clip, request=request, changes={field: [before, getattr(clip, field)]})
-                context["saved"] = True
+            # Saved even when unchanged: a repeated request (change, then Enter) must not hide the mark.
+            context["saved"] = True
         else:
             context["error"] = form.errors["value"][0]
             context["submitted"] = request.POST.get("value", "")
         if not request.htmx:
             if context["error"]:
                 messages.error(request, f"Clip #{clip.pk}, {field}: {context['error']}")
-            elif context["saved"]:
+            else:
                 messages.success(request, f"Clip #{clip.pk}: {field} saved.")
             return _back(request, dataset)
-    return render(request, "datasets/dataset_detail.html#clip-field", context, status=422 if context["error"] else 200)
+    # 200 with the error beside the field: htmx swaps only successful responses.
+    return render(request, "datasets/dataset_detail.html#clip-field", context)
 
 
 def _row_response(request: HttpRequest, dataset: Dataset, clip: Clip) -> HttpResponse:
