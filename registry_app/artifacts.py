@@ -133,14 +133,16 @@ def problem_with(entry: dict[str, Any], *, trust_unchanged: bool = False) -> str
         return f"{entry['name']} is {stamp[0]} bytes, {entry['size']} were registered"
     key = (path, *stamp)
     actual = _memo.get(key) if trust_unchanged else None
-    if actual is None:
+    fresh = actual is None
+    if fresh:
         try:
             actual = stored_sha256(path)
         except OSError as error:
             return f"{entry['name']} cannot be read: {error}"
         _memo.put(key, actual)
     if actual != entry["sha256"]:
-        logger.error("Artifact %s: SHA-256 %s does not match the registered %s", path, actual, entry["sha256"])
+        if fresh:
+            logger.error("Artifact %s: SHA-256 %s does not match the registered %s", path, actual, entry["sha256"])
         return f"{entry['name']} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered"
     return None
 

@@ -394,6 +394,7 @@ class Alias(models.Model):
             raise VersionArchived(
                 f"Version {version.version} is archived; set it active again before pointing an alias at it."
             )
+        version.verify_artifact(MODEL_FILE)  # an alias must never lead predictions to a damaged model
         with transaction.atomic():
             alias = cls.objects.select_for_update().filter(model=model, name=name).first()
             if alias is not None and alias.version_id == version.pk:
@@ -451,6 +452,7 @@ class Alias(models.Model):
                     f"{alias.name} would roll back to version {target.version}, which is archived; "
                     "set it active again first."
                 )
+            target.verify_artifact(MODEL_FILE)
             return alias._move(target, by, note, AliasEvent.Action.ROLLBACK)
 
     def _move(self, version: ModelVersion, by, note: str, action: str) -> Alias:

@@ -1,13 +1,470 @@
+"""The registry panel: models, versions, aliases with promote/rollback, artifact downloads and "Try it"."""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from typing import Any
 
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.db.models import Count, Prefetch
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
+from django.views.decorators.http import require_POST
+
+from audioml import audit
+from audioml.errors import DomainError
 from audioml.panel import staff_required
-from registry_app.models import RegisteredModel
+from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
+from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
+from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
+from training_app.charts import training_charts
+
+HISTORY_ON_MODEL_PAGE = 25
+
+
+# Lookups ------------------------------------------------------------------------------------------------------
+
+
+def _get_model(name: str) -> RegisteredModel:
+    model = RegisteredModel.objects.select_related("created_by").filter(name=name).first()
+    if model is None:
+        raise Http404(f"No registered model named “{name}”.")
+    return model
+
+
+def _get_version(model: RegisteredModel, number: int) -> ModelVersion:
+    version = (
+        model.versions.select_related("model", "created_by", "job__dataset")
+        .prefetch_related("aliases")
+        .filter(version=number)
+        .first()
+    )
+    if version is None:
+        raise Http404(f"Model “{model.name}” has no version {number}.")
+    return version
+
+
+def _get_alias(model: RegisteredModel, name: str) -> Alias:
+    alias = model.aliases.select_related("version", "model").filter(name=name).first()
+    if alias is None:
+        raise Http404(f"Model “{model.name}” has no alias “{name}”.")
+    return alias
+
+
+def job_url(job_id: int) -> str:
+    try:
+        return reverse("job-detail", args=[job_id])
+    except NoReverseMatch:
+        return f"/training/{job_id}/"
+
+
+def dataset_url(name: str) -> str:
+    try:
+        return reverse("dataset-detail", args=[name])
+    except NoReverseMatch:
+        return reverse("dataset-list")
+
+
+# Presentation helpers -----------------------------------------------------------------------------------------
+
+
+def _difference(value: float | None, reference: float | None) -> float | None:
+    if value is None or reference is None:
+        return None
+    return value - reference
+
+
+def _summary(version: ModelVersion) -> dict[str, Any]:
+    evaluation = version.evaluation()
+    headline = version.headline_metric()
+    baseline = version.metrics.get("baseline") or {}
+    return {
+        "accuracy": headline[1] if headline else None,
+        "metric_name": headline[0] if headline else "accuracy",
+        "macro_f1": version.metrics.get("macro_f1", evaluation.get("macro_f1")),
+        "baseline_accuracy": baseline.get("accuracy"),
+        "n": evaluation.get("n"),
+        "evaluated_on": version.evaluated_on(),
+    }
+
+
+def _version_rows(model: RegisteredModel, production: ModelVersion | None) -> list[dict[str, Any]]:
+    reference = _summary(production) if production else None
+    rows = []
+    versions = model.versions.select_related("created_by", "job__dataset").prefetch_related("aliases").order_by("-version")
+    for version in versions:
+        summary = _summary(version)
+        damage = version.damage_report(trust_unchanged=True)
+        rows.append({
+            "version": version,
+            "summary": summary,
+            "aliases": [alias.name for alias in version.aliases.all()],
+            "damaged": damage,
+            "model_damaged": any(item["name"] == MODEL_FILE for item in damage),
+            "is_production": production is not None and version.pk == production.pk,
+            "accuracy_diff": _difference(summary["accuracy"], reference["accuracy"]) if reference else None,
+            "f1_diff": _difference(summary["macro_f1"], reference["macro_f1"]) if reference else None,
+            "job_url": job_url(version.job_id),
+            "dataset_url": dataset_url(version.job.dataset.name),
+        })
+    return rows
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f}%"
+
+
+def _comparison(left: ModelVersion | None, right: ModelVersion) -> dict[str, Any]:
+    """Side-by-side numbers of the version an alias points at now (left) and the one it would point at."""
+    from registry_app.templatetags.registry_tags import points, signed
+
+    after = _summary(right)
+    before = _summary(left) if left else {}
+
+    def trend(diff: float | None) -> str:
+        if diff is None or abs(diff) < 0.0005:
+            return ""
+        return "better" if diff > 0 else "worse"
+
+    accuracy_diff = _difference(after["accuracy"], before.get("accuracy"))
+    f1_diff = _difference(after["macro_f1"], before.get("macro_f1"))
+    rows = [
+        {"name": after["metric_name"].capitalize(), "left": _percent(before.get("accuracy")),
+         "right": _percent(after["accuracy"]), "diff": points(accuracy_diff), "trend": trend(accuracy_diff)},
+        {"name": "Macro F1", "left": f"{before['macro_f1']:.3f}" if before.get("macro_f1") is not None else "—",
+         "right": f"{after['macro_f1']:.3f}" if after["macro_f1"] is not None else "—",
+         "diff": signed(f1_diff), "trend": trend(f1_diff)},
+        {"name": "Data snapshot", "left": f"{left.snapshot_size} clips" if left else "",
+         "right": f"{right.snapshot_size} clips", "diff": "", "trend": ""},
+        {"name": "Dataset", "left": left.job.dataset.name if left else "", "right": right.job.dataset.name,
+         "diff": "", "trend": ""},
+        {"name": "Registered", "left": f"{left.created_at:%Y-%m-%d %H:%M}" if left else "",
+         "right": f"{right.created_at:%Y-%m-%d %H:%M}", "diff": "", "trend": ""},
+    ]
+    return {"left": left, "right": right, "rows": rows}
+
+
+def _confusion_rows(version: ModelVersion) -> list[dict[str, Any]]:
+    """Rows of the evaluation confusion matrix with each cell's share of its true label (the heat-map shade)."""
+    confusion = version.evaluation().get("confusion_matrix") or {}
+    labels, matrix = confusion.get("labels") or version.labels, confusion.get("matrix") or []
+    rows = []
+    for label, counts in zip(labels, matrix, strict=False):
+        total = sum(counts)
+        cells = []
+        for column, count in enumerate(counts):
+            share = count / total if total else 0.0
+            cells.append({
+                "count": count, "share": share, "alpha": f"{0.08 + 0.85 * share:.2f}" if count else "0",
+                "dark": share > 0.55, "correct": column < len(labels) and labels[column] == label,
+            })
+        rows.append({"label": label, "cells": cells, "total": total})
+    return rows
+
+
+def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dict[str, Any]:
+    aliases = list(model.aliases.select_related("version").order_by("name"))
+    production = next((alias.version for alias in aliases if alias.name == DEFAULT_ALIAS), None)
+    alias_rows = []
+    for alias in aliases:
+        target = alias.rollback_target()
+        last = model.alias_history(alias.name).first()
+        alias_rows.append({"alias": alias, "rollback_to": target, "last_event": last})
+    latest = model.latest_version()
+    context = {
+        "model": model,
+        "rows": _version_rows(model, production),
+        "production": production,
+        "latest": latest,
+        "alias_rows": alias_rows,
+        "events": model.alias_history()[:HISTORY_ON_MODEL_PAGE],
+        "event_count": model.alias_events.count(),
+        "description_form": ModelDescriptionForm(instance=model),
+        "promote_form": PromoteForm(model=model, initial={"version": latest.version if latest else None}),
+        "try_form": TryItForm(model=model),
+    }
+    context.update(extra)
+    return context
+
+
+# Pages --------------------------------------------------------------------------------------------------------
 
 
 @staff_required
 def model_list(request: HttpRequest) -> HttpResponse:
-    models = RegisteredModel.objects.all()
-    return render(request, "registry/model_list.html", {"models": models})
+    models = (
+        RegisteredModel.objects.annotate(version_count=Count("versions"))
+        .order_by("name")
+        .prefetch_related(
+            Prefetch("aliases", queryset=Alias.objects.select_related("version").order_by("name")),
+            Prefetch("versions", queryset=ModelVersion.objects.order_by("-version"), to_attr="ordered_versions"),
+        )
+    )
+    rows = []
+    for model in models:
+        active = [v for v in model.ordered_versions if v.status == ModelVersion.Status.ACTIVE]
+        latest = active[0] if active else None
+        production = next((a.version for a in model.aliases.all() if a.name == DEFAULT_ALIAS), None)
+        rows.append({
+            "model": model,
+            "latest": latest,
+            "newest": model.ordered_versions[0] if model.ordered_versions else None,
+            "aliases": list(model.aliases.all()),
+            "headline": (production or latest).headline_metric() if (production or latest) else None,
+            "headline_version": production or latest,
+        })
+    return render(request, "registry/model_list.html", {"rows": rows})
+
+
+@staff_required
+def model_detail(request: HttpRequest, name: str) -> HttpResponse:
+    model = _get_model(name)
+    return render(request, "registry/model_detail.html", _model_context(request, model))
+
+
+@staff_required
+@require_POST
+def model_edit(request: HttpRequest, name: str) -> HttpResponse:
+    model = _get_model(name)
+    before = model.description
+    form = ModelDescriptionForm(request.POST, instance=model)
+    if not form.is_valid():
+        return render(request, "registry/model_detail.html", _model_context(request, model, description_form=form,
+                                                                            edit_description=True), status=422)
+    form.save()
+    if before != model.description:
+        audit.record("model.update", model, request=request, changes={"description": [before, model.description]})
+    messages.success(request, "Description saved.")
+    return redirect("model-detail", name=model.name)
+
+
+@staff_required
+def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    model = _get_model(name)
+    version = _get_version(model, number)
+    production = model.aliases.select_related("version").filter(name=DEFAULT_ALIAS).first()
+    damage = version.damage_report()
+    damaged_names = {item["name"] for item in damage}
+    summary = _summary(version)
+    reference = _summary(production.version) if production and production.version.pk != version.pk else None
+    history = version.training_history()
+    context = {
+        "model": model,
+        "version": version,
+        "summary": summary,
+        "reference": reference,
+        "production": production.version if production else None,
+        "accuracy_diff": _difference(summary["accuracy"], reference["accuracy"]) if reference else None,
+        "aliases": [alias.name for alias in version.aliases.all()],
+        "damage": damage,
+        "model_damaged": MODEL_FILE in damaged_names,
+        "artifacts": [{**entry, "damaged": entry["name"] in damaged_names} for entry in version.artifacts],
+        "charts": training_charts(history, version.metrics.get("best_epoch")),
+        "confusion": _confusion_rows(version),
+        "per_class": [{"label": label, **values} for label, values in (version.evaluation().get("per_class") or {}).items()],
+        "job_url": job_url(version.job_id),
+        "dataset_url": dataset_url(version.job.dataset.name),
+        "edit_form": VersionEditForm(version=version),
+        "try_form": TryItForm(model=model, initial={"ref": version.ref}),
+        "other_versions": model.versions.exclude(pk=version.pk).order_by("-version").values_list("version", flat=True)[:20],
+    }
+    return render(request, "registry/version_detail.html", context)
+
+
+@staff_required
+@require_POST
+def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    model = _get_model(name)
+    version = _get_version(model, number)
+    form = VersionEditForm(request.POST, version=version)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            for error in errors:
+                messages.error(request, error)
+        return redirect("version-detail", name=model.name, number=version.version)
+    before = {field: getattr(version, field) for field in ModelVersion.MUTABLE_FIELDS}
+    version.description = form.cleaned_data["description"]
+    version.tags = form.cleaned_data["tags"]
+    try:
+        version.set_status(form.cleaned_data["status"])
+        version.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
+    except DomainError as error:
+        messages.error(request, error.detail)
+        return redirect("version-detail", name=model.name, number=version.version)
+    except ValidationError as error:
+        messages.error(request, " ".join(getattr(error, "messages", [str(error)])))
+        return redirect("version-detail", name=model.name, number=version.version)
+    version.save()
+    changes = audit.diff(before, {field: getattr(version, field) for field in ModelVersion.MUTABLE_FIELDS})
+    if changes:
+        audit.record("version.update", version, request=request, changes=changes)
+    messages.success(request, f"Version {version.version} saved.")
+    return redirect("version-detail", name=model.name, number=version.version)
+
+
+@staff_required
+def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """GET: confirmation (or why it is refused). POST: delete the version and its artifacts."""
+    model = _get_model(name)
+    version = _get_version(model, number)
+    aliases = [alias.name for alias in version.aliases.all()]
+    if request.method == "POST":
+        try:
+            version.delete()
+        except VersionAliased as error:
+            messages.error(request, error.detail)
+            return redirect("version-detail", name=model.name, number=version.version)
+        audit.record("version.delete", request=request, object_type="registry_app.modelversion",
+                     object_id=str(version.pk), object_repr=f"{model.name} v{version.version}")
+        messages.success(request, f"Version {version.version} of {model.name} and its artifacts were deleted.")
+        return redirect("model-detail", name=model.name)
+    return render(request, "registry/confirm.html", {
+        "model": model,
+        "version": version,
+        "action": "delete",
+        "refused": aliases,
+        "title": f"Version {version.version} cannot be deleted" if aliases else f"Delete version {version.version}?",
+    })
+
+
+@staff_required
+def artifact_download(request: HttpRequest, name: str, number: int, artifact: str) -> HttpResponse:
+    model = _get_model(name)
+    version = _get_version(model, number)
+    try:
+        entry = version.verify_artifact(artifact)
+    except ReferenceNotFound as error:
+            raise Http404(error.detail) from None
+    except ArtifactDamaged as error:
+        messages.error(request, error.detail)
+        return redirect("version-detail", name=model.name, number=version.version)
+    response = FileResponse(default_storage.open(entry["path"], "rb"), as_attachment=True,
+                            filename=f"{model.name}-v{version.version}-{entry['name']}")
+    response["Content-Length"] = str(entry["size"])
+    response["X-Content-SHA256"] = entry["sha256"]
+    return response
+
+
+# Aliases ------------------------------------------------------------------------------------------------------
+
+
+@staff_required
+def alias_promote(request: HttpRequest, name: str) -> HttpResponse:
+    """GET with alias and version: the confirmation page. POST: point the alias, with the note."""
+    model = _get_model(name)
+    data = request.POST if request.method == "POST" else request.GET
+    form = PromoteForm(data, model=model) if data.get("version") or data.get("alias") else PromoteForm(model=model)
+    context = {"model": model, "form": form, "action": "promote"}
+    if form.is_bound and form.is_valid():
+        alias_name = form.cleaned_data["alias"]
+        target = _get_version(model, form.cleaned_data["version"])
+        current = model.aliases.select_related("version").filter(name=alias_name).first()
+        if request.method == "POST":
+            try:
+                Alias.point(model, alias_name, target, by=request.user, note=form.cleaned_data["note"])
+            except DomainError as error:
+                messages.error(request, error.detail)
+                return redirect("model-detail", name=model.name)
+            if current is None or current.version_id != target.pk:
+                audit.record("alias.set", model.aliases.get(name=alias_name), request=request,
+                             changes={"version": [current.version.version if current else None, target.version]})
+                messages.success(request, f"{alias_name} now points at v{target.version}. "
+                                          "Predictions that use it switch on their next request.")
+            else:
+                messages.info(request, f"{alias_name} already points at v{target.version}; nothing changed.")
+            return redirect("model-detail", name=model.name)
+        context.update({
+            "alias_name": alias_name,
+            "target": target,
+            "current": current.version if current else None,
+            "comparison": _comparison(current.version if current else None, target),
+            "title": f"Point {alias_name} at v{target.version}?",
+            "note_form": NoteForm(initial={"note": form.cleaned_data["note"]}),
+        })
+    else:
+        context["title"] = "Point an alias at a version"
+    return render(request, "registry/confirm.html", context, status=422 if form.is_bound and not form.is_valid() else 200)
+
+
+@staff_required
+def alias_rollback(request: HttpRequest, name: str, alias: str) -> HttpResponse:
+    model = _get_model(name)
+    current = _get_alias(model, alias)
+    target = current.rollback_target()
+    if request.method == "POST":
+        form = NoteForm(request.POST)
+        note = form.cleaned_data["note"] if form.is_valid() else ""
+        before = current.version.version
+        try:
+            moved = current.rollback(by=request.user, note=note)
+        except DomainError as error:
+            messages.error(request, error.detail)
+            return redirect("model-detail", name=model.name)
+        audit.record("alias.rollback", moved, request=request, changes={"version": [before, moved.version.version]})
+        messages.success(request, f"{moved.name} rolled back from v{before} to v{moved.version.version}.")
+        return redirect("model-detail", name=model.name)
+    return render(request, "registry/confirm.html", {
+        "model": model,
+        "action": "rollback",
+        "alias": current,
+        "current": current.version,
+        "target": target,
+        "comparison": _comparison(current.version, target) if target else None,
+        "note_form": NoteForm(),
+        "title": f"Roll {current.name} back?",
+    })
+
+
+@staff_required
+def alias_delete(request: HttpRequest, name: str, alias: str) -> HttpResponse:
+    model = _get_model(name)
+    current = _get_alias(model, alias)
+    if request.method == "POST":
+        form = NoteForm(request.POST)
+        note = form.cleaned_data["note"] if form.is_valid() else ""
+        audit.record("alias.delete", current, request=request, changes={"version": [current.version.version, None]})
+        current.remove(by=request.user, note=note)
+        messages.success(request, f"Alias {current.name} deleted (it pointed at v{current.version.version}).")
+        return redirect("model-detail", name=model.name)
+    return render(request, "registry/confirm.html", {
+        "model": model,
+        "action": "delete-alias",
+        "alias": current,
+        "current": current.version,
+        "note_form": NoteForm(),
+        "title": f"Delete alias {current.name}?",
+    })
+
+
+# Try it -------------------------------------------------------------------------------------------------------
+
+
+@staff_required
+@require_POST
+def try_it(request: HttpRequest, name: str) -> HttpResponse:
+    """Score one uploaded or recorded clip with the same inference code as the API."""
+    from registry_app import inference
+
+    model = _get_model(name)
+    form = TryItForm(request.POST, request.FILES, model=model)
+    result: dict[str, Any] = {}
+    if form.is_valid():
+        try:
+            outcome = inference.predict_uploads(model, form.cleaned_data["ref"] or None, [form.cleaned_data["audio"]])
+        except DomainError as error:
+            result["error"] = error.detail
+        else:
+            prediction = outcome["results"][0]
+            if "error" in prediction:
+                result["error"] = prediction["error"]["detail"]
+            else:
+                scores = sorted(prediction["scores"].items(), key=lambda item: item[1], reverse=True)
+                result = {"prediction": prediction, "scores": scores, "cached": outcome["cached"], "load_ms": outcome["load_ms"]}
+    status = 200 if "prediction" in result else 422
+    if request.htmx:
+        # htmx swaps only 2xx responses; the fragment itself shows the error.
+        return render(request, "registry/_try_it.html#try-result", {"model": model, "try_form": form, **result})
+    return render(request, "registry/model_detail.html",
+                  _model_context(request, model, try_form=form, **result), status=status)
