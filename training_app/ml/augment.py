@@ -51,6 +51,9 @@ class Augmenter:
     spec_augment: bool
     noise_powers: Sequence[torch.Tensor]
     generator: torch.Generator
+    warp: bool = False
+    max_stretch: float = 0.15
+    max_freq_warp: float = 0.1
     max_shift_fraction: float = 0.1
     noise_probability: float = 0.8
     snr_db_range: tuple[float, float] = (0.0, 20.0)
@@ -61,6 +64,8 @@ class Augmenter:
 
     def power(self, batch: torch.Tensor) -> torch.Tensor:
         """Augment a (batch, n_mels, frames) mel power batch."""
+        if self.warp:
+            batch = self._warp(batch)
         if self.time_shift:
             batch = self._shift(batch)
         if self.noise and self.noise_powers:
@@ -92,6 +97,26 @@ class Augmenter:
         valid = ((source >= 0) & (source < n_frames)).unsqueeze(1)
         index = source.clamp(0, n_frames - 1).unsqueeze(1).expand_as(batch)
         return batch.gather(2, index) * valid
+
+    def _warp(self, batch: torch.Tensor) -> torch.Tensor:
+        """Stretch time around the centre and scale the mel axis from its low end, per clip.
+
+        A different speaking rate stretches time; a different vocal tract length scales formant
+        frequencies, which on the mel axis is roughly a scaling of the bin index.
+        """
+        size, n_mels, n_frames = batch.shape
+        stretch = self._uniform(size, 1 - self.max_stretch, 1 + self.max_stretch).view(size, 1, 1)
+        scale = self._uniform(size, 1 - self.max_freq_warp, 1 + self.max_freq_warp).view(size, 1, 1)
+        time_axis = torch.linspace(-1, 1, n_frames).view(1, 1, n_frames) * stretch
+        # Align corner -1 (the lowest bin) so the scaling keeps the bottom of the spectrum in place.
+        freq_axis = (torch.linspace(-1, 1, n_mels).view(1, n_mels, 1) + 1) * scale - 1
+        grid = torch.stack(
+            [time_axis.expand(size, n_mels, n_frames), freq_axis.expand(size, n_mels, n_frames)], dim=-1
+        ).to(batch.device)
+        warped = torch.nn.functional.grid_sample(
+            batch.unsqueeze(1), grid, mode="bilinear", padding_mode="border", align_corners=True
+        )
+        return warped.squeeze(1)
 
     def _mix_noise(self, batch: torch.Tensor) -> torch.Tensor:
         size, _, n_frames = batch.shape

@@ -73,6 +73,9 @@ FIELDS: dict[str, FieldSpec] = {
     "time_shift": FieldSpec(bool, "augment by shifting clips in time"),
     "noise": FieldSpec(bool, "augment by mixing in background noise"),
     "spec_augment": FieldSpec(bool, "augment by masking frequency bands and time steps"),
+    "warp": FieldSpec(
+        bool, "augment by stretching time and warping the frequency axis (other speaking rates and voices)"
+    ),
     "clip_seconds": FieldSpec(float, "clip length the model sees; longer clips are cropped", 0.25, 30.0),
     "early_stopping_patience": FieldSpec(
         int, "stop after this many epochs without a better validation loss (0: never stop early)", 0, 1000
@@ -104,6 +107,7 @@ class TrainConfig:
     time_shift: bool = True
     noise: bool = True
     spec_augment: bool = True
+    warp: bool = True
     clip_seconds: float = 1.0
     early_stopping_patience: int = 8
     channels: int = 24

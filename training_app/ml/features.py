@@ -35,6 +35,9 @@ class LogMelFrontend(nn.Module):
             f_max=features.f_max,
             power=2.0,
         )
+        # The periodic Hann window is a slice of a longer tensor; torch.export.save warns about such
+        # partial storages, so keep a compact copy.
+        self.mel.spectrogram.window = self.mel.spectrogram.window.clone()
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=features.top_db)
 
     def mel_power(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -46,12 +49,16 @@ class LogMelFrontend(nn.Module):
         # A 4-D input makes AmplitudeToDB apply top_db per clip instead of across the whole batch.
         return self.to_db(power.unsqueeze(1))
 
-    def normalize(self, power: torch.Tensor) -> torch.Tensor:
-        """Per-utterance standardised log-mel, (batch, 1, n_mels, frames)."""
-        log_mel = self.log_mel(power)
+    @staticmethod
+    def standardize(log_mel: torch.Tensor) -> torch.Tensor:
+        """Zero mean and unit variance per clip, so recording level and channel gain do not matter."""
         mean = log_mel.mean(dim=(-2, -1), keepdim=True)
         std = log_mel.std(dim=(-2, -1), keepdim=True, correction=0)
         return (log_mel - mean) / (std + 1e-5)
+
+    def normalize(self, power: torch.Tensor) -> torch.Tensor:
+        """Per-utterance standardised log-mel, (batch, 1, n_mels, frames)."""
+        return self.standardize(self.log_mel(power))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         return self.normalize(self.mel_power(waveform))

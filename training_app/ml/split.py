@@ -60,7 +60,16 @@ def split_clips(
     assigned["test"] = [i for i, clip in enumerate(clips) if clip.speaker and clip.speaker in held]
     remaining = [i for i, clip in enumerate(clips) if not (clip.speaker and clip.speaker in held)]
 
-    groups = _groups(clips, remaining)
+    notes: list[str] = []
+    speakers = {clips[i].speaker for i in remaining if clips[i].speaker}
+    if len(speakers) == 1:
+        scope = " outside the held-out speakers" if held else ""
+        scored = "validation" if held else "validation and test"
+        notes.append(
+            f"all clips{scope} come from one speaker ({next(iter(speakers))!r}), so they are split clip by clip: "
+            f"{scored} score new recordings of a voice the model has heard"
+        )
+    groups = _groups(clips, remaining, by_speaker=len(speakers) > 1)
     grouped = any(len(members) > 1 for members in groups)
     rng = random.Random(seed)
     rng.shuffle(groups)
@@ -79,7 +88,6 @@ def split_clips(
         placed[name].update(counts)
         group_of.append((members, name))
 
-    notes: list[str] = []
     group_of = _ensure_coverage(clips, group_of, placed, notes)
     for members, name in group_of:
         assigned[name].extend(members)
@@ -95,15 +103,15 @@ def split_clips(
     )
 
 
-def _groups(clips: Sequence[ClipRecord], indices: list[int]) -> list[list[int]]:
-    by_speaker: dict[str, list[int]] = defaultdict(list)
+def _groups(clips: Sequence[ClipRecord], indices: list[int], by_speaker: bool) -> list[list[int]]:
+    speaker_groups: dict[str, list[int]] = defaultdict(list)
     singles: list[list[int]] = []
     for i in indices:
-        if clips[i].speaker:
-            by_speaker[clips[i].speaker].append(i)
+        if by_speaker and clips[i].speaker:
+            speaker_groups[clips[i].speaker].append(i)
         else:
             singles.append([i])
-    return [by_speaker[name] for name in sorted(by_speaker)] + singles
+    return [speaker_groups[name] for name in sorted(speaker_groups)] + singles
 
 
 def _quota(count: int, fraction: float, minimum_total: int) -> float:

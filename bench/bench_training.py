@@ -1,0 +1,240 @@
+"""Training benchmark on the synthetic demo corpus, with some voices held out entirely as the test set.
+
+Runs the default preset twice on the same data (cold, then warm feature cache), times one epoch with
+features computed on the fly (decode + log-mel every epoch, as without a cache), and appends the
+numbers with a machine description to the training section of docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_training.py [--clips-per-word 22] [--holdout 4] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from training_app.demo_corpus import generate_demo_corpus  # noqa: E402
+from training_app.ml.audio import load_waveform  # noqa: E402
+from training_app.ml.augment import Augmenter, gaussian_noise_powers, stack_frames  # noqa: E402
+from training_app.ml.config import ConfigError, TrainConfig, parse_override  # noqa: E402
+from training_app.ml.features import LogMelFrontend  # noqa: E402
+from training_app.ml.model import KeywordCNN  # noqa: E402
+from training_app.ml.split import split_clips  # noqa: E402
+from training_app.ml.train import ClipRecord, TrainResult, default_threads, train  # noqa: E402
+
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Training"
+
+
+def machine_description() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = "unknown"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
+                break
+    except OSError:
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
+    return {
+        "nproc": nproc or str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+
+
+def clip_records(rows: list[dict]) -> list[ClipRecord]:
+    records = []
+    for index, row in enumerate(rows):
+        content_hash = hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest()
+        records.append(ClipRecord(index, row["path"], row["label"], content_hash, row["speaker"], 1.0))
+    return records
+
+
+def run_job(cfg: TrainConfig, clips: list[ClipRecord], out_dir: Path, cache_dir: Path, threads: int) -> TrainResult:
+    def on_progress(progress) -> None:
+        if progress.epoch:
+            epoch = progress.epoch
+            print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.3f}  val {epoch['val_loss']:.3f}  "
+                  f"acc {epoch['val_accuracy']:.3f}  {epoch['seconds']:.2f} s", flush=True)
+
+    return train(cfg, clips, out_dir, cache_dir, on_progress, lambda: False,
+                 snapshot={"clips": len(clips)}, on_log=lambda level, message: print(f"  [{level}] {message}"),
+                 threads=threads)
+
+
+def on_the_fly_epoch_seconds(cfg: TrainConfig, clips: list[ClipRecord], train_indices: list[int], threads: int) -> float:
+    """One training epoch that decodes every clip and computes its log-mel in the loop (no feature cache)."""
+    torch.set_num_threads(threads)
+    features = cfg.features()
+    frontend = LogMelFrontend(features)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    labels = sorted({clip.label for clip in clips})
+    augmenter = Augmenter(cfg.time_shift, cfg.noise, cfg.spec_augment,
+                          gaussian_noise_powers(frontend, features, 8, generator), generator)
+    network = KeywordCNN(len(labels), cfg.channels, cfg.dropout)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    network.train()
+    started = time.perf_counter()
+    order = torch.randperm(len(train_indices), generator=generator).tolist()
+    for start in range(0, len(order), cfg.batch_size):
+        batch_clips = [clips[train_indices[i]] for i in order[start : start + cfg.batch_size]]
+        with torch.no_grad():
+            powers = [frontend.mel_power(load_waveform(clip.path, features.sample_rate).unsqueeze(0))[0]
+                      for clip in batch_clips]
+        batch = stack_frames(powers, features.n_frames, "random", generator)
+        inputs = augmenter.log_mel(frontend.normalize(augmenter.power(batch)))
+        targets = torch.tensor([labels.index(clip.label) for clip in batch_clips])
+        loss = loss_fn(network(inputs), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def report(results: dict, machine: dict[str, str]) -> str:
+    cold: TrainResult = results["cold"]
+    warm: TrainResult = results["warm"]
+    m = cold.metrics
+    split = m["split"]
+    cold_features = m["timings"]["features_seconds"]
+    warm_features = warm.metrics["timings"]["features_seconds"]
+    cached_epoch = m["mean_epoch_seconds"]
+    fly_epoch = results["on_the_fly_epoch"]
+    lines = [
+        f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}: preset `{results['preset']}`, "
+        f"{len(results['clips'])} clips",
+        "",
+        f"- Machine: {machine['nproc']} CPU cores ({machine['cpu']}), {machine['memory']} RAM, "
+        f"device {machine['device']}, Python {machine['python']}, torch {machine['torch']}, "
+        f"{results['threads']} torch threads",
+        f"- Corpus: {results['words']} words + noise, {results['voices']} espeak-ng voices "
+        f"({results['corpus_seconds']:.1f} s to synthesise); held-out test voices: "
+        f"{', '.join(results['holdout'])}",
+        f"- Split: {split['train']} train / {split['val']} validation / {split['test']} test clips; "
+        f"test speakers {len(split['speakers']['test'])}, none seen in training",
+        f"- Settings: {results['overrides']}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| test accuracy (network) | {m['test']['accuracy']:.1%} |",
+        f"| test macro F1 (network) | {m['test']['macro_f1']:.3f} |",
+        f"| test accuracy (baseline: {m['baseline']['description']}) | {m['baseline']['accuracy']:.1%} |",
+        f"| test macro F1 (baseline) | {m['baseline']['macro_f1']:.3f} |",
+        f"| total job time, cold cache (features, training, evaluation, export) | {cold.total_seconds:.1f} s |",
+        f"| total job time, warm cache | {warm.total_seconds:.1f} s |",
+        f"| training loop | {m['training_seconds']:.1f} s for {m['epochs_run']} epochs "
+        f"(best epoch {m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}) |",
+        f"| export (weights, .pt2 with check, ONNX) | {cold.export_seconds:.1f} s |",
+        f"| feature phase, cold cache ({m['feature_cache']['misses']} clips decoded) | {cold_features:.2f} s |",
+        f"| feature phase, warm cache ({warm.metrics['feature_cache']['hits']} clips from cache) | {warm_features:.2f} s |",
+        f"| epoch from cached features (mean) | {cached_epoch:.2f} s |",
+        f"| epoch decoding audio and computing log-mel on the fly (no cache) | {fly_epoch:.2f} s |",
+        f"| on-the-fly epoch / cached epoch | {fly_epoch / cached_epoch:.1f}x |",
+        f"| cold / warm feature phase | {cold_features / max(warm_features, 1e-9):.1f}x |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def append_to_benchmarks(entry: str) -> None:
+    intro = (
+        f"{SECTION}\n\n"
+        "Produced by `bench/bench_training.py` (demo corpus of synthetic espeak-ng voices, some voices held out\n"
+        "entirely for the test set). \"On the fly\" decodes every training clip and computes its log-mel inside\n"
+        "the epoch, which is what each epoch would cost without the feature cache.\n\n"
+    )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
+    start = text.find(f"\n{SECTION}\n") + 1 if f"\n{SECTION}\n" in text else (0 if text.startswith(f"{SECTION}\n") else -1)
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + intro + entry
+    else:
+        following = text.find("\n## ", start + len(SECTION))
+        end = len(text) if following == -1 else following + 1
+        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
+    BENCHMARKS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips-per-word", type=int, default=22, help="voices in the corpus (one take each)")
+    parser.add_argument("--holdout", type=int, default=4, help="voices held out entirely for the test set")
+    parser.add_argument("--preset", default="balanced")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        rows = generate_demo_corpus(work / "corpus", n_voices=args.clips_per_word, seed=args.seed)
+        corpus_seconds = time.perf_counter() - started
+        clips = clip_records(rows)
+        voices = sorted({clip.speaker for clip in clips if clip.speaker})
+        # Voices are in a seeded, interleaved order: hold out the last ones generated.
+        voice_order = list(dict.fromkeys(clip.speaker for clip in clips if clip.speaker))
+        holdout = voice_order[-args.holdout:] if args.holdout else []
+        overrides = {"holdout_speakers": holdout, "val_fraction": 0.1, "test_fraction": 0.1, "seed": args.seed}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            overrides[key] = parse_override(key, value)
+        try:
+            cfg = TrainConfig.from_dict(args.preset, overrides)
+        except ConfigError as error:
+            parser.error(str(error))
+        shown = {key: value for key, value in overrides.items() if key != "holdout_speakers"}
+
+        print(f"corpus: {len(clips)} clips, {len(voices)} voices, {corpus_seconds:.1f} s; holdout {holdout}")
+        print("cold cache job:")
+        cold = run_job(cfg, clips, work / "job-cold", work / "cache", args.threads)
+        print("warm cache job:")
+        warm = run_job(cfg, clips, work / "job-warm", work / "cache", args.threads)
+        print("on-the-fly epoch:")
+        train_indices = split_clips(clips, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers).train
+        fly = on_the_fly_epoch_seconds(cfg, clips, train_indices, args.threads)
+
+    machine = machine_description()
+    entry = report(
+        {
+            "cold": cold, "warm": warm, "on_the_fly_epoch": fly, "clips": clips, "preset": args.preset,
+            "words": len({clip.label for clip in clips}) - 1, "voices": len(voices), "holdout": holdout,
+            "corpus_seconds": corpus_seconds, "threads": args.threads, "overrides": shown,
+        },
+        machine,
+    )
+    print()
+    print(entry)
+    if not args.no_write:
+        append_to_benchmarks(entry)
+        print(f"appended to {BENCHMARKS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training_app.ml.config import FeatureConfig
+from training_app.ml.export import ARTIFACT_FILES, code_version, write_artifacts
+from training_app.ml.features import LogMelFrontend
+from training_app.ml.model import ExportedClassifier, KeywordCNN
+from training_app.ml.train import train
+
+
+def test_failure_in_the_middle_of_the_export_leaves_no_folder(tone_clips, tiny_config, tmp_path):
+    # The snapshot is written after the weights and metrics, so this fails with files already in the temp folder.
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        train(tiny_config, tone_clips, tmp_path / "job", tmp_path / "cache", lambda update: None,
+              lambda: False, snapshot={"clips": object()}, threads=2)
+
+    assert not list(tmp_path.glob("job*"))
+
+
+def test_failed_export_into_an_empty_folder_leaves_it_empty(tmp_path):
+    features = FeatureConfig(clip_samples=4000)
+    model = ExportedClassifier(LogMelFrontend(features), KeywordCNN(2, channels=8)).eval()
+    (tmp_path / "job").mkdir()
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_artifacts(tmp_path / "job", model, {"labels": ["a", "b"]}, {"accuracy": 1.0}, {"clips": {1, 2}},
+                        torch.zeros(2, 4000))
+
+    assert list(tmp_path.glob("job*")) == [tmp_path / "job"]
+    assert not any((tmp_path / "job").iterdir())
+
+
+def test_artifact_names_and_code_version_are_stable():
+    assert ARTIFACT_FILES == ("weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json",
+                              "snapshot.json")
+    assert code_version() == code_version()
+    assert code_version().startswith("1.0+")

@@ -1,0 +1,208 @@
+"""Atomic writing of a trained model's artifacts: weights, torch.export program, ONNX, JSON metadata.
+
+Everything is written into a temporary sibling folder and renamed into place at the end, so the job's
+folder either holds a complete, verified set of artifacts or does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+import torchaudio
+from torch.export import Dim
+
+from . import ML_VERSION
+from .config import FeatureConfig
+from .features import LogMelFrontend
+from .model import ExportedClassifier, KeywordCNN
+
+WEIGHTS_FILE = "weights.pt"
+TORCH_EXPORT_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SNAPSHOT_FILE = "snapshot.json"
+ARTIFACT_FILES = (WEIGHTS_FILE, TORCH_EXPORT_FILE, ONNX_FILE, CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE)
+
+INPUT_NAME = "waveform"
+OUTPUT_NAME = "probabilities"
+MAX_BATCH = 4096
+EXPORT_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+class ExportCancelled(Exception):
+    pass
+
+
+def code_version() -> str:
+    """The ML package version plus a digest of its source, so artifacts name the exact code that made them."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return f"{ML_VERSION}+{digest.hexdigest()[:12]}"
+
+
+def write_artifacts(
+    out_dir: Path,
+    model: ExportedClassifier,
+    config: dict[str, Any],
+    metrics: dict[str, Any],
+    snapshot: dict[str, Any] | None,
+    sample: torch.Tensor,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> list[str]:
+    """Write every artifact into ``out_dir`` atomically and return the file names.
+
+    ``sample`` is a (batch >= 2, clip_samples) float32 batch used to trace the export and to verify that
+    the exported program reproduces the eager model. Raises ``ExportCancelled`` when ``should_stop``
+    turns true before the final rename.
+    """
+    out_dir = Path(out_dir)
+    ensure_free(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model = model.to("cpu").eval()
+        sample = sample.to("cpu", torch.float32)
+        torch.save(model.state_dict(), tmp_dir / WEIGHTS_FILE)
+        _write_json(tmp_dir / METRICS_FILE, metrics)
+        _write_json(tmp_dir / SNAPSHOT_FILE, snapshot if snapshot is not None else {})
+        _write_json(tmp_dir / CONFIG_FILE, config)
+        _export_program(model, sample, tmp_dir / TORCH_EXPORT_FILE)
+        _export_onnx(model, sample, tmp_dir / ONNX_FILE)
+        unexpected = sorted(path.name for path in tmp_dir.iterdir() if path.name not in ARTIFACT_FILES)
+        if unexpected:
+            raise ExportError(f"export left unexpected files: {', '.join(unexpected)}")
+        if should_stop():
+            raise ExportCancelled()
+        ensure_free(out_dir)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.rename(tmp_dir, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return list(ARTIFACT_FILES)
+
+
+def ensure_free(out_dir: Path) -> None:
+    """Refuse to overwrite earlier artifacts: the target must be missing or an empty folder."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ExportError(f"{out_dir} already exists and is not an empty folder")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(data: Any) -> Any:
+    """Non-finite floats become null: JSON has no NaN and PostgreSQL's jsonb refuses it."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(value) for value in data]
+    return data
+
+
+def _dynamic_shapes() -> dict[str, dict[int, Dim]]:
+    return {INPUT_NAME: {0: Dim("batch", min=1, max=MAX_BATCH)}}
+
+
+def _export_program(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+    program = torch.export.export(model, (sample,), dynamic_shapes=_dynamic_shapes())
+    torch.export.save(program, path)
+    reloaded = torch.export.load(path).module()
+    with torch.no_grad():
+        expected = model(sample)
+        for batch in (sample, sample[:1]):
+            got = reloaded(batch)
+            difference = (got - expected[: len(batch)]).abs().max().item()
+            if not difference <= EXPORT_TOLERANCE:
+                raise ExportError(
+                    f"{TORCH_EXPORT_FILE} differs from the trained model by {difference:.2e} "
+                    f"(batch of {len(batch)}; tolerance {EXPORT_TOLERANCE:g})"
+                )
+
+
+def _export_onnx(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+    try:
+        torch.onnx.export(
+            model,
+            (sample,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=_dynamic_shapes(),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            external_data=False,
+            verbose=False,
+        )
+        onnx.checker.check_model(str(path))
+    except Exception as error:
+        raise ExportError(f"ONNX export failed: {error}") from error
+
+
+def build_config(
+    labels: list[str],
+    task: str,
+    features: FeatureConfig,
+    train_config: dict[str, Any],
+    architecture: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "task": task,
+        "labels": labels,
+        "sample_rate": features.sample_rate,
+        "clip_samples": features.clip_samples,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "float32",
+            "shape": ["batch", features.clip_samples],
+            "preprocessing": "mono, resampled to sample_rate, values in [-1, 1], "
+            "zero-padded or cropped around the centre to clip_samples",
+        },
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(labels)]},
+        "features": {**features.to_dict(), "cache_key": features.cache_key()},
+        "model": architecture,
+        "train_config": train_config,
+        "files": {
+            "weights": WEIGHTS_FILE,
+            "torch_export": TORCH_EXPORT_FILE,
+            "onnx": ONNX_FILE,
+            "metrics": METRICS_FILE,
+            "snapshot": SNAPSHOT_FILE,
+        },
+        "torch_version": torch.__version__,
+        "torchaudio_version": torchaudio.__version__,
+        "code_version": code_version(),
+    }
+
+
+def load_eager_model(artifact_dir: Path) -> tuple[ExportedClassifier, dict[str, Any]]:
+    """Rebuild the eager model from ``weights.pt`` and ``config.json`` (the .pt2 file needs no code at all)."""
+    artifact_dir = Path(artifact_dir)
+    config = json.loads((artifact_dir / CONFIG_FILE).read_text())
+    feature_values = {key: value for key, value in config["features"].items() if key != "cache_key"}
+    architecture = config["model"]
+    network = KeywordCNN(len(config["labels"]), architecture["channels"], architecture["dropout"])
+    model = ExportedClassifier(LogMelFrontend(FeatureConfig(**feature_values)), network)
+    model.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    return model.eval(), config
