@@ -139,8 +139,10 @@ class MultipleFileField(forms.FileField):
     def clean(self, data, initial=None):
         single = super().clean
         if isinstance(data, (list, tuple)):
+            if not data and self.required:
+                raise ValidationError(self.error_messages["required"], code="required")
             return [single(item, initial) for item in data]
-        return [single(data, initial)] if data else []
+        return [single(data, initial)]
 
 
 class UploadForm(forms.Form):
@@ -166,13 +168,19 @@ class BulkForm(forms.Form):
     ACTIONS = [("trash", "Move to trash"), ("restore", "Restore"), *[(f"export-{key}", f"Export ({label})") for key, label in LAYOUTS.items()]]
 
     action = forms.ChoiceField(choices=ACTIONS)
-    ids = forms.TypedMultipleChoiceField(coerce=int, choices=(), error_messages={"required": "Select at least one clip."})
+    ids = forms.Field(widget=forms.MultipleHiddenInput, required=False)
 
     def __init__(self, data, dataset: Dataset, *args, **kwargs):
         super().__init__(data, *args, **kwargs)
-        requested = [value for value in (data.getlist("ids") if hasattr(data, "getlist") else []) if str(value).isdigit()]
-        valid = dataset.clips.filter(pk__in=requested).values_list("pk", flat=True)
-        self.fields["ids"].choices = [(str(pk), str(pk)) for pk in valid]
+        self.dataset = dataset
+
+    def clean_ids(self) -> list[int]:
+        """The selected clips of this dataset (ids of other datasets' clips are ignored)."""
+        requested = [int(value) for value in self.cleaned_data.get("ids") or [] if str(value).isdigit()]
+        ids = sorted(self.dataset.clips.filter(pk__in=requested).values_list("pk", flat=True))
+        if not ids:
+            raise ValidationError("Select at least one clip.")
+        return ids
 
 
 class ExportForm(forms.Form):

@@ -27,7 +27,7 @@ registered = RegisteredModel.objects.create(name="web")
 version = ModelVersion.objects.create(model=registered, version=1, job=job, snapshot_hash="0" * 64, labels=["a", "b"],
     metrics={"evaluated_on": "val", "accuracy": 0.9, "val": {"accuracy": 0.9}}, feature_config={"sample_rate": 16000, "clip_samples": 16000})
 Alias.objects.create(model=registered, name="production", version=version)
-pages = ["/models/web/", "/models/web/v1/", "/api/models", "/api/models/web/versions", "/datasets/", "/training/", "/training/new/", "/api/jobs", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
+pages = ["/models/web/", "/models/web/v1/", "/api/models", "/api/models/web/versions", "/datasets/", "/datasets/web/", "/datasets/web/stats/", "/datasets/web/settings/", "/api/datasets", "/api/datasets/web/clips", "/training/", "/training/new/", "/api/jobs", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
 statuses = {page: client.get(page).status_code for page in pages}
 assert all(code == 200 for code in statuses.values()), statuses
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "torchaudio"))
