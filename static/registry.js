@@ -64,6 +64,9 @@
       if (recorder && recorder.state === "recording") recorder.stop();
       else start();
     });
+    form.addEventListener("htmx:afterRequest", () => {
+      status.textContent = status.textContent.replace("; scoring…", "");
+    });
     input.addEventListener("change", () => {
       if (input.files.length && input.files[0].name.startsWith("recording.")) return;
       preview.hidden = true;
