@@ -1,0 +1,329 @@
+"""Latency of the job-status endpoints while a real training job runs in a worker.
+
+Starts the app as `scripts/run.sh` does (gunicorn with 2 workers x 4 threads, plus a `training` qcluster) on a
+fresh data folder, builds the demo corpus, queues a job through the API with the default preset, and once the job
+is training hammers GET /api/jobs/{id} and the job page's htmx status partial back to back from one client. The
+same is measured first with nothing training, for comparison. Results (p50/p95/p99) and the machine description
+are appended to the job-status section of docs/benchmarks.md.
+
+    .venv/bin/python bench/bench_job_status.py [--seconds 30] [--idle-seconds 10] [--voices 20]
+        [--database-url postgres://...] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Job status latency during training"
+TARGET_P95_MS = 100.0
+
+SETUP = """
+import django
+django.setup()
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from audioml.models import ApiToken
+user = get_user_model().objects.create_user("bench", password=None, is_staff=True, is_superuser=True)
+_, token = ApiToken.issue(user, "bench")
+session = SessionStore()
+session[SESSION_KEY] = str(user.pk)
+session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+session.create()
+print(token, session.session_key)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def machine_description(database: str) -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    one, five, _ = os.getloadavg()
+    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, {database}; load average {one:.1f} / {five:.1f} (1 / 5 min) "
+            "before the measurement, on a machine shared with other work")
+
+
+class Client:
+    """One keep-alive HTTP connection, like a browser tab or a polling script."""
+
+    def __init__(self, port: int, headers: dict[str, str]) -> None:
+        self.port = port
+        self.headers = headers
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.reconnects = 0
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        """(status, body, milliseconds). Like a browser, a GET on a keep-alive connection the server has just
+        closed is retried once on a new connection (counted in ``reconnects``)."""
+        payload = json.dumps(body).encode() if body is not None else None
+        all_headers = {**self.headers, **(headers or {})}
+        if payload is not None:
+            all_headers["Content-Type"] = "application/json"
+        for attempt in (1, 2):
+            started = time.perf_counter()
+            try:
+                self.connection.request(method, path, body=payload, headers=all_headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                return response.status, data, (time.perf_counter() - started) * 1000
+            except (OSError, http.client.HTTPException) as error:
+                self.connection.close()
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                stale = isinstance(error, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
+                if not stale or attempt == 2 or method != "GET":
+                    raise
+                self.reconnects += 1
+        raise AssertionError("unreachable")
+
+    def json(self, method: str, path: str, body: dict | None = None) -> dict:
+        status, data, _ = self.request(method, path, body)
+        if status >= 400:
+            raise RuntimeError(f"{method} {path} -> {status}: {data[:500]!r}")
+        return json.loads(data)
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def hammer(api: Client, panel: Client, job_id: int, seconds: float) -> dict[str, dict]:
+    """Back-to-back requests, alternating the API and the panel partial, for ``seconds``."""
+    targets = {
+        f"GET /api/jobs/{{id}}": (api, f"/api/jobs/{job_id}", {}),
+        "GET /training/jobs/{id}/ (htmx partial)": (panel, f"/training/jobs/{job_id}/", {"HX-Request": "true"}),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in targets}
+    errors: dict[str, list[str]] = {name: [] for name in targets}
+    reconnects_before = {name: client.reconnects for name, (client, _, _) in targets.items()}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, (client, path, headers) in targets.items():
+            try:
+                status, _, elapsed = client.request("GET", path, headers=headers)
+            except (OSError, http.client.HTTPException) as error:
+                errors[name].append(error.__class__.__name__)
+                continue
+            if status in (200, 286):
+                samples[name].append(elapsed)
+            else:
+                errors[name].append(f"HTTP {status}")
+    return {
+        name: {
+            "requests": len(values) + len(errors[name]),
+            "errors": f"{len(errors[name])} ({', '.join(sorted(set(errors[name])))})" if errors[name] else "0",
+            "reconnects": targets[name][0].reconnects - reconnects_before[name],
+            "p50": statistics.median(values) if values else float("nan"),
+            "p95": percentile(values, 0.95) if values else float("nan"),
+            "p99": percentile(values, 0.99) if values else float("nan"),
+            "max": max(values) if values else float("nan"),
+        }
+        for name, values in samples.items()
+    }
+
+
+def wait_until(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def report(results: dict, meta: dict) -> str:
+    lines = [
+        f"### {meta['date']}",
+        "",
+        f"- Machine: {meta['machine']}",
+        f"- Web: gunicorn, 2 workers x 4 threads (as `scripts/run.sh`); one client sending requests back to back "
+        f"over a keep-alive connection, alternating the two endpoints.",
+        f"- Training: job #{meta['job']} on `{meta['dataset']}` ({meta['clips']} clips), preset `{meta['preset']}`, "
+        f"in a `training` qcluster worker using {meta['threads']} thread(s); measured while it was "
+        f"{meta['progress_start']:.0f}% → {meta['progress_end']:.0f}% done (phase: {meta['phases']}).",
+        "",
+        "| Situation | Endpoint | Requests | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | Errors | Reconnects |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for situation, rows in results.items():
+        for name, row in rows.items():
+            lines.append(
+                f"| {situation} | `{name}` | {row['requests']} | {row['p50']:.1f} | {row['p95']:.1f} | "
+                f"{row['p99']:.1f} | {row['max']:.1f} | {row['errors']} | {row['reconnects']} |"
+            )
+    training = results["during training"]
+    worst = max(row["p95"] for row in training.values())
+    verdict = "meets" if worst < TARGET_P95_MS else "misses"
+    lines += ["", f"During training the worst p95 is {worst:.1f} ms: this {verdict} the {TARGET_P95_MS:.0f} ms target. "
+              "Reconnects count keep-alive connections the server had closed; the request was retried once on a "
+              "new connection, as browsers do, and its time includes the reconnection.", ""]
+    return "\n".join(lines)
+
+
+def append_to_benchmarks(entry: str) -> None:
+    intro = (
+        f"{SECTION}\n\n"
+        "Produced by `bench/bench_job_status.py`: the job-status API and the job page's polling partial, measured\n"
+        "while a real training job runs in a worker on the same machine (and, for comparison, with nothing\n"
+        "training). Target: p95 under 100 ms.\n\n"
+    )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
+    marker = f"\n{SECTION}\n"
+    if marker not in text:
+        text = text.rstrip("\n") + "\n\n" + intro + entry
+    else:
+        start = text.index(marker) + 1
+        following = text.find("\n## ", start + len(SECTION))
+        end = len(text) if following == -1 else following + 1
+        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
+    BENCHMARKS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measurement while training (default 30)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="measurement with nothing training")
+    parser.add_argument("--voices", type=int, default=20, help="demo corpus voices (11 clips each)")
+    parser.add_argument("--preset", default="balanced")
+    parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-job-status-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "audioml.settings",
+        "AUDIOML_DATA_DIR": str(workdir / "data"),
+        "DATABASE_URL": args.database_url or f"sqlite:///{workdir}/bench.sqlite3",
+        "STATIC_ROOT": str(workdir / "static"),
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DEBUG": "False",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+    database = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
+
+    def manage(*command: str) -> str:
+        result = subprocess.run([PYTHON, "manage.py", *command], cwd=ROOT, env=env, capture_output=True, text=True)
+        if result.returncode:
+            raise SystemExit(f"manage.py {' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    print(f"Preparing {workdir} …", flush=True)
+    manage("migrate", "-v", "0")
+    manage("createcachetable")
+    manage("collectstatic", "--noinput", "-v", "0")
+    setup = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    token, session_key = setup.stdout.split()[-2:]
+    manage("make_demo_dataset", "--voices", str(args.voices))
+
+    processes: list[subprocess.Popen] = []
+    log = open(workdir / "servers.log", "wb")
+    try:
+        processes.append(subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
+             "--workers", "2", "--threads", "4", "--timeout", "300"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        processes.append(subprocess.Popen(
+            [PYTHON, "manage.py", "qcluster"], cwd=ROOT, env={**env, "Q_CLUSTER_NAME": "training"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+        api = Client(port, {"Authorization": f"Bearer {token}"})
+        panel = Client(port, {"Cookie": f"sessionid={session_key}"})
+
+        def server_up():
+            try:
+                return api.request("GET", "/api/health")[0] == 200
+            except (OSError, http.client.HTTPException):
+                return False
+
+        wait_until(server_up, 60, "gunicorn")
+        # An idle job row to measure against: queued and immediately cancelled, so nothing trains.
+        idle_job = api.json("POST", "/api/jobs", {"dataset": "speech-commands-demo", "model_name": "idle",
+                                                 "preset": args.preset})
+        api.json("POST", f"/api/jobs/{idle_job['id']}/cancel")
+        for _ in range(20):  # warm both gunicorn workers
+            api.request("GET", f"/api/jobs/{idle_job['id']}")
+            panel.request("GET", f"/training/jobs/{idle_job['id']}/", headers={"HX-Request": "true"})
+        machine = machine_description(database)
+        print(f"Idle: {args.idle_seconds:.0f} s …", flush=True)
+        results = {"idle": hammer(api, panel, idle_job["id"], args.idle_seconds)}
+
+        job = api.json("POST", "/api/jobs", {"dataset": "speech-commands-demo", "model_name": "commands",
+                                            "preset": args.preset})
+        print(f"Job #{job['id']} queued; waiting for it to train …", flush=True)
+        wait_until(lambda: api.json("GET", f"/api/jobs/{job['id']}")["phase"] == "training", 300, "the training phase")
+        start = api.json("GET", f"/api/jobs/{job['id']}")
+        print(f"Measuring for {args.seconds:.0f} s while job #{job['id']} trains …", flush=True)
+        results["during training"] = hammer(api, panel, job["id"], args.seconds)
+        end = api.json("GET", f"/api/jobs/{job['id']}")
+        if end["status"] != "running":
+            raise SystemExit(f"job #{job['id']} stopped running during the measurement ({end['status']}); "
+                             "use fewer --seconds or more --voices")
+        api.json("POST", f"/api/jobs/{job['id']}/cancel")
+        threads = max(1, (os.cpu_count() or 1) // int(env.get("Q_WORKERS", "1")))
+        meta = {
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": machine,
+            "job": job["id"], "dataset": "speech-commands-demo", "clips": job["snapshot_clips"],
+            "preset": args.preset, "threads": threads,
+            "progress_start": start["progress"], "progress_end": end["progress"],
+            "phases": start["phase_display"].lower() if start["phase"] == end["phase"]
+            else f"{start['phase_display'].lower()} → {end['phase_display'].lower()}",
+        }
+        wait_until(lambda: api.json("GET", f"/api/jobs/{job['id']}")["status"] == "cancelled", 60, "the cancel")
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        log.close()
+    entry = report(results, meta)
+    print(entry)
+    if not args.no_write:
+        append_to_benchmarks(entry)
+        print(f"Appended to {BENCHMARKS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
