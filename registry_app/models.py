@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -203,8 +204,6 @@ def _snapshot_size(job: TrainingJob, snapshot: dict[str, Any]) -> int:
 
 
 def _snapshot_digest(snapshot: dict[str, Any]) -> str:
-    import hashlib
-
     return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
 
 
@@ -400,7 +399,15 @@ class Alias(models.Model):
             if alias is not None and alias.version_id == version.pk:
                 return alias  # already there: nothing moves, nothing to record
             if alias is None:
-                alias = cls.objects.create(model=model, name=name, version=version)
+                try:
+                    with transaction.atomic():
+                        alias = cls.objects.create(model=model, name=name, version=version)
+                except IntegrityError:
+                    # Created by a concurrent request a moment ago: move it like any existing alias.
+                    alias = cls.objects.select_for_update().get(model=model, name=name)
+                    if alias.version_id == version.pk:
+                        return alias
+                    return alias._move(version, by, note, AliasEvent.Action.SET)
                 AliasEvent.objects.create(
                     model=model, alias_name=name, action=AliasEvent.Action.SET,
                     to_version=version, to_number=version.version, moved_by=_user_or_none(by), note=note,

@@ -134,3 +134,40 @@ def test_resolve_prefers_explicit_refs_then_production_then_latest_active(three_
 def test_unknown_references_are_not_found(three_versions, ref):
     with pytest.raises(ReferenceNotFound):
         three_versions[0].model.resolve(ref)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_first_promotions_at_the_same_instant_all_land_in_the_history(trained_artifacts):
+    import threading
+
+    from django.db import connection, connections
+
+    from tests.factories import TrainingJobFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are only meaningful on PostgreSQL (SQLite serialises writers)")
+    versions = [ModelVersion.objects.register_from_job(TrainingJobFactory(), trained_artifacts) for _ in range(6)]
+    barrier = threading.Barrier(len(versions))
+    errors = []
+
+    def promote(version):
+        try:
+            barrier.wait()
+            Alias.point(version.model, "production", version)
+        except Exception as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=promote, args=(version,)) for version in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    alias = Alias.objects.get(name="production")
+    events = list(AliasEvent.objects.order_by("id"))
+    assert len(events) == len(versions)  # one creation, then every other promotion as a move
+    assert events[0].from_number is None
+    assert all(later.from_number == earlier.to_number for earlier, later in zip(events, events[1:]))
+    assert alias.version.version == events[-1].to_number
