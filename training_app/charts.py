@@ -122,7 +122,10 @@ def line_chart(
             "last": dots[-1] if dots else None,
         })
     if marker_x is not None and 1 <= marker_x <= n:
-        chart.marker = {"x": round(x_of(marker_x), 1), "label": marker_label}
+        x = round(x_of(marker_x), 1)
+        near_right = x > chart.left + 0.7 * chart.plot_width
+        chart.marker = {"x": x, "label": marker_label, "anchor": "end" if near_right else "start",
+                        "dx": -4 if near_right else 4}
     return chart
 
 

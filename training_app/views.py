@@ -27,6 +27,16 @@ def dataset_url(dataset: Dataset) -> str:
         return reverse("dataset-list")
 
 
+def model_url(job: TrainingJob) -> str | None:
+    """The registry's page of the model a succeeded job was registered under (by URL name; no import)."""
+    if job.status != TrainingJob.Status.SUCCEEDED:
+        return None
+    try:
+        return reverse("model-detail", args=[job.model_name])
+    except NoReverseMatch:
+        return None
+
+
 def _get_job(job_id: int) -> TrainingJob:
     return get_object_or_404(TrainingJob.objects.select_related("dataset", "created_by", "rerun_of"), pk=job_id)
 
@@ -134,6 +144,7 @@ def _detail_context(job: TrainingJob) -> dict:
     return {
         "job": job,
         "dataset_url": dataset_url(job.dataset),
+        "model_url": model_url(job),
         "queue_position": job.queue_position(),
         "charts": training_charts(job.epochs or [], metrics.get("best_epoch")),
         "logs": list(reversed(job.logs.order_by("-created_at", "-id")[:LOG_TAIL_LINES])),

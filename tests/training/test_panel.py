@@ -160,7 +160,8 @@ def test_job_page_of_a_finished_job_shows_results(trained, staff_client):
     assert "<svg" in html and "series-val" in html and "polyline" in html
     assert "Run again" in html and "Cancel job" not in html
     assert "Succeeded in" in html  # the log tail
-    assert 'href="/datasets/' in html
+    assert f'href="/datasets/{trained.dataset.name}/"' in html
+    assert f'href="/models/{trained.model_name}/"' in html
 
 
 def test_job_page_fragment_polls_while_running_and_stops_when_finished(tones, submit, trained, staff_client):
