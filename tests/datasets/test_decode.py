@@ -182,3 +182,40 @@ def test_ffmpeg_falls_back_to_the_imageio_binary(monkeypatch, tmp_path):
         assert decoded.format == "mp3"
     finally:
         ffmpeg_binary.cache_clear()
+
+
+def test_many_files_share_ffmpeg_processes_and_keep_their_own_results(tmp_path):
+    from datasets_app.ingest import decode_audio_many
+
+    frequencies = [300.0, 500.0, 700.0, 900.0, 1100.0]
+    mp3s = [encode(tmp_path, ".mp3", tone(f, 1.0, 44100, noise=0), name=f"tone{int(f)}") for f in frequencies[:3]]
+    m4a = encode(tmp_path, ".m4a", tone(frequencies[3], 1.0, 44100, noise=0), name="tone-m4a")
+    webm = encode(tmp_path, ".webm", tone(frequencies[4], 1.0, 48000, noise=0), sample_rate=48000, name="tone-webm")
+    garbage = tmp_path / "garbage.mp3"
+    garbage.write_bytes(b"\xff\xfb" + b"not really mpeg audio" * 30)
+    sources = [(mp3s[0], "a.mp3"), (b"", "empty.mp3"), (mp3s[1], "b.mp3"), (garbage, "garbage.mp3"),
+               (m4a.read_bytes(), "c.m4a"), (webm, "d.webm"), (mp3s[2], "e.mp3"),
+               (wav_bytes(tone(1300.0, 1.0, 16000, noise=0), 16000), "f.wav")]
+    results = decode_audio_many(sources, 16000)
+    assert [type(result).__name__ for result in results] == [
+        "DecodedAudio", "AudioDecodeError", "DecodedAudio", "AudioDecodeError", "DecodedAudio", "DecodedAudio", "DecodedAudio", "DecodedAudio",
+    ]
+    assert results[1].code == "empty" and results[3].code == "undecodable"
+    decoded = [result for result in results if not isinstance(result, AudioDecodeError)]
+    assert [result.format for result in decoded] == ["mp3", "mp3", "m4a/aac", "webm/opus", "mp3", "wav"]
+    expected = [300.0, 500.0, 900.0, 1100.0, 700.0, 1300.0]
+    assert [dominant_frequency(result.samples, 16000) for result in decoded] == pytest.approx(expected, abs=3.0)
+    one_by_one = decode_audio(mp3s[0], 16000)
+    assert np.array_equal(one_by_one.samples, decoded[0].samples)
+
+
+def test_resampling_matches_torchaudio_functional_resample():
+    import torch
+    import torchaudio.functional
+
+    from datasets_app.ingest import resample
+
+    samples = tone(440.0, 0.5, 44100, seed=2)
+    expected = torchaudio.functional.resample(torch.from_numpy(samples), 44100, 16000).numpy()
+    assert np.array_equal(resample(samples, 44100, 16000), expected)
+    assert np.array_equal(resample(samples, 44100, 16000), expected)  # the cached kernel gives the same again

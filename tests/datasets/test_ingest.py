@@ -79,7 +79,7 @@ def test_every_format_lands_as_a_clip(tmp_path):
         IngestItem(name="x.ogg", path=ogg),
         IngestItem(name="x.mp3", path=encode(tmp_path, ".mp3", tone(700.0, 1.0, 44100, channels=2))),
         IngestItem(name="x.m4a", path=encode(tmp_path, ".m4a", tone(800.0, 1.0, 44100, channels=2))),
-        IngestItem(name="recording.webm", path=encode(tmp_path, ".webm", tone(900.0, 1.0, 48000))),
+        IngestItem(name="recording.webm", path=encode(tmp_path, ".webm", tone(900.0, 1.0, 48000), sample_rate=48000)),
     ]
     report = ingest_files(dataset, items, workers=2)
     assert [result.status for result in report.files] == ["accepted"] * 5, report.as_dict()
