@@ -7,7 +7,8 @@ request meets the same process and its cache), and POSTs a one-second 16 kHz WAV
 /api/models/{name}/predict with a bearer token over one keep-alive connection:
 
 - process cold: the first prediction after the server starts (imports torch, loads the model);
-- cache miss: the first request for each other version (torch already imported; checksum + torch.export.load);
+- cache miss: the first request for each other version (torch already imported; checksum, torch.export.load and
+  one warm-up pass);
 - warm: --requests predictions of the production version with its model cached.
 
 Results and the machine description are appended to the prediction section of docs/benchmarks.md.
@@ -75,6 +76,17 @@ print(token)
 LABELS = {"low": 300.0, "mid": 900.0, "high": 2400.0}
 
 
+def inference_threads() -> int:
+    """registry_app.inference.INFERENCE_THREADS, read from the source (importing it needs Django set up)."""
+    import ast
+
+    tree = ast.parse((ROOT / "registry_app" / "inference.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "INFERENCE_THREADS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise SystemExit("INFERENCE_THREADS not found in registry_app/inference.py")
+
+
 def machine_description(database: str) -> str:
     import torch
 
@@ -85,8 +97,7 @@ def machine_description(database: str) -> str:
             break
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__} (CPU, {torch.get_num_threads()} threads), "
-            f"{database}")
+            f"Python {platform.python_version()}, torch {torch.__version__} (CPU), {database}")
 
 
 def tone(frequency: float, seconds: float, seed: int) -> np.ndarray:
@@ -198,7 +209,8 @@ def report(results: dict, meta: dict) -> str:
         f"### {meta['date']}",
         "",
         f"Machine: {meta['machine']}; load average {meta['load'][0]:.1f} / {meta['load'][1]:.1f} (1 / 5 min) when the "
-        "measurement started, on a machine shared with other work. Server: gunicorn on loopback, 1 worker x 4 threads, `DEBUG=False`; one client, "
+        "measurement started, on a machine shared with other work. Server: gunicorn on loopback, 1 worker x 4 threads, `DEBUG=False`, "
+        f"{meta['inference_threads']} CPU thread per forward pass; one client, "
         f"one keep-alive connection, bearer token. Model: KeywordCNN ({meta['model']['channels']} channels, "
         f"{meta['model']['parameters']:,} parameters, `model.pt2` {meta['model']['size'] / 1024:.0f} KB), "
         "1-second 16 kHz WAV in (one window).",
@@ -208,7 +220,7 @@ def report(results: dict, meta: dict) -> str:
         f"| warm cache (production alias) | {warm['n']} | {warm['p50']:.1f} | {warm['p95']:.1f} | {warm['p99']:.1f} | {warm['max']:.1f} |",
         f"| of which decoding + scoring (`time_ms`) | {server['n']} | {server['p50']:.1f} | {server['p95']:.1f} | {server['p99']:.1f} | {server['max']:.1f} |",
         f"| cache miss: another version, first request | {results['miss']['n']} | {results['miss']['p50']:.1f} | {results['miss']['p95']:.1f} | {results['miss']['p99']:.1f} | {results['miss']['max']:.1f} |",
-        f"| of which model load (`load_ms`: read, SHA-256, torch.export.load) | {results['miss_load']['n']} | {results['miss_load']['p50']:.1f} | {results['miss_load']['p95']:.1f} | {results['miss_load']['p99']:.1f} | {results['miss_load']['max']:.1f} |",
+        f"| of which model load (`load_ms`: read, SHA-256, torch.export.load, one warm-up pass) | {results['miss_load']['n']} | {results['miss_load']['p50']:.1f} | {results['miss_load']['p95']:.1f} | {results['miss_load']['p99']:.1f} | {results['miss_load']['max']:.1f} |",
         f"| process cold: first request after start (imports torch) | 1 | {results['first']:.0f} | | | |",
         "",
         f"Warm p50 {warm['p50']:.1f} ms {verdict} the target of {TARGET_P50_MS:.0f} ms; a cold load costs "
@@ -312,7 +324,7 @@ def main() -> None:
     results = {"first": first, "miss": summary(miss), "miss_load": summary(miss_load), "warm": summary(warm),
                "warm_server": summary(warm_server)}
     meta = {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_description(database),
-            "model": model_info, "load": load}
+            "model": model_info, "load": load, "inference_threads": inference_threads()}
     entry = report(results, meta)
     print(entry)
     if not args.no_write:
