@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
 
 from audioml.audit import diff, record
 from audioml.errors import Conflict, DuplicateName
@@ -289,6 +290,7 @@ def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> Htt
             before = getattr(clip, field)
             if clip.apply_edits({field: form.cleaned_data["value"]}, request.user):
                 record("clip.edit", clip, request=request, changes={field: [before, getattr(clip, field)]})
+                context["changed_label"] = field in ("label", "speaker")
             # Saved even when unchanged: a repeated request (change, then Enter) must not hide the mark.
             context["saved"] = True
         else:
@@ -301,15 +303,19 @@ def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> Htt
                 messages.success(request, f"Clip #{clip.pk}: {field} saved.")
             return _back(request, dataset)
     # 200 with the error beside the field: htmx swaps only successful responses.
-    return render(request, "datasets/dataset_detail.html#clip-field", context)
+    response = render(request, "datasets/dataset_detail.html#clip-field", context)
+    if context.get("changed_label"):
+        trigger_client_event(response, "clips-changed")
+    return response
 
 
 def _row_response(request: HttpRequest, dataset: Dataset, clip: Clip) -> HttpResponse:
     clip.refresh_from_db()
     clip.dataset = dataset
-    return render(request, "datasets/dataset_detail.html#clip-row", {
+    response = render(request, "datasets/dataset_detail.html#clip-row", {
         "dataset": dataset, "clip": clip, "inline_fields": INLINE_FIELDS, "next_url": request.POST.get("next", ""),
     })
+    return trigger_client_event(response, "clips-changed")
 
 
 @staff_required
@@ -369,7 +375,7 @@ def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
     if request.htmx:
         context = _clip_table_context(request, dataset, request.POST)
         response = render(request, "datasets/dataset_detail.html#clip-table", context)
-        return response
+        return trigger_client_event(response, "clips-changed")
     return _back(request, dataset)
 
 

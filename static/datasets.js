@@ -57,10 +57,10 @@
     return { label: value("label").trim(), transcript: value("transcript").trim(), speaker: value("speaker").trim(), score: value("score").trim() };
   };
 
-  Uploader.prototype.row = function (file) {
+  Uploader.prototype.row = function (file, path) {
     const item = el("li", "upload-item is-waiting");
-    const name = el("span", "upload-name", file.name);
-    name.title = file.name;
+    const name = el("span", "upload-name", path || file.name);
+    name.title = path || file.name;
     const size = el("span", "upload-size muted small", formatBytes(file.size));
     const bar = el("div", "progress");
     const fill = el("span");
@@ -72,15 +72,18 @@
     return { item, fill, status };
   };
 
+  // `files` holds File objects, or {file, path, label} for files found in dropped folders.
   Uploader.prototype.add = function (files, metadata) {
     metadata = metadata || this.metadata();
     const audio = [];
-    for (const file of files) {
+    for (const given of files) {
+      const entry = given instanceof File ? { file: given, path: given.name, label: null } : given;
+      const file = entry.file;
       if (/\.zip$/i.test(file.name) || file.type === "application/zip" || file.type === "application/x-zip-compressed") {
-        this.queue.push({ kind: "zip", files: [{ file, view: this.row(file) }], metadata });
+        this.queue.push({ kind: "zip", files: [{ file, view: this.row(file, entry.path) }], metadata });
         this.totals.pending += 1;
-      } else {
-        audio.push({ file, view: this.row(file) });
+      } else if (!isHiddenPath(entry.path)) {
+        audio.push({ file, label: entry.label, view: this.row(file, entry.path) });
         this.totals.pending += 1;
       }
     }
@@ -118,15 +121,21 @@
       let total = 0;
       const offsets = [];
       for (const entry of batch.files) {
-        body.append(batch.kind === "zip" ? "file" : "files", entry.file, entry.file.name);
+        body.append(batch.kind === "zip" ? "file" : "files", entry.file, entry.view.item.querySelector(".upload-name").textContent);
         offsets.push([total, entry.file.size]);
         total += entry.file.size;
         entry.view.item.className = "upload-item is-uploading";
         entry.view.status.textContent = "Uploading";
       }
       const meta = batch.metadata;
+      const ownLabels = batch.kind === "files" && batch.files.some((entry) => entry.label !== null && entry.label !== undefined);
       for (const key of Object.keys(meta)) {
+        if (key === "label" && ownLabels) continue;
         if (meta[key] !== "") body.append(key, meta[key]);
+      }
+      if (ownLabels) {
+        // A folder's name labels the files in it; other files in the batch get the label field's value.
+        for (const entry of batch.files) body.append("label", entry.label !== null && entry.label !== undefined ? entry.label : meta.label);
       }
       if (this.maxBytes && total > this.maxBytes) {
         this.fail(batch, "Larger than this server accepts (" + formatBytes(this.maxBytes) + " per request).");
@@ -238,8 +247,46 @@
     const table = document.getElementById("clip-table");
     if (table && window.htmx && this.totals.accepted) {
       window.htmx.ajax("GET", window.location.pathname + window.location.search, { target: "#clip-table", swap: "outerHTML" });
+      window.htmx.trigger(document.body, "clips-changed");
     }
   };
+
+  function isHiddenPath(path) {
+    return path.split("/").some((part) => part.startsWith(".") || part === "__MACOSX");
+  }
+
+  // Text and images that travel with audio folders (README, notes, spectrogram pictures) are not sent.
+  const DOCUMENT = /(\.(txt|md|rst|csv|tsv|json|jsonl|ya?ml|xml|html?|pdf|png|jpe?g|gif|svg|py|sh|ini|cfg|toml|db|lab|textgrid)|(^|\/)(readme|license|licence|copying|changelog)[^/]*)$/i;
+
+  // Dropped folders: every file inside, labelled with the folder that holds it (as in a zip with a folder
+  // per label). A dropped folder of files labels them with its own name; its subfolders label theirs.
+  function readEntries(reader) {
+    return new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+  }
+
+  async function filesFromEntry(entry, parents, found) {
+    if (entry.isFile) {
+      const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
+      const path = parents.concat(file.name).join("/");
+      if (!DOCUMENT.test(path)) found.push({ file, path, label: parents.length ? parents[parents.length - 1] : null });
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      let batch;
+      do {
+        batch = await readEntries(reader);
+        for (const child of batch) await filesFromEntry(child, parents.concat(entry.name), found);
+      } while (batch.length);
+    }
+  }
+
+  async function droppedFiles(dataTransfer) {
+    const items = Array.from(dataTransfer.items || []);
+    const entries = items.map((item) => (item.webkitGetAsEntry ? item.webkitGetAsEntry() : null));
+    if (!entries.some((entry) => entry && entry.isDirectory)) return Array.from(dataTransfer.files || []);
+    const found = [];
+    for (const entry of entries) if (entry) await filesFromEntry(entry, [], found);
+    return found;
+  }
 
   function setUpUploads() {
     const form = document.getElementById("upload-form");
@@ -261,8 +308,9 @@
     dropzone.addEventListener("drop", (event) => {
       event.preventDefault();
       dropzone.classList.remove("is-dragging");
-      const files = Array.from(event.dataTransfer.files || []);
-      if (files.length) uploader.add(files);
+      droppedFiles(event.dataTransfer).then((files) => {
+        if (files.length) uploader.add(files);
+      });
     });
     // Dropping next to the zone should not navigate away from the page.
     window.addEventListener("dragover", (event) => event.preventDefault());
