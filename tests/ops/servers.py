@@ -1,0 +1,80 @@
+"""Real processes for the operations tests: a django-q2 training cluster and a gunicorn web server.
+
+Both run against the test's own database and media folder (see the `subprocess_env` fixture). They are
+stopped the way the pitfalls note says: SIGTERM to the main process only, then waiting; SIGKILL to the
+process group only if that does not end it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_qcluster(env: dict, log_path: Path, cluster: str = "training") -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env={**env, "Q_CLUSTER_NAME": cluster},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_gunicorn(env: dict, log_path: Path, port: int, workers: int = 4, threads: int = 2) -> subprocess.Popen:
+    """gunicorn as in production (several workers, threads), bound to loopback only."""
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(workers), "--threads", str(threads), "--timeout", "120", "--graceful-timeout", "10",
+        ],
+        cwd=ROOT, env={**env, "DEBUG": "False"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+                if response.status == 200:
+                    return process
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    stop(process)
+    raise AssertionError(f"gunicorn did not answer within 60 s:\n{log_path.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def wait_for(condition, timeout: float, what: str, log_path: Path | None = None, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    log = f"; log:\n{log_path.read_text()[-4000:]}" if log_path and log_path.exists() else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{log}")
