@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from datasets_app.models import Clip
@@ -36,6 +37,8 @@ def page(live_server):
         tab.base_url = live_server.url
         yield tab
         browser.close()
+        # The test body ran inside Playwright's greenlet, where Django opened a connection of its own.
+        connections.close_all()
         assert errors == []
 
 
