@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from django.urls import reverse
 from ninja import Field, Schema
@@ -11,6 +11,8 @@ from datasets_app.models import CLIP_SORTS
 
 SortKey = Literal[tuple(CLIP_SORTS)]  # type: ignore[valid-type]
 ExportLayout = Literal[tuple(LAYOUTS)]  # type: ignore[valid-type]
+# A clip id as the database stores it (a 64-bit key): anything else is a 422, never a database error.
+ClipId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class DatasetIn(Schema):
@@ -110,11 +112,11 @@ class ClipFilter(Schema):
 
 class ExportQuery(ClipFilter):
     layout: ExportLayout = "labels"
-    ids: list[int] | None = Field(None, description="Only these clips (the other filters still apply)")
+    ids: list[ClipId] | None = Field(None, description="Only these clips (the other filters still apply)")
 
 
 class ClipIdsIn(Schema):
-    ids: list[int] = Field(..., min_length=1, max_length=10000)
+    ids: list[ClipId] = Field(..., min_length=1, max_length=10000)
 
 
 class BulkOut(Schema):
