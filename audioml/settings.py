@@ -259,6 +259,9 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 # Optional bearer token for Prometheus scrapers; staff API tokens and staff sessions work too.
 METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
 
+# Every paginated API list: limit/offset with bounds (a huge value is a 422, not a database error).
+NINJA_PAGINATION_CLASS = "audioml.pagination.LimitOffsetPagination"
+
 # A cache every process shares (the database), so that the web process can see the workers' django-q2 stats.
 CACHES = {
     "default": {
