@@ -14,22 +14,24 @@ import datetime as dt
 import hashlib
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import training_app.ml  # noqa: E402, F401  (before torch: sets OMP_WAIT_POLICY, see its docstring)
+import torch  # noqa: E402
 
 from training_app.demo_corpus import generate_demo_corpus  # noqa: E402
 from training_app.ml.audio import load_waveform  # noqa: E402
 from training_app.ml.augment import Augmenter, gaussian_noise_powers, stack_frames  # noqa: E402
 from training_app.ml.config import ConfigError, TrainConfig, parse_override  # noqa: E402
-from training_app.ml.features import LogMelFrontend  # noqa: E402
+from training_app.ml.features import FeatureCache, LogMelFrontend  # noqa: E402
 from training_app.ml.model import KeywordCNN  # noqa: E402
 from training_app.ml.split import split_clips  # noqa: E402
 from training_app.ml.train import ClipRecord, TrainResult, default_threads, train  # noqa: E402
@@ -63,6 +65,7 @@ def machine_description() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
     }
 
 
@@ -86,34 +89,62 @@ def run_job(cfg: TrainConfig, clips: list[ClipRecord], out_dir: Path, cache_dir:
                  threads=threads)
 
 
-def on_the_fly_epoch_seconds(cfg: TrainConfig, clips: list[ClipRecord], train_indices: list[int], threads: int) -> float:
-    """One training epoch that decodes every clip and computes its log-mel in the loop (no feature cache)."""
+def epoch_timings(
+    cfg: TrainConfig, clips: list[ClipRecord], train_indices: list[int], cache_dir: Path, threads: int,
+    repeats: int = 3,
+) -> dict[str, float]:
+    """Median seconds of one training epoch fed from cached features vs decoding audio on the fly.
+
+    Both variants run the trainer's augmentation and a real forward/backward pass of the same network,
+    alternating so that load from other processes affects them alike. Also times the data path alone:
+    decoding + log-mel of every training clip vs reading it from the on-disk feature cache.
+    """
     torch.set_num_threads(threads)
     features = cfg.features()
     frontend = LogMelFrontend(features)
+    cache = FeatureCache(cache_dir, features)
     generator = torch.Generator().manual_seed(cfg.seed)
     labels = sorted({clip.label for clip in clips})
     augmenter = Augmenter(cfg.time_shift, cfg.noise, cfg.spec_augment,
-                          gaussian_noise_powers(frontend, features, 8, generator), generator)
+                          gaussian_noise_powers(frontend, features, 8, generator), generator, warp=cfg.warp)
     network = KeywordCNN(len(labels), cfg.channels, cfg.dropout)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
-    network.train()
-    started = time.perf_counter()
-    order = torch.randperm(len(train_indices), generator=generator).tolist()
-    for start in range(0, len(order), cfg.batch_size):
-        batch_clips = [clips[train_indices[i]] for i in order[start : start + cfg.batch_size]]
+    train_clips = [clips[i] for i in train_indices]
+    in_memory = {clip.content_hash: cache.load(clip.content_hash) for clip in train_clips}
+
+    def decode(clip: ClipRecord) -> torch.Tensor:
         with torch.no_grad():
-            powers = [frontend.mel_power(load_waveform(clip.path, features.sample_rate).unsqueeze(0))[0]
-                      for clip in batch_clips]
-        batch = stack_frames(powers, features.n_frames, "random", generator)
-        inputs = augmenter.log_mel(frontend.normalize(augmenter.power(batch)))
-        targets = torch.tensor([labels.index(clip.label) for clip in batch_clips])
-        loss = loss_fn(network(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
+            return frontend.mel_power(load_waveform(clip.path, features.sample_rate).unsqueeze(0))[0]
+
+    def epoch(power_of) -> float:
+        network.train()
+        started = time.perf_counter()
+        order = torch.randperm(len(train_clips), generator=generator).tolist()
+        for start in range(0, len(order), cfg.batch_size):
+            batch_clips = [train_clips[i] for i in order[start : start + cfg.batch_size]]
+            batch = stack_frames([power_of(clip) for clip in batch_clips], features.n_frames, "random", generator)
+            inputs = augmenter.log_mel(frontend.normalize(augmenter.power(batch)))
+            targets = torch.tensor([labels.index(clip.label) for clip in batch_clips])
+            loss = loss_fn(network(inputs), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - started
+
+    def data_pass(power_of) -> float:
+        started = time.perf_counter()
+        for clip in train_clips:
+            power_of(clip)
+        return time.perf_counter() - started
+
+    samples: dict[str, list[float]] = {"cached": [], "on_the_fly": [], "read_cache": [], "decode": []}
+    for _ in range(repeats):
+        samples["cached"].append(epoch(lambda clip: in_memory[clip.content_hash]))
+        samples["on_the_fly"].append(epoch(decode))
+        samples["read_cache"].append(data_pass(lambda clip: cache.load(clip.content_hash)))
+        samples["decode"].append(data_pass(decode))
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def report(results: dict, machine: dict[str, str]) -> str:
@@ -123,15 +154,17 @@ def report(results: dict, machine: dict[str, str]) -> str:
     split = m["split"]
     cold_features = m["timings"]["features_seconds"]
     warm_features = warm.metrics["timings"]["features_seconds"]
-    cached_epoch = m["mean_epoch_seconds"]
-    fly_epoch = results["on_the_fly_epoch"]
+    epochs = results["epochs"]
+    n_train = split["train"]
     lines = [
         f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}: preset `{results['preset']}`, "
         f"{len(results['clips'])} clips",
         "",
         f"- Machine: {machine['nproc']} CPU cores ({machine['cpu']}), {machine['memory']} RAM, "
         f"device {machine['device']}, Python {machine['python']}, torch {machine['torch']}, "
-        f"{results['threads']} torch threads",
+        f"{results['threads']} torch threads (OMP_WAIT_POLICY={machine['omp_wait_policy']}); "
+        f"load average {results['load_before']:.1f} before and "
+        f"{results['load_after']:.1f} after the run (the machine is shared with other work)",
         f"- Corpus: {results['words']} words + noise, {results['voices']} espeak-ng voices "
         f"({results['corpus_seconds']:.1f} s to synthesise); held-out test voices: "
         f"{', '.join(results['holdout'])}",
@@ -151,11 +184,17 @@ def report(results: dict, machine: dict[str, str]) -> str:
         f"(best epoch {m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}) |",
         f"| export (weights, .pt2 with check, ONNX) | {cold.export_seconds:.1f} s |",
         f"| feature phase, cold cache ({m['feature_cache']['misses']} clips decoded) | {cold_features:.2f} s |",
-        f"| feature phase, warm cache ({warm.metrics['feature_cache']['hits']} clips from cache) | {warm_features:.2f} s |",
-        f"| epoch from cached features (mean) | {cached_epoch:.2f} s |",
-        f"| epoch decoding audio and computing log-mel on the fly (no cache) | {fly_epoch:.2f} s |",
-        f"| on-the-fly epoch / cached epoch | {fly_epoch / cached_epoch:.1f}x |",
-        f"| cold / warm feature phase | {cold_features / max(warm_features, 1e-9):.1f}x |",
+        f"| feature phase, warm cache ({warm.metrics['feature_cache']['hits']} clips from cache) | "
+        f"{warm_features:.2f} s |",
+        f"| epoch in the job (mean over {m['epochs_run']} epochs, including validation) | "
+        f"{m['mean_epoch_seconds']:.2f} s |",
+        f"| training epoch fed from cached features (median of 3) | {epochs['cached']:.2f} s |",
+        f"| training epoch decoding audio + log-mel on the fly (median of 3) | {epochs['on_the_fly']:.2f} s |",
+        f"| data path per epoch: decode + log-mel of {n_train} clips | {epochs['decode']:.3f} s |",
+        f"| data path per epoch: read {n_train} clips from the feature cache | {epochs['read_cache']:.3f} s |",
+        f"| speed-up of the cache: whole epoch / data path / feature phase | "
+        f"{epochs['on_the_fly'] / epochs['cached']:.1f}x / {epochs['decode'] / epochs['read_cache']:.1f}x / "
+        f"{cold_features / max(warm_features, 1e-9):.0f}x |",
         "",
     ]
     return "\n".join(lines)
@@ -169,7 +208,11 @@ def append_to_benchmarks(entry: str) -> None:
         "the epoch, which is what each epoch would cost without the feature cache.\n\n"
     )
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    start = text.find(f"\n{SECTION}\n") + 1 if f"\n{SECTION}\n" in text else (0 if text.startswith(f"{SECTION}\n") else -1)
+    if text.startswith(f"{SECTION}\n"):
+        start = 0
+    else:
+        start = text.find(f"\n{SECTION}\n")
+        start = start + 1 if start != -1 else -1
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + intro + entry
     else:
@@ -191,6 +234,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = Path(tmp)
         started = time.perf_counter()
@@ -216,16 +260,17 @@ def main() -> None:
         cold = run_job(cfg, clips, work / "job-cold", work / "cache", args.threads)
         print("warm cache job:")
         warm = run_job(cfg, clips, work / "job-warm", work / "cache", args.threads)
-        print("on-the-fly epoch:")
+        print("epoch timings, cached vs on the fly:")
         train_indices = split_clips(clips, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers).train
-        fly = on_the_fly_epoch_seconds(cfg, clips, train_indices, args.threads)
+        epochs = epoch_timings(cfg, clips, train_indices, work / "cache", args.threads)
 
     machine = machine_description()
     entry = report(
         {
-            "cold": cold, "warm": warm, "on_the_fly_epoch": fly, "clips": clips, "preset": args.preset,
+            "cold": cold, "warm": warm, "epochs": epochs, "clips": clips, "preset": args.preset,
             "words": len({clip.label for clip in clips}) - 1, "voices": len(voices), "holdout": holdout,
             "corpus_seconds": corpus_seconds, "threads": args.threads, "overrides": shown,
+            "load_before": load_before, "load_after": os.getloadavg()[0],
         },
         machine,
     )

@@ -55,8 +55,8 @@ class Augmenter:
     max_stretch: float = 0.15
     max_freq_warp: float = 0.1
     max_shift_fraction: float = 0.1
-    noise_probability: float = 0.8
-    snr_db_range: tuple[float, float] = (0.0, 20.0)
+    noise_probability: float = 0.5
+    snr_db_range: tuple[float, float] = (5.0, 25.0)
     freq_masks: int = 2
     max_freq_mask_fraction: float = 0.15
     time_masks: int = 2

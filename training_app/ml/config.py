@@ -87,9 +87,9 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 12, "early_stopping_patience": 4, "channels": 16, "learning_rate": 0.005},
-    "balanced": {"epochs": 30, "early_stopping_patience": 8, "channels": 24, "learning_rate": 0.004},
-    "thorough": {"epochs": 80, "early_stopping_patience": 15, "channels": 32, "learning_rate": 0.003},
+    "quick": {"epochs": 25, "early_stopping_patience": 6, "channels": 16, "learning_rate": 0.005},
+    "balanced": {"epochs": 60, "early_stopping_patience": 15, "channels": 24, "learning_rate": 0.005},
+    "thorough": {"epochs": 150, "early_stopping_patience": 30, "channels": 32, "learning_rate": 0.003},
 }
 
 
@@ -97,9 +97,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 class TrainConfig:
     preset: str = "balanced"
     task: str = "classification"
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 0.004
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 0.005
     weight_decay: float = 0.01
     val_fraction: float = 0.15
     test_fraction: float = 0.15
@@ -109,7 +109,7 @@ class TrainConfig:
     spec_augment: bool = True
     warp: bool = True
     clip_seconds: float = 1.0
-    early_stopping_patience: int = 8
+    early_stopping_patience: int = 15
     channels: int = 24
     dropout: float = 0.2
     target_far: float = 0.01

@@ -157,6 +157,21 @@ def _export_onnx(model: ExportedClassifier, sample: torch.Tensor, path: Path) ->
         onnx.checker.check_model(str(path))
     except Exception as error:
         raise ExportError(f"ONNX export failed: {error}") from error
+    _compare_onnx_runtime(model, sample, path)
+
+
+def _compare_onnx_runtime(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+    """Run the ONNX file when onnxruntime is installed (it is optional) and compare with the eager model."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
+    with torch.no_grad():
+        difference = float((torch.from_numpy(got) - model(sample)).abs().max())
+    if not difference <= EXPORT_TOLERANCE:
+        raise ExportError(f"{ONNX_FILE} differs from the trained model by {difference:.2e} in onnxruntime")
 
 
 def build_config(

@@ -23,7 +23,7 @@ from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import FeatureCache, LogMelFrontend, load_features
 from .metrics import classification_metrics, positive_label_index, rates_at_threshold, roc_auc, threshold_for_far
 from .model import ExportedClassifier, KeywordCNN
-from .split import Split, split_clips
+from .split import SPLITS, Split, split_clips
 
 __all__ = [
     "MIN_CLIPS_PER_LABEL",
@@ -79,7 +79,8 @@ class _Reporter:
         self, phase: str, fraction: float, eta: float | None, epoch: dict[str, Any] | None = None
     ) -> None:
         now = time.monotonic()
-        if phase == self.phase and epoch is None and fraction < 1.0 and now - self.last_sent < _PROGRESS_INTERVAL_SECONDS:
+        routine = phase == self.phase and epoch is None and fraction < 1.0
+        if routine and now - self.last_sent < _PROGRESS_INTERVAL_SECONDS:
             return
         start = _PHASE_END[PHASES[PHASES.index(phase) - 1]] if phase != PHASES[0] else 0.0
         percent = start + (_PHASE_END[phase] - start) * min(max(fraction, 0.0), 1.0)
@@ -177,6 +178,7 @@ class _Run:
             self.clips, self.cfg.val_fraction, self.cfg.test_fraction, self.cfg.seed, self.cfg.holdout_speakers
         )
         self._log_split(split)
+        split_summary = split.summary(self.clips)
         if not split.val:
             raise NotTrainable(["no clips are left for validation after splitting"])
         self.timings["preparing_seconds"] = time.monotonic() - started
@@ -203,6 +205,7 @@ class _Run:
         self.report("evaluating", 0.0, _EXPORT_SECONDS_ESTIMATE)
         metrics = self._evaluate(frontend, network, powers, split)
         metrics.update(
+            split=split_summary,
             history=history,
             best_epoch=best_epoch,
             epochs_run=len(history),
@@ -232,7 +235,6 @@ class _Run:
                          + (" (grouped by speaker)" if split.grouped_by_speaker else ""))
         for note in split.notes:
             self.log("warning", note)
-        self.split_summary = split.summary(self.clips)
 
     def _fit(
         self, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
@@ -248,17 +250,15 @@ class _Run:
             noise=cfg.noise,
             spec_augment=cfg.spec_augment,
             warp=cfg.warp,
-            noise_powers=self._noise_sources(frontend, powers, split, augment_generator),
+            noise_powers=self._noise_sources(powers, split, augment_generator),
             generator=augment_generator,
         )
         with torch.no_grad():
-            val_inputs = frontend.normalize(stack_frames([powers[i] for i in split.val], n_frames, "center").to(self.device))
+            val_powers = stack_frames([powers[i] for i in split.val], n_frames, "center")
+            val_inputs = frontend.normalize(val_powers.to(self.device))
         val_targets = self.targets[split.val].to(self.device)
 
-        counts = torch.bincount(train_targets, minlength=len(self.labels)).float()
-        class_weights = torch.where(counts > 0, counts.sum() / (len(self.labels) * counts.clamp_min(1)), 1.0)
-        self.class_weights = class_weights
-        loss_fn = nn.CrossEntropyLoss(weight=class_weights.to(self.device))
+        loss_fn = nn.CrossEntropyLoss(weight=self._class_weights(split).to(self.device))
 
         network = KeywordCNN(len(self.labels), cfg.channels, cfg.dropout).to(self.device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -322,8 +322,13 @@ class _Run:
         self.log("info", f"best epoch {best_epoch} of {len(history)}: validation loss {best_loss:.4f}")
         return network.eval(), history, best_epoch, stopped_early
 
+    def _class_weights(self, split: Split) -> torch.Tensor:
+        """Inverse label frequency in the training split, so rare labels weigh as much as common ones."""
+        counts = torch.bincount(self.targets[split.train], minlength=len(self.labels)).float()
+        return torch.where(counts > 0, counts.sum() / (len(self.labels) * counts.clamp_min(1)), 1.0)
+
     def _noise_sources(
-        self, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, generator: torch.Generator
+        self, powers: list[torch.Tensor], split: Split, generator: torch.Generator
     ) -> list[torch.Tensor]:
         if not self.cfg.noise:
             return []
@@ -332,7 +337,7 @@ class _Run:
             self.log("info", f"noise augmentation mixes {len(noise_clips)} training clips of the noise label")
             return noise_clips
         self.log("info", "noise augmentation uses gaussian noise (no noise label in the data)")
-        return gaussian_noise_powers(frontend.to("cpu"), self.features, 8, generator)
+        return gaussian_noise_powers(LogMelFrontend(self.features), self.features, 8, generator)
 
     def _eta(self, started: float, done: float) -> float | None:
         if done <= 0:
@@ -351,7 +356,7 @@ class _Run:
                 return frontend.log_mel(stacked).cpu()
 
         evaluated_on = "test" if split.test else "val"
-        split_log_mels = {name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)}
+        split_log_mels = {name: log_mels(split.indices(name)) for name in SPLITS if split.indices(name)}
         probabilities = {
             name: _predict(network, split_log_mels[name].to(self.device))
             for name in ("val", "test") if name in split_log_mels
@@ -364,16 +369,14 @@ class _Run:
             "val": classification_metrics(truths["val"], probabilities["val"], self.labels),
             "test": classification_metrics(truths["test"], probabilities["test"], self.labels)
             if "test" in probabilities else None,
-            "split": self.split_summary,
             "seed": self.cfg.seed,
         }
         results["accuracy"] = results[evaluated_on]["accuracy"]
         results["macro_f1"] = results[evaluated_on]["macro_f1"]
         results["binary"] = self._binary(probabilities, truths) if len(self.labels) == 2 else None
         results["baseline"] = self._baseline(split_log_mels, split, evaluated_on)
-        summary = (f"{evaluated_on} accuracy {results['accuracy']:.3f} (baseline {results['baseline']['accuracy']:.3f}), "
-                   f"macro F1 {results['macro_f1']:.3f}")
-        self.log("info", summary)
+        self.log("info", f"{evaluated_on} accuracy {results['accuracy']:.3f} "
+                         f"(baseline {results['baseline']['accuracy']:.3f}), macro F1 {results['macro_f1']:.3f}")
         return results
 
     def _binary(self, probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -395,7 +398,7 @@ class _Run:
 
     def _baseline(self, log_mels: dict[str, torch.Tensor], split: Split, evaluated_on: str) -> dict[str, Any]:
         model = LogisticBaseline(len(self.labels)).fit(
-            clip_statistics(log_mels["train"]), self.targets[split.train], self.class_weights
+            clip_statistics(log_mels["train"]), self.targets[split.train], self._class_weights(split)
         )
         probabilities = model.predict_proba(clip_statistics(log_mels[evaluated_on])).numpy()
         truth = self.targets[split.indices(evaluated_on)].numpy()
@@ -407,7 +410,8 @@ class _Run:
 
     def _export(self, frontend: LogMelFrontend, network: KeywordCNN, metrics: dict[str, Any]) -> list[str]:
         model = ExportedClassifier(copy.deepcopy(frontend).cpu(), copy.deepcopy(network).cpu()).eval()
-        sample = 0.1 * torch.randn(4, self.features.clip_samples, generator=torch.Generator().manual_seed(self.cfg.seed))
+        generator = torch.Generator().manual_seed(self.cfg.seed)
+        sample = 0.1 * torch.randn(4, self.features.clip_samples, generator=generator)
         architecture = {
             "name": "KeywordCNN",
             "channels": self.cfg.channels,
@@ -444,5 +448,6 @@ def _predict(network: KeywordCNN, log_mel: torch.Tensor) -> np.ndarray:
     network.eval()
     with torch.no_grad():
         inputs = LogMelFrontend.standardize(log_mel)
-        outputs = [torch.softmax(network(inputs[i : i + _EVAL_BATCH]), dim=1) for i in range(0, len(inputs), _EVAL_BATCH)]
+        outputs = [torch.softmax(network(inputs[i : i + _EVAL_BATCH]), dim=1)
+                   for i in range(0, len(inputs), _EVAL_BATCH)]
     return torch.cat(outputs).cpu().numpy()
