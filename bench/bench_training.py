@@ -196,8 +196,28 @@ def report(results: dict, machine: dict[str, str]) -> str:
         f"{epochs['on_the_fly'] / epochs['cached']:.1f}x / {epochs['decode'] / epochs['read_cache']:.1f}x / "
         f"{cold_features / max(warm_features, 1e-9):.0f}x |",
         "",
+        *targets(m, cold, epochs),
+        "",
     ]
     return "\n".join(lines)
+
+
+def targets(metrics: dict, cold: TrainResult, epochs: dict[str, float]) -> list[str]:
+    """The issue's targets, each judged from this run's numbers."""
+    accuracy, baseline = metrics["test"]["accuracy"], metrics["baseline"]["accuracy"]
+    whole, data = epochs["on_the_fly"] / epochs["cached"], epochs["decode"] / epochs["read_cache"]
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    return [
+        f"Targets: test accuracy on held-out voices >= 95%: {verdict(accuracy >= 0.95)} ({accuracy:.1%}); "
+        f"clearly above the baseline: {verdict(accuracy - baseline >= 0.1)} (+{(accuracy - baseline) * 100:.0f} "
+        f"points); about 200 clips in under 3 minutes: {verdict(cold.total_seconds < 180)} "
+        f"({cold.total_seconds:.0f} s); cached epochs several times faster: "
+        f"{verdict(whole >= 3)} for whole epochs ({whole:.1f}x: an epoch of this CNN is compute-bound), "
+        f"{verdict(data >= 3)} for the data path ({data:.1f}x).",
+    ]
 
 
 def append_to_benchmarks(entry: str) -> None:
