@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import wraps
 from importlib.metadata import PackageNotFoundError, version
 
 from django.conf import settings
@@ -12,9 +13,11 @@ from django.db import connection
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.files import UploadedFile
 from ninja.security import APIKeyCookie, HttpBearer
+from pydantic import BaseModel
 
-from audioml.errors import DomainError
+from audioml.errors import DomainError, Unprocessable
 from audioml.models import ApiToken
 from audioml.problems import problem_response
 
@@ -58,6 +61,52 @@ api = NinjaAPI(
     auth=[TokenAuth(), StaffSessionAuth()],
     urls_namespace="api",
 )
+
+
+class NulCharacter(Unprocessable):
+    code = "nul-character"
+    title = "NUL character in text"
+
+
+def _field_with_nul(value, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where a NUL character hides in a parsed input (strings, schemas, lists, dicts, upload names), or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, UploadedFile):
+        return path if "\x00" in (value.name or "") else None
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _field_with_nul(str(key), path) or _field_with_nul(item, (*path, str(key)))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _field_with_nul(item, (*path, str(index)))
+            if found:
+                return found
+    return None
+
+
+def refuse_nul_characters(operation):
+    """PostgreSQL text cannot hold NUL (0x00) and no name, label or note needs one: refuse such input with a
+    422 naming the field, for every operation, instead of failing in the database (or storing it on SQLite)."""
+
+    @wraps(operation)
+    def checked(request, *args, **kwargs):
+        for name, value in kwargs.items():
+            where = _field_with_nul(value, (name,))
+            if where is not None:
+                raise NulCharacter(
+                    f"{'.'.join(where)}: text must not contain NUL (\\0) characters.", field=".".join(where)
+                )
+        return operation(request, *args, **kwargs)
+
+    return checked
+
+
+api.add_decorator(refuse_nul_characters)
 
 
 @api.exception_handler(DomainError)
