@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
+from pydantic import field_validator
 
 from audioml import audit
 from audioml.models import ApiToken
@@ -16,6 +17,12 @@ router = Router(tags=["tokens"])
 class TokenIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
     expires_at: datetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def in_utc(cls, value: datetime | None) -> datetime | None:
+        # Any offset ISO 8601 allows (up to ±23:59) is fine here; PostgreSQL only takes up to ±15:59.
+        return value.astimezone(UTC) if value is not None and value.tzinfo is not None else value
 
 
 class TokenOut(Schema):
