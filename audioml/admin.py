@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from audioml.audit import record
 from audioml.models import ApiToken, AuditEvent
 
 
@@ -15,10 +16,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
         # A token's value is shown once at creation; create tokens in the panel or the API.
         return False
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset):
         for token in queryset:
-            token.revoke()
+            if token.is_active:
+                token.revoke()
+                record("token.revoke", token, request=request)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        changed = {field: [form.initial.get(field), form.cleaned_data.get(field)] for field in form.changed_data}
+        if changed:
+            action = "token.revoke" if "revoked_at" in changed and obj.revoked_at else "token.update"
+            record(action, obj, request=request, changes={k: [str(v) if v is not None else None for v in pair] for k, pair in changed.items()})
+
+    def delete_model(self, request, obj):
+        record("token.delete", obj, request=request, changes={"user": [obj.user.get_username(), None]})
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for token in queryset:
+            self.delete_model(request, token)
 
 
 @admin.register(AuditEvent)

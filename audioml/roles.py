@@ -1,60 +1,67 @@
 """Roles are Django groups holding model permissions; the panel, the API and Django admin all check the same
-permissions (`user.has_perm`). Superusers can do everything."""
+permissions (`user.has_perm`). Superusers can do everything.
+
+- viewer: read everything, listen to clips, download exports and artifacts, try models (predict).
+- trainer: viewer + create and edit datasets, upload, edit, trash and restore clips, start, cancel and re-run jobs.
+- approver: viewer + move aliases (promote, roll back, delete), archive versions, edit version and model notes.
+
+Permanent deletions (a dataset, a model version, emptying a dataset's trash) belong to no role: only superusers,
+or a user an administrator gives the `delete_*` permission to explicitly in Django admin.
+"""
 
 from __future__ import annotations
+
+from functools import wraps
 
 from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import PermissionDenied
 
 VIEWER, TRAINER, APPROVER = "viewer", "trainer", "approver"
+ROLES = (VIEWER, TRAINER, APPROVER)
+
+# What each action needs. Views, API operations, admin and templates (as `perms.<app>.<codename>`) use these,
+# so the rules live in one place.
+CAN_VIEW_DATASETS = "datasets_app.view_dataset"
+CAN_VIEW_CLIPS = "datasets_app.view_clip"  # clip pages, listening, audio and export downloads
+CAN_CREATE_DATASET = "datasets_app.add_dataset"
+CAN_EDIT_DATASET = "datasets_app.change_dataset"
+CAN_DELETE_DATASET = "datasets_app.delete_dataset"
+CAN_UPLOAD = "datasets_app.add_clip"
+CAN_EDIT_CLIPS = "datasets_app.change_clip"  # edit annotations, trash, restore
+CAN_PURGE_CLIPS = "datasets_app.delete_clip"  # empty the trash: the audio is gone for good
+CAN_VIEW_JOBS = "training_app.view_trainingjob"
+CAN_TRAIN = "training_app.add_trainingjob"  # start and re-run jobs
+CAN_CANCEL = "training_app.change_trainingjob"
+CAN_VIEW_MODELS = "registry_app.view_registeredmodel"
+CAN_VIEW_VERSIONS = "registry_app.view_modelversion"  # version pages, artifact downloads, predictions
+CAN_CHANGE_MODEL = "registry_app.change_registeredmodel"  # the model's description
+CAN_CHANGE_VERSION = "registry_app.change_modelversion"  # description, tags, archive / unarchive
+CAN_DELETE_VERSION = "registry_app.delete_modelversion"
+CAN_MOVE_ALIAS = "registry_app.change_alias"  # promote (set or create) and roll back
+CAN_DELETE_ALIAS = "registry_app.delete_alias"
+CAN_VIEW_AUDIT = "audioml.view_auditevent"
 
 _READ = [
-    "datasets_app.view_dataset",
-    "datasets_app.view_clip",
-    "training_app.view_trainingjob",
+    CAN_VIEW_DATASETS,
+    CAN_VIEW_CLIPS,
+    CAN_VIEW_JOBS,
     "training_app.view_joblog",
-    "registry_app.view_registeredmodel",
-    "registry_app.view_modelversion",
+    CAN_VIEW_MODELS,
+    CAN_VIEW_VERSIONS,
     "registry_app.view_alias",
     "registry_app.view_aliasevent",
-    "audioml.view_auditevent",
+    CAN_VIEW_AUDIT,
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
-    # Read everything, listen to clips, download exports and artifacts.
     VIEWER: _READ,
-    # Upload, edit, trash and restore clips; create datasets; start and cancel training jobs.
-    TRAINER: _READ
-    + [
-        "datasets_app.add_dataset",
-        "datasets_app.change_dataset",
-        "datasets_app.add_clip",
-        "datasets_app.change_clip",
-        "training_app.add_trainingjob",
-        "training_app.change_trainingjob",
-    ],
-    # Move `production` and other aliases; archive versions and edit their description and tags.
-    APPROVER: _READ
-    + [
-        "registry_app.add_alias",
-        "registry_app.change_alias",
-        "registry_app.delete_alias",
-        "registry_app.change_modelversion",
-        "registry_app.change_registeredmodel",
-    ],
+    TRAINER: _READ + [CAN_CREATE_DATASET, CAN_EDIT_DATASET, CAN_UPLOAD, CAN_EDIT_CLIPS, CAN_TRAIN, CAN_CANCEL],
+    APPROVER: _READ + ["registry_app.add_alias", CAN_MOVE_ALIAS, CAN_DELETE_ALIAS, CAN_CHANGE_VERSION, CAN_CHANGE_MODEL],
 }
 
-# What each action needs; views, API operations and admin use these names so the rules live in one place.
-CAN_VIEW = "datasets_app.view_dataset"
-CAN_EDIT_DATA = "datasets_app.change_clip"
-CAN_UPLOAD = "datasets_app.add_clip"
-CAN_CREATE_DATASET = "datasets_app.add_dataset"
-CAN_DELETE_DATASET = "datasets_app.delete_dataset"
-CAN_TRAIN = "training_app.add_trainingjob"
-CAN_CANCEL = "training_app.change_trainingjob"
-CAN_MOVE_ALIAS = "registry_app.change_alias"
-CAN_CHANGE_VERSION = "registry_app.change_modelversion"
-CAN_DELETE_VERSION = "registry_app.delete_modelversion"
+NO_ROLE_MESSAGE = (
+    "Your account has no AudioML role yet. Ask an administrator to add you to the viewer, trainer or approver group."
+)
 
 
 def ensure_roles(**kwargs) -> None:
@@ -72,11 +79,48 @@ def ensure_roles(**kwargs) -> None:
 
 def require(user, perm: str, message: str | None = None) -> None:
     """Raise PermissionDenied (403 in the panel and the API) unless the user holds the permission."""
-    if not user.has_perm(perm):
-        raise PermissionDenied(message or f"Your role does not allow this (needs {perm}).")
+    if user.has_perm(perm):
+        return
+    if message is None:
+        message = NO_ROLE_MESSAGE if user.is_authenticated and not user.get_all_permissions() else (
+            f"Your role does not allow this (needs {perm})."
+        )
+    raise PermissionDenied(message)
+
+
+def needs(perm: str):
+    """Decorator for panel views and API operations: `require(request.user, perm)` before the view runs.
+
+    The permission is kept on the view as `required_permission`, so tests can check every view declares one."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            require(request.user, perm)
+            return view(request, *args, **kwargs)
+
+        wrapper.required_permission = perm
+        return wrapper
+
+    return decorator
 
 
 def roles_of(user) -> list[str]:
     if user.is_superuser:
         return ["superuser"]
     return sorted(user.groups.filter(name__in=ROLE_PERMISSIONS).values_list("name", flat=True))
+
+
+def grant(user, role: str) -> None:
+    """Add the user to a role's group (creating the groups first if migrate has not yet)."""
+    if role not in ROLE_PERMISSIONS:
+        raise ValueError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
+    if not Group.objects.filter(name=role).exists():
+        ensure_roles()
+    user.groups.add(Group.objects.get(name=role))
+
+
+def revoke(user, role: str) -> None:
+    if role not in ROLE_PERMISSIONS:
+        raise ValueError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
+    user.groups.remove(*Group.objects.filter(name=role))

@@ -13,12 +13,18 @@ from audioml import audit
 from audioml.forms import AuditFilterForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
+from audioml.roles import CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
 from audioml.problems import problem_response
 
 
 @staff_required
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dataset-list")
+    """The first section the user may see; a user without a role lands on their API tokens, told why."""
+    for perm, section in ((CAN_VIEW_DATASETS, "dataset-list"), (CAN_VIEW_JOBS, "job-list"), (CAN_VIEW_MODELS, "model-list")):
+        if request.user.has_perm(perm):
+            return redirect(section)
+    messages.warning(request, NO_ROLE_MESSAGE)
+    return redirect("token-list")
 
 
 @staff_required
@@ -49,6 +55,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_AUDIT)
 def audit_list(request: HttpRequest) -> HttpResponse:
     form = AuditFilterForm(request.GET or None)
     events = AuditEvent.objects.select_related("actor")

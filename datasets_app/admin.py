@@ -46,7 +46,18 @@ class DatasetAdmin(admin.ModelAdmin):
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
         record("dataset.update" if change else "dataset.create", obj, request=request,
-               changes={field: [None, str(form.cleaned_data.get(field))] for field in form.changed_data})
+               changes={field: [form.initial.get(field) if change else None, form.cleaned_data.get(field)]
+                        for field in form.changed_data})
+
+    def delete_model(self, request, obj):
+        clip_count = obj.clips.count()
+        super().delete_model(request, obj)
+        record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(obj.pk),
+               object_repr=obj.name, changes={"clips": [clip_count, 0]})
+
+    def delete_queryset(self, request, queryset):
+        for dataset in queryset:
+            self.delete_model(request, dataset)
 
 
 class LabelledFilter(admin.SimpleListFilter):
@@ -112,7 +123,19 @@ class ClipAdmin(admin.ModelAdmin):
             record("clip.edit", obj, request=request,
                    changes={field: [form.initial.get(field), form.cleaned_data.get(field)] for field in changed})
 
-    @admin.action(description="Move selected clips to the trash")
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        record("clip.purge", request=request, object_type="datasets_app.clip", object_id=str(obj.pk), object_repr=str(obj),
+               changes={"clip_ids": [[obj.pk], None]})
+
+    def delete_queryset(self, request, queryset):
+        ids = list(queryset.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        if ids:
+            record("clip.purge", request=request, object_type="datasets_app.clip", object_repr=f"{len(ids)} clips",
+                   changes={"clip_ids": [ids, None]})
+
+    @admin.action(description="Move selected clips to the trash", permissions=["change"])
     def trash_clips(self, request, queryset):
         ids = list(queryset.active().values_list("pk", flat=True))
         changed = Clip.objects.filter(pk__in=ids).trash(request.user)
@@ -120,7 +143,7 @@ class ClipAdmin(admin.ModelAdmin):
             record("clip.trash", request=request, object_type="datasets_app.clip", object_repr=f"{changed} clips", changes={"clip_ids": [None, ids]})
         self.message_user(request, f"{changed} clip(s) moved to the trash.", messages.SUCCESS)
 
-    @admin.action(description="Restore selected clips from the trash")
+    @admin.action(description="Restore selected clips from the trash", permissions=["change"])
     def restore_clips(self, request, queryset):
         ids = list(queryset.trashed().values_list("pk", flat=True))
         changed = Clip.objects.filter(pk__in=ids).restore(request.user)

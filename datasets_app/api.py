@@ -9,6 +9,10 @@ from ninja.pagination import paginate
 
 from audioml.audit import diff, record
 from audioml.errors import NotFound, Unprocessable
+from audioml.roles import (
+    CAN_CREATE_DATASET, CAN_DELETE_DATASET, CAN_EDIT_CLIPS, CAN_EDIT_DATASET, CAN_PURGE_CLIPS, CAN_UPLOAD, CAN_VIEW_CLIPS,
+    CAN_VIEW_DATASETS, require,
+)
 from datasets_app.audio_http import audio_response
 from datasets_app.export import export_response
 from datasets_app.ingest import ImportRejected, IngestItem, import_archive, ingest_files
@@ -111,12 +115,14 @@ def filtered_clips(dataset: Dataset, filters: ClipFilter) -> QuerySet:
 @paginate
 def list_datasets(request: HttpRequest):
     """Datasets by name, each with active and trashed clip counts, total duration and clips per label."""
+    require(request.user, CAN_VIEW_DATASETS)
     return datasets_with_summaries(Dataset.objects.all())
 
 
 @router.post("", response={201: DatasetOut}, summary="Create a dataset")
 def create_dataset(request: HttpRequest, payload: DatasetIn):
     """409 when the name is taken; 422 when it is not a safe name (names are never changed for you)."""
+    require(request.user, CAN_CREATE_DATASET)
     dataset = Dataset.objects.create_dataset(payload.name, payload.description, payload.sample_rate, request.user)
     record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
     return Status(201, dataset_out(dataset))
@@ -124,12 +130,14 @@ def create_dataset(request: HttpRequest, payload: DatasetIn):
 
 @router.get("/{name}", response=DatasetOut, summary="Get a dataset")
 def get_dataset(request: HttpRequest, name: str):
+    require(request.user, CAN_VIEW_DATASETS)
     return dataset_out(get_dataset_or_404(name))
 
 
 @router.patch("/{name}", response=DatasetOut, summary="Rename or describe a dataset")
 def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
     """409 for a taken name, or for a new sample rate once the dataset has clips."""
+    require(request.user, CAN_EDIT_DATASET)
     dataset = get_dataset_or_404(name)
     changes = {key: value for key, value in payload.dict(exclude_unset=True).items() if value is not None}
     before = {key: getattr(dataset, key) for key in changes}
@@ -142,6 +150,7 @@ def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
 def delete_dataset(request: HttpRequest, name: str):
     """Deletes the dataset, its clips and their audio. 409 when its training produced a registered model
     version (the version keeps its training history)."""
+    require(request.user, CAN_DELETE_DATASET)
     dataset = get_dataset_or_404(name)
     clip_count = dataset.clips.count()
     dataset.remove()
@@ -154,6 +163,7 @@ def delete_dataset(request: HttpRequest, name: str):
 def get_dataset_stats(request: HttpRequest, name: str):
     """Active clips: counts per label with warnings (imbalance, fewer than 5 clips), durations, loudness,
     clipped and near-silent clips, clips per speaker."""
+    require(request.user, CAN_VIEW_DATASETS)
     return dataset_stats(get_dataset_or_404(name))
 
 
@@ -163,10 +173,12 @@ def get_dataset_stats(request: HttpRequest, name: str):
 def export_dataset(request: HttpRequest, name: str, filters: Query[ExportQuery]):
     """`layout=labels`: a folder per label plus manifest.csv. `layout=ljspeech`: wavs/ plus metadata.csv at
     22.05 kHz (clips without a transcript are left out). The clip filters select what is exported."""
+    require(request.user, CAN_VIEW_CLIPS)
     dataset = get_dataset_or_404(name)
     clips = filtered_clips(dataset, filters)
     if filters.ids:
         clips = clips.filter(pk__in=filters.ids)
+    record("dataset.export", dataset, request=request, changes={"layout": [None, filters.layout]})
     return export_response(dataset, clips, filters.layout)
 
 
@@ -177,6 +189,7 @@ def export_dataset(request: HttpRequest, name: str, filters: Query[ExportQuery])
 @paginate
 def list_clips(request: HttpRequest, name: str, filters: Query[ClipFilter]):
     """Active clips by default (`status=trashed` or `all` for the others), filtered and sorted."""
+    require(request.user, CAN_VIEW_CLIPS)
     dataset = get_dataset_or_404(name)
     return filtered_clips(dataset, filters).select_related("dataset", "uploaded_by", "updated_by")
 
@@ -209,6 +222,7 @@ def upload_clips(
     """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
     (applies to every file) or once per file in the same order. Every file is accepted (with its clip id) or
     rejected with a reason; a request larger than MAX_UPLOAD_BYTES gets 413."""
+    require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     count = len(files)
     columns = {
@@ -234,6 +248,7 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
     """A zip with a folder per label (`yes/001.wav`), or audio plus a manifest: `manifest.csv` (header among
     file,label,transcript,score,speaker,notes) or LJSpeech `metadata.csv`. `label` labels files the layout
     leaves unlabelled. Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422."""
+    require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     try:
         report = import_archive(dataset, file, user=request.user, default_label=label.strip())
@@ -246,6 +261,7 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
 
 @router.post("/{name}/clips/trash", response=BulkOut, summary="Move clips to the trash")
 def trash_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
+    require(request.user, CAN_EDIT_CLIPS)
     dataset = get_dataset_or_404(name)
     clips = dataset.clips.filter(pk__in=payload.ids).active()
     ids = sorted(clips.values_list("pk", flat=True))
@@ -257,6 +273,7 @@ def trash_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
 
 @router.post("/{name}/clips/restore", response=BulkOut, summary="Restore clips from the trash")
 def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
+    require(request.user, CAN_EDIT_CLIPS)
     dataset = get_dataset_or_404(name)
     ids = sorted(dataset.clips.filter(pk__in=payload.ids).trashed().values_list("pk", flat=True))
     changed = Clip.objects.filter(pk__in=ids).restore(request.user)
@@ -268,6 +285,7 @@ def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
 @router.delete("/{name}/trash", response=DeletedOut, summary="Empty the trash")
 def empty_trash(request: HttpRequest, name: str):
     """Deletes the trashed clips of the dataset and their audio for good."""
+    require(request.user, CAN_PURGE_CLIPS)
     dataset = get_dataset_or_404(name)
     ids = list(dataset.clips.trashed().values_list("pk", flat=True))
     deleted, _ = dataset.clips.trashed().delete()
@@ -278,12 +296,14 @@ def empty_trash(request: HttpRequest, name: str):
 
 @router.get("/{name}/clips/{clip_id}", response=ClipOut, summary="Get a clip")
 def get_clip(request: HttpRequest, name: str, clip_id: int):
+    require(request.user, CAN_VIEW_CLIPS)
     return get_clip_or_404(get_dataset_or_404(name), clip_id)
 
 
 @router.patch("/{name}/clips/{clip_id}", response=ClipOut, summary="Correct a clip's label, transcript, score, speaker or notes")
 def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatch):
     """Only the fields sent change (`"score": null` clears the score); 422 names each invalid field."""
+    require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
     changes = payload.dict(exclude_unset=True)
     before = {field: getattr(clip, field) for field in changes if field in Clip.EDITABLE_FIELDS}
@@ -294,6 +314,7 @@ def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatc
 
 @router.post("/{name}/clips/{clip_id}/trash", response=ClipOut, summary="Move a clip to the trash")
 def trash_clip(request: HttpRequest, name: str, clip_id: int):
+    require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
     if clip.is_active:
         clip.trash(request.user)
@@ -303,6 +324,7 @@ def trash_clip(request: HttpRequest, name: str, clip_id: int):
 
 @router.post("/{name}/clips/{clip_id}/restore", response=ClipOut, summary="Restore a clip from the trash")
 def restore_clip(request: HttpRequest, name: str, clip_id: int):
+    require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
     if not clip.is_active:
         clip.restore(request.user)
@@ -315,5 +337,6 @@ def restore_clip(request: HttpRequest, name: str, clip_id: int):
 })
 def clip_audio(request: HttpRequest, name: str, clip_id: int, download: bool = False):
     """The canonical WAV (supports `Range` requests). `download=true` asks the browser to save it."""
+    require(request.user, CAN_VIEW_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
     return audio_response(request, clip, as_attachment=download)

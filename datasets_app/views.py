@@ -15,6 +15,10 @@ from django_htmx.http import trigger_client_event
 from audioml.audit import diff, record
 from audioml.errors import Conflict, DuplicateName
 from audioml.panel import staff_required
+from audioml.roles import (
+    CAN_CREATE_DATASET, CAN_DELETE_DATASET, CAN_EDIT_CLIPS, CAN_EDIT_DATASET, CAN_PURGE_CLIPS, CAN_UPLOAD, CAN_VIEW_CLIPS,
+    CAN_VIEW_DATASETS, needs, require,
+)
 from datasets_app import charts
 from datasets_app.audio_http import audio_response
 from datasets_app.export import LAYOUTS, export_response
@@ -49,8 +53,10 @@ def _back(request: HttpRequest, dataset: Dataset) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_DATASETS)
 def dataset_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
+        require(request.user, CAN_CREATE_DATASET)
         form = DatasetForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
@@ -98,6 +104,7 @@ def _clip_table_context(request: HttpRequest, dataset: Dataset, params) -> dict:
 
 
 @staff_required
+@needs(CAN_VIEW_DATASETS)
 def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     context = _clip_table_context(request, dataset, request.GET)
@@ -116,6 +123,7 @@ def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_EDIT_DATASET)
 def dataset_settings(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     if request.method == "POST":
@@ -140,6 +148,7 @@ def dataset_settings(request: HttpRequest, name: str) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_DELETE_DATASET)
 def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     if request.POST.get("confirm_name", "").strip() != dataset.name:
@@ -158,6 +167,7 @@ def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_DATASETS)
 def dataset_stats_page(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     stats = dataset_stats(dataset)
@@ -185,6 +195,7 @@ def dataset_stats_page(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_CLIPS)
 def dataset_export(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     form = ExportForm(request.GET)
@@ -197,6 +208,7 @@ def dataset_export(request: HttpRequest, name: str) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_PURGE_CLIPS)
 def dataset_empty_trash(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     ids = list(dataset.clips.trashed().values_list("pk", flat=True))
@@ -212,6 +224,7 @@ def dataset_empty_trash(request: HttpRequest, name: str) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_UPLOAD)
 def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
     """Upload without JavaScript (the panel's script uses the JSON API for per-file progress instead)."""
     dataset = _get_dataset(name)
@@ -252,10 +265,12 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_CLIPS)
 def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     dataset = _get_dataset(name)
     clip = _get_clip(dataset, clip_id)
     if request.method == "POST":
+        require(request.user, CAN_EDIT_CLIPS)
         form = ClipForm(request.POST, instance=clip)
         if form.is_valid():
             before = {field: getattr(clip, field) for field in Clip.EDITABLE_FIELDS}
@@ -277,6 +292,7 @@ def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_EDIT_CLIPS)
 def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> HttpResponse:
     """Inline editing of one field (htmx): returns the field's cell with a saved mark or the error beside it."""
     if field not in INLINE_FIELDS:
@@ -320,6 +336,7 @@ def _row_response(request: HttpRequest, dataset: Dataset, clip: Clip) -> HttpRes
 
 @staff_required
 @require_POST
+@needs(CAN_EDIT_CLIPS)
 def clip_trash(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     dataset = _get_dataset(name)
     clip = _get_clip(dataset, clip_id)
@@ -334,6 +351,7 @@ def clip_trash(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_EDIT_CLIPS)
 def clip_restore(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     dataset = _get_dataset(name)
     clip = _get_clip(dataset, clip_id)
@@ -348,6 +366,7 @@ def clip_restore(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_VIEW_CLIPS)
 def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     form = BulkForm(request.POST, dataset)
@@ -360,6 +379,7 @@ def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
             clips = dataset.clips.filter(pk__in=ids)
             record("dataset.export", dataset, request=request, changes={"layout": [None, action[7:]], "clip_ids": [None, ids]})
             return export_response(dataset, clips, action[7:])
+        require(request.user, CAN_EDIT_CLIPS)
         clips = Clip.objects.filter(dataset=dataset, pk__in=ids)
         if action == "trash":
             changed_ids = list(clips.active().values_list("pk", flat=True))
@@ -380,6 +400,7 @@ def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_CLIPS)
 def clip_audio(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     """The clip's WAV for the panel's players: staff only (media files are never served publicly)."""
     dataset = _get_dataset(name)

@@ -6,6 +6,7 @@ import pytest
 from django.test import Client
 
 from audioml.models import ApiToken
+from audioml.roles import APPROVER, TRAINER, VIEWER, grant
 from tests.factories import AdminFactory, StaffFactory, UserFactory
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -32,8 +33,41 @@ def admin_user(db):
 
 @pytest.fixture
 def staff_user(db):
-    """Staff, but not a superuser."""
-    return StaffFactory(username="staff-persona")
+    """Staff holding all three roles (viewer, trainer, approver) but not a superuser: can do everything the roles
+    allow, which is everything except the superuser-only permanent deletions (datasets, versions, emptying the
+    trash). For one role at a time use viewer_user, trainer_user, approver_user; roleless_staff has none."""
+    return _staff_with_roles("staff-persona", VIEWER, TRAINER, APPROVER)
+
+
+def _staff_with_roles(username: str, *roles: str):
+    user = StaffFactory(username=username)
+    for role in roles:
+        grant(user, role)
+    return type(user).objects.get(pk=user.pk)  # a fresh instance: permission caches are per instance
+
+
+@pytest.fixture
+def viewer_user(db):
+    """Staff with the viewer role: reads, listens, downloads and tries models; changes nothing."""
+    return _staff_with_roles("viewer-persona", VIEWER)
+
+
+@pytest.fixture
+def trainer_user(db):
+    """Staff with the trainer role: datasets, clips and training jobs."""
+    return _staff_with_roles("trainer-persona", TRAINER)
+
+
+@pytest.fixture
+def approver_user(db):
+    """Staff with the approver role: aliases, archiving versions, version and model notes."""
+    return _staff_with_roles("approver-persona", APPROVER)
+
+
+@pytest.fixture
+def roleless_staff(db):
+    """Staff without any role: may log in, manage their own API tokens and log out; sees no data."""
+    return StaffFactory(username="roleless-persona")
 
 
 @pytest.fixture
@@ -61,6 +95,44 @@ def outsider_client(outsider) -> Client:
     client = Client()
     client.force_login(outsider)
     return client
+
+
+def _logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(viewer_user) -> Client:
+    return _logged_in(viewer_user)
+
+
+@pytest.fixture
+def trainer_client(trainer_user) -> Client:
+    return _logged_in(trainer_user)
+
+
+@pytest.fixture
+def approver_client(approver_user) -> Client:
+    return _logged_in(approver_user)
+
+
+@pytest.fixture
+def roleless_client(roleless_staff) -> Client:
+    return _logged_in(roleless_staff)
+
+
+@pytest.fixture
+def token_client():
+    """token_client(user) -> a Client that authenticates with a new bearer token of that user and checks CSRF
+    like the real server (for role tests through the API)."""
+
+    def make(user) -> Client:
+        _, raw = ApiToken.issue(user, "tests")
+        return Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {raw}"})
+
+    return make
 
 
 @pytest.fixture

@@ -58,5 +58,5 @@ def test_dataset_admin_lists_and_locks_the_rate(admin_client):
     assert "Open in the panel" in change
 
 
-def test_staff_without_superuser_cannot_use_admin_for_clips(staff_client):
-    assert staff_client.get("/admin/datasets_app/clip/").status_code in (302, 403)
+def test_staff_without_a_role_cannot_use_admin_for_clips(roleless_client):
+    assert roleless_client.get("/admin/datasets_app/clip/").status_code in (302, 403)

@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from audioml.models import ApiToken
+from audioml.roles import TRAINER, grant
 from datasets_app.models import Clip, Dataset
 from tests.datasets.media import distinct_wav, encode, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory, StaffFactory
@@ -354,6 +355,7 @@ def test_non_staff_token_and_session_get_403(outsider, outsider_client):
 def test_staff_session_needs_csrf_for_writes():
     DatasetFactory(name="kws")
     staff = StaffFactory()
+    grant(staff, TRAINER)
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(staff)
     assert browser.get("/api/datasets/kws").status_code == 200

@@ -8,6 +8,7 @@ import pytest
 from django.db import connections
 from playwright.sync_api import sync_playwright
 
+from audioml.roles import TRAINER, grant
 from datasets_app.models import Clip
 from tests.datasets.media import distinct_wav, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory, StaffFactory
@@ -22,7 +23,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture
 def page(live_server):
-    StaffFactory(username="browser-staff")
+    grant(StaffFactory(username="browser-staff"), TRAINER)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 900}, permissions=["microphone"])

@@ -207,12 +207,12 @@ def test_bulk_export_of_selected_clips(staff_client, dataset):
     assert len(names) == 2 and names[0].startswith(f"yes/{chosen.pk}-")
 
 
-def test_empty_trash(staff_client, dataset, django_capture_on_commit_callbacks):
+def test_empty_trash(admin_client, dataset, django_capture_on_commit_callbacks):
     keep = ClipFactory(dataset=dataset)
     gone = ClipFactory(dataset=dataset)
     gone.trash()
     with django_capture_on_commit_callbacks(execute=True):
-        response = staff_client.post("/datasets/kws/trash/empty/")
+        response = admin_client.post("/datasets/kws/trash/empty/")
     assert response.status_code == 302
     assert list(Clip.objects.values_list("pk", flat=True)) == [keep.pk]
 
@@ -279,22 +279,22 @@ def test_settings_rename_and_rate_lock(staff_client, dataset):
     assert (dataset.name, dataset.description, dataset.sample_rate) == ("kws-v2", "new", 16000)
 
 
-def test_delete_dataset_needs_the_name_typed(staff_client, dataset):
-    response = staff_client.post("/datasets/kws/delete/", {"confirm_name": "wrong"})
+def test_delete_dataset_needs_the_name_typed(admin_client, dataset):
+    response = admin_client.post("/datasets/kws/delete/", {"confirm_name": "wrong"})
     assert response["Location"] == "/datasets/kws/settings/"
     assert Dataset.objects.exists()
-    response = staff_client.post("/datasets/kws/delete/", {"confirm_name": "kws"})
+    response = admin_client.post("/datasets/kws/delete/", {"confirm_name": "kws"})
     assert response["Location"] == "/datasets/"
     assert not Dataset.objects.exists()
 
 
-def test_delete_protected_dataset_shows_a_clear_message(staff_client, dataset):
+def test_delete_protected_dataset_shows_a_clear_message(admin_client, dataset):
     from registry_app.models import ModelVersion, RegisteredModel
     from training_app.models import TrainingJob
 
     job = TrainingJob.objects.create(dataset=dataset, model_name="kws", status=TrainingJob.Status.SUCCEEDED)
     ModelVersion.objects.create(model=RegisteredModel.objects.create(name="kws"), job=job, version=1, snapshot_hash="0" * 64)
-    response = staff_client.post("/datasets/kws/delete/", {"confirm_name": "kws"}, follow=True)
+    response = admin_client.post("/datasets/kws/delete/", {"confirm_name": "kws"}, follow=True)
     assert "cannot be deleted: it trained registered model versions" in response.content.decode()
     assert Dataset.objects.filter(name="kws").exists()
 

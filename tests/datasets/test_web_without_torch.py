@@ -17,7 +17,7 @@ call_command("migrate", verbosity=0)
 from django.contrib.auth import get_user_model
 from django.test import Client
 from tests.datasets.media import distinct_wav
-user = get_user_model().objects.create_user("web", password="x", is_staff=True)
+user = get_user_model().objects.create_superuser("web", password="x")
 client = Client()
 client.force_login(user)
 client.post("/datasets/", {"name": "web-check", "sample_rate": 16000})

@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from audioml.audit import record
 from audioml.errors import DuplicateName
 from datasets_app.ingest import ImportRejected, import_path
 from datasets_app.models import SAMPLE_RATE_CHOICES, Dataset, clean_clip_metadata
@@ -52,6 +53,8 @@ class Command(BaseCommand):
                 raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
             except DuplicateName as exc:
                 raise CommandError(exc.detail) from None
+            record("dataset.create", dataset, user=uploader,
+                   changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate], "via": [None, "import_dataset"]})
             self.stdout.write(f"Created dataset '{dataset.name}' ({dataset.sample_rate} Hz).")
 
         bar = tqdm(total=0, unit="file", desc=f"Importing into {dataset.name}", disable=options["verbosity"] == 0, file=self.stderr._out)
@@ -69,6 +72,9 @@ class Command(BaseCommand):
         finally:
             bar.close()
 
+        if report.clip_ids:
+            record("clip.upload", dataset, user=uploader,
+                   changes={"clip_ids": [None, report.clip_ids], "archive": [None, str(path)], "via": [None, "import_dataset"]})
         rejected = report.rejected
         layouts = {"folders": "a folder per label", "manifest": "a manifest CSV", "ljspeech": "LJSpeech metadata.csv"}
         self.stdout.write(f"Read as {layouts.get(report.layout, report.layout)}.")
