@@ -12,6 +12,7 @@ from training_app.ml.audio import fit_length, load_waveform
 from training_app.ml.config import TrainConfig
 from training_app.ml.data import MIN_CLIPS_PER_LABEL, NotTrainable, check_trainable
 from training_app.ml.export import load_eager_model
+from training_app.ml.features import ClipReadError
 from training_app.ml.split import split_clips
 from training_app.ml.train import PHASES, Progress, TrainingCancelled, train
 
@@ -197,3 +198,12 @@ def test_existing_artifacts_are_never_overwritten(tone_clips, tiny_config, tmp_p
         run(tiny_config, tone_clips, tmp_path)
 
     assert (tmp_path / "job" / "weights.pt").read_text() == "earlier model"
+
+
+def test_unreadable_clip_without_cached_features_names_the_clip(tone_clips, tiny_config, tmp_path):
+    tone_clips[4].path.write_bytes(b"this is not audio")
+
+    with pytest.raises(ClipReadError, match=f"clip {tone_clips[4].id}: cannot read"):
+        run(tiny_config, tone_clips, tmp_path)
+
+    assert not list(tmp_path.glob("job*"))

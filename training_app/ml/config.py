@@ -87,7 +87,7 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {"epochs": 25, "early_stopping_patience": 6, "channels": 16, "learning_rate": 0.005},
+    "quick": {"epochs": 40, "early_stopping_patience": 10, "channels": 16, "learning_rate": 0.008},
     "balanced": {"epochs": 60, "early_stopping_patience": 15, "channels": 24, "learning_rate": 0.005},
     "thorough": {"epochs": 150, "early_stopping_patience": 30, "channels": 32, "learning_rate": 0.003},
 }

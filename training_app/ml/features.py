@@ -133,17 +133,19 @@ def load_features(
     powers: list[torch.Tensor] = []
     hits = misses = 0
     for done, clip in enumerate(clips, start=1):
-        content_hash = clip.content_hash or file_sha256(clip.path)
-        power = cache.load(content_hash)
-        if power is None:
-            try:
+        try:
+            content_hash = clip.content_hash or file_sha256(clip.path)
+            power = cache.load(content_hash)
+            cached = power is not None
+            if power is None:
                 power = compute_power(clip.path, frontend, features)
-            except (OSError, RuntimeError) as error:
-                raise ClipReadError(f"clip {clip.id}: cannot read {clip.path}: {error}") from error
+        except (OSError, RuntimeError) as error:
+            raise ClipReadError(f"clip {clip.id}: cannot read {clip.path}: {error}") from error
+        if cached:
+            hits += 1
+        else:
             cache.save(content_hash, power)
             misses += 1
-        else:
-            hits += 1
         powers.append(power)
         on_clip(done)
         if should_stop():

@@ -20,13 +20,14 @@ from .baseline import BASELINE_DESCRIPTION, LogisticBaseline, clip_statistics
 from .config import TrainConfig
 from .data import MIN_CLIPS_PER_LABEL, ClipRecord, NotTrainable, check_trainable, is_noise_label
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
-from .features import FeatureCache, LogMelFrontend, load_features
+from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
 from .metrics import classification_metrics, positive_label_index, rates_at_threshold, roc_auc, threshold_for_far
 from .model import ExportedClassifier, KeywordCNN
 from .split import SPLITS, Split, split_clips
 
 __all__ = [
     "MIN_CLIPS_PER_LABEL",
+    "ClipReadError",
     "ClipRecord",
     "NotTrainable",
     "Progress",
