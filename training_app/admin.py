@@ -4,6 +4,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from audioml.errors import Conflict
+from audioml.roles import CAN_CANCEL
+from training_app.audit import record_cancel
 from training_app.models import JobLog, TrainingJob
 
 
@@ -49,7 +51,7 @@ class TrainingJobAdmin(admin.ModelAdmin):
         return False
 
     def has_cancel_permission(self, request) -> bool:
-        return request.user.has_perm("training_app.change_trainingjob")
+        return request.user.has_perm(CAN_CANCEL)
 
     @admin.display(description="Status", ordering="status")
     def status_badge(self, job: TrainingJob) -> str:
@@ -64,11 +66,13 @@ class TrainingJobAdmin(admin.ModelAdmin):
     def cancel_selected(self, request, queryset) -> None:
         cancelled, stopping, refused = [], [], []
         for job in queryset.order_by("id"):
+            status_before = job.status
             try:
                 job.cancel(request.user)
             except Conflict:
                 refused.append(job)
                 continue
+            record_cancel(job, status_before, request=request)
             (cancelled if job.status == TrainingJob.Status.CANCELLED else stopping).append(job)
         if cancelled:
             self.message_user(request, f"Removed from the queue: {_ids(cancelled)}.", messages.SUCCESS)

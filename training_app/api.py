@@ -6,7 +6,9 @@ from ninja import Query, Router, Status
 from ninja.pagination import paginate
 
 from audioml.errors import NotFound
+from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, require
 from datasets_app.models import Dataset
+from training_app.audit import record_cancel, record_start
 from training_app.models import JobLog, TrainingJob
 from training_app.schemas import EpochOut, JobDetailOut, JobFilter, JobIn, JobLogOut, JobOut
 
@@ -74,12 +76,14 @@ def create_job(request: HttpRequest, payload: JobIn):
     """Validate the configuration and the data, freeze a snapshot of the dataset's labelled clips and queue
     the job. 404 for an unknown dataset; 422 for an invalid setting (`field` names it) or for data that cannot
     train a model (`problems` lists every reason)."""
+    require(request.user, CAN_TRAIN)
     dataset = Dataset.objects.filter(name=payload.dataset).first()
     if dataset is None:
         raise NotFound(f"No dataset named '{payload.dataset}'.", field="dataset")
     job = TrainingJob.objects.create_job(
         dataset, payload.model_name, payload.preset, payload.overrides, request.user, task=payload.task
     )
+    record_start(job, request=request)
     return Status(201, job_detail_out(job))
 
 
@@ -87,6 +91,7 @@ def create_job(request: HttpRequest, payload: JobIn):
 @paginate
 def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
     """Newest first. Filter by status, dataset name or model name."""
+    require(request.user, CAN_VIEW_JOBS)
     TrainingJob.objects.reap_stale()
     positions = TrainingJob.objects.queue_positions()
     jobs = filters.filter(TrainingJob.objects.select_related("dataset", "created_by").defer("snapshot", "traceback"))
@@ -113,11 +118,13 @@ class _JobPage:
 @router.get("/{int:job_id}", response=JobDetailOut, summary="Get a training job")
 def get_job(request: HttpRequest, job_id: int):
     """Status, phase, progress, ETA, queue position, configuration, data summary, epochs and final metrics."""
+    require(request.user, CAN_VIEW_JOBS)
     return job_detail_out(get_job_or_404(job_id))
 
 
 @router.get("/{int:job_id}/epochs", response=list[EpochOut], summary="Per-epoch metrics of a job")
 def job_epochs(request: HttpRequest, job_id: int):
+    require(request.user, CAN_VIEW_JOBS)
     return get_job_or_404(job_id).epochs
 
 
@@ -125,6 +132,7 @@ def job_epochs(request: HttpRequest, job_id: int):
 @paginate
 def job_logs(request: HttpRequest, job_id: int, level: JobLog.Level | None = None, after: int | None = None):
     """Oldest first. `after` returns only lines with a larger id (to follow a running job); `level` filters."""
+    require(request.user, CAN_VIEW_JOBS)
     job = get_job_or_404(job_id)
     logs = job.logs.all()
     if level:
@@ -138,13 +146,19 @@ def job_logs(request: HttpRequest, job_id: int, level: JobLog.Level | None = Non
 def cancel_job(request: HttpRequest, job_id: int):
     """A queued job leaves the queue and ends cancelled; a running one stops at its next batch and saves no
     model (`cancel_requested` is true until it has). 409 when the job has already finished."""
+    require(request.user, CAN_CANCEL)
     job = get_job_or_404(job_id)
+    status_before = job.status
     job.cancel(request.user)
+    record_cancel(job, status_before, request=request)
     return job_out(job)
 
 
 @router.post("/{int:job_id}/rerun", response={201: JobDetailOut}, summary="Run a job again")
 def rerun_job(request: HttpRequest, job_id: int):
     """A new job with the same dataset, model name, preset and overrides, on a fresh snapshot of the data."""
+    require(request.user, CAN_TRAIN)
     job = get_job_or_404(job_id)
-    return Status(201, job_detail_out(job.rerun(request.user)))
+    again = job.rerun(request.user)
+    record_start(again, request=request)
+    return Status(201, job_detail_out(again))

@@ -10,7 +10,9 @@ from django_htmx.http import HttpResponseStopPolling
 
 from audioml.errors import Conflict, Unprocessable
 from audioml.panel import staff_required
+from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
+from training_app.audit import record_cancel, record_start
 from training_app.charts import training_charts
 from training_app.forms import JobFilterForm, JobForm
 from training_app.ml.split import split_clips
@@ -42,6 +44,7 @@ def _get_job(job_id: int) -> TrainingJob:
 
 
 @staff_required
+@needs(CAN_VIEW_JOBS)
 def job_list(request: HttpRequest) -> HttpResponse:
     TrainingJob.objects.reap_stale()
     filters = JobFilterForm(request.GET or None)
@@ -66,6 +69,7 @@ def _stop_polling(response: HttpResponse) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_TRAIN)
 def job_new(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = JobForm(request.POST)
@@ -78,6 +82,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             except Unprocessable as error:
                 form.add_domain_error(error.extra.get("field"), error.detail)
             else:
+                record_start(job, request=request)
                 messages.success(request, f"Job #{job.pk} is queued.")
                 return redirect("job-detail", job.pk)
     else:
@@ -119,6 +124,7 @@ def _plan(form: JobForm) -> dict:
 
 
 @staff_required
+@needs(CAN_TRAIN)
 def job_new_summary(request: HttpRequest) -> HttpResponse:
     """The live data summary of the new-job form (htmx)."""
     form = JobForm(request.GET)
@@ -126,6 +132,7 @@ def job_new_summary(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_JOBS)
 def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     context = _detail_context(job)
@@ -188,6 +195,7 @@ def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool]]:
 
 
 @staff_required
+@needs(CAN_VIEW_JOBS)
 def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     return render(request, "training/job_log.html", {"job": job, "logs": job.logs.all()})
@@ -195,13 +203,16 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_CANCEL)
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
+    status_before = job.status
     try:
         job.cancel(request.user)
     except Conflict as error:
         messages.error(request, error.detail)
     else:
+        record_cancel(job, status_before, request=request)
         if job.status == TrainingJob.Status.CANCELLED:
             messages.success(request, f"Job #{job.pk} was removed from the queue.")
         else:
@@ -211,6 +222,7 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_TRAIN)
 def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     try:
@@ -218,6 +230,7 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     except Unprocessable as error:
         messages.error(request, f"Cannot run job #{job.pk} again: {error.detail}")
         return redirect("job-detail", job.pk)
+    record_start(again, request=request)
     messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")
     return redirect("job-detail", again.pk)
 

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audioml.errors import Unprocessable
 from datasets_app.models import Dataset
+from training_app.audit import record_cancel, record_start
 from training_app.ml.config import FIELDS, PRESETS, ConfigError, parse_override
 from training_app.models import TrainingJob
 
@@ -48,6 +49,7 @@ class Command(BaseCommand):
             )
         except Unprocessable as error:
             raise CommandError(error.detail) from None
+        record_start(job, via="manage.py train")
         self.stdout.write(str(job.pk))
         self.stderr.write(
             f"Job #{job.pk}: {job.model_name} on {dataset.name}, {job.snapshot_size} clips, preset {job.preset}"
@@ -87,7 +89,10 @@ class Command(BaseCommand):
             if interrupted and len(interrupted) == 1:
                 interrupted.append(True)
                 bar.write("Interrupted: cancelling at the next batch (Ctrl-C again to abort at once).")
-                TrainingJob.objects.get(pk=running_job.pk).cancel()
+                stopping = TrainingJob.objects.get(pk=running_job.pk)
+                status_before = stopping.status
+                stopping.cancel()
+                record_cancel(stopping, status_before)
             bar.show(progress.phase, progress.percent, progress.eta_seconds, progress.epoch)
 
         previous = signal.signal(signal.SIGINT, on_interrupt)
