@@ -12,6 +12,8 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from audioml.audit import record
+from registry_app.audit import record_version_change, version_state
 from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel
 
 
@@ -60,6 +62,23 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         if obj is not None and obj.aliases.exists():
             return False
         return super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if "description" in form.changed_data:
+            record("model.update", obj, request=request,
+                   changes={"description": [form.initial.get("description"), obj.description]})
+
+    def delete_model(self, request, obj):
+        versions = list(obj.versions.values_list("version", flat=True))
+        super().delete_model(request, obj)
+        record("model.delete", request=request, object_type="registry_app.registeredmodel", object_id=str(obj.pk),
+               object_repr=obj.name, changes={"versions": [versions, None]})
+
+    def delete_queryset(self, request, queryset):
+        for model in queryset:
+            if not model.aliases.exists():
+                self.delete_model(request, model)
 
 
 class ModelVersionAdminForm(forms.ModelForm):
@@ -124,11 +143,18 @@ class ModelVersionAdmin(admin.ModelAdmin):
             self.message_user(request, f"Not deleted, aliases point at them: {', '.join(aliased)}.", messages.ERROR)
         for version in queryset:
             if not version.aliases.exists():
-                version.delete()
+                self.delete_model(request, version)
+
+    def delete_model(self, request, obj):
+        obj.delete()
+        record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(obj.pk),
+               object_repr=f"{obj.model.name} v{obj.version}")
 
     def save_model(self, request, obj, form, change):
         # Only description, tags and status are on the form; save() refuses anything else anyway.
+        before = version_state(ModelVersion.objects.get(pk=obj.pk))
         obj.save()
+        record_version_change(obj, before, request=request)
 
     @admin.display(description="Accuracy")
     def headline(self, obj):

@@ -14,6 +14,11 @@ from ninja.pagination import paginate
 
 from audioml import audit
 from audioml.errors import Unprocessable
+from audioml.roles import (
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
+    CAN_VIEW_VERSIONS, require,
+)
+from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
@@ -161,17 +166,20 @@ def event_out(event: AliasEvent) -> dict:
 @paginate
 def list_models(request: HttpRequest):
     """Every model with its latest active version, where each alias points, and its headline metric."""
+    require(request.user, CAN_VIEW_MODELS)
     return [model_out(model) for model in models_with_summary()]
 
 
 @router.get("/{name}", response=ModelOut, summary="Get a model")
 def get_model(request: HttpRequest, name: str):
+    require(request.user, CAN_VIEW_MODELS)
     model = get_model_or_404(name)
     return model_out(models_with_summary().get(pk=model.pk))
 
 
 @router.patch("/{name}", response=ModelOut, summary="Update a model's description")
 def update_model(request: HttpRequest, name: str, payload: ModelPatch):
+    require(request.user, CAN_CHANGE_MODEL)
     model = get_model_or_404(name)
     changes = audit.diff({"description": model.description}, {"description": payload.description})
     model.description = payload.description
@@ -188,12 +196,14 @@ def update_model(request: HttpRequest, name: str, payload: ModelPatch):
 @paginate
 def list_versions(request: HttpRequest, name: str):
     """Newest first."""
+    require(request.user, CAN_VIEW_VERSIONS)
     return [version_out(version) for version in versions_of(get_model_or_404(name))]
 
 
 @router.get("/{name}/versions/{version}", response=VersionOut, summary="Get a version")
 def get_version(request: HttpRequest, name: str, version: str):
     """`version` is a number: `3` or `v3`."""
+    require(request.user, CAN_VIEW_VERSIONS)
     model = get_model_or_404(name)
     return version_out(versions_of(model).get(pk=get_version_or_404(model, version).pk))
 
@@ -202,6 +212,7 @@ def get_version(request: HttpRequest, name: str, version: str):
 def update_version(request: HttpRequest, name: str, version: str, payload: VersionPatch):
     """Versions are immutable: only `description`, `tags` and `status` change; any other field is refused with
     409. Archiving a version an alias points at is refused with 409 too."""
+    require(request.user, CAN_CHANGE_VERSION)
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
     extra = sorted(set(_json_keys(request)) - set(ModelVersion.MUTABLE_FIELDS))
@@ -212,7 +223,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
             fields=extra,
         )
     changes = payload.model_dump(exclude_unset=True, exclude_none=True)
-    before = {field: getattr(target, field) for field in ModelVersion.MUTABLE_FIELDS}
+    before = version_state(target)
     if "description" in changes:
         target.description = changes["description"]
     if "tags" in changes:
@@ -221,9 +232,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
         target.set_status(changes["status"])
     target.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
     target.save()
-    audit_changes = audit.diff(before, {field: getattr(target, field) for field in ModelVersion.MUTABLE_FIELDS})
-    if audit_changes:
-        audit.record("version.update", target, request=request, changes=audit_changes)
+    record_version_change(target, before, request=request)
     return version_out(versions_of(model).get(pk=target.pk))
 
 
@@ -239,6 +248,7 @@ def _json_keys(request: HttpRequest) -> list[str]:
 @router.delete("/{name}/versions/{version}", response={204: None}, summary="Delete a version")
 def delete_version(request: HttpRequest, name: str, version: str):
     """Removes the version and its artifacts. Refused with 409 while an alias points at it."""
+    require(request.user, CAN_DELETE_VERSION)
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
     target.delete()
@@ -256,6 +266,7 @@ def delete_version(request: HttpRequest, name: str, version: str):
 def download_artifact(request: HttpRequest, name: str, version: str, artifact: str):
     """Streams the file after checking its SHA-256 against the one recorded at registration; a damaged
     artifact is refused with 409 `artifact-damaged`. The checksum is sent as `X-Content-SHA256`."""
+    require(request.user, CAN_VIEW_VERSIONS)
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
     entry = target.verify_artifact(artifact)
@@ -274,6 +285,7 @@ def download_artifact(request: HttpRequest, name: str, version: str, artifact: s
 
 @router.get("/{name}/aliases", response=list[AliasOut], summary="List a model's aliases")
 def list_aliases(request: HttpRequest, name: str):
+    require(request.user, CAN_VIEW_MODELS)
     model = get_model_or_404(name)
     return [alias_out(alias) for alias in model.aliases.select_related("version", "model")]
 
@@ -282,6 +294,7 @@ def list_aliases(request: HttpRequest, name: str):
 def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
     """Points the alias at a version, creating it if needed; every move is kept in the alias history.
     Predictions that use the alias switch on the next request."""
+    require(request.user, CAN_MOVE_ALIAS)
     model = get_model_or_404(name)
     target = get_version_or_404(model, payload.version)
     before = model.aliases.filter(name=alias.lower()).values_list("version__version", flat=True).first()
@@ -295,6 +308,7 @@ def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
 def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn | None = None):
     """Points the alias back at the version it pointed to before its current one (repeatable: each rollback
     goes one step further back). 409 `nothing-to-roll-back` when its history has no earlier version."""
+    require(request.user, CAN_MOVE_ALIAS)
     model = get_model_or_404(name)
     current = get_alias_or_404(model, alias)
     before = current.version.version
@@ -305,6 +319,7 @@ def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn 
 
 @router.delete("/{name}/aliases/{alias}", response={204: None}, summary="Delete an alias")
 def delete_alias(request: HttpRequest, name: str, alias: str, note: str = ""):
+    require(request.user, CAN_DELETE_ALIAS)
     model = get_model_or_404(name)
     target = get_alias_or_404(model, alias)
     audit.record("alias.delete", target, request=request, changes={"version": [target.version.version, None]})
@@ -316,6 +331,7 @@ def delete_alias(request: HttpRequest, name: str, alias: str, note: str = ""):
 @paginate
 def alias_history(request: HttpRequest, name: str, alias: str):
     """Every move of the alias, newest first (also for an alias that has since been deleted)."""
+    require(request.user, CAN_VIEW_MODELS)
     model = get_model_or_404(name)
     events = model.alias_history(alias.lower())
     if not events.exists():
@@ -344,6 +360,7 @@ def predict(
     `undecodable-audio`) in its place in `results`, while the others are scored and the response is 200.
     When every file fails the response is a 422 problem with the same `results`. Unknown model, alias or
     version: 404. A version whose model file fails its SHA-256 check: 409 `artifact-damaged`."""
+    require(request.user, CAN_VIEW_VERSIONS)
     from registry_app import inference
 
     model = get_model_or_404(name)

@@ -16,6 +16,11 @@ from django.views.decorators.http import require_POST
 from audioml import audit
 from audioml.errors import DomainError
 from audioml.panel import staff_required
+from audioml.roles import (
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
+    CAN_VIEW_VERSIONS, needs,
+)
+from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
 from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
@@ -193,6 +198,7 @@ def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dic
 
 
 @staff_required
+@needs(CAN_VIEW_MODELS)
 def model_list(request: HttpRequest) -> HttpResponse:
     models = (
         RegisteredModel.objects.annotate(version_count=Count("versions"))
@@ -219,6 +225,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_MODELS)
 def model_detail(request: HttpRequest, name: str) -> HttpResponse:
     model = _get_model(name)
     return render(request, "registry/model_detail.html", _model_context(request, model))
@@ -226,6 +233,7 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_CHANGE_MODEL)
 def model_edit(request: HttpRequest, name: str) -> HttpResponse:
     model = _get_model(name)
     before = model.description
@@ -241,6 +249,7 @@ def model_edit(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_VIEW_VERSIONS)
 def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse:
     model = _get_model(name)
     version = _get_version(model, number)
@@ -275,6 +284,7 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
 
 @staff_required
 @require_POST
+@needs(CAN_CHANGE_VERSION)
 def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
     model = _get_model(name)
     version = _get_version(model, number)
@@ -284,7 +294,7 @@ def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
             for error in errors:
                 messages.error(request, error)
         return redirect("version-detail", name=model.name, number=version.version)
-    before = {field: getattr(version, field) for field in ModelVersion.MUTABLE_FIELDS}
+    before = version_state(version)
     version.description = form.cleaned_data["description"]
     version.tags = form.cleaned_data["tags"]
     try:
@@ -297,14 +307,13 @@ def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
         messages.error(request, " ".join(getattr(error, "messages", [str(error)])))
         return redirect("version-detail", name=model.name, number=version.version)
     version.save()
-    changes = audit.diff(before, {field: getattr(version, field) for field in ModelVersion.MUTABLE_FIELDS})
-    if changes:
-        audit.record("version.update", version, request=request, changes=changes)
+    record_version_change(version, before, request=request)
     messages.success(request, f"Version {version.version} saved.")
     return redirect("version-detail", name=model.name, number=version.version)
 
 
 @staff_required
+@needs(CAN_DELETE_VERSION)
 def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse:
     """GET: confirmation (or why it is refused). POST: delete the version and its artifacts."""
     model = _get_model(name)
@@ -330,6 +339,7 @@ def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse
 
 
 @staff_required
+@needs(CAN_VIEW_VERSIONS)
 def artifact_download(request: HttpRequest, name: str, number: int, artifact: str) -> HttpResponse:
     model = _get_model(name)
     version = _get_version(model, number)
@@ -351,6 +361,7 @@ def artifact_download(request: HttpRequest, name: str, number: int, artifact: st
 
 
 @staff_required
+@needs(CAN_MOVE_ALIAS)
 def alias_promote(request: HttpRequest, name: str) -> HttpResponse:
     """GET with alias and version: the confirmation page. POST: point the alias, with the note."""
     model = _get_model(name)
@@ -389,6 +400,7 @@ def alias_promote(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_MOVE_ALIAS)
 def alias_rollback(request: HttpRequest, name: str, alias: str) -> HttpResponse:
     model = _get_model(name)
     current = _get_alias(model, alias)
@@ -418,6 +430,7 @@ def alias_rollback(request: HttpRequest, name: str, alias: str) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_DELETE_ALIAS)
 def alias_delete(request: HttpRequest, name: str, alias: str) -> HttpResponse:
     model = _get_model(name)
     current = _get_alias(model, alias)
@@ -443,6 +456,7 @@ def alias_delete(request: HttpRequest, name: str, alias: str) -> HttpResponse:
 
 @staff_required
 @require_POST
+@needs(CAN_VIEW_VERSIONS)
 def try_it(request: HttpRequest, name: str) -> HttpResponse:
     """Score one uploaded or recorded clip with the same inference code as the API."""
     from registry_app import inference

@@ -71,7 +71,7 @@ def test_update_version_changes_only_description_tags_and_status(api, register):
     assert response.status_code == 200, response.content
     body = response.json()
     assert (body["description"], body["tags"], body["status"]) == ("Tried on the hallway mic", ["hallway", "beta"], "archived")
-    event = AuditEvent.objects.get(action="version.update")
+    event = AuditEvent.objects.get(action="version.archive")
     assert event.changes["status"] == ["active", "archived"]
 
 

@@ -158,18 +158,18 @@ def test_deleting_an_alias(staff_client, three):
     assert AliasEvent.objects.first().action == "delete"
 
 
-def test_deleting_an_aliased_version_is_refused_with_a_clear_message(staff_client, three):
-    page = staff_client.get("/models/keywords/v2/delete/").content.decode()
+def test_deleting_an_aliased_version_is_refused_with_a_clear_message(admin_client, three):
+    page = admin_client.get("/models/keywords/v2/delete/").content.decode()
     assert "cannot be deleted: production points at it" in page
-    response = staff_client.post("/models/keywords/v2/delete/", follow=True)
+    response = admin_client.post("/models/keywords/v2/delete/", follow=True)
     assert "cannot be deleted" in response.content.decode()
     assert ModelVersion.objects.filter(pk=three[1].pk).exists()
 
 
-def test_deleting_a_version(staff_client, three, django_capture_on_commit_callbacks):
-    assert "Delete v3" in staff_client.get("/models/keywords/v3/delete/").content.decode()
+def test_deleting_a_version(admin_client, three, django_capture_on_commit_callbacks):
+    assert "Delete v3" in admin_client.get("/models/keywords/v3/delete/").content.decode()
     with django_capture_on_commit_callbacks(execute=True):
-        response = staff_client.post("/models/keywords/v3/delete/")
+        response = admin_client.post("/models/keywords/v3/delete/")
     assert response["Location"] == "/models/keywords/"
     assert not ModelVersion.objects.filter(pk=three[2].pk).exists()
     assert not default_storage.exists(three[2].artifacts[0]["path"])
