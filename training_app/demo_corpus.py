@@ -108,7 +108,7 @@ def generate_demo_corpus(
         rng = np.random.default_rng([seed, position])
         if voice is None:
             kind = NOISE_KINDS[take % len(NOISE_KINDS)]
-            audio = noise(kind, sample_rate, sample_rate, rng) * rng.uniform(0.02, 0.5)
+            audio = noise(kind, sample_rate, sample_rate, rng) * rng.uniform(0.01, 0.18)  # RMS; peaks stay below 1
             path = out_dir / NOISE_LABEL / f"{NOISE_LABEL}_{kind}_{take:03d}.wav"
             speaker = ""
         else:

@@ -77,6 +77,7 @@ def write_artifacts(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        tmp_dir.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
         model = model.to("cpu").eval()
         sample = sample.to("cpu", torch.float32)
         torch.save(model.state_dict(), tmp_dir / WEIGHTS_FILE)
