@@ -207,3 +207,19 @@ def test_unreadable_clip_without_cached_features_names_the_clip(tone_clips, tiny
         run(tiny_config, tone_clips, tmp_path)
 
     assert not list(tmp_path.glob("job*"))
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8, 40])
+def test_learning_rate_schedule_survives_tiny_runs(total_steps):
+    from training_app.ml.train import one_cycle
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    scheduler = one_cycle(optimizer, 0.01, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert all(rate >= 0 for rate in rates)
+    assert max(rates) <= 0.01 + 1e-12

@@ -96,6 +96,13 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+
+def one_cycle(optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int):
+    """OneCycleLR warming up over the first quarter. OneCycleLR divides by (pct_start * total_steps - 1), so a
+    tiny run (4 steps) would crash with 0.25: nudge pct_start off that point."""
+    pct_start = 0.25 if abs(0.25 * total_steps - 1) > 1e-9 else 0.3
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start)
+
 def train(
     cfg: TrainConfig,
     clips: Sequence[ClipRecord],
@@ -264,9 +271,7 @@ class _Run:
         network = KeywordCNN(len(self.labels), cfg.channels, cfg.dropout).to(self.device)
         optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         steps_per_epoch = -(-len(train_powers) // cfg.batch_size)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.learning_rate, total_steps=cfg.epochs * steps_per_epoch, pct_start=0.25
-        )
+        scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
 
         history: list[dict[str, Any]] = []
         best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
