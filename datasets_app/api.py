@@ -41,6 +41,30 @@ class ArchiveRefused(Unprocessable):
     title = "Archive refused"
 
 
+class NothingAdded(Unprocessable):
+    code = "nothing-added"
+    title = "No clip was added"
+
+
+def report_or_refusal(report, what: str) -> dict:
+    """The ingest report, or a 422 problem carrying it when not a single clip was added (a corrupt, empty,
+    silent or too long file, an archive of nothing but rejects), so a client cannot mistake it for success."""
+    body = report.as_dict()
+    if report.accepted:
+        return body
+    rejected = report.rejected
+    if not rejected:
+        skipped = len(report.skipped)
+        detail = f"{what} holds no audio files" + (f" ({skipped} other file{'s' * (skipped != 1)} skipped)." if skipped else ".")
+    elif len(rejected) == 1:
+        detail = f"{rejected[0].name}: {rejected[0].reason}."
+    else:
+        reasons = "; ".join(f"{result.name}: {result.reason}" for result in rejected[:3])
+        more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+        detail = f"None of the {len(rejected)} files was added: {reasons}{more}."
+    raise NothingAdded(detail, **body)
+
+
 def get_dataset_or_404(name: str) -> Dataset:
     dataset = Dataset.objects.select_related("created_by").filter(name=name).first()
     if dataset is None:
@@ -221,7 +245,8 @@ def upload_clips(
 ):
     """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
     (applies to every file) or once per file in the same order. Every file is accepted (with its clip id) or
-    rejected with a reason; a request larger than MAX_UPLOAD_BYTES gets 413."""
+    rejected with a reason; when none is accepted the answer is a 422 problem (`nothing-added`) carrying the
+    same report. A request larger than MAX_UPLOAD_BYTES gets 413."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     count = len(files)
@@ -240,14 +265,15 @@ def upload_clips(
     report = ingest_files(dataset, items, user=request.user)
     if report.clip_ids:
         record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids]})
-    return report.as_dict()
+    return report_or_refusal(report, "The upload")
 
 
 @router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
 def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label: Form[str] = ""):
     """A zip with a folder per label (`yes/001.wav`), or audio plus a manifest: `manifest.csv` (header among
     file,label,transcript,score,speaker,notes) or LJSpeech `metadata.csv`. `label` labels files the layout
-    leaves unlabelled. Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422."""
+    leaves unlabelled. Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422, and
+    so does an archive from which no clip was added (the 422 problem carries the per-file report)."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     try:
@@ -256,7 +282,7 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
     if report.clip_ids:
         record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids], "archive": [None, file.name]})
-    return report.as_dict()
+    return report_or_refusal(report, "The archive")
 
 
 @router.post("/{name}/clips/trash", response=BulkOut, summary="Move clips to the trash")

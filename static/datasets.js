@@ -157,10 +157,14 @@
         });
       });
       xhr.addEventListener("load", () => {
+        let report;
+        try { report = JSON.parse(xhr.responseText); } catch (error) { report = null; }
         if (xhr.status >= 200 && xhr.status < 300) {
-          let report;
-          try { report = JSON.parse(xhr.responseText); } catch (error) { report = null; }
           if (report) this.done(batch, report); else this.fail(batch, "Unexpected answer from the server.");
+        } else if (xhr.status === 422 && report && Array.isArray(report.files) && (report.files.length || batch.kind === "zip")) {
+          // Nothing was added: the problem carries the same per-file report.
+          this.done(batch, report);
+          if (batch.kind === "zip" && !report.files.length) batch.files[0].view.status.textContent = report.detail;
         } else {
           this.fail(batch, problemMessage(xhr));
         }
