@@ -11,6 +11,7 @@ torch is imported only when a file needs resampling, so the web process does not
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -1011,12 +1012,28 @@ def _find_manifest(entries: list[_Entry]) -> _Entry | None:
     return None
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, name: str | None = None) -> str:
+    """A CSV's text: UTF-8 (with or without a BOM) or UTF-16 with a BOM (Excel's "Unicode text").
+
+    With `name` (the manifest being imported) anything else is refused rather than guessed at: a wrong guess
+    would silently garble every transcript. Without it (only sniffing a header) undecodable bytes are replaced.
+    """
     raw = path.read_bytes()
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
     try:
         return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+    except UnicodeDecodeError as exc:
+        if name is None:
+            return raw.decode("utf-8", errors="replace")
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ImportRejected(
+            f"{name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save it as UTF-8 "
+            "(in Excel: \"CSV UTF-8\") and import it again"
+        ) from None
 
 
 def _header_columns(text: str) -> list[str]:
@@ -1030,8 +1047,8 @@ def _items_from_manifest(
     manifest: _Entry, entries: list[_Entry], default_label: str
 ) -> tuple[str, list[IngestItem], list[FileResult]]:
     """Items for the audio files a manifest lists; listed-but-missing and unlisted audio files are reported."""
-    text = _read_text(manifest.path)
     manifest_name = PurePosixPath(manifest.relative).name
+    text = _read_text(manifest.path, manifest_name)
     base = posixpath.dirname(manifest.relative)
     audio_entries = {
         posixpath.normpath(entry.relative): entry
