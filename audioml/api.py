@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import wraps
 from importlib.metadata import PackageNotFoundError, version
@@ -14,6 +15,7 @@ from django.http import Http404, HttpRequest
 from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
+from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import BaseModel
 
@@ -44,6 +46,18 @@ class StaffSessionAuth(APIKeyCookie):
 
     param_name = settings.SESSION_COOKIE_NAME
 
+    def _get_key(self, request: HttpRequest):
+        if self.param_name not in request.COOKIES:
+            # No session, so nothing for CSRF to protect: a request whose token failed gets its 401, not a 403.
+            return None
+        try:
+            return super()._get_key(request)
+        except HttpError:
+            raise PermissionDenied(
+                "CSRF check failed: a browser session must send its CSRF token in the X-CSRFToken header "
+                "(scripts should authenticate with a bearer token instead)."
+            ) from None
+
     def authenticate(self, request: HttpRequest, key):
         user = request.user
         if not user.is_authenticated:
@@ -53,12 +67,45 @@ class StaffSessionAuth(APIKeyCookie):
         return user
 
 
+class UnreadableBody(Exception):
+    """Why a JSON request body cannot be read; ninja wraps it in HttpError(400) and on_http_error answers it."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail = status, code, detail
+
+
+class JsonParser(Parser):
+    """JSON bodies must say so (`Content-Type: application/json` or `…+json`), be UTF-8 and parse."""
+
+    def parse_body(self, request: HttpRequest):
+        content_type = request.content_type or ""
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise UnreadableBody(
+                415, "unsupported-media-type",
+                f"This operation takes a JSON body: send it with Content-Type: application/json "
+                f"(this request says {content_type or 'nothing'}).",
+            )
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UnreadableBody(
+                400, "invalid-body", f"The request body is not UTF-8 (byte 0x{request.body[exc.start]:02x} at "
+                f"position {exc.start}); JSON must be UTF-8.",
+            ) from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UnreadableBody(400, "invalid-json", f"The request body is not valid JSON: {exc}.") from None
+
+
 api = NinjaAPI(
     title="AudioML API",
     version="1",
     description="Datasets, clips, training jobs, registered models and predictions. "
     "Authenticate with `Authorization: Bearer <token>` (create tokens in the panel under API tokens).",
     auth=[TokenAuth(), StaffSessionAuth()],
+    parser=JsonParser(),
     urls_namespace="api",
 )
 
@@ -158,6 +205,9 @@ def on_not_found(request, exc):
 
 @api.exception_handler(HttpError)
 def on_http_error(request, exc: HttpError):
+    if isinstance(exc.__cause__, UnreadableBody):
+        cause = exc.__cause__
+        return problem_response(cause.status, cause.detail, code=cause.code)
     return problem_response(exc.status_code, str(exc))
 
 
