@@ -27,7 +27,6 @@ from audioml.wsgi import application
 from datasets_app.models import Clip
 from registry_app.models import Alias
 from tests.factories import ClipFactory, DatasetFactory
-from tests.registry.conftest import register, trained_artifacts  # noqa: F401 - fixtures used below
 from training_app.models import JobLog
 
 # FUZZ_EXAMPLES=500 FUZZ_RANDOM=1 pytest tests/ops/test_api_fuzz.py digs deeper (new examples on every run).
@@ -76,7 +75,7 @@ schema.app = application
 
 
 @pytest.fixture
-def seeded(db, register, admin_user):  # noqa: F811 - the imported fixture
+def seeded(db, register, admin_user):
     dataset = DatasetFactory(name="fuzz", created_by=admin_user)
     tones = [(label, base + 29.0 * i) for label, base in (("low", 300.0), ("high", 1500.0)) for i in range(6)]
     clips = [ClipFactory(id=clip_id, dataset=dataset, label=label, frequency=frequency, seconds=0.5)
