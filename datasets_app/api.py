@@ -176,9 +176,9 @@ def delete_dataset(request: HttpRequest, name: str):
     version (the version keeps its training history)."""
     require(request.user, CAN_DELETE_DATASET)
     dataset = get_dataset_or_404(name)
-    clip_count = dataset.clips.count()
+    clip_count, dataset_id = dataset.clips.count(), dataset.pk  # delete() clears the pk
     dataset.remove()
-    record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset.pk),
+    record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset_id),
            object_repr=dataset.name, changes={"clips": [clip_count, 0]})
     return Status(204, None)
 

@@ -154,13 +154,13 @@ def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
     if request.POST.get("confirm_name", "").strip() != dataset.name:
         messages.error(request, f"Type the dataset's name ({dataset.name}) to confirm the deletion.")
         return redirect("dataset-settings", name=dataset.name)
-    clip_count = dataset.clips.count()
+    clip_count, dataset_id = dataset.clips.count(), dataset.pk  # delete() clears the pk
     try:
         dataset.remove()
     except Conflict as exc:
         messages.error(request, exc.detail)
         return redirect("dataset-settings", name=dataset.name)
-    record("dataset.delete", object_type="datasets_app.dataset", object_id=str(dataset.pk), object_repr=dataset.name,
+    record("dataset.delete", object_type="datasets_app.dataset", object_id=str(dataset_id), object_repr=dataset.name,
            request=request, changes={"clips": [clip_count, 0]})
     messages.success(request, f"Dataset “{dataset.name}” and its {clip_count} clips were deleted.")
     return redirect("dataset-list")
@@ -271,9 +271,10 @@ def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     clip = _get_clip(dataset, clip_id)
     if request.method == "POST":
         require(request.user, CAN_EDIT_CLIPS)
+        # Before validation: a ModelForm's is_valid() copies the submitted values onto the instance.
+        before = {field: getattr(clip, field) for field in Clip.EDITABLE_FIELDS}
         form = ClipForm(request.POST, instance=clip)
         if form.is_valid():
-            before = {field: getattr(clip, field) for field in Clip.EDITABLE_FIELDS}
             saved = form.save(user=request.user)
             after = {field: getattr(saved, field) for field in Clip.EDITABLE_FIELDS}
             if before != after:

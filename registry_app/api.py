@@ -251,8 +251,9 @@ def delete_version(request: HttpRequest, name: str, version: str):
     require(request.user, CAN_DELETE_VERSION)
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
+    version_id = target.pk  # delete() clears the pk
     target.delete()
-    audit.record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(target.pk),
+    audit.record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(version_id),
                  object_repr=f"{model.name} v{target.version}")
     return Status(204, None)
 

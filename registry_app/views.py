@@ -320,13 +320,14 @@ def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse
     version = _get_version(model, number)
     aliases = [alias.name for alias in version.aliases.all()]
     if request.method == "POST":
+        version_id = version.pk  # delete() clears the pk
         try:
             version.delete()
         except VersionAliased as error:
             messages.error(request, error.detail)
             return redirect("version-detail", name=model.name, number=version.version)
         audit.record("version.delete", request=request, object_type="registry_app.modelversion",
-                     object_id=str(version.pk), object_repr=f"{model.name} v{version.version}")
+                     object_id=str(version_id), object_repr=f"{model.name} v{version.version}")
         messages.success(request, f"Version {version.version} of {model.name} and its artifacts were deleted.")
         return redirect("model-detail", name=model.name)
     return render(request, "registry/confirm.html", {
