@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from audioml.audit import record
 from audioml.models import ApiToken, AuditEvent
@@ -54,3 +56,50 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+User = get_user_model()
+ACCESS_FIELDS = ("is_active", "is_staff", "is_superuser")
+
+
+class AuditedUserAdmin(UserAdmin):
+    """Django's user admin, with changes to access (active, staff, superuser, roles and permissions) audited."""
+
+    def save_model(self, request, obj, form, change):
+        before = {field: form.initial.get(field) for field in ACCESS_FIELDS} if change else {}
+        super().save_model(request, obj, form, change)
+        changes = {field: [before.get(field), getattr(obj, field)] for field in ACCESS_FIELDS
+                   if field in form.changed_data}
+        if not change:
+            record("user.create", obj, request=request, changes={field: [None, getattr(obj, field)] for field in ACCESS_FIELDS})
+        elif changes:
+            record("user.update", obj, request=request, changes=changes)
+
+    def save_related(self, request, form, formsets, change):
+        user = form.instance
+        before = _access_of(user) if change else ([], [])
+        super().save_related(request, form, formsets, change)
+        after = _access_of(user)
+        changes = {}
+        if after[0] != before[0]:
+            changes["groups"] = [before[0], after[0]]
+        if after[1] != before[1]:
+            changes["permissions"] = [before[1], after[1]]
+        if changes:
+            record("user.roles", user, request=request, changes=changes)
+
+    def delete_model(self, request, obj):
+        record("user.delete", obj, request=request)
+        super().delete_model(request, obj)
+
+
+def _access_of(user) -> tuple[list[str], list[str]]:
+    groups = sorted(user.groups.values_list("name", flat=True))
+    permissions = sorted(f"{app}.{codename}" for app, codename in
+                         user.user_permissions.values_list("content_type__app_label", "codename"))
+    return groups, permissions
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, AuditedUserAdmin)

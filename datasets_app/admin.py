@@ -50,9 +50,9 @@ class DatasetAdmin(admin.ModelAdmin):
                         for field in form.changed_data})
 
     def delete_model(self, request, obj):
-        clip_count = obj.clips.count()
+        clip_count, dataset_id = obj.clips.count(), obj.pk  # delete() clears the pk
         super().delete_model(request, obj)
-        record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(obj.pk),
+        record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset_id),
                object_repr=obj.name, changes={"clips": [clip_count, 0]})
 
     def delete_queryset(self, request, queryset):
@@ -124,9 +124,10 @@ class ClipAdmin(admin.ModelAdmin):
                    changes={field: [form.initial.get(field), form.cleaned_data.get(field)] for field in changed})
 
     def delete_model(self, request, obj):
+        clip_id = obj.pk  # delete() clears the pk
         super().delete_model(request, obj)
-        record("clip.purge", request=request, object_type="datasets_app.clip", object_id=str(obj.pk), object_repr=str(obj),
-               changes={"clip_ids": [[obj.pk], None]})
+        record("clip.purge", request=request, object_type="datasets_app.clip", object_id=str(clip_id), object_repr=str(obj),
+               changes={"clip_ids": [[clip_id], None]})
 
     def delete_queryset(self, request, queryset):
         ids = list(queryset.values_list("pk", flat=True))

@@ -70,9 +70,9 @@ class RegisteredModelAdmin(admin.ModelAdmin):
                    changes={"description": [form.initial.get("description"), obj.description]})
 
     def delete_model(self, request, obj):
-        versions = list(obj.versions.values_list("version", flat=True))
+        versions, model_id = list(obj.versions.values_list("version", flat=True)), obj.pk  # delete() clears the pk
         super().delete_model(request, obj)
-        record("model.delete", request=request, object_type="registry_app.registeredmodel", object_id=str(obj.pk),
+        record("model.delete", request=request, object_type="registry_app.registeredmodel", object_id=str(model_id),
                object_repr=obj.name, changes={"versions": [versions, None]})
 
     def delete_queryset(self, request, queryset):
@@ -146,8 +146,9 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 self.delete_model(request, version)
 
     def delete_model(self, request, obj):
+        version_id = obj.pk  # delete() clears the pk
         obj.delete()
-        record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(obj.pk),
+        record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(version_id),
                object_repr=f"{obj.model.name} v{obj.version}")
 
     def save_model(self, request, obj, form, change):
