@@ -64,9 +64,16 @@ def store_file(source: Path, storage_name: str) -> dict[str, Any]:
     The storage may pick a different name if ``storage_name`` is taken; the returned ``path`` is the real one.
     """
     size = source.stat().st_size
+    was_there = default_storage.exists(storage_name)
     with source.open("rb") as handle:
         reader = _HashingReader(handle, source.name, size)
-        stored_as = default_storage.save(storage_name, File(reader, name=source.name))
+        try:
+            stored_as = default_storage.save(storage_name, File(reader, name=source.name))
+        except BaseException:
+            # A write that fails midway (a full disk) leaves a partial file behind on local storage.
+            if not was_there:
+                _discard(storage_name)
+            raise
     if reader.bytes_read != size:
         default_storage.delete(stored_as)
         raise OSError(f"{source.name}: read {reader.bytes_read} of {size} bytes while copying")
@@ -75,6 +82,15 @@ def store_file(source: Path, storage_name: str) -> dict[str, Any]:
         default_storage.delete(stored_as)
         raise OSError(f"{source.name}: the storage holds {stored_size} bytes, {size} were written")
     return {"name": source.name, "path": stored_as, "size": size, "sha256": reader.digest.hexdigest()}
+
+
+def _discard(path: str) -> None:
+    try:
+        if default_storage.exists(path):
+            default_storage.delete(path)
+    except OSError:
+        logger.exception("Could not remove the partial artifact %s", path)
+    _remove_empty_folder(path.rsplit("/", 1)[0])
 
 
 def stored_sha256(path: str) -> str:

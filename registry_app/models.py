@@ -146,7 +146,7 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
         if missing:
             raise FileNotFoundError(f"artifacts missing from {artifacts_dir}: {', '.join(missing)}")
 
-        registered, _ = RegisteredModel.objects.get_or_create(
+        registered, created = RegisteredModel.objects.get_or_create(
             name=job.model_name, defaults={"task": job.task, "created_by": job.created_by}
         )
         stored: list[str] = []
@@ -182,6 +182,9 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                 audit.record("version.register", version, user=job.created_by, changes={"job": [None, job.pk]})
         except BaseException:
             artifact_store.delete_stored(stored)
+            if created:
+                # The model was made for this version: without it, it would be listed with no versions.
+                RegisteredModel.objects.filter(pk=registered.pk, versions__isnull=True, aliases__isnull=True).delete()
             raise
         return version
 
