@@ -82,9 +82,12 @@ def require(user, perm: str, message: str | None = None) -> None:
     if user.has_perm(perm):
         return
     if message is None:
-        message = NO_ROLE_MESSAGE if user.is_authenticated and not user.get_all_permissions() else (
-            f"Your role does not allow this (needs {perm})."
-        )
+        if user.is_authenticated and not user.get_all_permissions():
+            message = NO_ROLE_MESSAGE
+        else:
+            holders = [role for role, perms in ROLE_PERMISSIONS.items() if perm in perms]
+            who = f"It needs the {' or '.join(holders)} role" if holders else "Only an administrator can do it"
+            message = f"Your role does not allow this. {who} (permission: {perm})."
     raise PermissionDenied(message)
 
 

@@ -39,8 +39,10 @@ def test_role_permissions(db, role, perm, allowed):
 
 
 def test_require_raises_for_missing_permission(db):
-    with pytest.raises(PermissionDenied, match="needs training_app.add_trainingjob"):
+    with pytest.raises(PermissionDenied, match=r"It needs the trainer role \(permission: training_app.add_trainingjob\)"):
         require(_user_with(VIEWER), CAN_TRAIN)
+    with pytest.raises(PermissionDenied, match="Only an administrator can do it"):
+        require(_user_with(TRAINER), roles.CAN_DELETE_DATASET)
     require(AdminFactory(), CAN_TRAIN)
 
 

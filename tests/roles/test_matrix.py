@@ -46,7 +46,7 @@ def test_api_permission_matrix(action, persona, api_as, world):
         assert response["Content-Type"] == "application/problem+json"
         problem = response.json()
         assert problem["status"] == 403 and problem["type"] == "urn:audioml:problem:forbidden"
-        assert ("no AudioML role yet" in problem["detail"]) if persona == "roleless" else ("needs " in problem["detail"])
+        assert ("no AudioML role yet" in problem["detail"]) if persona == "roleless" else ("(permission: " in problem["detail"])
         if action.audit:
             assert not AuditEvent.objects.filter(action=action.audit).exists()
 
