@@ -1,6 +1,7 @@
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AUDIOML_DATA_DIR=/data OMP_WAIT_POLICY=PASSIVE
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AUDIOML_DATA_DIR=/data OMP_WAIT_POLICY=PASSIVE \
+    WEB_WORKERS=4 WEB_THREADS=4 PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg espeak-ng sox \
  && rm -rf /var/lib/apt/lists/*
@@ -21,5 +22,9 @@ RUN useradd --create-home audioml && mkdir -p /data && chown audioml /data
 USER audioml
 VOLUME ["/data"]
 EXPOSE 8000
-# The web server; the worker service runs `python manage.py qcluster` (see docker-compose.yml).
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable && gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers ${WEB_WORKERS:-4} --timeout 300 --access-logfile -"]
+# The web server: gunicorn (WEB_WORKERS processes x WEB_THREADS threads; more options through GUNICORN_CMD_ARGS),
+# static files served by whitenoise. `exec` makes gunicorn PID 1, so `docker stop` reaches it and it stops
+# gracefully; the per-container metrics folder starts empty. Workers run from the same image with
+# `python manage.py qcluster` and `Q_CLUSTER_NAME=training python manage.py qcluster`, one process per
+# container (see "Running in production" in the README).
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers \"$WEB_WORKERS\" --threads \"$WEB_THREADS\" --timeout 300 --access-logfile -"]
