@@ -92,9 +92,10 @@ def require(user, perm: str, message: str | None = None) -> None:
 
 
 def needs(perm: str):
-    """Decorator for panel views and API operations: `require(request.user, perm)` before the view runs.
-
-    The permission is kept on the view as `required_permission`, so tests can check every view declares one."""
+    """Decorator for panel views, below `staff_required`: `require(request.user, perm)` before the view runs.
+    (API operations call `require` as their first statement instead: a wrapper would hide their signature's
+    annotations from django-ninja.) The permission is kept on the view as `required_permission`, so a test checks
+    that every panel view declares one."""
 
     def decorator(view):
         @wraps(view)
