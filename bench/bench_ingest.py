@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -22,24 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT))
+
+from bench.common import BENCHMARKS, machine_facts, replace_section  # noqa: E402
+
 SECTION = "## Ingest"
 LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-
-
-def machine_description() -> dict[str, str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory = "unknown"
-    for line in Path("/proc/meminfo").read_text().splitlines() if Path("/proc/meminfo").exists() else []:
-        if line.startswith("MemTotal"):
-            memory = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-            break
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    return {"nproc": nproc or str(os.cpu_count()), "cpu": cpu, "memory": memory, "python": platform.python_version()}
 
 
 def clip_samples(index: int, sample_rate: int):
@@ -139,22 +126,6 @@ def section(machine: dict, args, results: list[dict], sizes: dict) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    marker = f"\n{SECTION}\n"
-    if current.startswith(f"{SECTION}\n"):
-        current = "\n" + current
-    start = current.find(marker)
-    if start == -1:
-        updated = current.rstrip("\n") + "\n\n" + text
-    else:
-        following = current.find("\n## ", start + len(marker))
-        rest = current[following:] if following != -1 else ""
-        updated = current[: start + 1] + text + rest
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(updated.lstrip("\n") if updated.startswith("\n") else updated)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wav-clips", type=int, default=1000)
@@ -169,7 +140,6 @@ def main() -> None:
         os.environ["DATABASE_URL"] = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "audioml.settings")
         os.environ.setdefault("LOG_LEVEL", "WARNING")
-        sys.path.insert(0, str(ROOT))
         import django
 
         django.setup()
@@ -198,11 +168,11 @@ def main() -> None:
             results.append({"label": label, "workers": count, "seconds": seconds, "count": stored, "target": 20})
             print(f"{label}, {count} workers: {seconds:.2f} s for {stored} clips", flush=True)
 
-        text = section(machine_description(), args, results, sizes)
+        text = section(machine_facts(), args, results, sizes)
         print()
         print(text)
         if not args.no_write:
-            write_section(text)
+            replace_section(SECTION, text)
             print(f"Wrote the {SECTION!r} section of {BENCHMARKS.relative_to(ROOT)}")
 
 

@@ -13,14 +13,9 @@ are appended to the job-status section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import http.client
 import json
 import os
-import platform
-import secrets
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,19 +24,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+sys.path.insert(0, str(ROOT))
+
+from bench.common import (  # noqa: E402
+    PYTHON, SETUP_USER, database_label, free_port, load_note, machine_line, percentile, prepare_site, publish,
+    run_python, site_env, start_gunicorn, stop, timestamp, wait_for_server, wait_until,
+)
+
 SECTION = "## Job status latency during training"
+INTRO = (
+    "Produced by `bench/bench_job_status.py`: the job-status API and the job page's polling partial, "
+    "measured\nwhile a real training job runs in a worker on the same machine (and, for comparison, with "
+    "nothing\ntraining). Target: p95 under 100 ms."
+)
 TARGET_P95_MS = 100.0
 
-SETUP = """
-import django
-django.setup()
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+SETUP = SETUP_USER + """
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from audioml.models import ApiToken
-user = get_user_model().objects.create_user("bench", password=None, is_staff=True, is_superuser=True)
-_, token = ApiToken.issue(user, "bench")
 session = SessionStore()
 session[SESSION_KEY] = str(user.pk)
 session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -49,25 +49,6 @@ session[HASH_SESSION_KEY] = user.get_session_auth_hash()
 session.create()
 print(token, session.session_key)
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def machine_description(database: str) -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    one, five, _ = os.getloadavg()
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, {database}; load average {one:.1f} / {five:.1f} (1 / 5 min) "
-            "before the measurement, on a machine shared with other work")
 
 
 class Client:
@@ -109,12 +90,6 @@ class Client:
         return json.loads(data)
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def hammer(api: Client, panel: Client, job_id: int, seconds: float) -> dict[str, dict]:
     """Back-to-back requests, alternating the API and the panel partial, for ``seconds``."""
     targets = {
@@ -150,26 +125,6 @@ def hammer(api: Client, panel: Client, job_id: int, seconds: float) -> dict[str,
     }
 
 
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 def report(results: dict, meta: dict) -> str:
     lines = [
         f"### {meta['date']}",
@@ -199,26 +154,6 @@ def report(results: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def append_to_benchmarks(entry: str) -> None:
-    intro = (
-        f"{SECTION}\n\n"
-        "Produced by `bench/bench_job_status.py`: the job-status API and the job page's polling partial, measured\n"
-        "while a real training job runs in a worker on the same machine (and, for comparison, with nothing\n"
-        "training). Target: p95 under 100 ms.\n\n"
-    )
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    marker = f"\n{SECTION}\n"
-    if marker not in text:
-        text = text.rstrip("\n") + "\n\n" + intro + entry
-    else:
-        start = text.index(marker) + 1
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement while training (default 30)")
@@ -231,55 +166,25 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-job-status-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "audioml.settings",
-        "AUDIOML_DATA_DIR": str(workdir / "data"),
-        "DATABASE_URL": args.database_url or f"sqlite:///{workdir}/bench.sqlite3",
-        "STATIC_ROOT": str(workdir / "static"),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "DEBUG": "False",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    database = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
-
-    def manage(*command: str) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *command], cwd=ROOT, env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise SystemExit(f"manage.py {' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+    env = site_env(workdir, args.database_url)
 
     print(f"Preparing {workdir} …", flush=True)
-    manage("migrate", "-v", "0")
-    manage("createcachetable")
-    manage("collectstatic", "--noinput", "-v", "0")
-    setup = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    token, session_key = setup.stdout.split()[-2:]
-    manage("make_demo_dataset", "--voices", str(args.voices))
+    prepare_site(env)
+    token, session_key = run_python(env, "-c", SETUP).split()[-2:]
+    run_python(env, "manage.py", "make_demo_dataset", "--voices", str(args.voices))
 
     processes: list[subprocess.Popen] = []
-    log = open(workdir / "servers.log", "wb")
+    log_path = workdir / "servers.log"
+    log = open(log_path, "wb")
     try:
-        processes.append(subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "4", "--timeout", "300"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
+        processes.append(start_gunicorn(env, port, 2, 4, 300, log))
         processes.append(subprocess.Popen(
             [PYTHON, "manage.py", "qcluster"], cwd=ROOT, env={**env, "Q_CLUSTER_NAME": "training"},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         ))
+        wait_for_server(port, processes[0], log_path)
         api = Client(port, {"Authorization": f"Bearer {token}"})
         panel = Client(port, {"Cookie": f"sessionid={session_key}"})
-
-        def server_up():
-            try:
-                return api.request("GET", "/api/health")[0] == 200
-            except (OSError, http.client.HTTPException):
-                return False
-
-        wait_until(server_up, 60, "gunicorn")
         # An idle job row to measure against: queued and immediately cancelled, so nothing trains.
         idle_job = api.json("POST", "/api/jobs", {"dataset": "speech-commands-demo", "model_name": "idle",
                                                  "preset": args.preset})
@@ -287,7 +192,7 @@ def main() -> None:
         for _ in range(20):  # warm both gunicorn workers
             api.request("GET", f"/api/jobs/{idle_job['id']}")
             panel.request("GET", f"/training/jobs/{idle_job['id']}/", headers={"HX-Request": "true"})
-        machine = machine_description(database)
+        machine = f"{machine_line(database_label(args.database_url))}; {load_note('before the measurement')}"
         print(f"Idle: {args.idle_seconds:.0f} s …", flush=True)
         results = {"idle": hammer(api, panel, idle_job["id"], args.idle_seconds)}
 
@@ -305,7 +210,7 @@ def main() -> None:
         api.json("POST", f"/api/jobs/{job['id']}/cancel")
         threads = max(1, (os.cpu_count() or 1) // int(env.get("Q_WORKERS", "1")))
         meta = {
-            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "date": timestamp(),
             "machine": machine,
             "job": job["id"], "dataset": "speech-commands-demo", "clips": job["snapshot_clips"],
             "preset": args.preset, "threads": threads,
@@ -318,11 +223,7 @@ def main() -> None:
         for process in reversed(processes):
             stop(process)
         log.close()
-    entry = report(results, meta)
-    print(entry)
-    if not args.no_write:
-        append_to_benchmarks(entry)
-        print(f"Appended to {BENCHMARKS.relative_to(ROOT)}")
+    publish(SECTION, INTRO, report(results, meta), write=not args.no_write)
 
 
 if __name__ == "__main__":

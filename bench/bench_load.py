@@ -19,19 +19,10 @@ Results and the machine description are appended to the "Load" section of docs/b
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -40,24 +31,25 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    SETUP_USER, free_port, load_note, machine_line, prepare_site, publish, run_python, site_env, start_gunicorn,
+    stop, timestamp, wait_for_server,
+)
 from tests.ops.load import percentile, poll_load, upload_load  # noqa: E402
 
-PYTHON = sys.executable
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Load"
+INTRO = (
+    "Produced by `bench/bench_load.py` (tests/ops/test_load.py checks the same load for correctness in CI, "
+    "without\ntimings): concurrent uploads through the API on a production-style server must lose nothing, "
+    "and 50 clients\npolling a job's status must see a p95 under 100 ms."
+)
 TARGET_P95_MS = 100.0
 
-SETUP = """
-import django
-django.setup()
+SETUP = SETUP_USER + """
 import hashlib
-from django.contrib.auth import get_user_model
 from django.utils import timezone
-from audioml.models import ApiToken
 from datasets_app.models import Dataset
 from training_app.models import TrainingJob
-user = get_user_model().objects.create_user("bench", password=None, is_staff=True, is_superuser=True)
-_, token = ApiToken.issue(user, "bench")
 dataset = Dataset.objects.create_dataset("load", "bench_load.py", 16000, user)
 now = timezone.now()
 job = TrainingJob.objects.create(
@@ -81,25 +73,6 @@ print(Clip.objects.filter(dataset__name="load").count())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def machine_description() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    one, five, _ = os.getloadavg()
-    return (f"{cpu}, nproc {os.cpu_count()}, {memory_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}; load average {one:.1f} / {five:.1f} (1 / 5 min) before the run, "
-            "on a machine shared with other work")
-
-
 def postgres_version(url) -> str:
     with psycopg.connect(host=url.hostname, port=url.port or 5432, user=url.username, password=url.password,
                          dbname="postgres") as conn:
@@ -113,31 +86,6 @@ def recreate_database(url, drop_only: bool = False) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not drop_only:
             conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
-def wait_for_server(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.3)
-    raise SystemExit("gunicorn did not answer within 60 s")
 
 
 def latency_row(label: str, run, extra: str = "") -> str:
@@ -175,25 +123,6 @@ def report(meta: dict, uploads, polls) -> str:
     ])
 
 
-def append_to_benchmarks(entry: str) -> None:
-    intro = (
-        f"{SECTION}\n\n"
-        "Produced by `bench/bench_load.py` (tests/ops/test_load.py checks the same load for correctness in CI, "
-        "without\ntimings): concurrent uploads through the API on a production-style server must lose nothing, and "
-        "50 clients\npolling a job's status must see a p95 under 100 ms.\n\n"
-    )
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    marker = f"\n{SECTION}\n"
-    if marker not in text:
-        text = text.rstrip("\n") + "\n\n" + intro + entry
-    else:
-        start = text.index(marker) + 1
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
-    BENCHMARKS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/audioml_bench_load",
@@ -212,23 +141,7 @@ def main() -> None:
         raise SystemExit("the load benchmark runs on PostgreSQL: pass --database-url postgres://…")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "audioml.settings",
-        "AUDIOML_DATA_DIR": str(workdir / "data"),
-        "DATABASE_URL": args.database_url,
-        "STATIC_ROOT": str(workdir / "static"),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "DEBUG": "False",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-
-    def django(*command: str) -> str:
-        result = subprocess.run([PYTHON, *command], cwd=ROOT, env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise SystemExit(f"{' '.join(command)[:80]} failed:\n{result.stdout}\n{result.stderr}")
-        return result.stdout.strip()
+    env = site_env(workdir, args.database_url)
 
     print(f"Preparing {url.path.lstrip('/')} and {workdir} …", flush=True)
     recreate_database(url)
@@ -236,23 +149,17 @@ def main() -> None:
     log_path = workdir / "gunicorn.log"
     server = None
     try:
-        django("manage.py", "migrate", "-v", "0")
-        django("manage.py", "createcachetable")
-        django("manage.py", "collectstatic", "--noinput", "-v", "0")
-        token, job_id = django("-c", SETUP).split()[-2:]
-        machine = machine_description()
-        server = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.workers), "--threads", str(args.threads), "--timeout", "120"],
-            cwd=ROOT, env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        prepare_site(env)
+        token, job_id = run_python(env, "-c", SETUP).split()[-2:]
+        machine = f"{machine_line(cores=f'nproc {os.cpu_count()}')}; {load_note('before the run')}"
+        server = start_gunicorn(env, port, args.workers, args.threads, 120, open(log_path, "wb"))
         wait_for_server(port, server, log_path)
         poll_load(port, token, int(job_id), pollers=8, interval=0.05, seconds=2)  # every worker warm
 
         print(f"Uploads: {args.clients} clients x {args.clips} clips …", flush=True)
         uploads = upload_load(port, token, "load", clients=args.clients, clips_each=args.clips)
         accepted = sum(body["accepted"] for body in uploads.bodies if isinstance(body, dict) and "accepted" in body)
-        rows = int(django("-c", COUNT).split()[-1])
+        rows = int(run_python(env, "-c", COUNT).split()[-1])
         media = workdir / "data" / "media" / "clips"
         files = sum(1 for path in media.rglob("*") if path.is_file()) if media.exists() else 0
 
@@ -263,17 +170,13 @@ def main() -> None:
             stop(server)
         recreate_database(url, drop_only=True)
     meta = {
-        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine,
+        "date": timestamp(), "machine": machine,
         "postgres": postgres_version(url), "workers": args.workers, "threads": args.threads,
         "clients": args.clients, "clips": args.clips, "pollers": args.pollers, "interval": args.interval,
         "seconds": args.seconds, "expected": args.clients * args.clips, "accepted": accepted, "rows": rows,
         "files": files,
     }
-    entry = report(meta, uploads, polls)
-    print(entry)
-    if not args.no_write:
-        append_to_benchmarks(entry)
-        print(f"Appended to {BENCHMARKS.relative_to(ROOT)}")
+    publish(SECTION, INTRO, report(meta, uploads, polls), write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -20,21 +20,14 @@ Results and the machine description are appended to the prediction section of do
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import http.client
 import io
 import json
 import os
-import platform
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -42,27 +35,30 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PYTHON = sys.executable
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+
+from bench.common import (  # noqa: E402
+    SETUP_USER, database_label, free_port, load_note, machine_line, percentile, publish, run_python, site_env,
+    start_gunicorn, stop, timestamp, wait_for_server,
+)
+from tests.ops.load import multipart  # noqa: E402
+
 SECTION = "## Prediction latency"
+INTRO = (
+    "Produced by `bench/bench_predict.py`: `POST /api/models/{name}/predict` with a one-second clip through a\n"
+    "real gunicorn on loopback, warm model cache versus cold loads. Target: p50 under 20 ms warm."
+)
 TARGET_P50_MS = 20.0
 MODEL = "bench-tones"
 
-SETUP = """
+SETUP = SETUP_USER + """
 import sys
 from pathlib import Path
-import django
-django.setup()
-from django.contrib.auth import get_user_model
-from audioml.models import ApiToken
 from datasets_app.models import Dataset
 from registry_app.models import Alias, RegisteredModel
 from training_app.models import TrainingJob
 from training_app.signals import job_succeeded
 
 artifacts, count = Path(sys.argv[1]), int(sys.argv[2])
-user = get_user_model().objects.create_user("bench", password=None, is_staff=True, is_superuser=True)
-_, token = ApiToken.issue(user, "bench")
 dataset = Dataset.objects.create(name="bench-tones", created_by=user)
 for number in range(count):
     job = TrainingJob.objects.create(dataset=dataset, model_name=sys.argv[3], status="succeeded", created_by=user,
@@ -85,19 +81,6 @@ def inference_threads() -> int:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "INFERENCE_THREADS" for t in node.targets):
             return ast.literal_eval(node.value)
     raise SystemExit("INFERENCE_THREADS not found in registry_app/inference.py")
-
-
-def machine_description(database: str) -> str:
-    import torch
-
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GB RAM, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__} (CPU), {database}")
 
 
 def tone(frequency: float, seconds: float, seed: int) -> np.ndarray:
@@ -132,20 +115,6 @@ def train_model(workdir: Path) -> tuple[Path, dict]:
                                    "size": (workdir / "artifacts" / "model.pt2").stat().st_size}
 
 
-def multipart(fields: dict[str, str], files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = []
-    for name, value in fields.items():
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for filename, data in files:
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{filename}"\r\n'
-            f"Content-Type: audio/wav\r\n\r\n".encode() + data + b"\r\n"
-        )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
 class Client:
     """One keep-alive HTTP connection, like a script calling the API in a loop."""
 
@@ -155,7 +124,7 @@ class Client:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def predict(self, clip: bytes, ref: str = "") -> tuple[float, dict]:
-        body, content_type = multipart({"ref": ref} if ref else {}, [("one-second.wav", clip)])
+        body, content_type = multipart({"ref": ref} if ref else {}, [("files", "one-second.wav", clip)])
         headers = {"Authorization": f"Bearer {self.token}", "Content-Type": content_type}
         started = time.perf_counter()
         self.connection.request("POST", f"/api/models/{MODEL}/predict", body=body, headers=headers)
@@ -165,36 +134,6 @@ class Client:
         if response.status != 200:
             raise SystemExit(f"predict answered {response.status}: {data[:500]!r}")
         return elapsed, json.loads(data)
-
-    def up(self) -> bool:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            connection.request("GET", "/api/health")
-            return connection.getresponse().status in (200, 503)
-        except OSError:
-            return False
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -208,8 +147,8 @@ def report(results: dict, meta: dict) -> str:
     lines = [
         f"### {meta['date']}",
         "",
-        f"Machine: {meta['machine']}; load average {meta['load'][0]:.1f} / {meta['load'][1]:.1f} (1 / 5 min) when the "
-        "measurement started, on a machine shared with other work. Server: gunicorn on loopback, 1 worker x 4 threads, `DEBUG=False`, "
+        f"Machine: {meta['machine']}; {load_note('when the measurement started', meta['load'])}. "
+        "Server: gunicorn on loopback, 1 worker x 4 threads, `DEBUG=False`, "
         f"{meta['inference_threads']} CPU thread per forward pass; one client, "
         f"one keep-alive connection, bearer token. Model: KeywordCNN ({meta['model']['channels']} channels, "
         f"{meta['model']['parameters']:,} parameters, `model.pt2` {meta['model']['size'] / 1024:.0f} KB), "
@@ -231,25 +170,6 @@ def report(results: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def append_to_benchmarks(entry: str) -> None:
-    intro = (
-        f"{SECTION}\n\n"
-        "Produced by `bench/bench_predict.py`: `POST /api/models/{name}/predict` with a one-second clip through a\n"
-        "real gunicorn on loopback, warm model cache versus cold loads. Target: p50 under 20 ms warm.\n\n"
-    )
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    marker = f"\n{SECTION}\n"
-    if marker not in text:
-        text = text.rstrip("\n") + "\n\n" + intro + entry
-    else:
-        start = text.index(marker) + 1
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200, help="warm predictions to time (default 200)")
@@ -262,42 +182,20 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "audioml.settings",
-        "AUDIOML_DATA_DIR": str(workdir / "data"),
-        "DATABASE_URL": args.database_url or f"sqlite:///{workdir}/bench.sqlite3",
-        "STATIC_ROOT": str(workdir / "static"),
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "DEBUG": "False",
-        "ALLOWED_HOSTS": "127.0.0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    database = "PostgreSQL" if args.database_url.startswith("postgres") else "SQLite (WAL)"
+    env = site_env(workdir, args.database_url)
 
     print(f"Training a model in {workdir} …", flush=True)
     artifacts, model_info = train_model(workdir)
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-    setup = subprocess.run([PYTHON, "-c", SETUP, str(artifacts), str(args.versions), MODEL], cwd=ROOT, env=env,
-                           capture_output=True, text=True)
-    if setup.returncode:
-        raise SystemExit(f"setup failed:\n{setup.stdout}\n{setup.stderr}")
-    token = setup.stdout.split()[-1]
+    run_python(env, "manage.py", "migrate", "-v", "0")
+    token = run_python(env, "-c", SETUP, str(artifacts), str(args.versions), MODEL).split()[-1]
     clip = wav_bytes(tone(900.0, 1.0, seed=99))
 
-    log = open(workdir / "gunicorn.log", "wb")
-    server = subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--threads", "4", "--timeout", "300"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    log_path = workdir / "gunicorn.log"
+    log = open(log_path, "wb")
+    server = start_gunicorn(env, port, 1, 4, 300, log)
     try:
+        wait_for_server(port, server, log_path, up_statuses=(200, 503))
         client = Client(port, token)
-        deadline = time.monotonic() + 60
-        while not client.up():
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"gunicorn did not start; see {workdir / 'gunicorn.log'}")
-            time.sleep(0.3)
         load = os.getloadavg()
         first, body = client.predict(clip)
         assert body["cached"] is False and body["version"] == 1, body
@@ -323,13 +221,12 @@ def main() -> None:
 
     results = {"first": first, "miss": summary(miss), "miss_load": summary(miss_load), "warm": summary(warm),
                "warm_server": summary(warm_server)}
-    meta = {"date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_description(database),
+    import torch  # already loaded by train_model
+
+    machine = machine_line(f"torch {torch.__version__} (CPU)", database_label(args.database_url))
+    meta = {"date": timestamp(), "machine": machine,
             "model": model_info, "load": load, "inference_threads": inference_threads()}
-    entry = report(results, meta)
-    print(entry)
-    if not args.no_write:
-        append_to_benchmarks(entry)
-        print(f"Appended to {BENCHMARKS.relative_to(ROOT)}")
+    publish(SECTION, INTRO, report(results, meta), write=not args.no_write)
 
 
 if __name__ == "__main__":

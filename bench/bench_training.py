@@ -10,12 +10,9 @@ numbers with a machine description to the training section of docs/benchmarks.md
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,33 +33,14 @@ from training_app.ml.model import KeywordCNN  # noqa: E402
 from training_app.ml.split import split_clips  # noqa: E402
 from training_app.ml.train import ClipRecord, TrainResult, default_threads, train  # noqa: E402
 
-BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+from bench.common import BENCHMARKS, append_entry, machine_facts, timestamp  # noqa: E402
+
 SECTION = "## Training"
 
 
 def machine_description() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = "unknown"
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                memory = f"{int(line.split()[1]) / 1024**2:.1f} GiB"
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     return {
-        "nproc": nproc or str(os.cpu_count()),
-        "cpu": cpu,
-        "memory": memory,
-        "python": platform.python_version(),
+        **machine_facts(),
         "torch": torch.__version__,
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
@@ -157,7 +135,7 @@ def report(results: dict, machine: dict[str, str]) -> str:
     epochs = results["epochs"]
     n_train = split["train"]
     lines = [
-        f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}: preset `{results['preset']}`, "
+        f"### {timestamp()}: preset `{results['preset']}`, "
         f"{len(results['clips'])} clips",
         "",
         f"- Machine: {machine['nproc']} CPU cores ({machine['cpu']}), {machine['memory']} RAM, "
@@ -220,29 +198,6 @@ def targets(metrics: dict, cold: TrainResult, epochs: dict[str, float]) -> list[
     ]
 
 
-def append_to_benchmarks(entry: str) -> None:
-    intro = (
-        f"{SECTION}\n\n"
-        "Produced by `bench/bench_training.py` (demo corpus of synthetic espeak-ng voices, some voices held out\n"
-        "entirely for the test set). \"On the fly\" decodes every training clip and computes its log-mel inside\n"
-        "the epoch, which is what each epoch would cost without the feature cache.\n\n"
-    )
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    if text.startswith(f"{SECTION}\n"):
-        start = 0
-    else:
-        start = text.find(f"\n{SECTION}\n")
-        start = start + 1 if start != -1 else -1
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + intro + entry
-    else:
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
-    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
-    BENCHMARKS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips-per-word", type=int, default=22, help="voices in the corpus (one take each)")
@@ -297,7 +252,11 @@ def main() -> None:
     print()
     print(entry)
     if not args.no_write:
-        append_to_benchmarks(entry)
+        append_entry(SECTION, (
+            "Produced by `bench/bench_training.py` (demo corpus of synthetic espeak-ng voices, some voices held out\n"
+            "entirely for the test set). \"On the fly\" decodes every training clip and computes its log-mel inside\n"
+            "the epoch, which is what each epoch would cost without the feature cache."
+        ), entry)
         print(f"appended to {BENCHMARKS}")
 
 

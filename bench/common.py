@@ -1,0 +1,222 @@
+"""Helpers shared by the benchmark scripts: the machine, docs/benchmarks.md, a throwaway site served by gunicorn."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, TypeVar
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+
+T = TypeVar("T")
+
+
+# The machine
+
+
+def cpu_model(unknown: str = "unknown CPU") -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return unknown
+
+
+def memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
+def nproc() -> str:
+    """What `nproc` says (the CPUs this process may use), else the machine's count."""
+    return subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip() or str(os.cpu_count())
+
+
+def machine_line(*extras: str, cores: str = "") -> str:
+    """"CPU, N cores, RAM, OS, Python" and the extras, comma-separated, for a report's Machine line."""
+    return ", ".join([
+        cpu_model(), cores or f"{os.cpu_count()} cores", f"{memory_gib():.0f} GB RAM",
+        f"{platform.system()} {platform.release()}", f"Python {platform.python_version()}", *extras,
+    ])
+
+
+def machine_facts() -> dict[str, str]:
+    return {"nproc": nproc(), "cpu": cpu_model("unknown"), "memory": f"{memory_gib():.1f} GiB",
+            "python": platform.python_version()}
+
+
+def load_note(when: str, load: tuple[float, ...] | None = None) -> str:
+    one, five = (load or os.getloadavg())[:2]
+    return f"load average {one:.1f} / {five:.1f} (1 / 5 min) {when}, on a machine shared with other work"
+
+
+def database_label(database_url: str) -> str:
+    return "PostgreSQL" if database_url.startswith("postgres") else "SQLite (WAL)"
+
+
+def timestamp() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# docs/benchmarks.md
+
+
+def publish(section: str, intro: str, entry: str, write: bool) -> None:
+    """Print the entry and, when `write`, append it to its section (see append_entry)."""
+    print(entry)
+    if write:
+        append_entry(section, intro, entry)
+        print(f"Appended to {BENCHMARKS.relative_to(ROOT)}")
+
+
+def append_entry(section: str, intro: str, entry: str) -> None:
+    """Add `entry` at the end of `section` ("## Name"), creating the section with `intro` when it is missing."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
+    if text.startswith(f"{section}\n"):
+        start = 0
+    else:
+        start = text.find(f"\n{section}\n")
+        start = start + 1 if start != -1 else -1
+    if start == -1:
+        text = text.rstrip("\n") + "\n\n" + f"{section}\n\n{intro}\n\n" + entry
+    else:
+        following = text.find("\n## ", start + len(section))
+        end = len(text) if following == -1 else following + 1
+        text = text[:end].rstrip("\n") + "\n\n" + entry + ("\n" + text[end:] if following != -1 else "")
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
+    BENCHMARKS.write_text(text)
+
+
+def replace_section(section: str, text: str) -> None:
+    """Put `text` (which starts with the `section` heading) in place of that section, or at the end."""
+    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    marker = f"\n{section}\n"
+    if current.startswith(f"{section}\n"):
+        current = "\n" + current
+    start = current.find(marker)
+    if start == -1:
+        updated = current.rstrip("\n") + "\n\n" + text
+    else:
+        following = current.find("\n## ", start + len(marker))
+        rest = current[following:] if following != -1 else ""
+        updated = current[: start + 1] + text + rest
+    BENCHMARKS.parent.mkdir(parents=True, exist_ok=True)
+    BENCHMARKS.write_text(updated.lstrip("\n") if updated.startswith("\n") else updated)
+
+
+# A throwaway site on loopback
+
+# The start of a `-c` script for run_python: Django set up, a superuser "bench" and its API token `token`.
+SETUP_USER = """
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from audioml.models import ApiToken
+user = get_user_model().objects.create_user("bench", password=None, is_staff=True, is_superuser=True)
+_, token = ApiToken.issue(user, "bench")
+"""
+
+
+def site_env(workdir: Path, database_url: str = "") -> dict[str, str]:
+    """Production-like settings over a fresh data folder; SQLite in `workdir` unless a database URL is given."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "audioml.settings",
+        "AUDIOML_DATA_DIR": str(workdir / "data"),
+        "DATABASE_URL": database_url or f"sqlite:///{workdir}/bench.sqlite3",
+        "STATIC_ROOT": str(workdir / "static"),
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DEBUG": "False",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def run_python(env: dict[str, str], *arguments: str) -> str:
+    """Run the project's Python (`manage.py …` or `-c CODE`) in ROOT; its stdout, or exit with its output."""
+    result = subprocess.run([PYTHON, *arguments], cwd=ROOT, env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"{' '.join(arguments)[:80]} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout.strip()
+
+
+def prepare_site(env: dict[str, str]) -> None:
+    run_python(env, "manage.py", "migrate", "-v", "0")
+    run_python(env, "manage.py", "createcachetable")
+    run_python(env, "manage.py", "collectstatic", "--noinput", "-v", "0")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, timeout: int,
+                   log: IO[bytes]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_for_server(port: int, process: subprocess.Popen, log_path: Path,
+                    up_statuses: tuple[int, ...] = (200,)) -> None:
+    """Until GET /api/health answers with one of `up_statuses`; exit if gunicorn dies or takes over 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            status = 0
+        if status in up_statuses:
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"gunicorn did not answer within 60 s; see {log_path}")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL to its whole session (gunicorn's workers too) if it is still there after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
