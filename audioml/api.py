@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from audioml.errors import DomainError, Unprocessable
 from audioml.models import ApiToken
-from audioml.problems import problem_response
+from audioml.problems import PROBLEM_CONTENT_TYPE, problem_response
 
 logger = logging.getLogger("audioml.api")
 
@@ -99,7 +99,37 @@ class JsonParser(Parser):
             raise UnreadableBody(400, "invalid-json", f"The request body is not valid JSON: {exc}.") from None
 
 
-api = NinjaAPI(
+PROBLEM_SCHEMA = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; some problems add fields (`field`, `errors`, `files`, `results`, …).",
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "request_id"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:audioml:problem:<code>, or about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string", "description": "Also in the X-Request-ID header and the server's logs"},
+    },
+}
+
+
+class AudioMLAPI(NinjaAPI):
+    """The schema documents every operation's errors: 4xx and 5xx answers are problem details."""
+
+    def get_openapi_schema(self, *args, **kwargs):
+        schema = super().get_openapi_schema(*args, **kwargs)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        problem = {"content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("4XX", {"description": "The request was refused", **problem})
+                responses.setdefault("5XX", {"description": "The server failed", **problem})
+        return schema
+
+
+api = AudioMLAPI(
     title="AudioML API",
     version="1",
     description="Datasets, clips, training jobs, registered models and predictions. "

@@ -81,3 +81,27 @@ class UploadLimitMiddleware:
                 code="payload-too-large",
             )
         return self.get_response(request)
+
+
+class ApiMethodNotAllowedMiddleware:
+    """ninja answers a known /api/ path asked with the wrong method with a bare HTML 405: make it a problem
+    (like every other API error), keeping its Allow header."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code == 405 and request.path.startswith("/api/"):
+            from audioml.problems import PROBLEM_CONTENT_TYPE, problem_response
+
+            if response.get("Content-Type", "").startswith(PROBLEM_CONTENT_TYPE):
+                return response
+            allowed = response.get("Allow", "")
+            problem = problem_response(
+                405, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}.",
+                code="method-not-allowed",
+            )
+            problem["Allow"] = allowed
+            return problem
+        return response

@@ -133,6 +133,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "audioml.middleware.RequestIdMiddleware",
+    "audioml.middleware.ApiMethodNotAllowedMiddleware",
     "audioml.metrics.RequestMetricsMiddleware",
     "audioml.middleware.UploadLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
