@@ -229,6 +229,9 @@ CASES = [
          words="files"),
     Case("xml-for-upload", "post", UPLOAD, lambda: raw(b"<clips><file>a.wav</file></clips>", "application/xml"),
          code="validation-error"),
+    Case("wrong-method", "delete", "/api/datasets", status=405, code="method-not-allowed",
+         words="DELETE is not allowed on /api/datasets"),
+    Case("post-to-unknown-api-url", "post", "/api/jobs/null/cancel", status=404, code="not-found", client="session"),
     # Credentials.
     Case("expired-token", "post", "/api/datasets", lambda: as_json({"name": "late"}), status=401,
          code="unauthenticated", client="expired"),
