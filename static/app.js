@@ -17,3 +17,14 @@ document.addEventListener("htmx:confirm", (event) => {
   event.preventDefault();
   if (window.confirm(message)) event.detail.issueRequest(true);
 });
+// Success and info messages are about the moment they appeared: fade them out once read, so a page that keeps
+// updating itself (a job's progress) does not keep saying "queued" after the job has finished.
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll(".messages .msg-success, .messages .msg-info").forEach((message) => {
+    setTimeout(() => {
+      message.style.transition = "opacity .6s";
+      message.style.opacity = "0";
+      setTimeout(() => message.remove(), 700);
+    }, 8000);
+  });
+});
