@@ -2,7 +2,6 @@
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest
-from django.urls import reverse
 from ninja import File, Form, Query, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
@@ -80,8 +79,9 @@ def get_clip_or_404(dataset: Dataset, clip_id: int) -> Clip:
     return clip
 
 
-def datasets_with_summaries(datasets: QuerySet) -> list[dict]:
-    """Datasets with clip counts, duration and label counts, in three queries whatever their number."""
+def datasets_with_summaries(datasets: QuerySet) -> list[Dataset]:
+    """Datasets annotated for DatasetOut (clip counts, duration and `label_rows`), in a fixed number of queries
+    whatever their number."""
     active = Q(clips__status=Clip.Status.ACTIVE)
     rows = list(
         datasets.select_related("created_by").annotate(
@@ -100,30 +100,13 @@ def datasets_with_summaries(datasets: QuerySet) -> list[dict]:
     )
     for entry in counts:
         labels[entry["dataset_id"]].append({"label": entry["label"], "count": entry["count"]})
-    return [dataset_out(row, labels[row.pk]) for row in rows]
+    for row in rows:
+        row.label_rows = labels[row.pk]
+    return rows
 
 
-def dataset_out(dataset: Dataset, labels: list[dict] | None = None) -> dict:
-    if not hasattr(dataset, "clip_count"):
-        summary = dataset.summary()
-        for key, value in summary.items():
-            setattr(dataset, key, value)
-    if labels is None:
-        labels = [{"label": label, "count": count} for label, count in dataset.label_counts().items()]
-    return {
-        "id": dataset.pk,
-        "name": dataset.name,
-        "description": dataset.description,
-        "sample_rate": dataset.sample_rate,
-        "created_by": dataset.created_by.get_username() if dataset.created_by else None,
-        "created_at": dataset.created_at,
-        "clip_count": dataset.clip_count or 0,
-        "trashed_count": dataset.trashed_count or 0,
-        "total_seconds": round(dataset.total_seconds or 0.0, 3),
-        "labels": labels,
-        "url": reverse("dataset-detail", args=[dataset.name]),
-        "clips_url": reverse("api:list_clips", args=[dataset.name]),
-    }
+def with_summary(dataset: Dataset) -> Dataset:
+    return datasets_with_summaries(Dataset.objects.filter(pk=dataset.pk))[0]
 
 
 def filtered_clips(dataset: Dataset, filters: ClipFilter) -> QuerySet:
@@ -149,13 +132,13 @@ def create_dataset(request: HttpRequest, payload: DatasetIn):
     require(request.user, CAN_CREATE_DATASET)
     dataset = Dataset.objects.create_dataset(payload.name, payload.description, payload.sample_rate, request.user)
     record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
-    return Status(201, dataset_out(dataset))
+    return Status(201, with_summary(dataset))
 
 
 @router.get("/{name}", response=DatasetOut, summary="Get a dataset")
 def get_dataset(request: HttpRequest, name: str):
     require(request.user, CAN_VIEW_DATASETS)
-    return dataset_out(get_dataset_or_404(name))
+    return with_summary(get_dataset_or_404(name))
 
 
 @router.patch("/{name}", response=DatasetOut, summary="Rename or describe a dataset")
@@ -167,7 +150,7 @@ def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
     before = {key: getattr(dataset, key) for key in changes}
     if dataset.update(changes):
         record("dataset.update", dataset, request=request, changes=diff(before, {key: getattr(dataset, key) for key in changes}))
-    return dataset_out(dataset)
+    return with_summary(dataset)
 
 
 @router.delete("/{name}", response={204: None}, summary="Delete a dataset")

@@ -32,6 +32,10 @@ class LabelCountOut(Schema):
     count: int
 
 
+# Output schemas read model instances: a plain field is the attribute of the same name, resolve_<field> says
+# where the others come from (no docstrings on them: a docstring would become the OpenAPI description).
+
+
 class DatasetOut(Schema):
     id: int
     name: str
@@ -45,6 +49,36 @@ class DatasetOut(Schema):
     labels: list[LabelCountOut] = Field(..., description="Active clips per label, largest first ('' = unlabelled)")
     url: str
     clips_url: str
+
+    # clip_count, trashed_count, total_seconds and label_rows come from the API's datasets_with_summaries().
+
+    @staticmethod
+    def resolve_created_by(dataset) -> str | None:
+        return dataset.created_by.get_username() if dataset.created_by else None
+
+    @staticmethod
+    def resolve_clip_count(dataset) -> int:
+        return dataset.clip_count or 0
+
+    @staticmethod
+    def resolve_trashed_count(dataset) -> int:
+        return dataset.trashed_count or 0
+
+    @staticmethod
+    def resolve_total_seconds(dataset) -> float:
+        return round(dataset.total_seconds or 0.0, 3)
+
+    @staticmethod
+    def resolve_labels(dataset) -> list[dict]:
+        return dataset.label_rows
+
+    @staticmethod
+    def resolve_url(dataset) -> str:
+        return reverse("dataset-detail", args=[dataset.name])
+
+    @staticmethod
+    def resolve_clips_url(dataset) -> str:
+        return reverse("api:list_clips", args=[dataset.name])
 
 
 class ClipOut(Schema):

@@ -7,7 +7,6 @@ import json
 from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
 from django.http import FileResponse, HttpRequest
-from django.urls import reverse
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
@@ -20,7 +19,7 @@ from audioml.roles import (
 )
 from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
-from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel, parse_version_ref
+from registry_app.models import Alias, ModelVersion, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
     AliasEventOut,
     AliasIn,
@@ -60,16 +59,7 @@ def get_alias_or_404(model: RegisteredModel, name: str) -> Alias:
     return alias
 
 
-# Output -------------------------------------------------------------------------------------------------------
-
-
-def _username(user) -> str | None:
-    return user.get_username() if user is not None else None
-
-
-def _metric(version: ModelVersion | None) -> dict | None:
-    headline = version.headline_metric() if version is not None else None
-    return {"name": headline[0], "value": headline[1]} if headline else None
+# Queries the output schemas read ------------------------------------------------------------------------------
 
 
 def models_with_summary():
@@ -83,80 +73,8 @@ def models_with_summary():
     )
 
 
-def model_out(model: RegisteredModel) -> dict:
-    active = getattr(model, "active_versions", None)
-    latest = active[0] if active else (None if active is not None else model.latest_version())
-    count = getattr(model, "version_count", None)
-    return {
-        "name": model.name,
-        "task": model.task,
-        "description": model.description,
-        "created_at": model.created_at,
-        "created_by": _username(model.created_by),
-        "version_count": count if count is not None else model.versions.count(),
-        "latest_version": latest.version if latest else None,
-        "aliases": {alias.name: alias.version.version for alias in model.aliases.all()},
-        "headline_metric": _metric(latest),
-    }
-
-
-def artifact_url(version: ModelVersion, name: str) -> str:
-    return reverse(
-        "api:download_artifact", kwargs={"name": version.model.name, "version": version.version, "artifact": name}
-    )
-
-
-def version_out(version: ModelVersion) -> dict:
-    return {
-        "model": version.model.name,
-        "version": version.version,
-        "status": version.status,
-        "description": version.description,
-        "tags": version.tags,
-        "aliases": [alias.name for alias in version.aliases.all()],
-        "labels": version.labels,
-        "metrics": version.metrics,
-        "headline_metric": _metric(version),
-        "feature_config": version.feature_config,
-        "train_config": version.train_config,
-        "snapshot_hash": version.snapshot_hash,
-        "snapshot_size": version.snapshot_size,
-        "code_version": version.code_version,
-        "job_id": version.job_id,
-        "dataset": version.job.dataset.name if version.job.dataset_id else None,
-        "artifacts": [
-            {"name": entry["name"], "size": entry["size"], "sha256": entry["sha256"], "download_url": artifact_url(version, entry["name"])}
-            for entry in version.artifacts
-        ],
-        "created_at": version.created_at,
-        "created_by": _username(version.created_by),
-    }
-
-
 def versions_of(model: RegisteredModel):
     return model.versions.select_related("model", "created_by", "job__dataset").prefetch_related("aliases")
-
-
-def alias_out(alias: Alias) -> dict:
-    target = alias.rollback_target()
-    return {
-        "name": alias.name,
-        "version": alias.version.version,
-        "updated_at": alias.updated_at,
-        "rollback_to": target.version if target else None,
-    }
-
-
-def event_out(event: AliasEvent) -> dict:
-    return {
-        "alias": event.alias_name,
-        "action": event.action,
-        "from_version": event.from_number,
-        "to_version": event.to_number,
-        "moved_by": _username(event.moved_by),
-        "moved_at": event.moved_at,
-        "note": event.note,
-    }
 
 
 # Models -------------------------------------------------------------------------------------------------------
@@ -167,14 +85,14 @@ def event_out(event: AliasEvent) -> dict:
 def list_models(request: HttpRequest):
     """Every model with its latest active version, where each alias points, and its headline metric."""
     require(request.user, CAN_VIEW_MODELS)
-    return [model_out(model) for model in models_with_summary()]
+    return models_with_summary()
 
 
 @router.get("/{name}", response=ModelOut, summary="Get a model")
 def get_model(request: HttpRequest, name: str):
     require(request.user, CAN_VIEW_MODELS)
     model = get_model_or_404(name)
-    return model_out(models_with_summary().get(pk=model.pk))
+    return models_with_summary().get(pk=model.pk)
 
 
 @router.patch("/{name}", response=ModelOut, summary="Update a model's description")
@@ -186,7 +104,7 @@ def update_model(request: HttpRequest, name: str, payload: ModelPatch):
     model.save(update_fields=["description"])
     if changes:
         audit.record("model.update", model, request=request, changes=changes)
-    return model_out(models_with_summary().get(pk=model.pk))
+    return models_with_summary().get(pk=model.pk)
 
 
 # Versions -----------------------------------------------------------------------------------------------------
@@ -197,7 +115,7 @@ def update_model(request: HttpRequest, name: str, payload: ModelPatch):
 def list_versions(request: HttpRequest, name: str):
     """Newest first."""
     require(request.user, CAN_VIEW_VERSIONS)
-    return [version_out(version) for version in versions_of(get_model_or_404(name))]
+    return versions_of(get_model_or_404(name))
 
 
 @router.get("/{name}/versions/{version}", response=VersionOut, summary="Get a version")
@@ -205,7 +123,7 @@ def get_version(request: HttpRequest, name: str, version: str):
     """`version` is a number: `3` or `v3`."""
     require(request.user, CAN_VIEW_VERSIONS)
     model = get_model_or_404(name)
-    return version_out(versions_of(model).get(pk=get_version_or_404(model, version).pk))
+    return versions_of(model).get(pk=get_version_or_404(model, version).pk)
 
 
 @router.patch("/{name}/versions/{version}", response=VersionOut, summary="Update a version's description, tags or status")
@@ -233,7 +151,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
     target.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
     target.save()
     record_version_change(target, before, request=request)
-    return version_out(versions_of(model).get(pk=target.pk))
+    return versions_of(model).get(pk=target.pk)
 
 
 def _json_keys(request: HttpRequest) -> list[str]:
@@ -288,7 +206,7 @@ def download_artifact(request: HttpRequest, name: str, version: str, artifact: s
 def list_aliases(request: HttpRequest, name: str):
     require(request.user, CAN_VIEW_MODELS)
     model = get_model_or_404(name)
-    return [alias_out(alias) for alias in model.aliases.select_related("version", "model")]
+    return model.aliases.select_related("version", "model")
 
 
 @router.put("/{name}/aliases/{alias}", response=AliasOut, summary="Set or move an alias (promote)")
@@ -302,7 +220,7 @@ def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
     moved = Alias.point(model, alias, target, by=request.user, note=payload.note)
     if before != target.version:
         audit.record("alias.set", moved, request=request, changes={"version": [before, target.version]})
-    return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
+    return Alias.objects.select_related("version", "model").get(pk=moved.pk)
 
 
 @router.post("/{name}/aliases/{alias}/rollback", response=AliasOut, summary="Roll an alias back")
@@ -315,7 +233,7 @@ def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn 
     before = current.version.version
     moved = current.rollback(by=request.user, note=payload.note if payload else "")
     audit.record("alias.rollback", moved, request=request, changes={"version": [before, moved.version.version]})
-    return alias_out(Alias.objects.select_related("version", "model").get(pk=moved.pk))
+    return Alias.objects.select_related("version", "model").get(pk=moved.pk)
 
 
 @router.delete("/{name}/aliases/{alias}", response={204: None}, summary="Delete an alias")
@@ -337,7 +255,7 @@ def alias_history(request: HttpRequest, name: str, alias: str):
     events = model.alias_history(alias.lower())
     if not events.exists():
         raise ReferenceNotFound(f"Model “{model.name}” has no alias “{alias}” and never had one.")
-    return [event_out(event) for event in events]
+    return events
 
 
 # Predictions --------------------------------------------------------------------------------------------------

@@ -3,8 +3,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from django.urls import reverse
 from ninja import Field, Schema
 from pydantic import ConfigDict
+
+# Output schemas read model instances: a plain field is the attribute of the same name, resolve_<field> says
+# where the others come from (no docstrings on them: a docstring would become the OpenAPI description).
+
+
+def _username(user) -> str | None:
+    return user.get_username() if user is not None else None
+
+
+def _headline(version) -> dict | None:
+    headline = version.headline_metric() if version is not None else None
+    return {"name": headline[0], "value": headline[1]} if headline else None
+
+
+def _latest_active(model):
+    """The highest active version, from the `active_versions` prefetch of the API's models_with_summary()."""
+    return model.active_versions[0] if model.active_versions else None
 
 
 class Metric(Schema):
@@ -22,6 +40,23 @@ class ModelOut(Schema):
     latest_version: int | None = Field(description="Highest active version number")
     aliases: dict[str, int] = Field(description="Alias name → version number it points at")
     headline_metric: Metric | None = Field(description="Accuracy of the latest version on its evaluation split")
+
+    @staticmethod
+    def resolve_created_by(model) -> str | None:
+        return _username(model.created_by)
+
+    @staticmethod
+    def resolve_latest_version(model) -> int | None:
+        latest = _latest_active(model)
+        return latest.version if latest else None
+
+    @staticmethod
+    def resolve_aliases(model) -> dict[str, int]:
+        return {alias.name: alias.version.version for alias in model.aliases.all()}
+
+    @staticmethod
+    def resolve_headline_metric(model) -> dict | None:
+        return _headline(_latest_active(model))
 
 
 class ModelPatch(Schema):
@@ -58,6 +93,36 @@ class VersionOut(Schema):
     created_at: datetime
     created_by: str | None
 
+    @staticmethod
+    def resolve_model(version) -> str:
+        return version.model.name
+
+    @staticmethod
+    def resolve_aliases(version) -> list[str]:
+        return [alias.name for alias in version.aliases.all()]
+
+    @staticmethod
+    def resolve_headline_metric(version) -> dict | None:
+        return _headline(version)
+
+    @staticmethod
+    def resolve_dataset(version) -> str | None:
+        return version.job.dataset.name if version.job.dataset_id else None
+
+    @staticmethod
+    def resolve_artifacts(version) -> list[dict]:
+        return [{**entry, "download_url": artifact_url(version, entry["name"])} for entry in version.artifacts]
+
+    @staticmethod
+    def resolve_created_by(version) -> str | None:
+        return _username(version.created_by)
+
+
+def artifact_url(version, name: str) -> str:
+    return reverse(
+        "api:download_artifact", kwargs={"name": version.model.name, "version": version.version, "artifact": name}
+    )
+
 
 class VersionPatch(Schema):
     """Only description, tags and status can change; anything else is refused with 409 (versions are immutable)."""
@@ -86,6 +151,15 @@ class AliasOut(Schema):
     updated_at: datetime
     rollback_to: int | None = Field(description="The version a rollback would point it at, if any")
 
+    @staticmethod
+    def resolve_version(alias) -> int:
+        return alias.version.version
+
+    @staticmethod
+    def resolve_rollback_to(alias) -> int | None:
+        target = alias.rollback_target()
+        return target.version if target else None
+
 
 class AliasEventOut(Schema):
     alias: str
@@ -95,6 +169,22 @@ class AliasEventOut(Schema):
     moved_by: str | None
     moved_at: datetime
     note: str
+
+    @staticmethod
+    def resolve_alias(event) -> str:
+        return event.alias_name
+
+    @staticmethod
+    def resolve_from_version(event) -> int | None:
+        return event.from_number
+
+    @staticmethod
+    def resolve_to_version(event) -> int | None:
+        return event.to_number
+
+    @staticmethod
+    def resolve_moved_by(event) -> str | None:
+        return _username(event.moved_by)
 
 
 class FileError(Schema):

@@ -1,7 +1,6 @@
 """`/api/jobs`: create, list, inspect, cancel and re-run training jobs."""
 
 from django.http import HttpRequest
-from django.urls import reverse
 from ninja import Query, Router, Status
 from ninja.pagination import paginate
 
@@ -22,55 +21,6 @@ def get_job_or_404(job_id: int) -> TrainingJob:
     return job
 
 
-def job_out(job: TrainingJob, queue_positions: dict[int, int] | None = None) -> dict:
-    result = job.result_metrics()
-    baseline = (job.metrics or {}).get("baseline") or {}
-    if queue_positions is not None:
-        position = queue_positions.get(job.pk)
-    else:
-        position = job.queue_position()
-    return {
-        "id": job.pk,
-        "url": reverse("job-detail", args=[job.pk]),
-        "dataset": job.dataset.name,
-        "model_name": job.model_name,
-        "task": job.task,
-        "preset": job.preset,
-        "overrides": job.overrides,
-        "status": job.status,
-        "phase": job.phase,
-        "phase_display": job.get_phase_display(),
-        "progress": job.progress,
-        "eta_seconds": job.eta_seconds,
-        "queue_position": position,
-        "cancel_requested": job.cancel_requested,
-        "accuracy": result.get("accuracy"),
-        "baseline_accuracy": baseline.get("accuracy"),
-        "error": job.error,
-        "snapshot_hash": job.snapshot_hash,
-        "snapshot_clips": job.snapshot_size,
-        "rerun_of": job.rerun_of_id,
-        "created_by": job.created_by.get_username() if job.created_by else None,
-        "worker": job.worker,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "heartbeat_at": job.heartbeat_at,
-    }
-
-
-def job_detail_out(job: TrainingJob) -> dict:
-    return {
-        **job_out(job),
-        "config": job.config,
-        "data": job.snapshot_summary(),
-        "epochs": job.epochs,
-        "metrics": job.metrics,
-        "traceback": job.traceback,
-        "artifacts_dir": job.artifacts_dir,
-    }
-
-
 @router.post("", response={201: JobDetailOut}, summary="Start a training job")
 def create_job(request: HttpRequest, payload: JobIn):
     """Validate the configuration and the data, freeze a snapshot of the dataset's labelled clips and queue
@@ -84,7 +34,7 @@ def create_job(request: HttpRequest, payload: JobIn):
         dataset, payload.model_name, payload.preset, payload.overrides, request.user, task=payload.task
     )
     record_start(job, request=request)
-    return Status(201, job_detail_out(job))
+    return Status(201, job)
 
 
 @router.get("", response=list[JobOut], summary="List training jobs")
@@ -93,33 +43,15 @@ def list_jobs(request: HttpRequest, filters: Query[JobFilter]):
     """Newest first. Filter by status, dataset name or model name."""
     require(request.user, CAN_VIEW_JOBS)
     TrainingJob.objects.reap_stale()
-    positions = TrainingJob.objects.queue_positions()
-    jobs = filters.filter(TrainingJob.objects.select_related("dataset", "created_by").defer("snapshot", "traceback"))
-    return _JobPage(jobs, positions)
-
-
-class _JobPage:
-    """A lazily sliced queryset that turns each page's rows into JobOut dicts with their queue positions."""
-
-    def __init__(self, queryset, positions: dict[int, int]) -> None:
-        self.queryset = queryset
-        self.positions = positions
-
-    def __getitem__(self, item: slice) -> list[dict]:
-        return [job_out(job, self.positions) for job in self.queryset[item]]
-
-    def __len__(self) -> int:
-        return self.queryset.count()
-
-    def count(self) -> int:
-        return self.queryset.count()
+    jobs = TrainingJob.objects.with_queue_positions().select_related("dataset", "created_by")
+    return filters.filter(jobs.defer("snapshot", "traceback"))
 
 
 @router.get("/{int:job_id}", response=JobDetailOut, summary="Get a training job")
 def get_job(request: HttpRequest, job_id: int):
     """Status, phase, progress, ETA, queue position, configuration, data summary, epochs and final metrics."""
     require(request.user, CAN_VIEW_JOBS)
-    return job_detail_out(get_job_or_404(job_id))
+    return get_job_or_404(job_id)
 
 
 @router.get("/{int:job_id}/epochs", response=list[EpochOut], summary="Per-epoch metrics of a job")
@@ -151,7 +83,7 @@ def cancel_job(request: HttpRequest, job_id: int):
     status_before = job.status
     job.cancel(request.user)
     record_cancel(job, status_before, request=request)
-    return job_out(job)
+    return job
 
 
 @router.post("/{int:job_id}/rerun", response={201: JobDetailOut}, summary="Run a job again")
@@ -161,4 +93,4 @@ def rerun_job(request: HttpRequest, job_id: int):
     job = get_job_or_404(job_id)
     again = job.rerun(request.user)
     record_start(again, request=request)
-    return Status(201, job_detail_out(again))
+    return Status(201, again)

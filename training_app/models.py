@@ -153,6 +153,23 @@ class TrainingJobQuerySet(models.QuerySet):
     def finished(self):
         return self.filter(status__in=TrainingJob.FINISHED)
 
+    def with_queue_positions(self):
+        """Annotate each queued job's 1-based `queue_rank` (read by queue_position()) in the same query."""
+        queued = TrainingJob.Status.QUEUED
+        up_to_this_one = (
+            TrainingJob.objects.filter(status=queued)
+            .filter(
+                models.Q(created_at__lt=models.OuterRef("created_at"))
+                | models.Q(created_at=models.OuterRef("created_at"), id__lte=models.OuterRef("id"))
+            )
+            .order_by()
+            .values("status")
+            .annotate(count=models.Count("id"))
+            .values("count")
+        )
+        rank = models.Case(models.When(status=queued, then=models.Subquery(up_to_this_one)), default=None)
+        return self.annotate(queue_rank=rank)
+
 
 class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
     def create_job(
@@ -354,8 +371,11 @@ class TrainingJob(models.Model):
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
 
     def queue_position(self) -> int | None:
+        """1 = next to run; None unless queued."""
         if self.status != self.Status.QUEUED:
             return None
+        if "queue_rank" in self.__dict__:  # annotated by with_queue_positions()
+            return self.queue_rank
         earlier = TrainingJob.objects.filter(status=self.Status.QUEUED).filter(
             models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, id__lt=self.pk)
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from django.urls import reverse
 from ninja import Field, FilterSchema, Schema
 from ninja.filter_schema import FilterLookup
 from pydantic import ConfigDict
@@ -43,6 +44,10 @@ class EpochOut(Schema):
     seconds: float | None
 
 
+# Output schemas read model instances: a plain field is the attribute of the same name, resolve_<field> says
+# where the others come from (no docstrings on them: a docstring would become the OpenAPI description).
+
+
 class JobOut(Schema):
     id: int
     url: str = Field(description="The job's page in the panel")
@@ -71,6 +76,42 @@ class JobOut(Schema):
     finished_at: datetime | None
     heartbeat_at: datetime | None
 
+    @staticmethod
+    def resolve_url(job) -> str:
+        return reverse("job-detail", args=[job.pk])
+
+    @staticmethod
+    def resolve_dataset(job) -> str:
+        return job.dataset.name
+
+    @staticmethod
+    def resolve_phase_display(job) -> str:
+        return job.get_phase_display()
+
+    @staticmethod
+    def resolve_queue_position(job) -> int | None:
+        return job.queue_position()
+
+    @staticmethod
+    def resolve_accuracy(job) -> float | None:
+        return job.result_metrics().get("accuracy")
+
+    @staticmethod
+    def resolve_baseline_accuracy(job) -> float | None:
+        return ((job.metrics or {}).get("baseline") or {}).get("accuracy")
+
+    @staticmethod
+    def resolve_snapshot_clips(job) -> int:
+        return job.snapshot_size
+
+    @staticmethod
+    def resolve_rerun_of(job) -> int | None:
+        return job.rerun_of_id
+
+    @staticmethod
+    def resolve_created_by(job) -> str | None:
+        return job.created_by.get_username() if job.created_by else None
+
 
 class JobDetailOut(JobOut):
     config: dict[str, Any] = Field(description="The full validated configuration")
@@ -79,6 +120,10 @@ class JobDetailOut(JobOut):
     metrics: dict[str, Any] = Field(description="Final metrics (empty until the job succeeds)")
     traceback: str
     artifacts_dir: str
+
+    @staticmethod
+    def resolve_data(job) -> dict[str, Any]:
+        return job.snapshot_summary()
 
 
 class JobLogOut(Schema):
