@@ -24,7 +24,7 @@ from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
 from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
-from training_app.charts import training_charts
+from training_app.charts import confusion_rows, per_class_rows, training_charts
 
 HISTORY_ON_MODEL_PAGE = 25
 
@@ -151,24 +151,6 @@ def _comparison(left: ModelVersion | None, right: ModelVersion) -> dict[str, Any
     return {"left": left, "right": right, "rows": rows}
 
 
-def _confusion_rows(version: ModelVersion) -> list[dict[str, Any]]:
-    """Rows of the evaluation confusion matrix with each cell's share of its true label (the heat-map shade)."""
-    confusion = version.evaluation().get("confusion_matrix") or {}
-    labels, matrix = confusion.get("labels") or version.labels, confusion.get("matrix") or []
-    rows = []
-    for label, counts in zip(labels, matrix, strict=False):
-        total = sum(counts)
-        cells = []
-        for column, count in enumerate(counts):
-            share = count / total if total else 0.0
-            cells.append({
-                "count": count, "share": share, "alpha": f"{0.08 + 0.85 * share:.2f}" if count else "0",
-                "dark": share > 0.55, "correct": column < len(labels) and labels[column] == label,
-            })
-        rows.append({"label": label, "cells": cells, "total": total})
-    return rows
-
-
 def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dict[str, Any]:
     aliases = list(model.aliases.select_related("version").order_by("name"))
     production = next((alias.version for alias in aliases if alias.name == DEFAULT_ALIAS), None)
@@ -271,8 +253,8 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "model_damaged": MODEL_FILE in damaged_names,
         "artifacts": [{**entry, "damaged": entry["name"] in damaged_names} for entry in version.artifacts],
         "charts": training_charts(history, version.metrics.get("best_epoch")),
-        "confusion": _confusion_rows(version),
-        "per_class": [{"label": label, **values} for label, values in (version.evaluation().get("per_class") or {}).items()],
+        "confusion": confusion_rows(version.evaluation().get("confusion_matrix"), version.labels),
+        "per_class": per_class_rows(version.evaluation()),
         "job_url": job_url(version.job_id),
         "dataset_url": dataset_url(version.job.dataset.name),
         "edit_form": VersionEditForm(version=version),

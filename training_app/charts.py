@@ -1,10 +1,12 @@
-"""Server-rendered SVG line charts for training curves (no JavaScript, no chart library)."""
+"""Server-rendered views of training results, shared by the job and model version pages: SVG line charts of
+the training curves, the confusion-matrix heat map and per-class rows (no JavaScript, no chart library)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -152,3 +154,27 @@ def training_charts(epochs: Sequence[dict], best_epoch: int | None = None) -> di
         marker_label=label,
     )
     return {"loss": loss, "accuracy": accuracy}
+
+
+def confusion_rows(confusion: dict[str, Any] | None, fallback_labels: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Rows of a split's `confusion_matrix` metric ({labels, matrix}) with each cell's share of its true label
+    (the heat-map shade); `fallback_labels` name the rows when the metric does not."""
+    confusion = confusion or {}
+    labels, matrix = confusion.get("labels") or fallback_labels, confusion.get("matrix") or []
+    rows = []
+    for label, counts in zip(labels, matrix, strict=False):
+        total = sum(counts)
+        cells = []
+        for column, count in enumerate(counts):
+            share = count / total if total else 0.0
+            cells.append({
+                "count": count, "share": share, "alpha": f"{0.08 + 0.85 * share:.2f}" if count else "0",
+                "dark": share > 0.55, "correct": column < len(labels) and labels[column] == label,
+            })
+        rows.append({"label": label, "cells": cells, "total": total})
+    return rows
+
+
+def per_class_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """{label, precision, recall, f1, support} per label of an evaluation split's metrics."""
+    return [{"label": label, **values} for label, values in (evaluation.get("per_class") or {}).items()]

@@ -13,7 +13,7 @@ from audioml.panel import staff_required
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
 from training_app.audit import record_cancel, record_start
-from training_app.charts import training_charts
+from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.forms import JobFilterForm, JobForm
 from training_app.ml.split import split_clips
 from training_app.models import TrainingJob, clip_records, plan_job
@@ -146,8 +146,6 @@ def _detail_context(job: TrainingJob) -> dict:
     metrics = job.metrics or {}
     result = job.result_metrics()
     baseline = metrics.get("baseline") or {}
-    labels = result.get("confusion_matrix", {}).get("labels", [])
-    matrix = result.get("confusion_matrix", {}).get("matrix", [])
     return {
         "job": job,
         "dataset_url": dataset_url(job.dataset),
@@ -158,28 +156,14 @@ def _detail_context(job: TrainingJob) -> dict:
         "log_count": job.logs.count(),
         "result": result,
         "baseline": baseline,
-        "confusion": _confusion_rows(labels, matrix),
-        "per_class": [{"label": label, **values} for label, values in (result.get("per_class") or {}).items()],
+        "confusion": confusion_rows(result.get("confusion_matrix")),
+        "per_class": per_class_rows(result),
         "improvement": _improvement(result, baseline),
         "binary": metrics.get("binary"),
         "split": metrics.get("split"),
         "data": job.snapshot_summary(),
         "config_rows": _config_rows(job),
     }
-
-
-def _confusion_rows(labels: list[str], matrix: list[list[int]]) -> list[dict]:
-    """Rows of the confusion matrix with each cell's share of its true label (the heat-map intensity)."""
-    rows = []
-    for label, counts in zip(labels, matrix, strict=False):
-        total = sum(counts)
-        cells = []
-        for column, count in enumerate(counts):
-            share = count / total if total else 0.0
-            cells.append({"count": count, "share": share, "alpha": f"{0.08 + 0.85 * share:.2f}" if count else "0",
-                          "dark": share > 0.55, "correct": labels[column] == label})
-        rows.append({"label": label, "cells": cells, "total": total})
-    return rows
 
 
 def _improvement(result: dict, baseline: dict) -> float | None:
