@@ -23,11 +23,12 @@ from registry_app.errors import (
     VersionAliased,
     VersionArchived,
 )
+from training_app.ml.artifacts import ARTIFACT_FILES as WRITTEN_FILES, MODEL_FILES, TORCH_EXPORT_FILE
 from training_app.models import TrainingJob
 
-# Artifacts the trainer writes, in the order the panel lists them (training_app/ml/export.py).
-ARTIFACT_FILES = ("model.pt2", "model.onnx", "weights.pt", "config.json", "metrics.json", "snapshot.json")
-MODEL_FILE = "model.pt2"
+# The trainer's artifacts as the panel and the API list them: the exported models first, then the rest.
+ARTIFACT_FILES = (*MODEL_FILES, *(name for name in WRITTEN_FILES if name not in MODEL_FILES))
+MODEL_FILE = TORCH_EXPORT_FILE
 DEFAULT_ALIAS = "production"
 VERSION_REF = re.compile(r"^v?(\d+)$")
 

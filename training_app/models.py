@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,17 +30,6 @@ class JobNotTrainable(Unprocessable):
 class JobNotCancellable(Conflict):
     code = "not-cancellable"
     title = "The job has already finished"
-
-
-def finite_json(data: Any) -> Any:
-    """Non-finite floats become null: JSON has no NaN and PostgreSQL's jsonb refuses it."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {str(key): finite_json(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [finite_json(value) for value in data]
-    return data
 
 
 def snapshot_clips(dataset: Dataset) -> list[dict[str, Any]]:

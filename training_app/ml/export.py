@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -22,17 +21,12 @@ import torchaudio
 from torch.export import Dim
 
 from . import ML_VERSION
+from .artifacts import (
+    ARTIFACT_FILES, CONFIG_FILE, METRICS_FILE, ONNX_FILE, SNAPSHOT_FILE, TORCH_EXPORT_FILE, WEIGHTS_FILE, finite_json,
+)
 from .config import FeatureConfig
 from .features import LogMelFrontend
 from .model import ExportedClassifier, KeywordCNN
-
-WEIGHTS_FILE = "weights.pt"
-TORCH_EXPORT_FILE = "model.pt2"
-ONNX_FILE = "model.onnx"
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
-SNAPSHOT_FILE = "snapshot.json"
-ARTIFACT_FILES = (WEIGHTS_FILE, TORCH_EXPORT_FILE, ONNX_FILE, CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE)
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
@@ -108,18 +102,7 @@ def ensure_free(out_dir: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(_finite(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def _finite(data: Any) -> Any:
-    """Non-finite floats become null: JSON has no NaN and PostgreSQL's jsonb refuses it."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [_finite(value) for value in data]
-    return data
+    path.write_text(json.dumps(finite_json(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _dynamic_shapes() -> dict[str, dict[int, Dim]]:
