@@ -1,6 +1,6 @@
 FROM python:3.11-slim-bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AUDIOML_DATA_DIR=/data OMP_WAIT_POLICY=PASSIVE \
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 AUDIOML_DATA_DIR=/data \
     WEB_WORKERS=4 WEB_THREADS=4 PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ffmpeg espeak-ng sox \

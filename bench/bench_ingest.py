@@ -118,7 +118,7 @@ def section(machine: dict, args, results: list[dict], sizes: dict) -> str:
         f"({sizes['wav_zip'] / 1024**2:.1f} MB, deflated); the MP3 folder holds {args.mp3_clips} one-second 44.1 kHz "
         f"mono 128 kbit/s MP3s ({sizes['mp3'] / 1024**2:.1f} MB), decoded by ffmpeg and resampled to 16 kHz with "
         "torchaudio. The web process imports torch only when a file needs resampling, so the first such upload pays "
-        "for loading it (the \"cold\" row). Ingestion sets `OMP_WAIT_POLICY=PASSIVE` before it first loads torch: "
+        "for loading it (the \"cold\" row). Every AudioML process sets `OMP_WAIT_POLICY=PASSIVE` before torch loads: "
         "with OpenMP's default busy waiting, resampling a one-second clip took about 55 ms instead of 1 ms on this "
         "busy machine (200 MP3s: 14 s instead of 4.5 s with one worker).",
         "",

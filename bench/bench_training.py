@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import training_app.ml  # noqa: E402, F401  (before torch: sets OMP_WAIT_POLICY, see its docstring)
+import audioml  # noqa: E402, F401  (before torch: sets OMP_WAIT_POLICY, see audioml/__init__.py)
 import torch  # noqa: E402
 
 from training_app.demo_corpus import generate_demo_corpus  # noqa: E402

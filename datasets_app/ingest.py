@@ -23,7 +23,6 @@ import shutil
 import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import zipfile
 from collections import deque
@@ -207,10 +206,6 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
 
     Same result as torchaudio.functional.resample; the transform keeps the sinc kernel of each rate pair, so
     it is computed once instead of for every clip."""
-    if "torch" not in sys.modules:
-        # With OpenMP's default busy waiting, torch's intra-op threads spun against ffmpeg and each other on
-        # a busy 2-core machine: 55 ms to resample a one-second clip instead of 1 ms. Read when torch loads.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     with torch.inference_mode():

@@ -11,10 +11,6 @@ source "$(dirname "$0")/_setup.sh"
 PROMETHEUS_DIR="${PROMETHEUS_MULTIPROC_DIR:-${AUDIOML_DATA_DIR:-$ROOT/data}/prometheus}"
 rm -rf "$PROMETHEUS_DIR" && mkdir -p "$PROMETHEUS_DIR"
 
-# PyTorch's OpenMP threads sleep instead of spinning when idle: spinning starves the other processes on
-# small machines (one training step was 10x slower with the default).
-export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 pids=()

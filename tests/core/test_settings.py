@@ -79,6 +79,20 @@ def test_defaults_are_safe(tmp_path):
     assert result.stdout.split() == ["False", "django.db.backends.sqlite3", "default"]
 
 
+def test_openmp_threads_sleep_when_idle_unless_the_environment_says_otherwise():
+    code = "import os, audioml; print(os.environ['OMP_WAIT_POLICY'])"
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+
+    def policy(**env) -> str:
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**environment, **env},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert policy() == "PASSIVE"
+    assert policy(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+
+
 def test_bad_value_fails_loudly(tmp_path):
     result = _settings_in_subprocess(tmp_path, "settings.DEBUG", DEBUG="yes")
     assert result.returncode != 0
