@@ -10,7 +10,6 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 
 from audioml import audit
@@ -58,20 +57,6 @@ def _get_alias(model: RegisteredModel, name: str) -> Alias:
     return alias
 
 
-def job_url(job_id: int) -> str:
-    try:
-        return reverse("job-detail", args=[job_id])
-    except NoReverseMatch:
-        return f"/training/{job_id}/"
-
-
-def dataset_url(name: str) -> str:
-    try:
-        return reverse("dataset-detail", args=[name])
-    except NoReverseMatch:
-        return reverse("dataset-list")
-
-
 # Presentation helpers -----------------------------------------------------------------------------------------
 
 
@@ -111,8 +96,6 @@ def _version_rows(model: RegisteredModel, production: ModelVersion | None) -> li
             "is_production": production is not None and version.pk == production.pk,
             "accuracy_diff": _difference(summary["accuracy"], reference["accuracy"]) if reference else None,
             "f1_diff": _difference(summary["macro_f1"], reference["macro_f1"]) if reference else None,
-            "job_url": job_url(version.job_id),
-            "dataset_url": dataset_url(version.job.dataset.name),
         })
     return rows
 
@@ -255,8 +238,6 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "charts": training_charts(history, version.metrics.get("best_epoch")),
         "confusion": confusion_rows(version.evaluation().get("confusion_matrix"), version.labels),
         "per_class": per_class_rows(version.evaluation()),
-        "job_url": job_url(version.job_id),
-        "dataset_url": dataset_url(version.job.dataset.name),
         "edit_form": VersionEditForm(version=version),
         "try_form": TryItForm(model=model, initial={"ref": version.ref}),
         "other_versions": model.versions.exclude(pk=version.pk).order_by("-version").values_list("version", flat=True)[:20],

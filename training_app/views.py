@@ -22,13 +22,6 @@ LOG_TAIL_LINES = 30
 JOBS_PER_PAGE = 50
 
 
-def dataset_url(dataset: Dataset) -> str:
-    try:
-        return reverse("dataset-detail", args=[dataset.name])
-    except NoReverseMatch:
-        return reverse("dataset-list")
-
-
 def model_url(job: TrainingJob) -> str | None:
     """The registry's page of the model a succeeded job was registered under (by URL name; no import)."""
     if job.status != TrainingJob.Status.SUCCEEDED:
@@ -148,7 +141,6 @@ def _detail_context(job: TrainingJob) -> dict:
     baseline = metrics.get("baseline") or {}
     return {
         "job": job,
-        "dataset_url": dataset_url(job.dataset),
         "model_url": model_url(job),
         "queue_position": job.queue_position(),
         "charts": training_charts(job.epochs or [], metrics.get("best_epoch")),
