@@ -364,10 +364,7 @@ class TrainingJob(models.Model):
             return None
         if "queue_rank" in self.__dict__:  # annotated by with_queue_positions()
             return self.queue_rank
-        earlier = TrainingJob.objects.filter(status=self.Status.QUEUED).filter(
-            models.Q(created_at__lt=self.created_at) | models.Q(created_at=self.created_at, id__lt=self.pk)
-        )
-        return earlier.count() + 1
+        return TrainingJob.objects.with_queue_positions().values_list("queue_rank", flat=True).get(pk=self.pk)
 
     def working_dir(self):
         """Where ml.train writes this job's artifacts (local disk of the worker)."""
