@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 
-from audioml.audit import record
+from audioml.audit import Actor, record
 from audioml.models import ApiToken, AuditEvent
 
 
@@ -20,20 +20,19 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset):
+        actor = Actor.from_request(request)
         for token in queryset:
-            if token.is_active:
-                token.revoke()
-                record("token.revoke", token, request=request)
+            token.revoke(by=actor)
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         changed = {field: [form.initial.get(field), form.cleaned_data.get(field)] for field in form.changed_data}
         if changed:
             action = "token.revoke" if "revoked_at" in changed and obj.revoked_at else "token.update"
-            record(action, obj, request=request, changes={k: [str(v) if v is not None else None for v in pair] for k, pair in changed.items()})
+            record(action, obj, by=Actor.from_request(request), changes={k: [str(v) if v is not None else None for v in pair] for k, pair in changed.items()})
 
     def delete_model(self, request, obj):
-        record("token.delete", obj, request=request, changes={"user": [obj.user.get_username(), None]})
+        record("token.delete", obj, by=Actor.from_request(request), changes={"user": [obj.user.get_username(), None]})
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
@@ -71,9 +70,9 @@ class AuditedUserAdmin(UserAdmin):
         changes = {field: [before.get(field), getattr(obj, field)] for field in ACCESS_FIELDS
                    if field in form.changed_data}
         if not change:
-            record("user.create", obj, request=request, changes={field: [None, getattr(obj, field)] for field in ACCESS_FIELDS})
+            record("user.create", obj, by=Actor.from_request(request), changes={field: [None, getattr(obj, field)] for field in ACCESS_FIELDS})
         elif changes:
-            record("user.update", obj, request=request, changes=changes)
+            record("user.update", obj, by=Actor.from_request(request), changes=changes)
 
     def save_related(self, request, form, formsets, change):
         user = form.instance
@@ -86,10 +85,10 @@ class AuditedUserAdmin(UserAdmin):
         if after[1] != before[1]:
             changes["permissions"] = [before[1], after[1]]
         if changes:
-            record("user.roles", user, request=request, changes=changes)
+            record("user.roles", user, by=Actor.from_request(request), changes=changes)
 
     def delete_model(self, request, obj):
-        record("user.delete", obj, request=request)
+        record("user.delete", obj, by=Actor.from_request(request))
         super().delete_model(request, obj)
 
 

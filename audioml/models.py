@@ -4,7 +4,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 TOKEN_PREFIX = "aml_"
@@ -55,12 +55,17 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, user, name: str, expires_at=None) -> tuple[ApiToken, str]:
-        """Create a token; the raw value is returned once and never stored."""
+    def issue(cls, user, name: str, expires_at=None, by=None) -> tuple[ApiToken, str]:
+        """Create a token; the raw value is returned once and never stored. `by` is recorded as token.create."""
+        from audioml.audit import Actor, record
+
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(
-            user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10], expires_at=expires_at
-        )
+        with transaction.atomic():
+            token = cls.objects.create(
+                user=user, name=name, token_hash=hash_token(raw), prefix=raw[:10], expires_at=expires_at
+            )
+            if by is not None:
+                record("token.create", token, by=Actor.of(by))
         return token, raw
 
     @property
@@ -69,10 +74,18 @@ class ApiToken(models.Model):
             return False
         return self.expires_at is None or self.expires_at > timezone.now()
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
+    def revoke(self, by=None) -> bool:
+        """Revoke the token now; False (and nothing recorded) when it was no longer active."""
+        from audioml.audit import Actor, record
+
+        if not self.is_active:
+            return False
+        with transaction.atomic():
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
+            if by is not None:
+                record("token.revoke", self, by=Actor.of(by))
+        return True
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -128,3 +128,31 @@ def revoke(user, role: str) -> None:
     if role not in ROLE_PERMISSIONS:
         raise ValueError(f"Unknown role {role!r}: choose one of {', '.join(ROLES)}.")
     user.groups.remove(*Group.objects.filter(name=role))
+
+
+def change_roles(user, roles: list[str], *, remove: bool = False, by=None) -> dict[str, list]:
+    """Give the user these roles (making them staff, as the panel and the API are for staff), or take them
+    away; returns {field: [before, after]} and records it as `user.roles`."""
+    from django.db import transaction
+
+    from audioml.audit import record
+
+    with transaction.atomic():
+        before = _role_names(user)
+        changes: dict[str, list] = {}
+        if not remove and not user.is_staff:
+            user.is_staff = True
+            user.save(update_fields=["is_staff"])
+            changes["is_staff"] = [False, True]
+        for role in roles:
+            (revoke if remove else grant)(user, role)
+        after = _role_names(user)
+        if after != before:
+            changes["roles"] = [before, after]
+        if changes and by is not None:
+            record("user.roles", user, by=by, changes=changes)
+    return changes
+
+
+def _role_names(user) -> list[str]:
+    return sorted(user.groups.filter(name__in=ROLES).values_list("name", flat=True))

@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Field, Router, Schema, Status
 from pydantic import field_validator
 
-from audioml import audit
+from audioml.audit import Actor
 from audioml.models import ApiToken
 
 router = Router(tags=["tokens"])
@@ -47,15 +47,12 @@ def list_tokens(request):
 
 @router.post("/tokens", response={201: TokenCreatedOut}, summary="Create an API token")
 def create_token(request, payload: TokenIn):
-    token, raw = ApiToken.issue(request.user, payload.name.strip(), payload.expires_at)
-    audit.record("token.create", token, request=request)
+    token, raw = ApiToken.issue(request.user, payload.name.strip(), payload.expires_at, by=Actor.from_request(request))
     return Status(201, {**TokenOut.from_orm(token).dict(), "token": raw})
 
 
 @router.post("/tokens/{token_id}/revoke", response=TokenOut, summary="Revoke an API token")
 def revoke_token(request, token_id: int):
     token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
-    if token.is_active:
-        token.revoke()
-        audit.record("token.revoke", token, request=request)
+    token.revoke(by=Actor.from_request(request))
     return token

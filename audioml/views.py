@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from audioml import audit
+from audioml.audit import Actor
 from audioml.forms import AuditFilterForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
@@ -34,8 +34,8 @@ def token_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = TokenForm(request.POST)
         if form.is_valid():
-            token, new_token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["expires_at"])
-            audit.record("token.create", token, request=request)
+            token, new_token = ApiToken.issue(request.user, form.cleaned_data["name"], form.cleaned_data["expires_at"],
+                                              by=Actor.from_request(request))
             messages.success(request, f"Token “{token.name}” created. Copy it now: it will not be shown again.")
             form = TokenForm()
     else:
@@ -48,9 +48,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
-    if token.is_active:
-        token.revoke()
-        audit.record("token.revoke", token, request=request)
+    token.revoke(by=Actor.from_request(request))
     messages.success(request, f"Token “{token.name}” revoked.")
     return redirect("token-list")
 

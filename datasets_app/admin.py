@@ -5,10 +5,9 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import Count, Q
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
-from audioml.audit import record
+from audioml.audit import Actor
 from datasets_app.models import Clip, Dataset
 
 
@@ -42,18 +41,19 @@ class DatasetAdmin(admin.ModelAdmin):
         return readonly
 
     def save_model(self, request, obj, form, change):
-        if not change:
-            obj.created_by = request.user
-        super().save_model(request, obj, form, change)
-        record("dataset.update" if change else "dataset.create", obj, request=request,
-               changes={field: [form.initial.get(field) if change else None, form.cleaned_data.get(field)]
-                        for field in form.changed_data})
+        data = {field: form.cleaned_data[field] for field in Dataset.EDITABLE_FIELDS if field in form.cleaned_data}
+        if change:
+            stored = Dataset.objects.get(pk=obj.pk)
+            stored.update({field: data[field] for field in form.changed_data if field in data},
+                          by=Actor.from_request(request))
+            obj.refresh_from_db()
+        else:
+            created = Dataset.objects.create_dataset(by=Actor.from_request(request), **data)
+            obj.pk, obj.created_by, obj.created_at = created.pk, created.created_by, created.created_at
+            obj._state.adding = False
 
     def delete_model(self, request, obj):
-        clip_count, dataset_id = obj.clips.count(), obj.pk  # delete() clears the pk
-        super().delete_model(request, obj)
-        record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset_id),
-               object_repr=obj.name, changes={"clips": [clip_count, 0]})
+        obj.remove(by=Actor.from_request(request))
 
     def delete_queryset(self, request, queryset):
         for dataset in queryset:
@@ -114,40 +114,25 @@ class ClipAdmin(admin.ModelAdmin):
         return format_html('<audio controls preload="metadata" src="{}"></audio><br><a href="{}?download=1">Download WAV</a>', url, url)
 
     def save_model(self, request, obj, form, change):
+        # Clips are never added here (has_add_permission); the form edits the annotations and the status.
         changed = [field for field in form.changed_data if field in (*Clip.EDITABLE_FIELDS, "status")]
-        if change and changed:
-            obj.updated_at = timezone.now()
-            obj.updated_by = request.user
-        super().save_model(request, obj, form, change)
-        if change and changed:
-            record("clip.edit", obj, request=request,
-                   changes={field: [form.initial.get(field), form.cleaned_data.get(field)] for field in changed})
+        if changed:
+            stored = Clip.objects.get(pk=obj.pk)
+            stored.edit({field: form.cleaned_data[field] for field in changed}, by=Actor.from_request(request))
+            obj.refresh_from_db()
 
     def delete_model(self, request, obj):
-        clip_id = obj.pk  # delete() clears the pk
-        super().delete_model(request, obj)
-        record("clip.purge", request=request, object_type="datasets_app.clip", object_id=str(clip_id), object_repr=str(obj),
-               changes={"clip_ids": [[clip_id], None]})
+        obj.purge(by=Actor.from_request(request))
 
     def delete_queryset(self, request, queryset):
-        ids = list(queryset.values_list("pk", flat=True))
-        super().delete_queryset(request, queryset)
-        if ids:
-            record("clip.purge", request=request, object_type="datasets_app.clip", object_repr=f"{len(ids)} clips",
-                   changes={"clip_ids": [ids, None]})
+        queryset.purge(by=Actor.from_request(request))
 
     @admin.action(description="Move selected clips to the trash", permissions=["change"])
     def trash_clips(self, request, queryset):
-        ids = list(queryset.active().values_list("pk", flat=True))
-        changed = Clip.objects.filter(pk__in=ids).trash(request.user)
-        if changed:
-            record("clip.trash", request=request, object_type="datasets_app.clip", object_repr=f"{changed} clips", changes={"clip_ids": [None, ids]})
+        changed = len(Clip.objects.filter(pk__in=queryset.values("pk")).trash(by=Actor.from_request(request)))
         self.message_user(request, f"{changed} clip(s) moved to the trash.", messages.SUCCESS)
 
     @admin.action(description="Restore selected clips from the trash", permissions=["change"])
     def restore_clips(self, request, queryset):
-        ids = list(queryset.trashed().values_list("pk", flat=True))
-        changed = Clip.objects.filter(pk__in=ids).restore(request.user)
-        if changed:
-            record("clip.restore", request=request, object_type="datasets_app.clip", object_repr=f"{changed} clips", changes={"clip_ids": [None, ids]})
+        changed = len(Clip.objects.filter(pk__in=queryset.values("pk")).restore(by=Actor.from_request(request)))
         self.message_user(request, f"{changed} clip(s) restored.", messages.SUCCESS)

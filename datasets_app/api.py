@@ -6,7 +6,7 @@ from ninja import File, Form, Query, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
 
-from audioml.audit import diff, record
+from audioml.audit import Actor
 from audioml.errors import NotFound, Unprocessable
 from audioml.roles import (
     CAN_CREATE_DATASET, CAN_DELETE_DATASET, CAN_EDIT_CLIPS, CAN_EDIT_DATASET, CAN_PURGE_CLIPS, CAN_UPLOAD, CAN_VIEW_CLIPS,
@@ -14,7 +14,7 @@ from audioml.roles import (
 )
 from datasets_app.audio_http import audio_response
 from datasets_app.export import export_response
-from datasets_app.ingest import ImportRejected, IngestItem, import_archive, ingest_files
+from datasets_app.ingest import ImportRejected, IngestItem
 from datasets_app.models import Clip, Dataset
 from datasets_app.schemas import (
     BulkOut,
@@ -130,8 +130,9 @@ def list_datasets(request: HttpRequest):
 def create_dataset(request: HttpRequest, payload: DatasetIn):
     """409 when the name is taken; 422 when it is not a safe name (names are never changed for you)."""
     require(request.user, CAN_CREATE_DATASET)
-    dataset = Dataset.objects.create_dataset(payload.name, payload.description, payload.sample_rate, request.user)
-    record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
+    dataset = Dataset.objects.create_dataset(
+        payload.name, payload.description, payload.sample_rate, by=Actor.from_request(request)
+    )
     return Status(201, with_summary(dataset))
 
 
@@ -147,9 +148,7 @@ def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
     require(request.user, CAN_EDIT_DATASET)
     dataset = get_dataset_or_404(name)
     changes = {key: value for key, value in payload.dict(exclude_unset=True).items() if value is not None}
-    before = {key: getattr(dataset, key) for key in changes}
-    if dataset.update(changes):
-        record("dataset.update", dataset, request=request, changes=diff(before, {key: getattr(dataset, key) for key in changes}))
+    dataset.update(changes, by=Actor.from_request(request))
     return with_summary(dataset)
 
 
@@ -159,10 +158,7 @@ def delete_dataset(request: HttpRequest, name: str):
     version (the version keeps its training history)."""
     require(request.user, CAN_DELETE_DATASET)
     dataset = get_dataset_or_404(name)
-    clip_count, dataset_id = dataset.clips.count(), dataset.pk  # delete() clears the pk
-    dataset.remove()
-    record("dataset.delete", request=request, object_type="datasets_app.dataset", object_id=str(dataset_id),
-           object_repr=dataset.name, changes={"clips": [clip_count, 0]})
+    dataset.remove(by=Actor.from_request(request))
     return Status(204, None)
 
 
@@ -185,7 +181,7 @@ def export_dataset(request: HttpRequest, name: str, filters: Query[ExportQuery])
     clips = filtered_clips(dataset, filters)
     if filters.ids:
         clips = clips.filter(pk__in=filters.ids)
-    record("dataset.export", dataset, request=request, changes={"layout": [None, filters.layout]})
+    dataset.record_export(filters.layout, by=Actor.from_request(request))
     return export_response(dataset, clips, filters.layout)
 
 
@@ -245,9 +241,7 @@ def upload_clips(
         )
         for index, upload in enumerate(files)
     ]
-    report = ingest_files(dataset, items, user=request.user)
-    if report.clip_ids:
-        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids]})
+    report = dataset.add_clips(items, by=Actor.from_request(request))
     return report_or_refusal(report, "The upload")
 
 
@@ -260,11 +254,10 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     try:
-        report = import_archive(dataset, file, user=request.user, default_label=label.strip())
+        report = dataset.import_archive(file, by=Actor.from_request(request), default_label=label.strip(),
+                                        archive=file.name)
     except ImportRejected as exc:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
-    if report.clip_ids:
-        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, report.clip_ids], "archive": [None, file.name]})
     return report_or_refusal(report, "The archive")
 
 
@@ -272,23 +265,16 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
 def trash_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
     require(request.user, CAN_EDIT_CLIPS)
     dataset = get_dataset_or_404(name)
-    clips = dataset.clips.filter(pk__in=payload.ids).active()
-    ids = sorted(clips.values_list("pk", flat=True))
-    changed = Clip.objects.filter(pk__in=ids).trash(request.user)
-    if changed:
-        record("clip.trash", dataset, request=request, changes={"clip_ids": [None, ids]})
-    return {"changed": changed, "ids": ids}
+    ids = dataset.clips.filter(pk__in=payload.ids).trash(by=Actor.from_request(request), about=dataset)
+    return {"changed": len(ids), "ids": ids}
 
 
 @router.post("/{name}/clips/restore", response=BulkOut, summary="Restore clips from the trash")
 def restore_clips(request: HttpRequest, name: str, payload: ClipIdsIn):
     require(request.user, CAN_EDIT_CLIPS)
     dataset = get_dataset_or_404(name)
-    ids = sorted(dataset.clips.filter(pk__in=payload.ids).trashed().values_list("pk", flat=True))
-    changed = Clip.objects.filter(pk__in=ids).restore(request.user)
-    if changed:
-        record("clip.restore", dataset, request=request, changes={"clip_ids": [None, ids]})
-    return {"changed": changed, "ids": ids}
+    ids = dataset.clips.filter(pk__in=payload.ids).restore(by=Actor.from_request(request), about=dataset)
+    return {"changed": len(ids), "ids": ids}
 
 
 @router.delete("/{name}/trash", response=DeletedOut, summary="Empty the trash")
@@ -296,11 +282,7 @@ def empty_trash(request: HttpRequest, name: str):
     """Deletes the trashed clips of the dataset and their audio for good."""
     require(request.user, CAN_PURGE_CLIPS)
     dataset = get_dataset_or_404(name)
-    ids = list(dataset.clips.trashed().values_list("pk", flat=True))
-    deleted, _ = dataset.clips.trashed().delete()
-    if deleted:
-        record("clip.purge", dataset, request=request, changes={"clip_ids": [ids, None]})
-    return {"deleted": deleted}
+    return {"deleted": dataset.empty_trash(by=Actor.from_request(request))}
 
 
 @router.get("/{name}/clips/{clip_id}", response=ClipOut, summary="Get a clip")
@@ -314,10 +296,7 @@ def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatc
     """Only the fields sent change (`"score": null` clears the score); 422 names each invalid field."""
     require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    changes = payload.dict(exclude_unset=True)
-    before = {field: getattr(clip, field) for field in changes if field in Clip.EDITABLE_FIELDS}
-    if clip.apply_edits(changes, request.user):
-        record("clip.edit", clip, request=request, changes=diff(before, {field: getattr(clip, field) for field in before}))
+    clip.edit(payload.dict(exclude_unset=True), by=Actor.from_request(request))
     return clip
 
 
@@ -325,9 +304,7 @@ def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatc
 def trash_clip(request: HttpRequest, name: str, clip_id: int):
     require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    if clip.is_active:
-        clip.trash(request.user)
-        record("clip.trash", clip, request=request, changes={"status": ["active", "trashed"]})
+    clip.trash(by=Actor.from_request(request))
     return clip
 
 
@@ -335,9 +312,7 @@ def trash_clip(request: HttpRequest, name: str, clip_id: int):
 def restore_clip(request: HttpRequest, name: str, clip_id: int):
     require(request.user, CAN_EDIT_CLIPS)
     clip = get_clip_or_404(get_dataset_or_404(name), clip_id)
-    if not clip.is_active:
-        clip.restore(request.user)
-        record("clip.restore", clip, request=request, changes={"status": ["trashed", "active"]})
+    clip.restore(by=Actor.from_request(request))
     return clip
 
 

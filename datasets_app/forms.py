@@ -103,12 +103,13 @@ class ClipForm(forms.ModelForm):
         }
         help_texts = {"score": "A number from 0 to 1, or empty."}
 
-    def save(self, user=None, commit=True):
+    def save(self, by=None, commit=True) -> list[str]:
+        """Apply the edits to the stored clip (is_valid() already copied them onto the instance); returns
+        the fields that changed."""
         original = Clip.objects.get(pk=self.instance.pk)
-        changes = {name: self.cleaned_data[name] for name in Clip.EDITABLE_FIELDS}
-        original.apply_edits(changes, user)
+        changed = original.edit({name: self.cleaned_data[name] for name in Clip.EDITABLE_FIELDS}, by=by)
         self.instance = original
-        return original
+        return changed
 
 
 class InlineFieldForm(forms.Form):

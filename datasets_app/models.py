@@ -13,6 +13,8 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 from django.utils import timezone
 
+from audioml.audit import Actor, diff, record
+
 # Lower-case letters, digits, '-' and '_', starting with a letter or digit: safe in URLs and never a path trick.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 name_validator = RegexValidator(
@@ -48,15 +50,20 @@ SAMPLE_RATE_CHOICES = [
 
 
 class DatasetManager(models.Manager):
-    def create_dataset(self, name: str, description: str = "", sample_rate: int = 16000, user=None) -> "Dataset":
+    def create_dataset(self, name: str, description: str = "", sample_rate: int = 16000, by=None) -> "Dataset":
         """Validate and create; raises ValidationError for a bad name or rate, DuplicateName if it is taken."""
-        dataset = Dataset(name=name, description=description.strip(), sample_rate=sample_rate, created_by=user)
+        actor = Actor.of(by)
+        dataset = Dataset(name=name, description=description.strip(), sample_rate=sample_rate,
+                          created_by=actor.user if actor else None)
         dataset.full_clean(validate_unique=False)
         if self.filter(name=name).exists():
             raise _duplicate_name(name)
         try:
             with transaction.atomic():
                 dataset.save(force_insert=True)
+                if actor:
+                    record("dataset.create", dataset, by=actor,
+                           changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
         except IntegrityError:
             raise _duplicate_name(name) from None
         return dataset
@@ -90,11 +97,14 @@ class Dataset(models.Model):
 
         return reverse("dataset-detail", args=[self.name])
 
-    def update(self, changes: dict) -> list[str]:
+    EDITABLE_FIELDS = ("name", "description", "sample_rate")
+
+    def update(self, changes: dict, by=None) -> list[str]:
         """Apply validated changes to name/description/sample_rate. The rate is fixed once clips exist
         (their canonical files are at that rate); a taken name raises DuplicateName."""
         from audioml.errors import Conflict
 
+        before = {key: getattr(self, key) for key in self.EDITABLE_FIELDS}
         changed = [key for key, value in changes.items() if getattr(self, key) != value]
         if "sample_rate" in changed and self.clips.exists():
             raise Conflict(
@@ -114,18 +124,26 @@ class Dataset(models.Model):
         try:
             with transaction.atomic():
                 self.save(update_fields=changed)
+                if by is not None:
+                    after = {key: getattr(self, key) for key in self.EDITABLE_FIELDS}
+                    record("dataset.update", self, by=Actor.of(by), changes=diff(before, after))
         except IntegrityError:
             raise _duplicate_name(self.name) from None
         return changed
 
-    def remove(self) -> None:
+    def remove(self, by=None) -> None:
         """Delete the dataset, its clips and their files. A dataset whose training produced a registered model
         version cannot be deleted (the version must keep its training history): that raises Conflict."""
         from audioml.errors import Conflict
 
+        dataset_id = self.pk  # delete() clears it
         try:
             with transaction.atomic():
+                clip_count = self.clips.count()
                 self.delete()
+                if by is not None:
+                    record("dataset.delete", by=Actor.of(by), object_type="datasets_app.dataset",
+                           object_id=str(dataset_id), object_repr=self.name, changes={"clips": [clip_count, 0]})
         except ProtectedError as exc:
             blocking = sorted({str(obj) for obj in exc.protected_objects})
             shown = ", ".join(blocking[:5]) + (f" and {len(blocking) - 5} more" if len(blocking) > 5 else "")
@@ -134,6 +152,52 @@ class Dataset(models.Model):
                 "Delete those versions first, or keep the dataset.",
                 blocking=blocking,
             ) from None
+
+    def empty_trash(self, by=None) -> int:
+        """Delete the trashed clips and their audio for good; returns how many."""
+        with transaction.atomic():
+            return self.clips.trashed().purge(by, about=self)
+
+    def add_clips(self, items, by=None, **details):
+        """Store uploaded files as clips (`datasets_app.ingest.ingest_files`) and record the upload.
+
+        Ingestion commits in chunks, so the event follows the last chunk; it lists every stored clip."""
+        from datasets_app.ingest import ingest_files
+
+        actor = Actor.of(by)
+        report = ingest_files(self, items, user=actor.user if actor else None)
+        self._record_upload(report, actor, **details)
+        return report
+
+    def import_archive(self, file, by=None, default_label: str = "", **details):
+        """Import a zip archive (`datasets_app.ingest.import_archive`) and record the upload."""
+        from datasets_app.ingest import import_archive
+
+        actor = Actor.of(by)
+        report = import_archive(self, file, user=actor.user if actor else None, default_label=default_label)
+        self._record_upload(report, actor, **details)
+        return report
+
+    def import_path(self, path, by=None, default_label: str = "", progress=None, **details):
+        """Import a folder or zip on this machine (`datasets_app.ingest.import_path`) and record the upload."""
+        from datasets_app.ingest import import_path
+
+        actor = Actor.of(by)
+        report = import_path(self, path, user=actor.user if actor else None, progress=progress,
+                             default_label=default_label)
+        self._record_upload(report, actor, **details)
+        return report
+
+    def _record_upload(self, report, actor: Actor | None, **details) -> None:
+        if actor and report.clip_ids:
+            changes = {"clip_ids": [None, report.clip_ids], **{key: [None, value] for key, value in details.items()}}
+            record("clip.upload", self, by=actor, changes=changes)
+
+    def record_export(self, layout: str, by=None, clip_ids: list[int] | None = None) -> None:
+        """An export reads but changes nothing; who took a copy of the data is still worth an event."""
+        if by is not None:
+            changes = {"layout": [None, layout], **({"clip_ids": [None, clip_ids]} if clip_ids is not None else {})}
+            record("dataset.export", self, by=Actor.of(by), changes=changes)
 
     def label_counts(self) -> dict[str, int]:
         """Active clips per label, largest first ("" is unlabelled)."""
@@ -191,11 +255,40 @@ class ClipQuerySet(models.QuerySet):
             *(F(f[1:]).desc(nulls_last=True) if f.startswith("-") else F(f).asc(nulls_last=True) for f in fields)
         )
 
-    def trash(self, user=None) -> int:
-        return self.active().update(status=Clip.Status.TRASHED, updated_at=timezone.now(), updated_by=user)
+    def trash(self, by=None, *, about=None) -> list[int]:
+        """Move the active clips among these to the trash; returns their ids. The event is recorded on `about`
+        (the dataset they were chosen in) or, without one, on the clips."""
+        return self._set_status(Clip.Status.TRASHED, "clip.trash", by, about)
 
-    def restore(self, user=None) -> int:
-        return self.trashed().update(status=Clip.Status.ACTIVE, updated_at=timezone.now(), updated_by=user)
+    def restore(self, by=None, *, about=None) -> list[int]:
+        return self._set_status(Clip.Status.ACTIVE, "clip.restore", by, about)
+
+    def _set_status(self, status: str, action: str, by, about) -> list[int]:
+        actor = Actor.of(by)
+        with transaction.atomic():
+            ids = sorted(self.exclude(status=status).values_list("pk", flat=True))
+            changed = Clip.objects.filter(pk__in=ids).exclude(status=status).update(
+                status=status, updated_at=timezone.now(), updated_by=actor.user if actor else None,
+            )
+            if actor and changed:
+                _record_clips(action, actor, about, ids, {"clip_ids": [None, ids]})
+        return ids if changed else []
+
+    def purge(self, by=None, *, about=None) -> int:
+        """Delete these clips and their audio for good; returns how many."""
+        with transaction.atomic():
+            ids = sorted(self.values_list("pk", flat=True))
+            deleted = Clip.objects.filter(pk__in=ids).delete()[0] if ids else 0
+            if by is not None and deleted:
+                _record_clips("clip.purge", Actor.of(by), about, ids, {"clip_ids": [ids, None]})
+        return deleted
+
+
+def _record_clips(action: str, actor: Actor, about, ids: list[int], changes: dict) -> None:
+    if about is not None:
+        record(action, about, by=actor, changes=changes)
+    else:
+        record(action, by=actor, object_type="datasets_app.clip", object_repr=f"{len(ids)} clips", changes=changes)
 
 
 # Orderings offered by the clip table and the API: key -> (label, ORDER BY fields).
@@ -299,13 +392,53 @@ class Clip(models.Model):
         self.save(update_fields=[*changed, "updated_at", "updated_by"])
         return changed
 
-    def trash(self, user=None) -> None:
-        Clip.objects.filter(pk=self.pk).trash(user)
-        self.refresh_from_db(fields=["status", "updated_at", "updated_by"])
+    def edit(self, changes: dict, by=None) -> list[str]:
+        """`apply_edits` (plus `status`, which Django admin also edits), recording one clip.edit with the
+        before and after of every changed field."""
+        changes = dict(changes)
+        status = changes.pop("status", None)
+        with transaction.atomic():
+            before = {field: getattr(self, field) for field in (*self.EDITABLE_FIELDS, "status")}
+            changed = self.apply_edits(changes, Actor.of(by).user if by is not None else None)
+            if status is not None and status != self.status:
+                self._save_status(status, by)
+                changed.append("status")
+            if by is not None and changed:
+                after = {field: getattr(self, field) for field in changed}
+                record("clip.edit", self, by=Actor.of(by), changes=diff(before, after))
+        return changed
 
-    def restore(self, user=None) -> None:
-        Clip.objects.filter(pk=self.pk).restore(user)
+    def trash(self, by=None) -> bool:
+        """Move the clip to the trash; False when it already was there."""
+        return self._change_status(self.Status.TRASHED, "clip.trash", by)
+
+    def restore(self, by=None) -> bool:
+        return self._change_status(self.Status.ACTIVE, "clip.restore", by)
+
+    def _change_status(self, status: str, action: str, by) -> bool:
+        with transaction.atomic():
+            before = Clip.objects.select_for_update().values_list("status", flat=True).get(pk=self.pk)
+            if before != status:
+                self._save_status(status, by)
+                if by is not None:
+                    record(action, self, by=Actor.of(by), changes={"status": [before, status]})
         self.refresh_from_db(fields=["status", "updated_at", "updated_by"])
+        return before != status
+
+    def _save_status(self, status: str, by) -> None:
+        actor = Actor.of(by)
+        Clip.objects.filter(pk=self.pk).update(status=status, updated_at=timezone.now(),
+                                               updated_by=actor.user if actor else None)
+        self.status = status
+
+    def purge(self, by=None) -> None:
+        """Delete the clip and its audio for good."""
+        clip_id, label = self.pk, str(self)  # delete() clears the pk
+        with transaction.atomic():
+            self.delete()
+            if by is not None:
+                record("clip.purge", by=Actor.of(by), object_type="datasets_app.clip", object_id=str(clip_id),
+                       object_repr=label, changes={"clip_ids": [[clip_id], None]})
 
 
 def parse_score(value) -> float | None:

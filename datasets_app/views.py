@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
-from audioml.audit import diff, record
+from audioml.audit import Actor
 from audioml.errors import Conflict, DuplicateName
 from audioml.panel import staff_required
 from audioml.roles import (
@@ -23,7 +23,7 @@ from datasets_app import charts
 from datasets_app.audio_http import audio_response
 from datasets_app.export import LAYOUTS, export_response
 from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, ExportForm, InlineFieldForm, UploadForm
-from datasets_app.ingest import ImportRejected, IngestItem, IngestReport, import_archive, ingest_files
+from datasets_app.ingest import ImportRejected, IngestItem, IngestReport
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
 from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
 
@@ -61,11 +61,12 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             data = form.cleaned_data
             try:
-                dataset = Dataset.objects.create_dataset(data["name"], data["description"], data["sample_rate"], request.user)
+                dataset = Dataset.objects.create_dataset(
+                    data["name"], data["description"], data["sample_rate"], by=Actor.from_request(request)
+                )
             except DuplicateName as exc:
                 form.add_error("name", exc.detail)
         if form.is_valid():
-            record("dataset.create", dataset, request=request, changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate]})
             messages.success(request, f"Dataset “{dataset.name}” created. Add clips by dropping files below.")
             return redirect(dataset.get_absolute_url())
     else:
@@ -129,16 +130,13 @@ def dataset_settings(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         form = DatasetForm(request.POST, instance=Dataset.objects.get(pk=dataset.pk))
         if form.is_valid():
-            before = {"name": dataset.name, "description": dataset.description, "sample_rate": dataset.sample_rate}
-            changes = {key: form.cleaned_data[key] for key in ("name", "description", "sample_rate")}
+            changes = {key: form.cleaned_data[key] for key in Dataset.EDITABLE_FIELDS}
             try:
-                changed = dataset.update(changes)
+                changed = dataset.update(changes, by=Actor.from_request(request))
             except Conflict as exc:
                 form.add_error(exc.extra.get("field"), exc.detail)
             else:
                 if changed:
-                    after = {"name": dataset.name, "description": dataset.description, "sample_rate": dataset.sample_rate}
-                    record("dataset.update", dataset, request=request, changes=diff(before, after))
                     messages.success(request, "Dataset settings saved.")
                 return redirect(dataset.get_absolute_url())
     else:
@@ -154,14 +152,12 @@ def dataset_delete(request: HttpRequest, name: str) -> HttpResponse:
     if request.POST.get("confirm_name", "").strip() != dataset.name:
         messages.error(request, f"Type the dataset's name ({dataset.name}) to confirm the deletion.")
         return redirect("dataset-settings", name=dataset.name)
-    clip_count, dataset_id = dataset.clips.count(), dataset.pk  # delete() clears the pk
+    clip_count = dataset.clips.count()
     try:
-        dataset.remove()
+        dataset.remove(by=Actor.from_request(request))
     except Conflict as exc:
         messages.error(request, exc.detail)
         return redirect("dataset-settings", name=dataset.name)
-    record("dataset.delete", object_type="datasets_app.dataset", object_id=str(dataset_id), object_repr=dataset.name,
-           request=request, changes={"clips": [clip_count, 0]})
     messages.success(request, f"Dataset “{dataset.name}” and its {clip_count} clips were deleted.")
     return redirect("dataset-list")
 
@@ -202,7 +198,7 @@ def dataset_export(request: HttpRequest, name: str) -> HttpResponse:
     if not form.is_valid():
         raise Http404("Unknown export layout.")
     clips = ClipFilterForm(request.GET, dataset).apply(dataset.clips.all())
-    record("dataset.export", dataset, request=request, changes={"layout": [None, form.cleaned_data["layout"]]})
+    dataset.record_export(form.cleaned_data["layout"], by=Actor.from_request(request))
     return export_response(dataset, clips, form.cleaned_data["layout"])
 
 
@@ -211,10 +207,7 @@ def dataset_export(request: HttpRequest, name: str) -> HttpResponse:
 @needs(CAN_PURGE_CLIPS)
 def dataset_empty_trash(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
-    ids = list(dataset.clips.trashed().values_list("pk", flat=True))
-    deleted, _ = dataset.clips.trashed().delete()
-    if deleted:
-        record("clip.purge", dataset, request=request, changes={"clip_ids": [ids, None]})
+    deleted = dataset.empty_trash(by=Actor.from_request(request))
     messages.success(request, f"Deleted {deleted} trashed clip{'s' if deleted != 1 else ''} for good.")
     return redirect(f"{dataset.get_absolute_url()}?status=trashed")
 
@@ -237,25 +230,23 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
             speaker_count=dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
         )
         return render(request, "datasets/dataset_detail.html", context, status=400)
+    actor = Actor.from_request(request)
     metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}
     reports: list[tuple[str, IngestReport | None, str]] = []
     audio = []
     for upload in form.cleaned_data["files"]:
         if (upload.name or "").lower().endswith(".zip"):
             try:
-                report = import_archive(dataset, upload, user=request.user, default_label=metadata["label"])
+                report = dataset.import_archive(upload, by=actor, default_label=metadata["label"], archive=upload.name)
                 reports.append((upload.name, report, ""))
             except ImportRejected as exc:
                 reports.append((upload.name, None, f"Archive refused: {exc.reason}."))
         else:
             audio.append(IngestItem(name=upload.name or "upload", file=upload, **metadata))
     if audio:
-        reports.insert(0, ("", ingest_files(dataset, audio, user=request.user), ""))
+        reports.insert(0, ("", dataset.add_clips(audio, by=actor), ""))
     accepted = sum(len(report.accepted) for _, report, _ in reports if report)
     rejected = sum(len(report.rejected) for _, report, _ in reports if report)
-    if accepted:
-        ids = [clip_id for _, report, _ in reports if report for clip_id in report.clip_ids]
-        record("clip.upload", dataset, request=request, changes={"clip_ids": [None, ids]})
     return render(request, "datasets/upload_result.html", {
         "dataset": dataset, "reports": reports, "accepted": accepted, "rejected": rejected,
     })
@@ -271,14 +262,9 @@ def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     clip = _get_clip(dataset, clip_id)
     if request.method == "POST":
         require(request.user, CAN_EDIT_CLIPS)
-        # Before validation: a ModelForm's is_valid() copies the submitted values onto the instance.
-        before = {field: getattr(clip, field) for field in Clip.EDITABLE_FIELDS}
         form = ClipForm(request.POST, instance=clip)
         if form.is_valid():
-            saved = form.save(user=request.user)
-            after = {field: getattr(saved, field) for field in Clip.EDITABLE_FIELDS}
-            if before != after:
-                record("clip.edit", saved, request=request, changes=diff(before, after))
+            if form.save(by=Actor.from_request(request)):
                 messages.success(request, f"Clip #{clip.pk} saved.")
             return _back(request, dataset) if request.POST.get("next") else redirect("clip-detail", name=dataset.name, clip_id=clip.pk)
     else:
@@ -304,9 +290,7 @@ def clip_field(request: HttpRequest, name: str, clip_id: int, field: str) -> Htt
     if request.method == "POST":
         form = InlineFieldForm(request.POST, field=field)
         if form.is_valid():
-            before = getattr(clip, field)
-            if clip.apply_edits({field: form.cleaned_data["value"]}, request.user):
-                record("clip.edit", clip, request=request, changes={field: [before, getattr(clip, field)]})
+            if clip.edit({field: form.cleaned_data["value"]}, by=Actor.from_request(request)):
                 context["changed_label"] = field in ("label", "speaker")
             # Saved even when unchanged: a repeated request (change, then Enter) must not hide the mark.
             context["saved"] = True
@@ -341,9 +325,7 @@ def _row_response(request: HttpRequest, dataset: Dataset, clip: Clip) -> HttpRes
 def clip_trash(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     dataset = _get_dataset(name)
     clip = _get_clip(dataset, clip_id)
-    if clip.is_active:
-        clip.trash(request.user)
-        record("clip.trash", clip, request=request, changes={"status": ["active", "trashed"]})
+    clip.trash(by=Actor.from_request(request))
     if request.htmx:
         return _row_response(request, dataset, clip)
     messages.success(request, f"Clip #{clip.pk} moved to the trash.")
@@ -356,9 +338,7 @@ def clip_trash(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
 def clip_restore(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
     dataset = _get_dataset(name)
     clip = _get_clip(dataset, clip_id)
-    if not clip.is_active:
-        clip.restore(request.user)
-        record("clip.restore", clip, request=request, changes={"status": ["trashed", "active"]})
+    clip.restore(by=Actor.from_request(request))
     if request.htmx:
         return _row_response(request, dataset, clip)
     messages.success(request, f"Clip #{clip.pk} restored.")
@@ -376,22 +356,18 @@ def clips_bulk(request: HttpRequest, name: str) -> HttpResponse:
         messages.error(request, problem[0] if problem else "Choose an action and at least one clip.")
     else:
         action, ids = form.cleaned_data["action"], form.cleaned_data["ids"]
+        actor = Actor.from_request(request)
         if action.startswith("export-"):
-            clips = dataset.clips.filter(pk__in=ids)
-            record("dataset.export", dataset, request=request, changes={"layout": [None, action[7:]], "clip_ids": [None, ids]})
-            return export_response(dataset, clips, action[7:])
+            dataset.record_export(action[7:], by=actor, clip_ids=ids)
+            return export_response(dataset, dataset.clips.filter(pk__in=ids), action[7:])
         require(request.user, CAN_EDIT_CLIPS)
         clips = Clip.objects.filter(dataset=dataset, pk__in=ids)
         if action == "trash":
-            changed_ids = list(clips.active().values_list("pk", flat=True))
-            changed = Clip.objects.filter(pk__in=changed_ids).trash(request.user)
+            changed = len(clips.trash(by=actor, about=dataset))
             verb = "moved to the trash"
         else:
-            changed_ids = list(clips.trashed().values_list("pk", flat=True))
-            changed = Clip.objects.filter(pk__in=changed_ids).restore(request.user)
+            changed = len(clips.restore(by=actor, about=dataset))
             verb = "restored"
-        if changed:
-            record(f"clip.{action}", dataset, request=request, changes={"clip_ids": [None, changed_ids]})
         messages.success(request, f"{changed} clip{'s' if changed != 1 else ''} {verb}.")
     if request.htmx:
         context = _clip_table_context(request, dataset, request.POST)

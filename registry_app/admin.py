@@ -12,8 +12,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from audioml.audit import record
-from registry_app.audit import record_version_change, version_state
+from audioml.audit import Actor
 from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel
 
 
@@ -64,16 +63,11 @@ class RegisteredModelAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if "description" in form.changed_data:
-            record("model.update", obj, request=request,
-                   changes={"description": [form.initial.get("description"), obj.description]})
+        # Only the description is editable here (models are never added in admin).
+        obj.set_description(obj.description, by=Actor.from_request(request))
 
     def delete_model(self, request, obj):
-        versions, model_id = list(obj.versions.values_list("version", flat=True)), obj.pk  # delete() clears the pk
-        super().delete_model(request, obj)
-        record("model.delete", request=request, object_type="registry_app.registeredmodel", object_id=str(model_id),
-               object_repr=obj.name, changes={"versions": [versions, None]})
+        obj.remove(by=Actor.from_request(request))
 
     def delete_queryset(self, request, queryset):
         for model in queryset:
@@ -146,16 +140,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
                 self.delete_model(request, version)
 
     def delete_model(self, request, obj):
-        version_id = obj.pk  # delete() clears the pk
-        obj.delete()
-        record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(version_id),
-               object_repr=f"{obj.model.name} v{obj.version}")
+        obj.remove(by=Actor.from_request(request))
 
     def save_model(self, request, obj, form, change):
-        # Only description, tags and status are on the form; save() refuses anything else anyway.
-        before = version_state(ModelVersion.objects.get(pk=obj.pk))
-        obj.save()
-        record_version_change(obj, before, request=request)
+        # Only description, tags and status are on the form (and versions are never added in admin).
+        obj.update({field: form.cleaned_data[field] for field in ModelVersion.MUTABLE_FIELDS}, by=Actor.from_request(request))
 
     @admin.display(description="Accuracy")
     def headline(self, obj):

@@ -11,13 +11,12 @@ from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
 
-from audioml import audit
+from audioml.audit import Actor
 from audioml.errors import Unprocessable
 from audioml.roles import (
     CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
     CAN_VIEW_VERSIONS, require,
 )
-from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.models import Alias, ModelVersion, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
@@ -99,11 +98,7 @@ def get_model(request: HttpRequest, name: str):
 def update_model(request: HttpRequest, name: str, payload: ModelPatch):
     require(request.user, CAN_CHANGE_MODEL)
     model = get_model_or_404(name)
-    changes = audit.diff({"description": model.description}, {"description": payload.description})
-    model.description = payload.description
-    model.save(update_fields=["description"])
-    if changes:
-        audit.record("model.update", model, request=request, changes=changes)
+    model.set_description(payload.description, by=Actor.from_request(request))
     return models_with_summary().get(pk=model.pk)
 
 
@@ -140,17 +135,7 @@ def update_version(request: HttpRequest, name: str, version: str, payload: Versi
             f"(only {', '.join(ModelVersion.MUTABLE_FIELDS)} can).",
             fields=extra,
         )
-    changes = payload.model_dump(exclude_unset=True, exclude_none=True)
-    before = version_state(target)
-    if "description" in changes:
-        target.description = changes["description"]
-    if "tags" in changes:
-        target.tags = changes["tags"]
-    if "status" in changes:
-        target.set_status(changes["status"])
-    target.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
-    target.save()
-    record_version_change(target, before, request=request)
+    target.update(payload.model_dump(exclude_unset=True, exclude_none=True), by=Actor.from_request(request))
     return versions_of(model).get(pk=target.pk)
 
 
@@ -168,11 +153,7 @@ def delete_version(request: HttpRequest, name: str, version: str):
     """Removes the version and its artifacts. Refused with 409 while an alias points at it."""
     require(request.user, CAN_DELETE_VERSION)
     model = get_model_or_404(name)
-    target = get_version_or_404(model, version)
-    version_id = target.pk  # delete() clears the pk
-    target.delete()
-    audit.record("version.delete", request=request, object_type="registry_app.modelversion", object_id=str(version_id),
-                 object_repr=f"{model.name} v{target.version}")
+    get_version_or_404(model, version).remove(by=Actor.from_request(request))
     return Status(204, None)
 
 
@@ -216,11 +197,7 @@ def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
     require(request.user, CAN_MOVE_ALIAS)
     model = get_model_or_404(name)
     target = get_version_or_404(model, payload.version)
-    before = model.aliases.filter(name=alias.lower()).values_list("version__version", flat=True).first()
-    moved = Alias.point(model, alias, target, by=request.user, note=payload.note)
-    if before != target.version:
-        audit.record("alias.set", moved, request=request, changes={"version": [before, target.version]})
-    return Alias.objects.select_related("version", "model").get(pk=moved.pk)
+    return Alias.point(model, alias, target, by=Actor.from_request(request), note=payload.note)
 
 
 @router.post("/{name}/aliases/{alias}/rollback", response=AliasOut, summary="Roll an alias back")
@@ -230,19 +207,14 @@ def rollback_alias(request: HttpRequest, name: str, alias: str, payload: NoteIn 
     require(request.user, CAN_MOVE_ALIAS)
     model = get_model_or_404(name)
     current = get_alias_or_404(model, alias)
-    before = current.version.version
-    moved = current.rollback(by=request.user, note=payload.note if payload else "")
-    audit.record("alias.rollback", moved, request=request, changes={"version": [before, moved.version.version]})
-    return Alias.objects.select_related("version", "model").get(pk=moved.pk)
+    return current.rollback(by=Actor.from_request(request), note=payload.note if payload else "")
 
 
 @router.delete("/{name}/aliases/{alias}", response={204: None}, summary="Delete an alias")
 def delete_alias(request: HttpRequest, name: str, alias: str, note: str = ""):
     require(request.user, CAN_DELETE_ALIAS)
     model = get_model_or_404(name)
-    target = get_alias_or_404(model, alias)
-    audit.record("alias.delete", target, request=request, changes={"version": [target.version.version, None]})
-    target.remove(by=request.user, note=note)
+    get_alias_or_404(model, alias).remove(by=Actor.from_request(request), note=note)
     return Status(204, None)
 
 

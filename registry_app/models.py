@@ -1,3 +1,6 @@
+"""Registered models and their immutable versions. Aliases and their history live in `registry_app.aliases`
+(imported at the end of this module, so `registry_app.models` still offers every model)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,21 +11,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
 from django.db.models import Max
 from django.utils import timezone
 
 from audioml import audit
+from audioml.audit import Actor
 from datasets_app.models import name_validator
 from registry_app import artifacts as artifact_store
-from registry_app.errors import (
-    ArtifactDamaged,
-    ImmutableVersion,
-    NothingToRollBack,
-    ReferenceNotFound,
-    VersionAliased,
-    VersionArchived,
-)
+from registry_app.errors import ArtifactDamaged, ImmutableVersion, ReferenceNotFound, VersionAliased
 from training_app.ml.artifacts import ARTIFACT_FILES as WRITTEN_FILES, MODEL_FILES, TORCH_EXPORT_FILE
 from training_app.models import TrainingJob
 
@@ -104,6 +101,37 @@ class RegisteredModel(models.Model):
     def alias_history(self, alias_name: str | None = None):
         events = self.alias_events.select_related("moved_by")
         return events.filter(alias_name=alias_name) if alias_name else events
+
+    # Changes: each locks the model's row, so alias moves, archiving and deletions of one model never interleave.
+
+    def locked(self) -> RegisteredModel:
+        """This model's row, locked until the transaction ends (call inside `transaction.atomic()`)."""
+        model = RegisteredModel.objects.select_for_update().filter(pk=self.pk).first()
+        if model is None:
+            raise ReferenceNotFound(f"Model “{self.name}” was deleted.")
+        return model
+
+    def set_description(self, description: str, by=None) -> bool:
+        """Save a new description; False (and nothing recorded) when it is the same."""
+        with transaction.atomic():
+            before = self.locked().description
+            self.description = description
+            if description == before:
+                return False
+            self.save(update_fields=["description"])
+            if by is not None:
+                audit.record("model.update", self, by=Actor.of(by), changes={"description": [before, description]})
+        return True
+
+    def remove(self, by=None) -> None:
+        """Delete the model with its versions (and their files) and its alias history."""
+        model_id = self.pk  # delete() clears it
+        with transaction.atomic():
+            versions = list(self.locked().versions.values_list("version", flat=True))
+            self.delete()
+            if by is not None:
+                audit.record("model.delete", by=Actor.of(by), object_type="registry_app.registeredmodel",
+                             object_id=str(model_id), object_repr=self.name, changes={"versions": [versions, None]})
 
 
 class ModelVersionQuerySet(models.QuerySet):
@@ -296,6 +324,40 @@ class ModelVersion(models.Model):
                 fields=changed,
             )
 
+    def update(self, changes: dict[str, Any], by=None) -> dict[str, list[Any]]:
+        """Change `description`, `tags` and/or `status` (the only mutable fields) and return {field: [before,
+        after]}. Recorded as `version.archive` or `version.unarchive` when the status changed (easy to filter
+        for), else `version.update`; nothing is recorded when nothing changed."""
+        with transaction.atomic():
+            self.model.locked()  # an alias may not be pointed at it while it is being archived
+            stored = ModelVersion.objects.get(pk=self.pk)
+            before = {field: getattr(stored, field) for field in self.MUTABLE_FIELDS}
+            if "description" in changes:
+                self.description = changes["description"]
+            if "tags" in changes:
+                self.tags = changes["tags"]
+            if "status" in changes:
+                self.set_status(changes["status"])
+            self.full_clean(exclude=[field.name for field in self._meta.fields if field.name not in self.MUTABLE_FIELDS])
+            self.save()
+            changed = audit.diff(before, {field: getattr(self, field) for field in self.MUTABLE_FIELDS})
+            if changed and by is not None:
+                action = "version.update"
+                if "status" in changed:
+                    action = "version.archive" if self.status == self.Status.ARCHIVED else "version.unarchive"
+                audit.record(action, self, by=Actor.of(by), changes=changed)
+        return changed
+
+    def remove(self, by=None) -> None:
+        """Delete the version and its artifacts; VersionAliased while an alias points at it."""
+        version_id = self.pk  # delete() clears it
+        with transaction.atomic():
+            self.model.locked()  # no alias may be pointed at it meanwhile
+            self.delete()
+            if by is not None:
+                audit.record("version.delete", by=Actor.of(by), object_type="registry_app.modelversion",
+                             object_id=str(version_id), object_repr=f"{self.model.name} v{self.version}")
+
     def set_status(self, status: str) -> None:
         if status == self.Status.ARCHIVED and self.aliases.exists():
             names = ", ".join(self.aliases.values_list("name", flat=True))
@@ -372,123 +434,6 @@ class ModelVersion(models.Model):
         return list(self.job.epochs or [])
 
 
-class Alias(models.Model):
-    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="aliases")
-    name = models.CharField(max_length=63, validators=[alias_name_validator])
-    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="aliases")
-    updated_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["model", "name"]
-        constraints = [models.UniqueConstraint(fields=["model", "name"], name="unique_alias_per_model")]
-        verbose_name_plural = "aliases"
-
-    def __str__(self) -> str:
-        return f"{self.model.name}@{self.name}"
-
-    @classmethod
-    def point(cls, model: RegisteredModel, name: str, version: ModelVersion, by=None, note: str = "") -> Alias:
-        """Create the alias or move it to `version` (promote), recording the move in its history."""
-        name = name.strip().lower()
-        alias_name_validator(name)
-        if version.model_id != model.pk:
-            raise ReferenceNotFound(f"Version {version.version} does not belong to “{model.name}”.")
-        if version.status == ModelVersion.Status.ARCHIVED:
-            raise VersionArchived(
-                f"Version {version.version} is archived; set it active again before pointing an alias at it."
-            )
-        version.verify_artifact(MODEL_FILE)  # an alias must never lead predictions to a damaged model
-        with transaction.atomic():
-            alias = cls.objects.select_for_update().filter(model=model, name=name).first()
-            if alias is not None and alias.version_id == version.pk:
-                return alias  # already there: nothing moves, nothing to record
-            if alias is None:
-                try:
-                    with transaction.atomic():
-                        alias = cls.objects.create(model=model, name=name, version=version)
-                except IntegrityError:
-                    # Created by a concurrent request a moment ago: move it like any existing alias.
-                    alias = cls.objects.select_for_update().get(model=model, name=name)
-                    if alias.version_id == version.pk:
-                        return alias
-                    return alias._move(version, by, note, AliasEvent.Action.SET)
-                AliasEvent.objects.create(
-                    model=model, alias_name=name, action=AliasEvent.Action.SET,
-                    to_version=version, to_number=version.version, moved_by=_user_or_none(by), note=note,
-                )
-                return alias
-            return alias._move(version, by, note, AliasEvent.Action.SET)
-
-    def move_to(self, version: ModelVersion, by=None, note: str = "") -> Alias:
-        return Alias.point(self.model, self.name, version, by=by, note=note)
-
-    def rollback_target(self) -> ModelVersion | None:
-        """The version this alias pointed at before its current one, per its history.
-
-        History is replayed as a stack: a move pushes, a rollback pops, a deletion clears. So rolling back
-        twice after v1 → v2 → v3 returns to v1, not back to v3. Versions deleted since are skipped.
-        """
-        stack: list[int | None] = []
-        for event in self.model.alias_events.filter(alias_name=self.name).order_by("moved_at", "id"):
-            if event.action == AliasEvent.Action.DELETE:
-                stack = []
-            elif event.action == AliasEvent.Action.ROLLBACK:
-                if stack:
-                    stack.pop()
-                if not stack or stack[-1] != event.to_version_id:
-                    stack.append(event.to_version_id)
-            else:
-                stack.append(event.to_version_id)
-        # The top of the stack is the current version; look below it.
-        current = self.version_id
-        while stack and stack[-1] == current:
-            stack.pop()
-        existing = set(ModelVersion.objects.filter(pk__in=[pk for pk in stack if pk]).values_list("pk", flat=True))
-        while stack:
-            candidate = stack.pop()
-            if candidate in existing and candidate != current:
-                return ModelVersion.objects.get(pk=candidate)
-        return None
-
-    def rollback(self, by=None, note: str = "") -> Alias:
-        with transaction.atomic():
-            alias = Alias.objects.select_for_update().select_related("model").get(pk=self.pk)
-            target = alias.rollback_target()
-            if target is None:
-                raise NothingToRollBack(
-                    f"{alias.name} has no earlier version in its history to roll back to."
-                )
-            if target.status == ModelVersion.Status.ARCHIVED:
-                raise VersionArchived(
-                    f"{alias.name} would roll back to version {target.version}, which is archived; "
-                    "set it active again first."
-                )
-            target.verify_artifact(MODEL_FILE)
-            return alias._move(target, by, note, AliasEvent.Action.ROLLBACK)
-
-    def _move(self, version: ModelVersion, by, note: str, action: str) -> Alias:
-        previous = self.version
-        self.version = version
-        self.updated_at = timezone.now()
-        self.save(update_fields=["version", "updated_at"])
-        AliasEvent.objects.create(
-            model_id=self.model_id, alias_name=self.name, action=action,
-            from_version=previous, from_number=previous.version,
-            to_version=version, to_number=version.version,
-            moved_by=_user_or_none(by), note=note,
-        )
-        return self
-
-    def remove(self, by=None, note: str = "") -> None:
-        with transaction.atomic():
-            AliasEvent.objects.create(
-                model_id=self.model_id, alias_name=self.name, action=AliasEvent.Action.DELETE,
-                from_version_id=self.version_id, from_number=self.version.version,
-                moved_by=_user_or_none(by), note=note,
-            )
-            self.delete()
-
-
 def _comparable(field: models.Field, value: Any) -> Any:
     """JSON values as the database would hand them back, so a tuple equals the list it was saved as."""
     if isinstance(field, models.JSONField):
@@ -496,38 +441,4 @@ def _comparable(field: models.Field, value: Any) -> Any:
     return value
 
 
-def _user_or_none(user):
-    return user if user is not None and getattr(user, "is_authenticated", False) else None
-
-
-class AliasEvent(models.Model):
-    """One move of an alias: kept forever as its history."""
-
-    class Action(models.TextChoices):
-        SET = "set", "Promoted"
-        ROLLBACK = "rollback", "Rolled back"
-        DELETE = "delete", "Deleted"
-
-    model = models.ForeignKey(RegisteredModel, on_delete=models.CASCADE, related_name="alias_events")
-    alias_name = models.CharField(max_length=63)
-    action = models.CharField(max_length=10, choices=Action.choices, default=Action.SET)
-    from_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    to_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    from_number = models.PositiveIntegerField(null=True, blank=True)
-    to_number = models.PositiveIntegerField(null=True, blank=True)
-    moved_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    moved_at = models.DateTimeField(default=timezone.now)
-    note = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["-moved_at", "-id"]
-
-    def __str__(self) -> str:
-        if self.action == self.Action.DELETE:
-            return f"{self.model.name}@{self.alias_name}: deleted (was v{self.from_number})"
-        start = f"v{self.from_number}" if self.from_number else "new"
-        return f"{self.model.name}@{self.alias_name}: {start} → v{self.to_number}"
+from registry_app.aliases import Alias, AliasEvent  # noqa: E402 - defined beside these models, which they point at

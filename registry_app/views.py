@@ -12,14 +12,13 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from audioml import audit
+from audioml.audit import Actor
 from audioml.errors import DomainError
 from audioml.panel import staff_required
 from audioml.roles import (
     CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
     CAN_VIEW_VERSIONS, needs,
 )
-from registry_app.audit import record_version_change, version_state
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
 from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
@@ -201,14 +200,11 @@ def model_detail(request: HttpRequest, name: str) -> HttpResponse:
 @needs(CAN_CHANGE_MODEL)
 def model_edit(request: HttpRequest, name: str) -> HttpResponse:
     model = _get_model(name)
-    before = model.description
     form = ModelDescriptionForm(request.POST, instance=model)
     if not form.is_valid():
         return render(request, "registry/model_detail.html", _model_context(request, model, description_form=form,
                                                                             edit_description=True), status=422)
-    form.save()
-    if before != model.description:
-        audit.record("model.update", model, request=request, changes={"description": [before, model.description]})
+    model.set_description(form.cleaned_data["description"], by=Actor.from_request(request))
     messages.success(request, "Description saved.")
     return redirect("model-detail", name=model.name)
 
@@ -257,20 +253,15 @@ def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
             for error in errors:
                 messages.error(request, error)
         return redirect("version-detail", name=model.name, number=version.version)
-    before = version_state(version)
-    version.description = form.cleaned_data["description"]
-    version.tags = form.cleaned_data["tags"]
+    changes = {field: form.cleaned_data[field] for field in ("description", "tags", "status")}
     try:
-        version.set_status(form.cleaned_data["status"])
-        version.full_clean(exclude=[f.name for f in ModelVersion._meta.fields if f.name not in ModelVersion.MUTABLE_FIELDS])
+        version.update(changes, by=Actor.from_request(request))
     except DomainError as error:
         messages.error(request, error.detail)
         return redirect("version-detail", name=model.name, number=version.version)
     except ValidationError as error:
         messages.error(request, " ".join(getattr(error, "messages", [str(error)])))
         return redirect("version-detail", name=model.name, number=version.version)
-    version.save()
-    record_version_change(version, before, request=request)
     messages.success(request, f"Version {version.version} saved.")
     return redirect("version-detail", name=model.name, number=version.version)
 
@@ -283,14 +274,11 @@ def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse
     version = _get_version(model, number)
     aliases = [alias.name for alias in version.aliases.all()]
     if request.method == "POST":
-        version_id = version.pk  # delete() clears the pk
         try:
-            version.delete()
+            version.remove(by=Actor.from_request(request))
         except VersionAliased as error:
             messages.error(request, error.detail)
             return redirect("version-detail", name=model.name, number=version.version)
-        audit.record("version.delete", request=request, object_type="registry_app.modelversion",
-                     object_id=str(version_id), object_repr=f"{model.name} v{version.version}")
         messages.success(request, f"Version {version.version} of {model.name} and its artifacts were deleted.")
         return redirect("model-detail", name=model.name)
     return render(request, "registry/confirm.html", {
@@ -338,13 +326,11 @@ def alias_promote(request: HttpRequest, name: str) -> HttpResponse:
         current = model.aliases.select_related("version").filter(name=alias_name).first()
         if request.method == "POST":
             try:
-                Alias.point(model, alias_name, target, by=request.user, note=form.cleaned_data["note"])
+                Alias.point(model, alias_name, target, by=Actor.from_request(request), note=form.cleaned_data["note"])
             except DomainError as error:
                 messages.error(request, error.detail)
                 return redirect("model-detail", name=model.name)
             if current is None or current.version_id != target.pk:
-                audit.record("alias.set", model.aliases.get(name=alias_name), request=request,
-                             changes={"version": [current.version.version if current else None, target.version]})
                 messages.success(request, f"{alias_name} now points at v{target.version}. "
                                           "Predictions that use it switch on their next request.")
             else:
@@ -374,11 +360,10 @@ def alias_rollback(request: HttpRequest, name: str, alias: str) -> HttpResponse:
         note = form.cleaned_data["note"] if form.is_valid() else ""
         before = current.version.version
         try:
-            moved = current.rollback(by=request.user, note=note)
+            moved = current.rollback(by=Actor.from_request(request), note=note)
         except DomainError as error:
             messages.error(request, error.detail)
             return redirect("model-detail", name=model.name)
-        audit.record("alias.rollback", moved, request=request, changes={"version": [before, moved.version.version]})
         messages.success(request, f"{moved.name} rolled back from v{before} to v{moved.version.version}.")
         return redirect("model-detail", name=model.name)
     return render(request, "registry/confirm.html", {
@@ -401,8 +386,11 @@ def alias_delete(request: HttpRequest, name: str, alias: str) -> HttpResponse:
     if request.method == "POST":
         form = NoteForm(request.POST)
         note = form.cleaned_data["note"] if form.is_valid() else ""
-        audit.record("alias.delete", current, request=request, changes={"version": [current.version.version, None]})
-        current.remove(by=request.user, note=note)
+        try:
+            current.remove(by=Actor.from_request(request), note=note)
+        except DomainError as error:
+            messages.error(request, error.detail)
+            return redirect("model-detail", name=model.name)
         messages.success(request, f"Alias {current.name} deleted (it pointed at v{current.version.version}).")
         return redirect("model-detail", name=model.name)
     return render(request, "registry/confirm.html", {

@@ -5,7 +5,7 @@ from django.utils.html import format_html
 
 from audioml.errors import Conflict
 from audioml.roles import CAN_CANCEL
-from training_app.audit import record_cancel
+from audioml.audit import Actor
 from training_app.models import JobLog, TrainingJob
 
 
@@ -65,14 +65,13 @@ class TrainingJobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs", permissions=["cancel"])
     def cancel_selected(self, request, queryset) -> None:
         cancelled, stopping, refused = [], [], []
+        actor = Actor.from_request(request)
         for job in queryset.order_by("id"):
-            status_before = job.status
             try:
-                job.cancel(request.user)
+                job.cancel(by=actor)
             except Conflict:
                 refused.append(job)
                 continue
-            record_cancel(job, status_before, request=request)
             (cancelled if job.status == TrainingJob.Status.CANCELLED else stopping).append(job)
         if cancelled:
             self.message_user(request, f"Removed from the queue: {_ids(cancelled)}.", messages.SUCCESS)

@@ -4,10 +4,10 @@ from django.http import HttpRequest
 from ninja import Query, Router, Status
 from ninja.pagination import paginate
 
+from audioml.audit import Actor
 from audioml.errors import NotFound
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, require
 from datasets_app.models import Dataset
-from training_app.audit import record_cancel, record_start
 from training_app.models import JobLog, TrainingJob
 from training_app.schemas import EpochOut, JobDetailOut, JobFilter, JobIn, JobLogOut, JobOut
 
@@ -31,9 +31,8 @@ def create_job(request: HttpRequest, payload: JobIn):
     if dataset is None:
         raise NotFound(f"No dataset named '{payload.dataset}'.", field="dataset")
     job = TrainingJob.objects.create_job(
-        dataset, payload.model_name, payload.preset, payload.overrides, request.user, task=payload.task
+        dataset, payload.model_name, payload.preset, payload.overrides, by=Actor.from_request(request), task=payload.task
     )
-    record_start(job, request=request)
     return Status(201, job)
 
 
@@ -80,9 +79,7 @@ def cancel_job(request: HttpRequest, job_id: int):
     model (`cancel_requested` is true until it has). 409 when the job has already finished."""
     require(request.user, CAN_CANCEL)
     job = get_job_or_404(job_id)
-    status_before = job.status
-    job.cancel(request.user)
-    record_cancel(job, status_before, request=request)
+    job.cancel(by=Actor.from_request(request))
     return job
 
 
@@ -91,6 +88,5 @@ def rerun_job(request: HttpRequest, job_id: int):
     """A new job with the same dataset, model name, preset and overrides, on a fresh snapshot of the data."""
     require(request.user, CAN_TRAIN)
     job = get_job_or_404(job_id)
-    again = job.rerun(request.user)
-    record_start(again, request=request)
+    again = job.rerun(by=Actor.from_request(request))
     return Status(201, again)

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
 
@@ -166,7 +167,7 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
         model_name: str,
         preset: str,
         overrides: dict[str, Any] | None,
-        user,
+        by=None,
         task: str = "classification",
         rerun_of: TrainingJob | None = None,
         enqueue: bool = True,
@@ -175,8 +176,9 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
 
         Raises Unprocessable (422) with ``field`` for an invalid configuration and with ``problems`` when the
         data cannot train a model. ``enqueue=False`` leaves the job queued for a caller that runs it itself
-        (``manage.py train --now``).
+        (``manage.py train --now``). `by` (an Actor, or a user) is recorded as `job.start`.
         """
+        actor = Actor.of(by)
         try:
             name_validator(model_name or "")
         except ValidationError as error:
@@ -198,7 +200,7 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 snapshot=entries,
                 snapshot_hash=snapshot_hash(entries),
                 snapshot_size=len(entries),
-                created_by=user if user is not None and user.is_authenticated else None,
+                created_by=actor.user if actor else None,
                 rerun_of=rerun_of,
             )
             labels = ", ".join(f"{row['label']} ({row['clips']})" for row in summary["labels"])
@@ -208,6 +210,8 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 f"snapshot {job.snapshot_hash[:12]}"
                 + (f"; re-run of job #{rerun_of.pk}" if rerun_of else ""),
             )
+            if actor:
+                job._record_start(actor)
             if enqueue:
                 transaction.on_commit(job.enqueue)
         return job
@@ -413,23 +417,33 @@ class TrainingJob(models.Model):
 
     def cancel(self, by=None) -> TrainingJob:
         """Queued: remove from the queue and mark cancelled. Running: ask the worker to stop at the next batch.
+        `by` (an Actor, or a user) is recorded as `job.cancel`.
 
         Raises Conflict (409) when the job has already finished.
         """
-        who = str(by) if by is not None and getattr(by, "is_authenticated", False) else "the system"
+        actor = Actor.of(by)
+        who = str(actor) if actor else "the system"
         now = timezone.now()
-        queued = TrainingJob.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-            status=self.Status.CANCELLED, cancel_requested=True, finished_at=now, eta_seconds=None,
-            error=f"Cancelled by {who} before it started.",
-        )
+        with transaction.atomic():
+            queued = TrainingJob.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
+                status=self.Status.CANCELLED, cancel_requested=True, finished_at=now, eta_seconds=None,
+                error=f"Cancelled by {who} before it started.",
+            )
+            if queued:
+                self.log(JobLog.Level.WARNING, f"Cancelled by {who} while queued; removed from the queue.")
+                if actor:
+                    record("job.cancel", self, by=actor, changes={"status": [self.Status.QUEUED, self.Status.CANCELLED]})
         if queued:
             self.remove_from_queue()
-            self.log(JobLog.Level.WARNING, f"Cancelled by {who} while queued; removed from the queue.")
             self.refresh_from_db()
             return self
-        running = TrainingJob.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(cancel_requested=True)
+        with transaction.atomic():
+            running = TrainingJob.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(cancel_requested=True)
+            if running:
+                self.log(JobLog.Level.WARNING, f"Cancel requested by {who}; the worker stops at the next batch.")
+                if actor:
+                    record("job.cancel", self, by=actor, changes={"status": [self.Status.RUNNING, "stopping"]})
         if running:
-            self.log(JobLog.Level.WARNING, f"Cancel requested by {who}; the worker stops at the next batch.")
             self.refresh_from_db()
             return self
         self.refresh_from_db()
@@ -440,10 +454,26 @@ class TrainingJob(models.Model):
         )
 
     def rerun(self, by=None) -> TrainingJob:
-        """A new job with the same dataset, model name, preset and overrides on a fresh snapshot of the data."""
+        """A new job with the same dataset, model name, preset and overrides on a fresh snapshot of the data
+        (recorded as its `job.start`)."""
         return TrainingJob.objects.create_job(
             self.dataset, self.model_name, self.preset, self.overrides, by, task=self.task, rerun_of=self
         )
+
+    def _record_start(self, actor: Actor) -> None:
+        """`job.start`: a job was queued (new, or a re-run of an earlier one)."""
+        changes = {
+            "status": [None, self.status],
+            "dataset": [None, self.dataset.name],
+            "model_name": [None, self.model_name],
+            "preset": [None, self.preset],
+            "snapshot_clips": [None, self.snapshot_size],
+        }
+        if self.overrides:
+            changes["overrides"] = [None, self.overrides]
+        if self.rerun_of_id:
+            changes["rerun_of"] = [None, self.rerun_of_id]
+        record("job.start", self, by=actor, changes=changes)
 
     # Read helpers for the panel and the API -------------------------------------------------------------------
 

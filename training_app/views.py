@@ -8,11 +8,11 @@ from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from audioml.audit import Actor
 from audioml.errors import Conflict, Unprocessable
 from audioml.panel import staff_required
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
-from training_app.audit import record_cancel, record_start
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.forms import JobFilterForm, JobForm
 from training_app.ml.split import split_clips
@@ -70,12 +70,11 @@ def job_new(request: HttpRequest) -> HttpResponse:
             try:
                 job = TrainingJob.objects.create_job(
                     form.cleaned_data["dataset"], form.cleaned_data["model_name"], form.cleaned_data["preset"],
-                    form.overrides(), request.user,
+                    form.overrides(), by=Actor.from_request(request),
                 )
             except Unprocessable as error:
                 form.add_domain_error(error.extra.get("field"), error.detail)
             else:
-                record_start(job, request=request)
                 messages.success(request, f"Job #{job.pk} is queued.")
                 return redirect("job-detail", job.pk)
     else:
@@ -182,13 +181,11 @@ def job_log(request: HttpRequest, job_id: int) -> HttpResponse:
 @needs(CAN_CANCEL)
 def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
-    status_before = job.status
     try:
-        job.cancel(request.user)
+        job.cancel(by=Actor.from_request(request))
     except Conflict as error:
         messages.error(request, error.detail)
     else:
-        record_cancel(job, status_before, request=request)
         if job.status == TrainingJob.Status.CANCELLED:
             messages.success(request, f"Job #{job.pk} was removed from the queue.")
         else:
@@ -202,11 +199,10 @@ def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     try:
-        again = job.rerun(request.user)
+        again = job.rerun(by=Actor.from_request(request))
     except Unprocessable as error:
         messages.error(request, f"Cannot run job #{job.pk} again: {error.detail}")
         return redirect("job-detail", job.pk)
-    record_start(again, request=request)
     messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")
     return redirect("job-detail", again.pk)
 

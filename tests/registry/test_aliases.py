@@ -19,7 +19,7 @@ def test_promote_creates_the_alias_and_records_who_and_why(three_versions):
     v1, v2, _ = three_versions
     user = StaffFactory(username="releaser")
     alias = Alias.point(v1.model, "production", v1, by=user, note="first release")
-    alias.move_to(v2, by=user, note="better accuracy")
+    Alias.point(alias.model, alias.name, v2, by=user, note="better accuracy")
 
     alias.refresh_from_db()
     assert alias.version == v2

@@ -96,7 +96,7 @@ def test_moving_the_alias_takes_effect_on_the_next_request(api, register):
     v2 = register()
     alias = Alias.point(v1.model, "production", v1)
     assert predict(api).json()["version"] == 1
-    alias.move_to(v2, note="promote")
+    Alias.point(alias.model, alias.name, v2, note="promote")
     body = predict(api).json()
     assert (body["version"], body["cached"]) == (2, False)
     assert inference.cache.loads == 2

@@ -5,9 +5,8 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from audioml.audit import record
-from audioml.roles import ROLES, grant
-from audioml.roles import revoke as revoke_role
+from audioml.audit import Actor
+from audioml.roles import ROLES, change_roles
 
 
 class Command(BaseCommand):
@@ -29,28 +28,13 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named '{username}'. Create the account first (Django admin → Users → Add user).")
-        before = _roles(user)
         if not roles:
-            self.stdout.write(f"{username}: {', '.join(before) or 'no role'}{'' if user.is_staff else ' (not staff)'}")
+            self.stdout.write(f"{username}: {', '.join(_roles(user)) or 'no role'}{'' if user.is_staff else ' (not staff)'}")
             return
-        changes = {}
-        if revoke:
-            for role in roles:
-                revoke_role(user, role)
-        else:
-            if not user.is_staff:
-                user.is_staff = True
-                user.save(update_fields=["is_staff"])
-                changes["is_staff"] = [False, True]
-                self.stdout.write(f"{username} is now staff (the panel and the API are for staff).")
-            for role in roles:
-                grant(user, role)
-        after = _roles(user)
-        if after != before:
-            changes["roles"] = [before, after]
-        if changes:
-            record("user.roles", user, changes={**changes, "via": [None, "manage.py grant_role"]})
-        self.stdout.write(self.style.SUCCESS(f"{username}: {', '.join(after) or 'no role'}"))
+        changes = change_roles(user, roles, remove=revoke, by=Actor.for_command("manage.py grant_role"))
+        if "is_staff" in changes:
+            self.stdout.write(f"{username} is now staff (the panel and the API are for staff).")
+        self.stdout.write(self.style.SUCCESS(f"{username}: {', '.join(_roles(user)) or 'no role'}"))
 
 
 def _roles(user) -> list[str]:

@@ -8,9 +8,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from audioml.audit import record
+from audioml.audit import Actor
 from audioml.errors import DuplicateName
-from datasets_app.ingest import ImportRejected, import_path
+from datasets_app.ingest import ImportRejected
 from datasets_app.models import SAMPLE_RATE_CHOICES, Dataset, clean_clip_metadata
 
 
@@ -42,19 +42,17 @@ class Command(BaseCommand):
                 label = clean_clip_metadata(label=label)["label"]
             except ValidationError as exc:
                 raise CommandError(f"--label: {' '.join(exc.message_dict['label'])}") from None
-        uploader = self._user(user)
+        actor = Actor.for_command("import_dataset", user=self._user(user))
         dataset = Dataset.objects.filter(name=name).first()
         if dataset is None:
             if not create:
                 raise CommandError(f"No dataset named '{name}'. Add --create to make it.")
             try:
-                dataset = Dataset.objects.create_dataset(name, description, sample_rate, uploader)
+                dataset = Dataset.objects.create_dataset(name, description, sample_rate, by=actor)
             except ValidationError as exc:
                 raise CommandError("; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())) from None
             except DuplicateName as exc:
                 raise CommandError(exc.detail) from None
-            record("dataset.create", dataset, user=uploader,
-                   changes={"name": [None, dataset.name], "sample_rate": [None, dataset.sample_rate], "via": [None, "import_dataset"]})
             self.stdout.write(f"Created dataset '{dataset.name}' ({dataset.sample_rate} Hz).")
 
         bar = tqdm(total=0, unit="file", desc=f"Importing into {dataset.name}", disable=options["verbosity"] == 0, file=self.stderr._out)
@@ -66,15 +64,12 @@ class Command(BaseCommand):
             bar.update(done - bar.n)
 
         try:
-            report = import_path(dataset, path, user=uploader, progress=progress, default_label=label)
+            report = dataset.import_path(path, by=actor, progress=progress, default_label=label, archive=str(path))
         except ImportRejected as exc:
             raise CommandError(f"Refused: {exc.reason}.") from None
         finally:
             bar.close()
 
-        if report.clip_ids:
-            record("clip.upload", dataset, user=uploader,
-                   changes={"clip_ids": [None, report.clip_ids], "archive": [None, str(path)], "via": [None, "import_dataset"]})
         rejected = report.rejected
         layouts = {"folders": "a folder per label", "manifest": "a manifest CSV", "ljspeech": "LJSpeech metadata.csv"}
         self.stdout.write(f"Read as {layouts.get(report.layout, report.layout)}.")

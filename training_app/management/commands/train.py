@@ -10,13 +10,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audioml.errors import Unprocessable
 from datasets_app.models import Dataset
-from training_app.audit import record_cancel, record_start
+from audioml.audit import Actor
 from training_app.ml.config import FIELDS, PRESETS, ConfigError, parse_override
 from training_app.models import TrainingJob
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
 POLL_SECONDS = 1.0
+ACTOR = Actor.for_command("manage.py train")
 
 
 class Command(BaseCommand):
@@ -45,11 +46,10 @@ class Command(BaseCommand):
         overrides = self.parse_settings(options["set_values"])
         try:
             job = TrainingJob.objects.create_job(
-                dataset, options["model_name"], options["preset"], overrides, None, enqueue=not options["now"]
+                dataset, options["model_name"], options["preset"], overrides, by=ACTOR, enqueue=not options["now"]
             )
         except Unprocessable as error:
             raise CommandError(error.detail) from None
-        record_start(job, via="manage.py train")
         self.stdout.write(str(job.pk))
         self.stderr.write(
             f"Job #{job.pk}: {job.model_name} on {dataset.name}, {job.snapshot_size} clips, preset {job.preset}"
@@ -89,10 +89,7 @@ class Command(BaseCommand):
             if interrupted and len(interrupted) == 1:
                 interrupted.append(True)
                 bar.write("Interrupted: cancelling at the next batch (Ctrl-C again to abort at once).")
-                stopping = TrainingJob.objects.get(pk=running_job.pk)
-                status_before = stopping.status
-                stopping.cancel()
-                record_cancel(stopping, status_before)
+                TrainingJob.objects.get(pk=running_job.pk).cancel(by=ACTOR)
             bar.show(progress.phase, progress.percent, progress.eta_seconds, progress.epoch)
 
         previous = signal.signal(signal.SIGINT, on_interrupt)
