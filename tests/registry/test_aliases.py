@@ -171,3 +171,75 @@ def test_first_promotions_at_the_same_instant_all_land_in_the_history(trained_ar
     assert events[0].from_number is None
     assert all(later.from_number == earlier.to_number for earlier, later in zip(events, events[1:]))
     assert alias.version.version == events[-1].to_number
+
+
+def _replay(events: list[AliasEvent]) -> int | None:
+    """The alias's version after its history, from nothing (None: it does not exist). Every event must start
+    where the previous one left it: a deletion or a rollback of an alias that exists, a move from its version."""
+    state = None
+    for event in events:
+        assert event.from_number == state, f"{event} does not follow from {state}"
+        if event.action == AliasEvent.Action.DELETE:
+            assert state is not None and event.to_number is None
+            state = None
+        else:
+            assert event.action == AliasEvent.Action.SET or state is not None
+            state = event.to_number
+    return state
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_delete_move_and_rollback_of_an_alias_never_fail_and_history_explains_the_state(
+    trained_artifacts, api_token,
+):
+    import threading
+
+    from django.db import connection, connections
+    from django.test import Client
+
+    from tests.factories import TrainingJobFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are only meaningful on PostgreSQL (SQLite serialises writers)")
+    for _ in range(3):
+        ModelVersion.objects.register_from_job(TrainingJobFactory(model_name="racing"), trained_artifacts)
+    url = "/api/models/racing/aliases/canary"
+    statuses: list[tuple[str, int]] = []
+    errors: list[BaseException] = []
+
+    def run(barrier: threading.Barrier, name: str, send) -> None:
+        client = Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {api_token}"})
+        try:
+            barrier.wait()
+            statuses.append((name, send(client).status_code))
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    operations = {
+        "delete": lambda client: client.delete(url),
+        "rollback": lambda client: client.post(f"{url}/rollback", {}, content_type="application/json"),
+    }
+    for trial in range(12):
+        version = 1 + trial % 3
+        moves = {
+            f"put v{version}": lambda client, version=version: client.put(url, {"version": version}, content_type="application/json"),
+            f"put v{1 + (trial + 1) % 3}": lambda client, version=1 + (trial + 1) % 3: client.put(
+                url, {"version": version}, content_type="application/json"),
+        }
+        racers = {**operations, **moves}
+        barrier = threading.Barrier(len(racers))
+        threads = [threading.Thread(target=run, args=(barrier, name, send)) for name, send in racers.items()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        alias = Alias.objects.filter(model__name="racing", name="canary").select_related("version").first()
+        events = list(AliasEvent.objects.filter(model__name="racing", alias_name="canary").order_by("id"))
+        assert _replay(events) == (alias.version.version if alias else None), (trial, statuses[-4:])
+
+    assert [status for status in statuses if status[1] >= 500] == []
+    allowed = {"delete": {204, 404}, "rollback": {200, 404, 409}}
+    assert all(code in allowed.get(name, {200}) for name, code in statuses), statuses
