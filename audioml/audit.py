@@ -4,7 +4,7 @@ or command. Django admin's user/group hooks and the login signals below are the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.contrib.auth.signals import user_logged_in, user_login_failed
@@ -101,8 +101,7 @@ def record(
 
 @receiver(user_logged_in)
 def _audit_login(sender, request, user, **kwargs):
-    record("user.login", user, by=Actor(user=user, ip_address=client_ip(request),
-                                        request_id=current_request_id() if request is not None else ""))
+    record("user.login", user, by=replace(Actor.from_request(request), user=user))
 
 
 @receiver(user_login_failed)

@@ -91,7 +91,7 @@ class ClipFilterForm(forms.Form):
 
 
 class ClipForm(forms.ModelForm):
-    """Full edit of a clip's annotations; saved through Clip.apply_edits (validation, updated_by/at)."""
+    """Full edit of a clip's annotations; saved through Clip.edit (validation, updated_by/at, audit)."""
 
     class Meta:
         model = Clip

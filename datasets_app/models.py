@@ -374,10 +374,7 @@ class Clip(models.Model):
     def is_near_silent(self) -> bool:
         return self.rms_dbfs < NEAR_SILENT_RMS_DBFS
 
-    def apply_edits(self, changes: dict, user=None) -> list[str]:
-        """Validate and save edits of the editable fields; returns the names of the fields that changed.
-
-        Raises ValidationError (with a message per field) and changes nothing when any value is invalid."""
+    def _save_edits(self, changes: dict, user=None) -> list[str]:
         unknown = set(changes) - set(self.EDITABLE_FIELDS)
         if unknown:
             raise ValidationError({name: "This field cannot be edited." for name in sorted(unknown)})
@@ -393,19 +390,21 @@ class Clip(models.Model):
         return changed
 
     def edit(self, changes: dict, by=None) -> list[str]:
-        """`apply_edits` (plus `status`, which Django admin also edits), recording one clip.edit with the
-        before and after of every changed field."""
+        """Validate and save edits of the editable fields (and of `status`, which Django admin edits too); returns
+        the fields that changed, recorded as one clip.edit with their before and after values.
+
+        Raises ValidationError (with a message per field) and changes nothing when any value is invalid."""
+        actor = Actor.of(by)
         changes = dict(changes)
         status = changes.pop("status", None)
         with transaction.atomic():
             before = {field: getattr(self, field) for field in (*self.EDITABLE_FIELDS, "status")}
-            changed = self.apply_edits(changes, Actor.of(by).user if by is not None else None)
+            changed = self._save_edits(changes, actor.user if actor else None)
             if status is not None and status != self.status:
-                self._save_status(status, by)
+                self._save_status(status, actor)
                 changed.append("status")
-            if by is not None and changed:
-                after = {field: getattr(self, field) for field in changed}
-                record("clip.edit", self, by=Actor.of(by), changes=diff(before, after))
+            if actor and changed:
+                record("clip.edit", self, by=actor, changes=diff(before, {field: getattr(self, field) for field in changed}))
         return changed
 
     def trash(self, by=None) -> bool:

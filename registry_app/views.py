@@ -253,7 +253,7 @@ def version_edit(request: HttpRequest, name: str, number: int) -> HttpResponse:
             for error in errors:
                 messages.error(request, error)
         return redirect("version-detail", name=model.name, number=version.version)
-    changes = {field: form.cleaned_data[field] for field in ("description", "tags", "status")}
+    changes = {field: form.cleaned_data[field] for field in ModelVersion.MUTABLE_FIELDS}
     try:
         version.update(changes, by=Actor.from_request(request))
     except DomainError as error:

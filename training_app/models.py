@@ -423,35 +423,31 @@ class TrainingJob(models.Model):
         """
         actor = Actor.of(by)
         who = str(actor) if actor else "the system"
-        now = timezone.now()
+        jobs = TrainingJob.objects.filter(pk=self.pk)
         with transaction.atomic():
-            queued = TrainingJob.objects.filter(pk=self.pk, status=self.Status.QUEUED).update(
-                status=self.Status.CANCELLED, cancel_requested=True, finished_at=now, eta_seconds=None,
+            if jobs.filter(status=self.Status.QUEUED).update(
+                status=self.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now(), eta_seconds=None,
                 error=f"Cancelled by {who} before it started.",
-            )
-            if queued:
-                self.log(JobLog.Level.WARNING, f"Cancelled by {who} while queued; removed from the queue.")
+            ):
+                change, note = ["queued", "cancelled"], f"Cancelled by {who} while queued; removed from the queue."
+            elif jobs.filter(status=self.Status.RUNNING).update(cancel_requested=True):
+                change, note = ["running", "stopping"], f"Cancel requested by {who}; the worker stops at the next batch."
+            else:
+                change, note = None, ""
+            if change:
+                self.log(JobLog.Level.WARNING, note)
                 if actor:
-                    record("job.cancel", self, by=actor, changes={"status": [self.Status.QUEUED, self.Status.CANCELLED]})
-        if queued:
+                    record("job.cancel", self, by=actor, changes={"status": change})
+        if change and change[1] == "cancelled":
             self.remove_from_queue()
-            self.refresh_from_db()
-            return self
-        with transaction.atomic():
-            running = TrainingJob.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(cancel_requested=True)
-            if running:
-                self.log(JobLog.Level.WARNING, f"Cancel requested by {who}; the worker stops at the next batch.")
-                if actor:
-                    record("job.cancel", self, by=actor, changes={"status": [self.Status.RUNNING, "stopping"]})
-        if running:
-            self.refresh_from_db()
-            return self
         self.refresh_from_db()
-        raise JobNotCancellable(
-            f"Job #{self.pk} has already {self.get_status_display().lower()}; only queued or running jobs can be "
-            "cancelled.",
-            job_status=self.status,
-        )
+        if change is None:
+            raise JobNotCancellable(
+                f"Job #{self.pk} has already {self.get_status_display().lower()}; only queued or running jobs can be "
+                "cancelled.",
+                job_status=self.status,
+            )
+        return self
 
     def rerun(self, by=None) -> TrainingJob:
         """A new job with the same dataset, model name, preset and overrides on a fresh snapshot of the data
