@@ -458,18 +458,11 @@ class TrainingJob(models.Model):
 
     def _record_start(self, actor: Actor) -> None:
         """`job.start`: a job was queued (new, or a re-run of an earlier one)."""
-        changes = {
-            "status": [None, self.status],
-            "dataset": [None, self.dataset.name],
-            "model_name": [None, self.model_name],
-            "preset": [None, self.preset],
-            "snapshot_clips": [None, self.snapshot_size],
-        }
-        if self.overrides:
-            changes["overrides"] = [None, self.overrides]
-        if self.rerun_of_id:
-            changes["rerun_of"] = [None, self.rerun_of_id]
-        record("job.start", self, by=actor, changes=changes)
+        started = {"status": self.status, "dataset": self.dataset.name, "model_name": self.model_name,
+                   "preset": self.preset, "snapshot_clips": self.snapshot_size,
+                   "overrides": self.overrides or None, "rerun_of": self.rerun_of_id}
+        record("job.start", self, by=actor,
+               changes={key: [None, value] for key, value in started.items() if value is not None})
 
     # Read helpers for the panel and the API -------------------------------------------------------------------
 
