@@ -71,7 +71,7 @@ def build_mp3_folder(folder: Path, count: int, sample_rate: int, ffmpeg: str) ->
 def timed_import(name: str, path: Path, workers: int) -> tuple[float, int, int]:
     from django.conf import settings
 
-    from datasets_app.ingest import import_path
+    from datasets_app.importing import import_path
     from datasets_app.models import Clip, Dataset
 
     settings.INGEST_WORKERS = workers
@@ -146,7 +146,7 @@ def main() -> None:
         from django.conf import settings
         from django.core.management import call_command
 
-        from datasets_app.ingest import ffmpeg_binary
+        from audioml.audio.decoding import ffmpeg_binary
 
         call_command("migrate", verbosity=0)
         workers = [int(value) for value in args.workers.split(",") if value] or [settings.INGEST_WORKERS]

@@ -14,7 +14,8 @@ from audioml.roles import (
 )
 from datasets_app.audio_http import audio_response
 from datasets_app.export import export_response
-from datasets_app.ingest import ImportRejected, IngestItem
+from datasets_app.importing import ImportRejected
+from datasets_app.ingest import IngestItem
 from datasets_app.models import Clip, Dataset
 from datasets_app.schemas import (
     BulkOut,

@@ -23,6 +23,8 @@ from django.http import FileResponse
 from django.utils import timezone
 from django.utils.text import slugify
 
+from audioml.audio.canonical import FULL_SCALE, pcm16_wav, to_pcm16
+from audioml.audio.resample import resample
 from datasets_app.models import Clip, Dataset
 
 LAYOUTS = {
@@ -119,10 +121,6 @@ def _write_ljspeech(dataset: Dataset, clips: QuerySet, archive: zipfile.ZipFile)
 
 
 def _resampled_wav(data: bytes, source_rate: int) -> bytes:
-    from datasets_app.ingest import FULL_SCALE, resample
-
     pcm, _ = sf.read(io.BytesIO(data), dtype="int16")
     samples = resample(pcm.astype(np.float32) / FULL_SCALE, source_rate, LJSPEECH_SAMPLE_RATE)
-    out = io.BytesIO()
-    sf.write(out, (np.clip(samples, -1.0, 1.0) * FULL_SCALE).round().astype("<i2"), LJSPEECH_SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return out.getvalue()
+    return pcm16_wav(to_pcm16(samples), LJSPEECH_SAMPLE_RATE)

@@ -170,8 +170,8 @@ class Dataset(models.Model):
         return report
 
     def import_archive(self, file, by=None, default_label: str = "", **details):
-        """Import a zip archive (`datasets_app.ingest.import_archive`) and record the upload."""
-        from datasets_app.ingest import import_archive
+        """Import a zip archive (`datasets_app.importing.import_archive`) and record the upload."""
+        from datasets_app.importing import import_archive
 
         actor = Actor.of(by)
         report = import_archive(self, file, user=actor.user if actor else None, default_label=default_label)
@@ -179,8 +179,8 @@ class Dataset(models.Model):
         return report
 
     def import_path(self, path, by=None, default_label: str = "", progress=None, **details):
-        """Import a folder or zip on this machine (`datasets_app.ingest.import_path`) and record the upload."""
-        from datasets_app.ingest import import_path
+        """Import a folder or zip on this machine (`datasets_app.importing.import_path`) and record the upload."""
+        from datasets_app.importing import import_path
 
         actor = Actor.of(by)
         report = import_path(self, path, user=actor.user if actor else None, progress=progress,

@@ -23,7 +23,8 @@ from datasets_app import charts
 from datasets_app.audio_http import audio_response
 from datasets_app.export import LAYOUTS, export_response
 from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, ExportForm, InlineFieldForm, UploadForm
-from datasets_app.ingest import ImportRejected, IngestItem, IngestReport
+from datasets_app.importing import ImportRejected
+from datasets_app.ingest import IngestItem, IngestReport
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
 from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
 

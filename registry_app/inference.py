@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from django.core.files.storage import default_storage
 
+from audioml.audio.decoding import AudioDecodeError, decode_audio
 from registry_app import artifacts as artifact_store
 from registry_app.errors import ArtifactDamaged, UndecodableAudio
 from registry_app.models import MODEL_FILE, ModelVersion, RegisteredModel
@@ -246,8 +247,6 @@ def predict_source(request: PredictionRequest, source, file_name: str) -> dict[s
 
     Raises UndecodableAudio (422 for that file) when it is not audio, is empty or is too long.
     """
-    from datasets_app.ingest import AudioDecodeError, decode_audio
-
     started = time.perf_counter()
     loaded = request.loaded
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from datasets_app.ingest import ffmpeg_binary
+from audioml.audio.decoding import ffmpeg_binary
 from tests.audio import tone, wav_bytes
 
 # ffmpeg arguments per target format.

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from datasets_app import ingest
-from datasets_app.ingest import AudioDecodeError, canonicalise, decode_audio, ffmpeg_binary
+from audioml.audio.canonical import canonicalise
+from audioml.audio.decoding import AudioDecodeError, decode_audio, ffmpeg_binary
 from tests.audio import tone, wav_bytes
 from tests.datasets.media import dominant_frequency, encode
 from tests.factories import canonical_wav
@@ -178,14 +178,14 @@ def test_ffmpeg_falls_back_to_the_imageio_binary(monkeypatch, tmp_path):
         assert binary == imageio_ffmpeg.get_ffmpeg_exe()
         assert os.access(binary, os.X_OK)
         mp3 = encode(tmp_path, ".mp3")
-        decoded = ingest.decode_audio(mp3, 16000)
+        decoded = decode_audio(mp3, 16000)
         assert decoded.format == "mp3"
     finally:
         ffmpeg_binary.cache_clear()
 
 
 def test_many_files_share_ffmpeg_processes_and_keep_their_own_results(tmp_path):
-    from datasets_app.ingest import decode_audio_many
+    from audioml.audio.decoding import decode_audio_many
 
     frequencies = [300.0, 500.0, 700.0, 900.0, 1100.0]
     mp3s = [encode(tmp_path, ".mp3", tone(f, 1.0, 44100, noise=0), name=f"tone{int(f)}") for f in frequencies[:3]]
@@ -213,7 +213,7 @@ def test_resampling_matches_torchaudio_functional_resample():
     import torch
     import torchaudio.functional
 
-    from datasets_app.ingest import resample
+    from audioml.audio.resample import resample
 
     samples = tone(440.0, 0.5, 44100, seed=2)
     expected = torchaudio.functional.resample(torch.from_numpy(samples), 44100, 16000).numpy()

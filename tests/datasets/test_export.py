@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from datasets_app.export import write_export
-from datasets_app.ingest import import_archive
+from datasets_app.importing import import_archive
 from datasets_app.models import Clip
 from tests.factories import ClipFactory, DatasetFactory
 

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from datasets_app.ingest import ImportRejected, import_archive, import_path
+from datasets_app.importing import ImportRejected, import_archive, import_path
 from datasets_app.models import Clip
 from tests.datasets.media import distinct_wav, zip_bytes
 from tests.factories import DatasetFactory

@@ -32,7 +32,7 @@ from django.test import Client
 from django.utils import timezone
 
 from audioml.models import ApiToken
-from datasets_app.ingest import ffmpeg_binary
+from audioml.audio.decoding import ffmpeg_binary
 from datasets_app.models import Clip, clip_storage_name
 from registry_app.models import Alias
 from tests.audio import tone, wav_bytes

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from audioml.audit import Actor
 from audioml.errors import DuplicateName
-from datasets_app.ingest import ImportRejected
+from datasets_app.importing import ImportRejected
 from datasets_app.models import SAMPLE_RATE_CHOICES, Dataset, clean_clip_metadata
 
 

@@ -29,7 +29,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         from tqdm import tqdm
 
-        from datasets_app.ingest import import_path
+        from datasets_app.importing import import_path
         from training_app.demo_corpus import DEFAULT_WORDS, DemoCorpusError, generate_demo_corpus
 
         words = [w.strip() for w in options["words"].split(",") if w.strip()] or list(DEFAULT_WORDS)
