@@ -37,9 +37,3 @@ class Unprocessable(DomainError):
     status = 422
     code = "unprocessable"
     title = "Unprocessable content"
-
-
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "payload-too-large"
-    title = "Payload too large"

@@ -10,9 +10,7 @@ docs/benchmarks.md (replacing the previous figures).
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,49 +21,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import BENCHMARKS, machine_facts, replace_section  # noqa: E402
+from bench.common import BENCHMARKS, distinct_tone, encode, machine_facts, replace_section, wav_bytes  # noqa: E402
 
 SECTION = "## Ingest"
 LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 
 
-def clip_samples(index: int, sample_rate: int):
-    """One second of a tone with noise; every index gives different audio (no duplicates)."""
-    import numpy as np
-
-    rng = np.random.default_rng(index)
-    t = np.arange(sample_rate) / sample_rate
-    frequency = 180.0 + (index * 7.3) % 2400
-    signal = 0.4 * np.sin(2 * np.pi * frequency * t) * np.hanning(sample_rate) + 0.02 * rng.standard_normal(sample_rate)
-    return signal.astype(np.float32)
-
-
 def build_wav_zip(path: Path, count: int, sample_rate: int) -> int:
-    import soundfile as sf
-
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for index in range(count):
-            buffer = io.BytesIO()
-            sf.write(buffer, clip_samples(index, sample_rate), sample_rate, format="WAV", subtype="PCM_16")
-            archive.writestr(f"speech/{LABELS[index % len(LABELS)]}/{index:05d}.wav", buffer.getvalue())
+            data = wav_bytes(distinct_tone(index, sample_rate), sample_rate)
+            archive.writestr(f"speech/{LABELS[index % len(LABELS)]}/{index:05d}.wav", data)
     return path.stat().st_size
 
 
-def build_mp3_folder(folder: Path, count: int, sample_rate: int, ffmpeg: str) -> int:
-    import soundfile as sf
-
-    def encode(index: int) -> int:
+def build_mp3_folder(folder: Path, count: int, sample_rate: int) -> int:
+    def encode_one(index: int) -> int:
         label_dir = folder / LABELS[index % len(LABELS)]
         label_dir.mkdir(parents=True, exist_ok=True)
-        source = label_dir / f"{index:05d}.wav"
-        target = source.with_suffix(".mp3")
-        sf.write(source, clip_samples(100_000 + index, sample_rate), sample_rate, subtype="PCM_16")
-        subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-c:a", "libmp3lame", "-b:a", "128k", str(target)], check=True)
-        source.unlink()
-        return target.stat().st_size
+        mp3 = encode(label_dir, ".mp3", distinct_tone(100_000 + index, sample_rate), sample_rate, name=f"{index:05d}")
+        return mp3.stat().st_size
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return sum(pool.map(encode, range(count)))
+        return sum(pool.map(encode_one, range(count)))
 
 
 def timed_import(name: str, path: Path, workers: int) -> tuple[float, int, int]:
@@ -155,7 +133,7 @@ def main() -> None:
         wav_zip = tmp_path / "wavs.zip"
         sizes = {"wav_zip": build_wav_zip(wav_zip, args.wav_clips, 16000), "ffmpeg": ffmpeg}
         mp3_folder = tmp_path / "mp3"
-        sizes["mp3"] = build_mp3_folder(mp3_folder, args.mp3_clips, 44100, ffmpeg)
+        sizes["mp3"] = build_mp3_folder(mp3_folder, args.mp3_clips, 44100)
 
         sizes["load"] = " / ".join(f"{value:.1f}" for value in os.getloadavg())
         results = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import statistics
 import subprocess
@@ -27,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    PYTHON, SETUP_USER, database_label, free_port, load_note, machine_line, percentile, prepare_site, publish,
-    run_python, site_env, start_gunicorn, stop, timestamp, wait_for_server, wait_until,
+    SETUP_USER, database_label, load_note, machine_line, percentile, prepare_site, publish, run_python, site_env,
+    timestamp,
 )
+from tests.ops.load import Connection  # noqa: E402
+from tests.ops.servers import free_port, start_gunicorn, start_qcluster, stop, wait_for  # noqa: E402
 
 SECTION = "## Job status latency during training"
 INTRO = (
@@ -51,46 +52,7 @@ print(token, session.session_key)
 """
 
 
-class Client:
-    """One keep-alive HTTP connection, like a browser tab or a polling script."""
-
-    def __init__(self, port: int, headers: dict[str, str]) -> None:
-        self.port = port
-        self.headers = headers
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.reconnects = 0
-
-    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-        """(status, body, milliseconds). Like a browser, a GET on a keep-alive connection the server has just
-        closed is retried once on a new connection (counted in ``reconnects``)."""
-        payload = json.dumps(body).encode() if body is not None else None
-        all_headers = {**self.headers, **(headers or {})}
-        if payload is not None:
-            all_headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
-            started = time.perf_counter()
-            try:
-                self.connection.request(method, path, body=payload, headers=all_headers)
-                response = self.connection.getresponse()
-                data = response.read()
-                return response.status, data, (time.perf_counter() - started) * 1000
-            except (OSError, http.client.HTTPException) as error:
-                self.connection.close()
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                stale = isinstance(error, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
-                if not stale or attempt == 2 or method != "GET":
-                    raise
-                self.reconnects += 1
-        raise AssertionError("unreachable")
-
-    def json(self, method: str, path: str, body: dict | None = None) -> dict:
-        status, data, _ = self.request(method, path, body)
-        if status >= 400:
-            raise RuntimeError(f"{method} {path} -> {status}: {data[:500]!r}")
-        return json.loads(data)
-
-
-def hammer(api: Client, panel: Client, job_id: int, seconds: float) -> dict[str, dict]:
+def hammer(api: Connection, panel: Connection, job_id: int, seconds: float) -> dict[str, dict]:
     """Back-to-back requests, alternating the API and the panel partial, for ``seconds``."""
     targets = {
         f"GET /api/jobs/{{id}}": (api, f"/api/jobs/{job_id}", {}),
@@ -103,7 +65,7 @@ def hammer(api: Client, panel: Client, job_id: int, seconds: float) -> dict[str,
     while time.monotonic() < deadline:
         for name, (client, path, headers) in targets.items():
             try:
-                status, _, elapsed = client.request("GET", path, headers=headers)
+                status, _, elapsed = client.send("GET", path, headers=headers)
             except (OSError, http.client.HTTPException) as error:
                 errors[name].append(error.__class__.__name__)
                 continue
@@ -175,23 +137,18 @@ def main() -> None:
 
     processes: list[subprocess.Popen] = []
     log_path = workdir / "servers.log"
-    log = open(log_path, "wb")
     try:
-        processes.append(start_gunicorn(env, port, 2, 4, 300, log))
-        processes.append(subprocess.Popen(
-            [PYTHON, "manage.py", "qcluster"], cwd=ROOT, env={**env, "Q_CLUSTER_NAME": "training"},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
-        wait_for_server(port, processes[0], log_path)
-        api = Client(port, {"Authorization": f"Bearer {token}"})
-        panel = Client(port, {"Cookie": f"sessionid={session_key}"})
+        processes.append(start_gunicorn(env, log_path, port, workers=2, threads=4, timeout=300))
+        processes.append(start_qcluster(env, log_path))
+        api = Connection(port, token, timeout=30)
+        panel = Connection(port, headers={"Cookie": f"sessionid={session_key}"}, timeout=30)
         # An idle job row to measure against: queued and immediately cancelled, so nothing trains.
         idle_job = api.json("POST", "/api/jobs", {"dataset": "speech-commands-demo", "model_name": "idle",
                                                  "preset": args.preset})
         api.json("POST", f"/api/jobs/{idle_job['id']}/cancel")
         for _ in range(20):  # warm both gunicorn workers
-            api.request("GET", f"/api/jobs/{idle_job['id']}")
-            panel.request("GET", f"/training/jobs/{idle_job['id']}/", headers={"HX-Request": "true"})
+            api.send("GET", f"/api/jobs/{idle_job['id']}")
+            panel.send("GET", f"/training/jobs/{idle_job['id']}/", headers={"HX-Request": "true"})
         machine = f"{machine_line(database_label(args.database_url))}; {load_note('before the measurement')}"
         print(f"Idle: {args.idle_seconds:.0f} s …", flush=True)
         results = {"idle": hammer(api, panel, idle_job["id"], args.idle_seconds)}
@@ -199,7 +156,7 @@ def main() -> None:
         job = api.json("POST", "/api/jobs", {"dataset": "speech-commands-demo", "model_name": "commands",
                                             "preset": args.preset})
         print(f"Job #{job['id']} queued; waiting for it to train …", flush=True)
-        wait_until(lambda: api.json("GET", f"/api/jobs/{job['id']}")["phase"] == "training", 300, "the training phase")
+        wait_for(lambda: api.json("GET", f"/api/jobs/{job['id']}")["phase"] == "training", 300, "the training phase")
         start = api.json("GET", f"/api/jobs/{job['id']}")
         print(f"Measuring for {args.seconds:.0f} s while job #{job['id']} trains …", flush=True)
         results["during training"] = hammer(api, panel, job["id"], args.seconds)
@@ -218,11 +175,10 @@ def main() -> None:
             "phases": start["phase_display"].lower() if start["phase"] == end["phase"]
             else f"{start['phase_display'].lower()} → {end['phase_display'].lower()}",
         }
-        wait_until(lambda: api.json("GET", f"/api/jobs/{job['id']}")["status"] == "cancelled", 60, "the cancel")
+        wait_for(lambda: api.json("GET", f"/api/jobs/{job['id']}")["status"] == "cancelled", 60, "the cancel")
     finally:
         for process in reversed(processes):
             stop(process)
-        log.close()
     publish(SECTION, INTRO, report(results, meta), write=not args.no_write)
 
 

@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    SETUP_USER, free_port, load_note, machine_line, prepare_site, publish, run_python, site_env, start_gunicorn,
-    stop, timestamp, wait_for_server,
+    SETUP_USER, load_note, machine_line, percentile, prepare_site, publish, run_python, site_env, timestamp,
 )
-from tests.ops.load import percentile, poll_load, upload_load  # noqa: E402
+from tests.ops.load import poll_load, upload_load  # noqa: E402
+from tests.ops.servers import free_port, start_gunicorn, stop  # noqa: E402
 
 SECTION = "## Load"
 INTRO = (
@@ -152,8 +152,7 @@ def main() -> None:
         prepare_site(env)
         token, job_id = run_python(env, "-c", SETUP).split()[-2:]
         machine = f"{machine_line(cores=f'nproc {os.cpu_count()}')}; {load_note('before the run')}"
-        server = start_gunicorn(env, port, args.workers, args.threads, 120, open(log_path, "wb"))
-        wait_for_server(port, server, log_path)
+        server = start_gunicorn(env, log_path, port, workers=args.workers, threads=args.threads)
         poll_load(port, token, int(job_id), pollers=8, interval=0.05, seconds=2)  # every worker warm
 
         print(f"Uploads: {args.clients} clients x {args.clips} clips …", flush=True)

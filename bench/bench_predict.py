@@ -20,27 +20,22 @@ Results and the machine description are appended to the prediction section of do
 from __future__ import annotations
 
 import argparse
-import http.client
-import io
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
-import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import (  # noqa: E402
-    SETUP_USER, database_label, free_port, load_note, machine_line, percentile, publish, run_python, site_env,
-    start_gunicorn, stop, timestamp, wait_for_server,
+    SETUP_USER, database_label, load_note, machine_line, percentile, publish, run_python, site_env, timestamp, tone,
+    wav_bytes, write_wav,
 )
-from tests.ops.load import multipart  # noqa: E402
+from tests.ops.load import Connection, multipart  # noqa: E402
+from tests.ops.servers import free_port, start_gunicorn, stop  # noqa: E402
 
 SECTION = "## Prediction latency"
 INTRO = (
@@ -83,18 +78,6 @@ def inference_threads() -> int:
     raise SystemExit("INFERENCE_THREADS not found in registry_app/inference.py")
 
 
-def tone(frequency: float, seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.5 * np.sin(2 * np.pi * frequency * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, 16000, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
-
-
 def train_model(workdir: Path) -> tuple[Path, dict]:
     """A real model with the default architecture and 1-second clips (two epochs: latency needs no accuracy)."""
     from training_app.ml.config import TrainConfig
@@ -104,9 +87,7 @@ def train_model(workdir: Path) -> tuple[Path, dict]:
     clips = []
     for label, frequency in LABELS.items():
         for index in range(10):
-            path = workdir / "clips" / f"{label}-{index}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(wav_bytes(tone(frequency * (1 + 0.02 * index), 1.0, index)))
+            path = write_wav(workdir / "clips" / f"{label}-{index}.wav", tone(frequency * (1 + 0.02 * index), 1.0, seed=index))
             clips.append(ClipRecord(id=len(clips) + 1, path=path, label=label, content_hash=f"{label}{index}".ljust(64, "0")))
     cfg = TrainConfig.from_dict("balanced", {"epochs": 2, "clip_seconds": 1.0, "batch_size": 8})
     result = train(cfg, clips, workdir / "artifacts", workdir / "cache", on_progress=lambda progress: None,
@@ -115,25 +96,13 @@ def train_model(workdir: Path) -> tuple[Path, dict]:
                                    "size": (workdir / "artifacts" / "model.pt2").stat().st_size}
 
 
-class Client:
-    """One keep-alive HTTP connection, like a script calling the API in a loop."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.token = token
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-
-    def predict(self, clip: bytes, ref: str = "") -> tuple[float, dict]:
-        body, content_type = multipart({"ref": ref} if ref else {}, [("files", "one-second.wav", clip)])
-        headers = {"Authorization": f"Bearer {self.token}", "Content-Type": content_type}
-        started = time.perf_counter()
-        self.connection.request("POST", f"/api/models/{MODEL}/predict", body=body, headers=headers)
-        response = self.connection.getresponse()
-        data = response.read()
-        elapsed = (time.perf_counter() - started) * 1000
-        if response.status != 200:
-            raise SystemExit(f"predict answered {response.status}: {data[:500]!r}")
-        return elapsed, json.loads(data)
+def predict(connection: Connection, clip: bytes, ref: str = "") -> tuple[float, dict]:
+    """(milliseconds, answer) of one prediction of `clip`."""
+    body, content_type = multipart({"ref": ref} if ref else {}, [("files", "one-second.wav", clip)])
+    status, data, elapsed = connection.send("POST", f"/api/models/{MODEL}/predict", body, {"Content-Type": content_type})
+    if status != 200:
+        raise SystemExit(f"predict answered {status}: {data[:500]!r}")
+    return elapsed, json.loads(data)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -191,33 +160,31 @@ def main() -> None:
     clip = wav_bytes(tone(900.0, 1.0, seed=99))
 
     log_path = workdir / "gunicorn.log"
-    log = open(log_path, "wb")
-    server = start_gunicorn(env, port, 1, 4, 300, log)
+    # Prediction needs only the database and the media folder: a 503 from /api/health (a failing check) is "up" here.
+    server = start_gunicorn(env, log_path, port, workers=1, threads=4, timeout=300, up_statuses=(200, 503))
     try:
-        wait_for_server(port, server, log_path, up_statuses=(200, 503))
-        client = Client(port, token)
+        client = Connection(port, token)
         load = os.getloadavg()
-        first, body = client.predict(clip)
+        first, body = predict(client, clip)
         assert body["cached"] is False and body["version"] == 1, body
         print(f"First request after start: {first:.0f} ms (model load {body['load_ms']:.0f} ms)", flush=True)
         miss, miss_load = [], []
         for number in range(2, args.versions + 1):
-            elapsed, body = client.predict(clip, ref=f"v{number}")
+            elapsed, body = predict(client, clip, ref=f"v{number}")
             assert body["cached"] is False and body["version"] == number, body
             miss.append(elapsed)
             miss_load.append(body["load_ms"])
         for _ in range(10):
-            client.predict(clip)
+            predict(client, clip)
         warm, warm_server = [], []
         for _ in range(args.requests):
-            elapsed, body = client.predict(clip)
+            elapsed, body = predict(client, clip)
             assert body["cached"] is True and body["ref"] == "production", body
             warm.append(elapsed)
             warm_server.append(body["results"][0]["time_ms"])
         print(f"Warm p50 {percentile(warm, 0.5):.1f} ms, cold-version p50 {percentile(miss, 0.5):.0f} ms", flush=True)
     finally:
         stop(server)
-        log.close()
 
     results = {"first": first, "miss": summary(miss), "miss_load": summary(miss_load), "warm": summary(warm),
                "warm_server": summary(warm_server)}

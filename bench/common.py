@@ -1,4 +1,7 @@
-"""Helpers shared by the benchmark scripts: the machine, docs/benchmarks.md, a throwaway site served by gunicorn."""
+"""Helpers shared by the benchmark scripts: the machine, docs/benchmarks.md, a throwaway site and its data.
+
+Servers (gunicorn, qcluster) are started and stopped with the tests' harness, tests/ops/servers.py, and audio is
+made with the tests' generators, tests/audio.py."""
 
 from __future__ import annotations
 
@@ -6,22 +9,18 @@ import datetime as dt
 import os
 import platform
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TypeVar
+
+import numpy as np
+
+from tests.audio import encode, tone, wav_bytes, write_wav  # noqa: F401  (the benchmarks' audio, shared with the tests)
+from tests.ops.load import percentile  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
-
-T = TypeVar("T")
 
 
 # The machine
@@ -70,12 +69,6 @@ def database_label(database_url: str) -> str:
 
 def timestamp() -> str:
     return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # docs/benchmarks.md
@@ -166,57 +159,9 @@ def prepare_site(env: dict[str, str]) -> None:
     run_python(env, "manage.py", "collectstatic", "--noinput", "-v", "0")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Audio
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, timeout: int,
-                   log: IO[bytes]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def wait_for_server(port: int, process: subprocess.Popen, log_path: Path,
-                    up_statuses: tuple[int, ...] = (200,)) -> None:
-    """Until GET /api/health answers with one of `up_statuses`; exit if gunicorn dies or takes over 60 s."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
-                status = response.status
-        except urllib.error.HTTPError as error:
-            status = error.code
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            status = 0
-        if status in up_statuses:
-            return
-        time.sleep(0.3)
-    raise SystemExit(f"gunicorn did not answer within 60 s; see {log_path}")
-
-
-def wait_until(condition: Callable[[], T], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise SystemExit(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL to its whole session (gunicorn's workers too) if it is still there after 30 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+def distinct_tone(index: int, sample_rate: int = 16000, seconds: float = 1.0) -> np.ndarray:
+    """A tone with a little noise whose audio differs for every index (so no two clips are duplicates)."""
+    return tone(180.0 + (index * 7.3) % 2400, seconds, sample_rate, amplitude=0.4, noise=0.02, seed=index)

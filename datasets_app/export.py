@@ -25,6 +25,7 @@ from django.utils.text import slugify
 
 from audioml.audio.canonical import FULL_SCALE, pcm16_wav, to_pcm16
 from audioml.audio.resample import resample
+from datasets_app.importing import MANIFEST_COLUMNS
 from datasets_app.models import Clip, Dataset
 
 LAYOUTS = {
@@ -32,7 +33,8 @@ LAYOUTS = {
     "ljspeech": "LJSpeech (wavs/ + metadata.csv, 22.05 kHz)",
 }
 LJSPEECH_SAMPLE_RATE = 22050
-MANIFEST_FIELDS = ["file", "label", "transcript", "score", "speaker", "notes", "duration", "original_name", "clip_id"]
+# The columns an import reads, then three it ignores (so the export imports again as is).
+MANIFEST_FIELDS = [*MANIFEST_COLUMNS, "duration", "original_name", "clip_id"]
 UNLABELLED_FOLDER = "_unlabelled"
 
 

@@ -35,6 +35,8 @@ NON_AUDIO_SUFFIXES = {
     ".py", ".sh", ".ini", ".cfg", ".toml", ".jpg", ".jpeg", ".png", ".gif", ".svg", ".lab", ".textgrid", ".db",
 }
 DOCUMENT_STEMS = {"README", "LICENSE", "LICENCE", "COPYING", "CHANGELOG", "NOTICE", "AUTHORS"}
+# macOS and Windows clutter (besides names starting with "." and __MACOSX/ folders), compared in lower case.
+HIDDEN_FILE_NAMES = {"thumbs.db", "desktop.ini"}
 
 
 class ImportRejected(Exception):
@@ -47,6 +49,11 @@ class ImportRejected(Exception):
 
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
 MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes")
+
+
+def skipped_file_rule() -> dict[str, list[str]]:
+    """The files an import skips, for the panel's script to leave the same ones out of dropped folders."""
+    return {"suffixes": sorted(NON_AUDIO_SUFFIXES), "stems": sorted(DOCUMENT_STEMS), "hidden_names": sorted(HIDDEN_FILE_NAMES)}
 
 
 @dataclass
@@ -182,7 +189,7 @@ def _is_hidden(relative: str) -> bool:
         return True
     return (
         any(part.startswith(".") or part == "__MACOSX" for part in parts)
-        or parts[-1].lower() in {"thumbs.db", "desktop.ini"}
+        or parts[-1].lower() in HIDDEN_FILE_NAMES
     )
 
 
@@ -331,7 +338,7 @@ def _items_from_manifest(
     else:
         raise ImportRejected(
             f"{manifest_name} has no 'file' column: its first line must be a header with 'file' and any of "
-            "label, transcript, score, speaker, notes"
+            + ", ".join(MANIFEST_COLUMNS[1:])
         )
     items: list[IngestItem] = []
     extra: list[FileResult] = []

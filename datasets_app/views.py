@@ -23,7 +23,7 @@ from datasets_app import charts
 from datasets_app.audio_http import audio_response
 from datasets_app.export import LAYOUTS, export_response
 from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, ExportForm, InlineFieldForm, UploadForm
-from datasets_app.importing import ImportRejected
+from datasets_app.importing import ImportRejected, skipped_file_rule
 from datasets_app.ingest import IngestItem, IngestReport
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
 from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
@@ -112,16 +112,21 @@ def dataset_detail(request: HttpRequest, name: str) -> HttpResponse:
     context = _clip_table_context(request, dataset, request.GET)
     if request.htmx and request.htmx.target == "clip-table":
         return render(request, "datasets/dataset_detail.html#clip-table", context)
-    summary = dataset.summary()
-    context.update(
-        summary=summary,
-        label_counts=dataset.label_counts(),
-        speaker_count=dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
-        upload_form=UploadForm(),
-        min_clips=MIN_CLIPS_PER_LABEL,
-        max_upload_bytes=settings.MAX_UPLOAD_BYTES,
-    )
+    context.update(_page_context(dataset, UploadForm()))
     return render(request, "datasets/dataset_detail.html", context)
+
+
+def _page_context(dataset: Dataset, upload_form: UploadForm) -> dict:
+    """The dataset page around its clip table: summary, label counts and the upload card."""
+    return {
+        "summary": dataset.summary(),
+        "label_counts": dataset.label_counts(),
+        "speaker_count": dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
+        "upload_form": upload_form,
+        "min_clips": MIN_CLIPS_PER_LABEL,
+        "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "skipped_file_rule": skipped_file_rule(),
+    }
 
 
 @staff_required
@@ -225,11 +230,7 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
         context = _clip_table_context(request, dataset, request.GET)
-        context.update(
-            summary=dataset.summary(), label_counts=dataset.label_counts(), upload_form=form,
-            min_clips=MIN_CLIPS_PER_LABEL, max_upload_bytes=settings.MAX_UPLOAD_BYTES,
-            speaker_count=dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
-        )
+        context.update(_page_context(dataset, form))
         return render(request, "datasets/dataset_detail.html", context, status=400)
     actor = Actor.from_request(request)
     metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}

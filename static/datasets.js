@@ -255,12 +255,32 @@
     }
   };
 
+  // What an import skips, as the server decides it (datasets_app.importing.skipped_file_rule, in the page).
+  function skippedFileRule() {
+    const node = document.getElementById("skipped-file-rule");
+    try {
+      return node ? JSON.parse(node.textContent) : null;
+    } catch (error) {
+      return null;
+    }
+  }
+  const SKIPPED = skippedFileRule() || { suffixes: [], stems: [], hidden_names: [] };
+
   function isHiddenPath(path) {
-    return path.split("/").some((part) => part.startsWith(".") || part === "__MACOSX");
+    const parts = path.split("/").filter((part) => part);
+    return parts.some((part) => part.startsWith(".") || part === "__MACOSX")
+      || (parts.length > 0 && SKIPPED.hidden_names.includes(parts[parts.length - 1].toLowerCase()));
   }
 
   // Text and images that travel with audio folders (README, notes, spectrogram pictures) are not sent.
-  const DOCUMENT = /(\.(txt|md|rst|csv|tsv|json|jsonl|ya?ml|xml|html?|pdf|png|jpe?g|gif|svg|py|sh|ini|cfg|toml|db|lab|textgrid)|(^|\/)(readme|license|licence|copying|changelog)[^/]*)$/i;
+  function isDocument(path) {
+    const name = path.split("/").pop();
+    const dot = name.lastIndexOf(".");
+    const hasSuffix = dot > 0 && dot < name.length - 1;
+    const suffix = hasSuffix ? name.slice(dot).toLowerCase() : "";
+    const stem = hasSuffix ? name.slice(0, dot) : name;
+    return SKIPPED.suffixes.includes(suffix) || SKIPPED.stems.includes(stem.toUpperCase());
+  }
 
   // Dropped folders: every file inside, labelled with the folder that holds it (as in a zip with a folder
   // per label). A dropped folder of files labels them with its own name; its subfolders label theirs.
@@ -272,7 +292,7 @@
     if (entry.isFile) {
       const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
       const path = parents.concat(file.name).join("/");
-      if (!DOCUMENT.test(path)) found.push({ file, path, label: parents.length ? parents[parents.length - 1] : null });
+      if (!isDocument(path)) found.push({ file, path, label: parents.length ? parents[parents.length - 1] : null });
     } else if (entry.isDirectory) {
       const reader = entry.createReader();
       let batch;

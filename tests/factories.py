@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import factory
-import numpy as np
-import soundfile as sf
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 
 from datasets_app.models import Clip, Dataset, clip_storage_name
-from tests.audio import tone
+from tests.audio import canonical_wav, tone
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -48,14 +45,6 @@ class DatasetFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"dataset-{n}")
     description = "Made in a test"
     sample_rate = 16000
-
-
-def canonical_wav(samples: np.ndarray, sample_rate: int) -> tuple[bytes, str]:
-    """Mono 16-bit PCM WAV bytes and the SHA-256 of the 16-bit samples, as ingestion stores them."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767).round().astype("<i2")
-    buffer = io.BytesIO()
-    sf.write(buffer, pcm, sample_rate, format="WAV", subtype="PCM_16")
-    return buffer.getvalue(), hashlib.sha256(pcm.tobytes()).hexdigest()
 
 
 class ClipFactory(factory.django.DjangoModelFactory):

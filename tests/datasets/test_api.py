@@ -14,7 +14,7 @@ from django.test import Client
 from audioml.models import ApiToken
 from audioml.roles import TRAINER, grant
 from datasets_app.models import Clip, Dataset
-from tests.datasets.media import distinct_wav, encode, zip_bytes
+from tests.audio import distinct_wav, encode, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db

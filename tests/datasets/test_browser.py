@@ -10,7 +10,7 @@ from playwright.sync_api import sync_playwright
 
 from audioml.roles import TRAINER, grant
 from datasets_app.models import Clip
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory, StaffFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -80,6 +80,29 @@ def test_a_dropped_folder_labels_files_by_their_folder(page):
     }""", files)
     page.locator("[data-upload-summary]").filter(has_text="2 added · 0 rejected").wait_for(timeout=30000)
     assert sorted(Clip.objects.values_list("label", flat=True)) == ["down", "up"]
+
+
+def test_a_dropped_folder_leaves_out_what_an_import_skips(page):
+    """The server's rule, not a copy in the script: NOTICE, AUTHORS, a README and Thumbs.db are not sent."""
+    DatasetFactory(name="kws")
+    page.goto(page.base_url + "/datasets/kws/")
+    audio = base64.b64encode(distinct_wav(6)).decode()
+    page.evaluate("""(audio) => {
+      const toFile = (name, b64) => new File([Uint8Array.from(atob(b64), c => c.charCodeAt(0))], name);
+      const fileEntry = (name, b64) => ({isFile: true, isDirectory: false, name, file: (ok) => ok(toFile(name, b64))});
+      const text = btoa("not audio");
+      const folder = {isFile: false, isDirectory: true, name: "yes", createReader: () => {
+        let done = false;
+        return {readEntries: (ok) => { ok(done ? [] : [fileEntry("1.wav", audio), fileEntry("NOTICE", text),
+          fileEntry("AUTHORS", text), fileEntry("README.md", text), fileEntry("Thumbs.db", text)]); done = true; }};
+      }};
+      const drop = new Event("drop", {bubbles: true, cancelable: true});
+      Object.defineProperty(drop, "dataTransfer", {value: {items: [{webkitGetAsEntry: () => folder}], files: []}});
+      document.querySelector("[data-dropzone]").dispatchEvent(drop);
+    }""", audio)
+    page.locator("[data-upload-summary]").filter(has_text="1 added · 0 rejected").wait_for(timeout=30000)
+    assert page.locator("[data-upload-list] > li").count() == 1
+    assert list(Clip.objects.values_list("label", flat=True)) == ["yes"]
 
 
 def test_inline_edit_saves_and_shows_errors_beside_the_field(page):

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from datasets_app.models import Clip, Dataset
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.factories import DatasetFactory, StaffFactory
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,7 @@ import soundfile as sf
 
 from audioml.audio.canonical import canonicalise
 from audioml.audio.decoding import AudioDecodeError, decode_audio, ffmpeg_binary
-from tests.audio import tone, wav_bytes
-from tests.datasets.media import dominant_frequency, encode
-from tests.factories import canonical_wav
+from tests.audio import canonical_wav, dominant_frequency, encode, tone, wav_bytes
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])

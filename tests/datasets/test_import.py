@@ -9,7 +9,7 @@ import pytest
 
 from datasets_app.importing import ImportRejected, import_archive, import_path
 from datasets_app.models import Clip
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.factories import DatasetFactory
 
 pytestmark = pytest.mark.django_db

@@ -15,9 +15,8 @@ from django.db import connection
 
 from datasets_app.ingest import IngestItem, ingest_files
 from datasets_app.models import Clip, clip_storage_name
-from tests.audio import tone, wav_bytes
-from tests.datasets.media import distinct_wav, encode
-from tests.factories import ClipFactory, DatasetFactory, canonical_wav
+from tests.audio import canonical_wav, distinct_wav, encode, tone, wav_bytes
+from tests.factories import ClipFactory, DatasetFactory
 
 pytestmark = pytest.mark.django_db
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import zipfile
 
 import pytest
@@ -10,8 +12,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from audioml.models import AuditEvent
+from datasets_app.importing import skipped_file_rule
 from datasets_app.models import Clip, Dataset
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory
 
 pytestmark = pytest.mark.django_db
@@ -249,6 +252,18 @@ def test_upload_needs_a_file(staff_client, dataset):
     response = staff_client.post("/datasets/kws/upload/", {"label": "yes"})
     assert response.status_code == 400
     assert "This field is required." in response.content.decode()
+
+
+def test_the_page_gives_its_script_the_files_an_import_skips(staff_client, dataset):
+    """The script leaves out of dropped folders exactly what an import of the same folder skips."""
+    for response in (staff_client.get("/datasets/kws/"), staff_client.post("/datasets/kws/upload/", {"label": "yes"})):
+        match = re.search(r'<script id="skipped-file-rule" type="application/json">(.*?)</script>', response.content.decode())
+        assert match, "the rule is missing from the page"
+        rule = json.loads(match.group(1))
+        assert rule == skipped_file_rule()
+        assert {".txt", ".csv", ".png"} <= set(rule["suffixes"])
+        assert {"README", "LICENSE", "NOTICE", "AUTHORS"} <= set(rule["stems"])
+        assert "thumbs.db" in rule["hidden_names"]
 
 
 # ------------------------------------------------------------------------------ clip page and settings

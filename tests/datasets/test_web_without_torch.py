@@ -16,7 +16,7 @@ from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from django.contrib.auth import get_user_model
 from django.test import Client
-from tests.datasets.media import distinct_wav
+from tests.audio import distinct_wav
 user = get_user_model().objects.create_superuser("web", password="x")
 client = Client()
 client.force_login(user)

@@ -7,7 +7,6 @@ script or a browser tab), on loopback only. Nothing here asserts timings; it rec
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import random
 import threading
@@ -16,21 +15,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
-import soundfile as sf
+from tests.audio import tone, wav_bytes
 
 SAMPLE_RATE = 16000
 
 
 def distinct_clip(client: int, number: int, seconds: float = 0.2) -> bytes:
     """A short WAV whose audio differs for every (client, number), so no upload is a duplicate of another."""
-    rng = np.random.default_rng(client * 100_003 + number)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     frequency = 200.0 + 7.0 * client + 0.37 * number
-    samples = 0.4 * np.sin(2 * np.pi * frequency * t) + 0.02 * rng.standard_normal(t.shape)
-    buffer = io.BytesIO()
-    sf.write(buffer, samples.astype(np.float32), SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
+    samples = tone(frequency, seconds, SAMPLE_RATE, amplitude=0.4, noise=0.02, seed=client * 100_003 + number)
+    return wav_bytes(samples, SAMPLE_RATE)
 
 
 def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
@@ -49,40 +43,52 @@ def multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tu
 
 
 class Connection:
-    """One keep-alive HTTP connection. A GET on a connection the server has just closed is retried once on a
-    new connection, as browsers do (counted in `reconnects`); a POST is never silently repeated."""
+    """One keep-alive HTTP connection (a script, a browser tab), with a bearer `token` and/or other `headers`
+    (a session cookie) sent on every request. A GET on a connection the server has just closed is retried once
+    on a new connection, as browsers do (counted in `reconnects`); a POST is never silently repeated."""
 
-    def __init__(self, port: int, token: str) -> None:
+    def __init__(self, port: int, token: str = "", headers: dict[str, str] | None = None, timeout: float = 120) -> None:
         self.port = port
-        self.headers = {"Authorization": f"Bearer {token}"}
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.timeout = timeout
+        self.headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         self.reconnects = 0
 
-    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
-        """(status, parsed JSON body or None, milliseconds)."""
-        headers = dict(self.headers)
-        if content_type:
-            headers["Content-Type"] = content_type
+    def send(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None):
+        """(status, body bytes, milliseconds)."""
+        all_headers = {**self.headers, **(headers or {})}
         for attempt in (1, 2):
             started = time.perf_counter()
             try:
-                self.connection.request(method, path, body=body, headers=headers)
+                self.connection.request(method, path, body=body, headers=all_headers)
                 response = self.connection.getresponse()
                 data = response.read()
-                elapsed = (time.perf_counter() - started) * 1000
-                try:
-                    parsed = json.loads(data) if data else None
-                except ValueError:
-                    parsed = None
-                return response.status, parsed, elapsed
+                return response.status, data, (time.perf_counter() - started) * 1000
             except (OSError, http.client.HTTPException) as error:
                 self.connection.close()
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
                 stale = isinstance(error, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError))
                 if not stale or attempt == 2 or method != "GET":
                     raise
                 self.reconnects += 1
         raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None):
+        """(status, parsed JSON body or None, milliseconds)."""
+        status, data, elapsed = self.send(method, path, body, {"Content-Type": content_type} if content_type else None)
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = None
+        return status, parsed, elapsed
+
+    def json(self, method: str, path: str, body: dict | None = None) -> dict:
+        """A JSON API call that must succeed: its answer, parsed (RuntimeError with the answer otherwise)."""
+        payload = json.dumps(body).encode() if body is not None else None
+        status, data, _ = self.send(method, path, payload, {"Content-Type": "application/json"} if body is not None else None)
+        if status >= 400:
+            raise RuntimeError(f"{method} {path} -> {status}: {data[:500]!r}")
+        return json.loads(data)
 
     def close(self) -> None:
         self.connection.close()

@@ -1,8 +1,9 @@
-"""Real processes for the operations tests: a django-q2 training cluster and a gunicorn web server.
+"""Real processes for the operations tests and the benchmarks: a django-q2 cluster and a gunicorn web server.
 
-Both run against the test's own database and media folder (see the `subprocess_env` fixture). They are
-stopped the way the pitfalls note says: SIGTERM to the main process only, then waiting; SIGKILL to the
-process group only if that does not end it.
+Both run against the caller's own database and media folder (the `subprocess_env` fixture, or a benchmark's
+`site_env`). They are stopped the way the pitfalls note says: SIGTERM to the main process only, then waiting;
+SIGKILL to the process group only if that does not end it. bench/ uses this module too, so tests and
+benchmarks start and stop servers the same way.
 """
 
 from __future__ import annotations
@@ -34,13 +35,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(env: dict, log_path: Path, port: int, workers: int = 4, threads: int = 2) -> subprocess.Popen:
-    """gunicorn as in production (several workers, threads), bound to loopback only."""
+def start_gunicorn(
+    env: dict,
+    log_path: Path,
+    port: int,
+    workers: int = 4,
+    threads: int = 2,
+    timeout: int = 120,
+    up_statuses: tuple[int, ...] = (200,),
+) -> subprocess.Popen:
+    """gunicorn as in production (several workers, threads), bound to loopback only, once /api/health answers
+    with one of `up_statuses` (503 is "up" for a caller that runs no task broker or worker).
+
+    Without a control socket of its own, gunicorn 27 takes over the per-user one of any other instance."""
     log = open(log_path, "ab")
     process = subprocess.Popen(
         [
             sys.executable, "-m", "gunicorn", "audioml.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), "--threads", str(threads), "--timeout", "120", "--graceful-timeout", "10",
+            "--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout),
+            "--graceful-timeout", "10", "--no-control-socket",
         ],
         cwd=ROOT, env={**env, "DEBUG": "False"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
@@ -48,15 +61,22 @@ def start_gunicorn(env: dict, log_path: Path, port: int, workers: int = 4, threa
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
-                if response.status == 200:
-                    return process
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+        if health_status(port) in up_statuses:
+            return process
         time.sleep(0.3)
     stop(process)
     raise AssertionError(f"gunicorn did not answer within 60 s:\n{log_path.read_text()[-4000:]}")
+
+
+def health_status(port: int) -> int:
+    """The HTTP status of GET /api/health, or 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> None:

@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import tempfile
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,11 +30,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
-from audioml.models import ApiToken
 from audioml.audio.decoding import ffmpeg_binary
+from audioml.models import ApiToken
 from datasets_app.models import Clip, clip_storage_name
 from registry_app.models import Alias
-from tests.audio import tone, wav_bytes
+from tests.audio import tone, wav_bytes, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory
 
 PROBLEM = "application/problem+json"
@@ -48,14 +47,6 @@ def wav(seconds: float = 0.5, frequency: float = 440.0) -> bytes:
 
 def upload(name: str, data: bytes, content_type: str = "audio/wav") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type=content_type)
-
-
-def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 @cache
@@ -91,16 +82,16 @@ def corrupt_wav() -> bytes:
 
 
 def zip_bomb() -> bytes:
-    return zip_of({"yes/bomb.wav": b"\0" * (64 * 1024 * 1024)})
+    return zip_bytes({"yes/bomb.wav": b"\0" * (64 * 1024 * 1024)})
 
 
 def many_entries_zip() -> bytes:
-    return zip_of({f"yes/{n}.wav": wav(0.2, 300 + 20 * n) for n in range(6)})  # ZIP_MAX_ENTRIES is set to 5
+    return zip_bytes({f"yes/{n}.wav": wav(0.2, 300 + 20 * n) for n in range(6)})  # ZIP_MAX_ENTRIES is set to 5
 
 
 def latin1_manifest_zip() -> bytes:
     manifest = "file,label,transcript\na.wav,yes,caf\u00e9 cr\u00e8me\n".encode("latin-1")
-    return zip_of({"manifest.csv": manifest, "a.wav": wav()})
+    return zip_bytes({"manifest.csv": manifest, "a.wav": wav()})
 
 
 # --------------------------------------------------------------------------------------------------- cases
@@ -180,17 +171,17 @@ CASES = [
     Case("zip-too-many-entries", "post", IMPORT, lambda: archive(many_entries_zip()), code="archive-refused",
          words="at most 5 are accepted", settings={"ZIP_MAX_ENTRIES": 5}),
     Case("zip-bomb", "post", IMPORT, lambda: archive(zip_bomb()), code="archive-refused", words="zip bomb"),
-    Case("zip-dot-dot-entry", "post", IMPORT, lambda: archive(zip_of({"yes/a.wav": wav(), "../../evil.wav": wav(0.3)})),
+    Case("zip-dot-dot-entry", "post", IMPORT, lambda: archive(zip_bytes({"yes/a.wav": wav(), "../../evil.wav": wav(0.3)})),
          code="archive-refused", words="contains '..'"),
-    Case("zip-absolute-entry", "post", IMPORT, lambda: archive(zip_of({"/etc/cron.d/evil.wav": wav()})),
+    Case("zip-absolute-entry", "post", IMPORT, lambda: archive(zip_bytes({"/etc/cron.d/evil.wav": wav()})),
          code="archive-refused", words="absolute path"),
-    Case("zip-windows-absolute-entry", "post", IMPORT, lambda: archive(zip_of({"C:\\evil.wav": wav()})),
+    Case("zip-windows-absolute-entry", "post", IMPORT, lambda: archive(zip_bytes({"C:\\evil.wav": wav()})),
          code="archive-refused", words="absolute path"),
     Case("zip-non-utf8-manifest", "post", IMPORT, lambda: archive(latin1_manifest_zip()), code="archive-refused",
          words="manifest.csv is not UTF-8 text (byte 0xe9 on line 2)"),
     Case("not-a-zip", "post", IMPORT, lambda: archive(b"PK\x03\x04 but not really a zip" * 10),
          code="archive-refused", words="not a valid zip archive"),
-    Case("zip-without-audio", "post", IMPORT, lambda: archive(zip_of({"README.md": b"# notes"})),
+    Case("zip-without-audio", "post", IMPORT, lambda: archive(zip_bytes({"README.md": b"# notes"})),
          code="nothing-added", words="holds no audio files"),
     # Names that try to be paths.
     Case("dataset-name-dot-dot", "post", "/api/datasets", lambda: as_json({"name": "../evil"}),
@@ -360,7 +351,7 @@ def test_a_path_in_an_uploaded_file_name_is_reduced_to_its_base_name_and_never_u
 def test_a_utf16_manifest_with_a_bom_is_read(world):
     """Excel's "Unicode text" export: refused only when it cannot be decoded, so the refusal above is specific."""
     manifest = "file,label,transcript\na.wav,yes,caf\u00e9 cr\u00e8me\n".encode("utf-16")
-    response = world["clients"]["token"].post(IMPORT, archive(zip_of({"manifest.csv": manifest, "a.wav": wav(0.4, 555)}))["data"])
+    response = world["clients"]["token"].post(IMPORT, archive(zip_bytes({"manifest.csv": manifest, "a.wav": wav(0.4, 555)}))["data"])
     assert response.status_code == 200, response.content
     assert Clip.objects.get(original_name="a.wav").transcript == "caf\u00e9 cr\u00e8me"
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 
 ALLOWED = {
     "viewer": {"superuser", "viewer", "trainer", "approver"},

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from audioml.models import ApiToken, AuditEvent
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.roles.actions import wav
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 
+from tests.audio import tone, write_wav
 from training_app.ml.config import TrainConfig
 from training_app.ml.data import ClipRecord
 
@@ -28,15 +28,12 @@ def write_tone_clips(
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     clips = []
-    n_samples = int(seconds * SAMPLE_RATE)
-    time = np.arange(n_samples) / SAMPLE_RATE
     for label, frequency in tones.items():
         for index in range(per_label):
             detuned = frequency * (1 + 0.03 * rng.standard_normal())
-            wave = rng.uniform(0.2, 0.6) * np.sin(2 * np.pi * detuned * time + rng.uniform(0, np.pi))
-            wave += 0.03 * rng.standard_normal(n_samples)
-            path = root / f"{label}_{index}.wav"
-            soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            amplitude, phase = rng.uniform(0.2, 0.6), rng.uniform(0, np.pi)
+            wave = tone(detuned, seconds, SAMPLE_RATE, amplitude=amplitude, phase=phase, noise=0.03, rng=rng)
+            path = write_wav(root / f"{label}_{index}.wav", wave, SAMPLE_RATE)
             clips.append(
                 ClipRecord(
                     id=f"{label}-{index}",
