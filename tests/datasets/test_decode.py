@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,8 @@ import soundfile as sf
 from audioml.audio.canonical import canonicalise
 from audioml.audio.decoding import AudioDecodeError, decode_audio, ffmpeg_binary
 from tests.audio import canonical_wav, dominant_frequency, encode, tone, wav_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "FLOAT"])
@@ -129,8 +134,6 @@ def test_too_long_audio_stops_early_with_a_reason(tmp_path):
 
 
 def test_a_file_without_an_audio_stream_says_so(tmp_path):
-    import subprocess
-
     video = tmp_path / "silent-video.webm"
     subprocess.run(
         [ffmpeg_binary(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=0.5",
@@ -217,3 +220,18 @@ def test_resampling_matches_torchaudio_functional_resample():
     expected = torchaudio.functional.resample(torch.from_numpy(samples), 44100, 16000).numpy()
     assert np.array_equal(resample(samples, 44100, 16000), expected)
     assert np.array_equal(resample(samples, 44100, 16000), expected)  # the cached kernel gives the same again
+
+
+def test_decoding_loads_neither_django_nor_torch_at_the_same_rate():
+    """Prediction and ingestion share this decoder: it must stand alone, and only resampling may load torch."""
+    script = (
+        "import sys\n"
+        "from audioml.audio.decoding import decode_audio\n"
+        "from tests.audio import wav_bytes\n"
+        "decoded = decode_audio(wav_bytes(seconds=0.5), 16000)\n"
+        "assert (decoded.format, len(decoded.samples)) == ('wav', 8000), decoded\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'django', 'torch', 'torchaudio'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
