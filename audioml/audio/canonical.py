@@ -31,7 +31,7 @@ class CanonicalAudio:
 
 
 def canonicalise(decoded: DecodedAudio) -> CanonicalAudio:
-    """16-bit PCM samples (as tests/factories.py `canonical_wav` computes them), their hash and levels."""
+    """16-bit PCM samples (as tests/audio.py `canonical_wav` computes them), their hash and levels."""
     pcm = to_pcm16(decoded.samples)
     content_hash = hashlib.sha256(pcm.tobytes()).hexdigest()
     magnitude = np.abs(pcm.astype(np.int32))
