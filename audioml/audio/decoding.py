@@ -42,7 +42,7 @@ SOUNDFILE_FORMATS = {"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "AIFF", "AU",
 
 
 class AudioDecodeError(Exception):
-    """A file that cannot become a clip; `reason` is a sentence for the user, `code` a stable identifier."""
+    """A file that cannot be decoded or is too long; `reason` is a sentence for the user, `code` a stable identifier."""
 
     def __init__(self, reason: str, code: str = "undecodable"):
         super().__init__(reason)
