@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -19,7 +19,7 @@ from ninja.parser import Parser
 from ninja.security import APIKeyCookie, HttpBearer
 from pydantic import BaseModel
 
-from audioml.errors import DomainError, Unprocessable
+from audioml.errors import DomainError, InsufficientStorage, Unprocessable, is_out_of_space, out_of_space_message
 from audioml.models import ApiToken
 from audioml.problems import PROBLEM_CONTENT_TYPE, problem_response
 
@@ -188,7 +188,10 @@ api.add_decorator(refuse_nul_characters)
 
 @api.exception_handler(DomainError)
 def on_domain_error(request, exc: DomainError):
-    return problem_response(exc.status, exc.detail, code=exc.code, title=exc.title, **exc.extra)
+    response = problem_response(exc.status, exc.detail, code=exc.code, title=exc.title, **exc.extra)
+    if retry_after := getattr(exc, "retry_after", None):
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)
@@ -256,6 +259,10 @@ def on_too_many_files(request, exc):
 
 @api.exception_handler(Exception)
 def on_unexpected(request, exc):
+    if is_out_of_space(exc):
+        logger.error("Out of disk space on %s %s: %s", request.method, request.path, exc)
+        error = InsufficientStorage(out_of_space_message())
+        return problem_response(error.status, error.detail, code=error.code, title=error.title)
     logger.exception("Unhandled API error on %s %s", request.method, request.path)
     return problem_response(500, "An unexpected error occurred. Quote the request id when reporting it.")
 
@@ -321,8 +328,22 @@ def _check_storage() -> str:
         finally:
             default_storage.delete(name)
         return "ok"
+    except OSError as exc:
+        return f"error: {exc.strerror or exc.__class__.__name__}"
     except Exception as exc:  # noqa: BLE001
         return f"error: {exc.__class__.__name__}"
+
+
+def _check_cache() -> str:
+    """The shared cache table (workers' heartbeats, login throttling) exists and answers."""
+    from django.core.cache import cache
+
+    try:
+        with transaction.atomic():  # a savepoint: the failed query must not poison the request's connection
+            cache.get("audioml:ready-probe")
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - a missing table (createcachetable never ran) or no database
+        return f"error: {exc.__class__.__name__} (run python manage.py migrate)"
 
 
 def live_clusters() -> list[dict]:
@@ -347,7 +368,9 @@ system_router = Router(tags=["system"])
 
 @system_router.get("/health", auth=None, response={200: HealthOut, 503: HealthOut}, summary="Health check")
 def health(request):
-    """Database reachable, task broker reachable, media folder writable, and the versions in use."""
+    """Liveness: 503 only when this process cannot serve (its database is unreachable). A full or unwritable
+    media folder or an unreachable broker is reported in the body (`degraded`) and fails `/api/ready`, not
+    this probe: restarting the web process would not fix either."""
     checks = {"database": _check_database(), "broker": _check_broker(), "media": _check_media()}
     healthy = all(value == "ok" for value in checks.values())
     body = {
@@ -361,7 +384,7 @@ def health(request):
             "torchaudio": _package_version("torchaudio"),
         },
     }
-    return Status(200 if healthy else 503, body)
+    return Status(200 if checks["database"] == "ok" else 503, body)
 
 
 class ClusterOut(Schema):
@@ -376,6 +399,7 @@ class ReadyOut(Schema):
     status: str
     database: str
     broker: str
+    cache: str
     storage: str
     workers: str
     clusters: list[ClusterOut]
@@ -383,14 +407,15 @@ class ReadyOut(Schema):
 
 @system_router.get("/ready", auth=None, response={200: ReadyOut, 503: ReadyOut}, summary="Readiness check")
 def ready(request):
-    """Ready to serve: database, broker and storage work, and at least one worker cluster is alive."""
+    """Ready to serve: database, broker, shared cache and storage work, and at least one worker cluster is alive."""
     database = _check_database()
     broker = _check_broker() if database == "ok" else "error: database unreachable"
+    cache = _check_cache() if database == "ok" else "error: database unreachable"
     storage = _check_storage()
-    clusters = live_clusters() if database == "ok" else []
+    clusters = live_clusters() if cache == "ok" else []
     alive = [c for c in clusters if c["status"] not in ("Stopped", "Stopping")]
     workers = "ok" if alive else "error: no worker has reported in the last few seconds (is qcluster running?)"
-    checks = {"database": database, "broker": broker, "storage": storage, "workers": workers}
+    checks = {"database": database, "broker": broker, "cache": cache, "storage": storage, "workers": workers}
     healthy = all(value == "ok" for value in checks.values())
     return Status(200 if healthy else 503, {"status": "ok" if healthy else "not ready", **checks, "clusters": clusters})
 

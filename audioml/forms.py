@@ -1,4 +1,6 @@
 from django import forms
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm
 
 
 class TokenForm(forms.Form):
@@ -40,3 +42,42 @@ class AuditFilterForm(forms.Form):
 
             events = events.filter(Q(object_repr__icontains=data["q"]) | Q(object_id=data["q"]))
         return events
+
+
+class ThrottledLoginMixin:
+    """Refuse logins while the account or the address is throttled (audioml/login_throttle.py), with a message
+    that says so, and count failed attempts. Used by the panel's and Django admin's login forms."""
+
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "throttled": "%(message)s",
+    }
+
+    def clean(self):
+        from audioml import login_throttle
+        from audioml.audit import client_ip
+
+        username = self.cleaned_data.get("username") or ""
+        address = client_ip(self.request)
+        refused = login_throttle.refusal(username, address)
+        if refused is not None:
+            self.throttled = refused
+            raise forms.ValidationError(
+                self.error_messages["throttled"], code="throttled", params={"message": refused.message}
+            )
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError as error:
+            if self.cleaned_data.get("password"):
+                login_throttle.record_failure(username, address)
+            raise error
+        login_throttle.record_success(username)
+        return cleaned
+
+
+class LoginForm(ThrottledLoginMixin, AuthenticationForm):
+    pass
+
+
+class AdminLoginForm(ThrottledLoginMixin, AdminAuthenticationForm):
+    pass

@@ -105,3 +105,28 @@ class ApiMethodNotAllowedMiddleware:
             problem["Allow"] = allowed
             return problem
         return response
+
+
+class OutOfSpaceMiddleware:
+    """A full disk is the operator's problem, not the client's: 507 with a message saying so, wherever it
+    happens in a panel page (the API's own handler does the same for API operations)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        from audioml.errors import is_out_of_space, out_of_space_message
+
+        if not is_out_of_space(exception):
+            return None
+        logging.getLogger("audioml.storage").error("Out of disk space on %s %s: %s", request.method, request.path, exception)
+        if request.path.startswith("/api/"):
+            from audioml.problems import problem_response
+
+            return problem_response(507, out_of_space_message(), code="insufficient-storage", title="Server storage full")
+        from django.shortcuts import render
+
+        return render(request, "507.html", {"reason": out_of_space_message()}, status=507)

@@ -145,6 +145,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "audioml.middleware.OutOfSpaceMiddleware",
 ]
 
 ROOT_URLCONF = "audioml.urls"
@@ -178,6 +179,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Failed-login throttling (audioml/login_throttle.py): short, capped waits per account; a long lock per address.
+LOGIN_THROTTLE_WINDOW_SECONDS = envint("LOGIN_THROTTLE_WINDOW_SECONDS", 900, minimum=1)
+LOGIN_ACCOUNT_FAILURES = envint("LOGIN_ACCOUNT_FAILURES", 5, minimum=1)
+LOGIN_ACCOUNT_LOCK_SECONDS = envint("LOGIN_ACCOUNT_LOCK_SECONDS", 2, minimum=1)
+LOGIN_ACCOUNT_LOCK_MAX_SECONDS = envint("LOGIN_ACCOUNT_LOCK_MAX_SECONDS", 60, minimum=1)
+LOGIN_ADDRESS_FAILURES = envint("LOGIN_ADDRESS_FAILURES", 20, minimum=1)
+LOGIN_ADDRESS_LOCK_SECONDS = envint("LOGIN_ADDRESS_LOCK_SECONDS", 900, minimum=1)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -213,6 +221,13 @@ CLIP_MAX_SECONDS = envfloat("CLIP_MAX_SECONDS", 60.0, minimum=0.1)
 ZIP_MAX_ENTRIES = envint("ZIP_MAX_ENTRIES", 20000, minimum=1)
 ZIP_MAX_RATIO = envint("ZIP_MAX_RATIO", 200, minimum=1)
 INGEST_WORKERS = envint("INGEST_WORKERS", os.cpu_count() or 1, minimum=1)
+
+# Predictions: bounded so that one user cannot starve the web threads (see registry_app/limits.py).
+PREDICT_MAX_FILE_SECONDS = envfloat("PREDICT_MAX_FILE_SECONDS", 600.0, minimum=1.0)
+PREDICT_MAX_REQUEST_SECONDS = envfloat("PREDICT_MAX_REQUEST_SECONDS", 1200.0, minimum=1.0)
+PREDICT_MAX_CONCURRENT_PER_USER = envint("PREDICT_MAX_CONCURRENT_PER_USER", 2, minimum=1)
+# Per web process; half of its threads by default, so the other half always serve the panel and the probes.
+PREDICT_WORKERS = envint("PREDICT_WORKERS", max(1, envint("WEB_THREADS", 4, minimum=1) // 2), minimum=1)
 
 # django-q2. Two clusters share the ORM broker (or Redis when Q_REDIS_URL is set): the default one for short
 # tasks and "training", which runs one long job at a time. A training task must never be handed out twice,
@@ -269,6 +284,8 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "audioml_cache",
         "TIMEOUT": 300,
+        # Culling (a third of the entries once there are more) would forget login-throttling counters.
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
     }
 }
 

@@ -6,13 +6,15 @@ from django.views.static import serve
 
 from audioml import views
 from audioml.api import api
+from audioml.forms import AdminLoginForm
 
 admin.site.site_header = "AudioML administration"
+admin.site.login_form = AdminLoginForm  # failed logins throttled like the panel's
 admin.site.site_title = "AudioML admin"
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", views.ThrottledLoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/tokens/", views.token_list, name="token-list"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),

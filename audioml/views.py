@@ -4,6 +4,7 @@ import hmac
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,7 +12,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from audioml.audit import Actor
-from audioml.forms import AuditFilterForm, TokenForm
+from audioml.forms import AuditFilterForm, LoginForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
 from audioml.roles import CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
@@ -66,6 +67,20 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "page": page, "query": query.urlencode()}
     template = "account/audit.html#events" if request.htmx else "account/audit.html"
     return render(request, template, context)
+
+
+class ThrottledLoginView(LoginView):
+    """Django's login view with failed-login throttling; a throttled attempt is answered 429 with Retry-After."""
+
+    authentication_form = LoginForm
+
+    def form_invalid(self, form: LoginForm) -> HttpResponse:
+        response = super().form_invalid(form)
+        refused = getattr(form, "throttled", None)
+        if refused is not None:
+            response.status_code = 429
+            response["Retry-After"] = str(refused.seconds)
+        return response
 
 
 @csrf_exempt  # it changes nothing; a CSRF check would turn a POST's 404 problem into an HTML 403 page

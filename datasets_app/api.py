@@ -7,7 +7,7 @@ from ninja.files import UploadedFile
 from ninja.pagination import paginate
 
 from audioml.audit import Actor
-from audioml.errors import NotFound, Unprocessable
+from audioml.errors import InsufficientStorage, NotFound, Unprocessable
 from audioml.roles import (
     CAN_CREATE_DATASET, CAN_DELETE_DATASET, CAN_EDIT_CLIPS, CAN_EDIT_DATASET, CAN_PURGE_CLIPS, CAN_UPLOAD, CAN_VIEW_CLIPS,
     CAN_VIEW_DATASETS, require,
@@ -50,6 +50,15 @@ def report_or_refusal(report, what: str) -> dict:
     """The ingest report, or a 422 problem carrying it when not a single clip was added (a corrupt, empty,
     silent or too long file, an archive of nothing but rejects), so a client cannot mistake it for success."""
     body = report.as_dict()
+    full = [result for result in report.rejected if result.code == "storage-full"]
+    if full:
+        added = len(report.accepted)
+        raise InsufficientStorage(
+            f"The server's disk is full: {len(full)} file{'s' * (len(full) != 1)} could not be stored "
+            f"({added} added). This is not a problem with the files: an operator must free space on the media "
+            "disk (MEDIA_ROOT), then send the files that were not added again.",
+            **body,
+        )
     if report.accepted:
         return body
     rejected = report.rejected

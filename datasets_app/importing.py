@@ -24,6 +24,7 @@ from typing import IO
 
 from django.conf import settings
 
+from audioml.errors import is_out_of_space
 from datasets_app.ingest import FileResult, IngestItem, IngestReport, Progress, ingest_files
 from datasets_app.models import Dataset
 
@@ -113,6 +114,8 @@ def import_archive(
                         shutil.copyfileobj(source, out, 1024 * 1024)
                 except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
                     target.unlink(missing_ok=True)
+                    if is_out_of_space(exc):
+                        raise  # the server's disk, not the archive: answered as 507
                     entries.append(_Entry(info.filename, None))
                     logger.info("Archive member %r unreadable: %s", info.filename, exc)
                     continue

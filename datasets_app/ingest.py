@@ -30,6 +30,7 @@ from django.db import IntegrityError, transaction
 
 from audioml.audio.canonical import CanonicalAudio, canonicalise
 from audioml.audio.decoding import FFMPEG_BATCH, AudioDecodeError, decode_audio, decode_audio_many, too_long_error
+from audioml.errors import is_out_of_space
 from datasets_app.models import Clip, Dataset, clean_clip_metadata, clip_storage_name
 
 logger = logging.getLogger(__name__)
@@ -349,6 +350,12 @@ def _duplicate_result(prepared: _Prepared, clip_id: int) -> FileResult:
 
 
 def _failed_result(prepared: _Prepared, exc: BaseException) -> FileResult:
+    if is_out_of_space(exc):
+        return FileResult(
+            prepared.item.name, False, code="storage-full",
+            reason="could not be saved: the server's disk is full (an operator must free space); nothing was stored for it",
+            label=prepared.metadata["label"],
+        )
     return FileResult(
         prepared.item.name, False, code="storage-error",
         reason=f"could not be saved ({exc.__class__.__name__}: {str(exc)[:160]}); nothing was stored for it",

@@ -17,7 +17,7 @@ from audioml.roles import (
     CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
     CAN_VIEW_VERSIONS, require,
 )
-from registry_app.errors import ImmutableVersion, ReferenceNotFound, UndecodableAudio
+from registry_app.errors import AudioTooLong, ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.models import Alias, ModelVersion, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
     AliasEventOut,
@@ -248,21 +248,31 @@ def predict(
     window probabilities averaged (`windows`, `aggregation`). Shorter clips are zero-padded.
 
     Partial failures: a file that cannot be decoded gets an `error` object (status 422, code
-    `undecodable-audio`) in its place in `results`, while the others are scored and the response is 200.
-    When every file fails the response is a 422 problem with the same `results`. Unknown model, alias or
-    version: 404. A version whose model file fails its SHA-256 check: 409 `artifact-damaged`."""
+    `undecodable-audio`; a file longer than PREDICT_MAX_FILE_SECONDS: status 413, code `audio-too-long`) in its
+    place in `results`, while the others are scored and the response is 200. When every file fails the
+    response is a 422 problem (413 when every file was too long) with the same `results`. More than
+    PREDICT_MAX_REQUEST_SECONDS of audio in one request: 413 `prediction-too-large`. More predictions at once
+    than PREDICT_MAX_CONCURRENT_PER_USER: 429; every prediction slot of the process busy: 503 (both with
+    Retry-After). Unknown model, alias or version: 404. A version whose model file fails its SHA-256 check:
+    409 `artifact-damaged`."""
     require(request.user, CAN_VIEW_VERSIONS)
     from registry_app import inference
+    from registry_app.limits import prediction_slot
 
     model = get_model_or_404(name)
     uploads = list(files or [])
     if not uploads:
         raise Unprocessable("Send one or more audio files as the multipart form field “files”.")
-    outcome = inference.predict_uploads(model, ref or None, uploads)
+    with prediction_slot(request.user):
+        outcome = inference.predict_uploads(model, ref or None, uploads)
     if outcome["succeeded"] == 0:
-        only = outcome["results"][0]["error"]["detail"] if len(uploads) == 1 else None
-        raise UndecodableAudio(
-            only or f"None of the {len(uploads)} files could be decoded as audio.",
+        errors = [result["error"] for result in outcome["results"]]
+        all_too_long = all(error["code"] == AudioTooLong.code for error in errors)
+        only = errors[0]["detail"] if len(uploads) == 1 else None
+        problem = AudioTooLong if all_too_long else UndecodableAudio
+        raise problem(
+            only or f"None of the {len(uploads)} files could be scored"
+            + (" (each is too long)." if all_too_long else "."),
             results=outcome["results"],
             model=outcome["model"],
             version=outcome["version"],

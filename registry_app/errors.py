@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from audioml.errors import Conflict, NotFound, Unprocessable
+from audioml.errors import Conflict, DomainError, NotFound, Unprocessable
 
 
 class ImmutableVersion(Conflict):
@@ -41,3 +41,23 @@ class ReferenceNotFound(NotFound):
 class UndecodableAudio(Unprocessable):
     code = "undecodable-audio"
     title = "Audio could not be decoded"
+
+
+class AudioTooLong(DomainError):
+    """One file holds more audio than one prediction may score (PREDICT_MAX_FILE_SECONDS)."""
+
+    status = 413
+    code = "audio-too-long"
+    title = "Audio too long"
+
+
+class PredictionTooLarge(DomainError):
+    """The files of one request hold more audio in total than PREDICT_MAX_REQUEST_SECONDS."""
+
+    status = 413
+    code = "prediction-too-large"
+    title = "Too much audio in one request"
+
+
+# A file's own problem: reported in its place in `results` while the other files are scored.
+FILE_ERRORS = (UndecodableAudio, AudioTooLong)

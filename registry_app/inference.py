@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 
 from audioml.audio.decoding import AudioDecodeError, decode_audio
 from registry_app import artifacts as artifact_store
-from registry_app.errors import ArtifactDamaged, UndecodableAudio
+from registry_app.errors import ArtifactDamaged, AudioTooLong, PredictionTooLarge, UndecodableAudio
 from registry_app.models import MODEL_FILE, ModelVersion, RegisteredModel
 
 logger = logging.getLogger("registry_app.inference")
@@ -43,8 +44,6 @@ WINDOW_BATCH = 64
 # top of that oversubscribe the cores, and on a busy 2-core machine a one-window forward pass took 1.2 ms (p50)
 # with 1 thread against 282 ms with 2. Set once, when a process loads its first model.
 INFERENCE_THREADS = 1
-# Longest recording one prediction accepts (seconds of audio); longer files get a per-file 422.
-MAX_PREDICT_SECONDS = 600.0
 
 
 @dataclass
@@ -242,16 +241,24 @@ def prepare(model: RegisteredModel, ref: str | None = None) -> PredictionRequest
     return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached)
 
 
-def predict_source(request: PredictionRequest, source, file_name: str) -> dict[str, Any]:
+def predict_source(request: PredictionRequest, source, file_name: str, max_seconds: float | None = None) -> dict[str, Any]:
     """One file's prediction; `source` is a path, bytes or an uploaded file (any format ingestion reads).
 
-    Raises UndecodableAudio (422 for that file) when it is not audio, is empty or is too long.
+    Raises UndecodableAudio (422 for that file) when it is not audio or is empty, and AudioTooLong (413) when
+    it holds more than `max_seconds` (default PREDICT_MAX_FILE_SECONDS) of audio; decoding stops there.
     """
     started = time.perf_counter()
     loaded = request.loaded
+    limit = settings.PREDICT_MAX_FILE_SECONDS if max_seconds is None else max_seconds
     try:
-        decoded = decode_audio(source, loaded.sample_rate, max_seconds=MAX_PREDICT_SECONDS, name_hint=file_name)
+        decoded = decode_audio(source, loaded.sample_rate, max_seconds=limit, name_hint=file_name)
     except AudioDecodeError as error:
+        if error.code == "too-long":
+            raise AudioTooLong(
+                f"{file_name}: longer than {limit:g} s, the most audio one prediction scores "
+                "(PREDICT_MAX_FILE_SECONDS); cut the recording into shorter files.",
+                file=file_name, reason="too-long", max_seconds=limit,
+            ) from None
         raise UndecodableAudio(f"{file_name}: {error.reason}", file=file_name, reason=error.code) from None
     scores, windows = score_waveform(loaded, decoded.samples)
     best = int(np.argmax(scores))
@@ -268,7 +275,7 @@ def predict_source(request: PredictionRequest, source, file_name: str) -> dict[s
     }
 
 
-def file_error(file_name: str, error: UndecodableAudio) -> dict[str, Any]:
+def file_error(file_name: str, error: UndecodableAudio | AudioTooLong) -> dict[str, Any]:
     reason = error.extra.get("reason", "undecodable")
     return {
         "file": file_name,
@@ -277,15 +284,29 @@ def file_error(file_name: str, error: UndecodableAudio) -> dict[str, Any]:
 
 
 def predict_uploads(model: RegisteredModel, ref: str | None, uploads: list) -> dict[str, Any]:
-    """Predictions for every uploaded file with one resolved version; bad files get a per-file error."""
+    """Predictions for every uploaded file with one resolved version; bad files get a per-file error.
+
+    The files of one request may hold at most PREDICT_MAX_REQUEST_SECONDS of audio together: each file is
+    decoded with what is left of that budget as its limit, so the work stays bounded, and a request that
+    goes over it is refused whole (PredictionTooLarge, 413)."""
     request = prepare(model, ref)
+    file_limit = settings.PREDICT_MAX_FILE_SECONDS
+    budget = settings.PREDICT_MAX_REQUEST_SECONDS
     results = []
     for upload in uploads:
         name = os.path.basename(upload.name or "") or "upload"
+        limit = min(file_limit, budget)
         try:
-            results.append(predict_source(request, upload, name))
+            result = predict_source(request, upload, name, max_seconds=limit)
+        except AudioTooLong as error:
+            if limit < file_limit:
+                raise _request_too_large(len(uploads)) from None
+            results.append(file_error(name, error))
         except UndecodableAudio as error:
             results.append(file_error(name, error))
+        else:
+            budget -= result["duration"]
+            results.append(result)
     failed = sum(1 for result in results if "error" in result)
     return {
         **request.base(),
@@ -295,3 +316,12 @@ def predict_uploads(model: RegisteredModel, ref: str | None, uploads: list) -> d
         "failed": failed,
         "results": results,
     }
+
+
+def _request_too_large(files: int) -> PredictionTooLarge:
+    total = settings.PREDICT_MAX_REQUEST_SECONDS
+    return PredictionTooLarge(
+        f"The {files} files of this request hold more than {total:g} s of audio together, the most one "
+        "prediction request may ask for (PREDICT_MAX_REQUEST_SECONDS); send fewer or shorter files per request.",
+        max_seconds=total,
+    )

@@ -412,13 +412,15 @@ def alias_delete(request: HttpRequest, name: str, alias: str) -> HttpResponse:
 def try_it(request: HttpRequest, name: str) -> HttpResponse:
     """Score one uploaded or recorded clip with the same inference code as the API."""
     from registry_app import inference
+    from registry_app.limits import prediction_slot
 
     model = _get_model(name)
     form = TryItForm(request.POST, request.FILES, model=model)
     result: dict[str, Any] = {}
     if form.is_valid():
         try:
-            outcome = inference.predict_uploads(model, form.cleaned_data["ref"] or None, [form.cleaned_data["audio"]])
+            with prediction_slot(request.user):
+                outcome = inference.predict_uploads(model, form.cleaned_data["ref"] or None, [form.cleaned_data["audio"]])
         except DomainError as error:
             result["error"] = error.detail
         else:

@@ -15,14 +15,23 @@ def test_health_reports_each_check(db):
     assert body["versions"]["torch"][0].isdigit()
 
 
-def test_health_reports_unwritable_media(db, settings, tmp_path):
+def test_health_reports_unwritable_media_in_its_body_and_ready_fails(db, settings, tmp_path):
+    """Liveness stays 200 (restarting the process would not fix the disk); readiness says not ready."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     settings.MEDIA_ROOT = blocker / "media"
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(blocker / "media")},
+    }}
     response = Client().get("/api/health")
-    assert response.status_code == 503
-    assert response.json()["media"].startswith("error")
-    assert response.json()["database"] == "ok"
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["media"].startswith("error")
+    assert body["database"] == "ok"
+    ready = Client().get("/api/ready")
+    assert ready.status_code == 503
+    assert ready.json()["storage"].startswith("error")
 
 
 def test_openapi_schema_and_docs_are_served(admin_client):

@@ -6,7 +6,9 @@ import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -26,6 +28,14 @@ class Command(BaseCommand):
             )
             return
         password = os.getenv("ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        if os.getenv("ADMIN_PASSWORD"):
+            try:
+                validate_password(password, User(username=username, email=email))
+            except ValidationError as error:
+                raise CommandError(
+                    "ADMIN_PASSWORD is not accepted: " + " ".join(error.messages)
+                    + " Choose a stronger one, or unset ADMIN_PASSWORD to have one generated."
+                ) from None
         User.objects.create_superuser(username=username, email=email, password=password)
         self.stdout.write(self.style.SUCCESS(f"Created the admin account '{username}'."))
         if os.getenv("ADMIN_PASSWORD"):

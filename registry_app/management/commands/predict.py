@@ -8,7 +8,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from audioml.errors import DomainError
-from registry_app.errors import UndecodableAudio
+from registry_app.errors import FILE_ERRORS, UndecodableAudio
 from registry_app.models import RegisteredModel
 
 
@@ -56,7 +56,7 @@ class Command(BaseCommand):
                 if not path.is_file():
                     raise UndecodableAudio(f"{path}: no such file", file=path.name, reason="missing")
                 result = inference.predict_source(request, path, path.name)
-            except UndecodableAudio as error:
+            except FILE_ERRORS as error:
                 failed += 1
                 result = inference.file_error(path.name, error)
             self.stdout.write(json.dumps(result, ensure_ascii=False))
