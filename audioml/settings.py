@@ -210,6 +210,15 @@ STORAGES = {
 }
 # Where training workers keep per-job working folders and the feature cache (local disk, not the media storage).
 WORK_DIR = Path(os.getenv("AUDIOML_WORK_DIR", DATA_DIR / "work")).resolve()
+# The feature cache is pruned to this size, least recently used entries first (0 turns caching into recomputing).
+FEATURE_CACHE_MAX_BYTES = envint("FEATURE_CACHE_MAX_BYTES", 5 * 1024**3)
+# Large uploads are spooled here (not the system /tmp) so that the sweeper can find what a killed process left.
+FILE_UPLOAD_TEMP_DIR = str(Path(os.getenv("FILE_UPLOAD_TEMP_DIR", WORK_DIR / "uploads")).resolve())
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# The sweeper (audioml/sweep.py) removes files without rows once they are older than this (longer than any
+# upload, import or registration takes), every SWEEP_INTERVAL_MINUTES on the default worker cluster.
+SWEEP_MIN_AGE_SECONDS = envint("SWEEP_MIN_AGE_SECONDS", 3600, minimum=0)
+SWEEP_INTERVAL_MINUTES = envint("SWEEP_INTERVAL_MINUTES", 60, minimum=1)
 
 # Uploads. The request limit applies to a whole multipart request; larger requests get 413.
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 512 * 1024 * 1024, minimum=1024)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -19,6 +20,8 @@ def isolated_storage(settings, tmp_path):
     settings.WORK_DIR = tmp_path / "work"
     settings.MEDIA_ROOT.mkdir()
     settings.WORK_DIR.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(settings.WORK_DIR / "uploads")
+    Path(settings.FILE_UPLOAD_TEMP_DIR).mkdir()
     settings.STORAGES = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -175,6 +178,7 @@ def subprocess_env(settings, transactional_db):
         "DATABASE_URL": url,
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "AUDIOML_WORK_DIR": str(settings.WORK_DIR),
+        "FILE_UPLOAD_TEMP_DIR": str(settings.FILE_UPLOAD_TEMP_DIR),
         "SECRET_KEY": settings.SECRET_KEY,
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",
     }

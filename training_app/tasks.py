@@ -87,6 +87,16 @@ def reap_stale_jobs() -> dict[str, list[int]]:
     return {"reaped": reaped, "recovered": recovered}
 
 
+def sweep_this_machine() -> None:
+    """Finished jobs' folders and the feature cache's size limit live on this worker's local disk."""
+    from audioml.sweep import sweep
+
+    try:
+        sweep(media=False)
+    except Exception:  # noqa: BLE001 - housekeeping must never fail a job
+        logger.exception("Sweeping the work folder failed")
+
+
 class JobRun:
     def __init__(self, job: TrainingJob, progress_hook=None) -> None:
         self.job = job
@@ -112,6 +122,7 @@ class JobRun:
                 logging.getLogger(name).setLevel(logging.WARNING)
         try:
             job.remove_working_files()
+            sweep_this_machine()
             cfg = TrainConfig.from_dict(job.preset, job.config)
             clips = self.snapshot_records()
             result = train(
@@ -136,7 +147,11 @@ class JobRun:
         finally:
             if self.temp_dir is not None:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
-        return self.finish_succeeded(result, out_dir)
+        status = self.finish_succeeded(result, out_dir)
+        if status == TrainingJob.Status.SUCCEEDED:
+            job.remove_working_files()  # its artifacts now live in the registry
+            sweep_this_machine()
+        return status
 
     # Data --------------------------------------------------------------------------------------------------
 

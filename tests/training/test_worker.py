@@ -20,6 +20,7 @@ def succeeded_signals():
     def receiver(sender, job, artifacts_dir, result, **kwargs):
         calls.append({"job": job, "artifacts_dir": artifacts_dir, "result": result,
                       "files": sorted(p.name for p in artifacts_dir.iterdir()),
+                      "snapshot": json.loads((artifacts_dir / "snapshot.json").read_text()),
                       "status_at_signal": TrainingJob.objects.get(pk=job.pk).status})
 
     job_succeeded.connect(receiver, dispatch_uid="test-recorder")
@@ -47,17 +48,17 @@ def test_worker_trains_a_queued_job_to_success(tones, submit, succeeded_signals)
     assert job.error == "" and job.traceback == ""
     artifacts = job.working_dir()
     assert job.artifacts_dir == str(artifacts)
-    for name in ("weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json", "snapshot.json"):
-        assert (artifacts / name).is_file()
-    snapshot = json.loads((artifacts / "snapshot.json").read_text())
-    assert snapshot["snapshot_hash"] == job.snapshot_hash
-    assert [clip["id"] for clip in snapshot["clips"]] == [e["id"] for e in job.snapshot]
     # The registry hears about the artifacts before the job is marked succeeded.
     assert len(succeeded_signals) == 1
     call = succeeded_signals[0]
     assert call["job"].pk == job.pk and call["artifacts_dir"] == artifacts
     assert call["status_at_signal"] == "running"
-    assert "model.pt2" in call["files"]
+    assert call["files"] == sorted(["weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json", "snapshot.json"])
+    snapshot = call["snapshot"]
+    assert snapshot["snapshot_hash"] == job.snapshot_hash
+    assert [clip["id"] for clip in snapshot["clips"]] == [e["id"] for e in job.snapshot]
+    # Once registered, the working folder is no longer needed: the work folder does not grow with every job.
+    assert not artifacts.exists()
     assert call["result"].labels == ["high", "low"]
     messages = list(job.logs.values_list("message", flat=True))
     assert any(m.startswith("Started on worker") for m in messages)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,19 +83,61 @@ class FeatureCache:
             return None
         if array.ndim != 2 or array.shape[0] != self.features.n_mels or array.shape[1] < self.features.n_frames:
             return None
+        try:
+            os.utime(path)  # the modification time is the last use: prune_feature_cache drops the oldest first
+        except OSError:
+            pass
         return torch.from_numpy(array)
 
-    def save(self, content_hash: str, power: torch.Tensor) -> None:
+    def save(self, content_hash: str, power: torch.Tensor) -> bool:
+        """Store an entry; False when the disk refused it (full, read-only): the cache is optional, so a full
+        cache only means the next job computes this clip again."""
         path = self.path_for(content_hash)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{content_hash[:16]}.", suffix=".tmp", dir=path.parent)
+        tmp_name = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, tmp_name = tempfile.mkstemp(prefix=f".{content_hash[:16]}.", suffix=".tmp", dir=path.parent)
             with os.fdopen(handle, "wb") as tmp:
                 np.save(tmp, power.numpy().astype(np.float32, copy=False), allow_pickle=False)
             os.replace(tmp_name, path)
+            return True
+        except OSError:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
+            return False
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
             raise
+
+
+def prune_feature_cache(cache_dir: Path, max_bytes: int, stale_tmp_seconds: float = 3600.0) -> tuple[int, int]:
+    """Keep the cache under ``max_bytes``, least recently used entries out first (by modification time, which
+    ``FeatureCache.load`` refreshes), and drop temporary files a crash left behind. Returns (files, bytes) removed."""
+    entries: list[tuple[float, int, Path]] = []
+    removed = freed = 0
+    now = time.time()
+    for path in Path(cache_dir).rglob("*"):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if not path.is_file():
+            continue
+        if path.suffix == ".tmp":
+            if now - info.st_mtime > stale_tmp_seconds:
+                path.unlink(missing_ok=True)
+                removed, freed = removed + 1, freed + info.st_size
+            continue
+        entries.append((info.st_mtime, info.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in sorted(entries, key=lambda entry: entry[0]):
+        if total <= max_bytes:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+        removed, freed = removed + 1, freed + size
+    return removed, freed
 
 
 class ClipReadError(RuntimeError):

@@ -1,0 +1,273 @@
+"""The sweeper: removes what a crash (a SIGKILLed web or worker process, a lost machine) leaves without a row.
+
+Files are written before their rows (see the README's backups), so a process killed in between leaves a file no
+row references; nothing else ever removes it. The sweeper removes, once they are older than
+SWEEP_MIN_AGE_SECONDS (longer than any upload, import or registration takes, so work in flight is never touched):
+
+- media files under `clips/` that no clip row references, and under `models/` that no version's artifact list
+  names (with the folders they leave empty);
+- `.part` files under the media storage's `.incoming/` (a clip being moved into place) and readiness probes;
+- Django's temporary upload files (FILE_UPLOAD_TEMP_DIR), zip extraction folders (`work/ingest/archive-*`) and
+  the decoder's temporary files;
+
+and, whatever their age, the working folders of jobs that are finished or gone, and it prunes the feature
+cache to FEATURE_CACHE_MAX_BYTES. It runs when the app starts (`scripts/run.sh` and the Docker image run
+`manage.py sweep`), every SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (the
+job folders and the feature cache live on the training machine's local disk), and on demand with
+`manage.py sweep [--dry-run]`.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+logger = logging.getLogger("audioml.sweep")
+
+SCHEDULE_NAME = "sweep: remove files without rows"
+MEDIA_FOLDERS = ("clips", "models")
+INCOMING = ".incoming"
+PROBES = ".ready-probe"
+
+
+@dataclass
+class SweepReport:
+    dry_run: bool
+    removed: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    kept_young: int = 0  # unreferenced but recent: possibly an upload in flight
+    cache_files_pruned: int = 0
+
+    def remove(self, what: str, size: int) -> None:
+        self.removed.append(what)
+        self.freed_bytes += size
+
+    def as_dict(self) -> dict:
+        return {
+            "dry_run": self.dry_run,
+            "removed": len(self.removed),
+            "freed_bytes": self.freed_bytes,
+            "kept_young": self.kept_young,
+            "cache_files_pruned": self.cache_files_pruned,
+        }
+
+
+def sweep(*, dry_run: bool = False, min_age: float | None = None, media: bool = True) -> SweepReport:
+    """Everything the module docstring lists; `media=False` sweeps only this machine's work folder."""
+    report = SweepReport(dry_run=dry_run)
+    cutoff = time.time() - (settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age)
+    if media:
+        sweep_media(report, cutoff)
+    sweep_work_folder(report, cutoff)
+    if report.removed:
+        logger.info(
+            "Sweep%s: %d removed (%d bytes), %d recent kept, %d cache files pruned",
+            " (dry run)" if dry_run else "", len(report.removed), report.freed_bytes, report.kept_young,
+            report.cache_files_pruned,
+        )
+    return report
+
+
+def scheduled_sweep() -> dict:
+    """The django-q2 entry point (every SWEEP_INTERVAL_MINUTES on the default cluster)."""
+    return sweep().as_dict()
+
+
+# Media storage ------------------------------------------------------------------------------------------------
+
+
+def sweep_media(report: SweepReport, cutoff: float) -> None:
+    # Listed before the rows are read: a row committed meanwhile still protects its file.
+    candidates = [
+        (name, size)
+        for folder in MEDIA_FOLDERS
+        for name, size, modified in _stored_files(folder)
+        if not _young(report, modified, cutoff)
+    ]
+    referenced = referenced_media()
+    emptied: set[str] = set()
+    for name, size in candidates:
+        if name not in referenced:
+            _delete_stored(report, name, size)
+            emptied.add(name.rsplit("/", 1)[0])
+    for folder in (INCOMING, PROBES):
+        for name, size, modified in _stored_files(folder):
+            if not _young(report, modified, cutoff):
+                _delete_stored(report, name, size)
+    if not report.dry_run:
+        for folder in MEDIA_FOLDERS:
+            _remove_empty_folders(folder, cutoff, emptied)
+
+
+def referenced_media() -> set[str]:
+    """Every media file a row points at: clip audio (trashed clips too) and every version's artifacts."""
+    from datasets_app.models import Clip
+    from registry_app.models import ModelVersion
+
+    names = set(Clip.objects.values_list("audio", flat=True))
+    for artifacts in ModelVersion.objects.values_list("artifacts", flat=True).iterator():
+        names.update(entry["path"] for entry in artifacts or [] if entry.get("path"))
+    return names
+
+
+def _stored_files(folder: str) -> Iterator[tuple[str, int, float]]:
+    """(name, size, modification time) of every file under a storage folder, through the storage API."""
+    try:
+        if not default_storage.exists(folder):
+            return
+        subfolders, files = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in files:
+        path = f"{folder}/{name}"
+        try:
+            yield path, default_storage.size(path), default_storage.get_modified_time(path).timestamp()
+        except (FileNotFoundError, OSError):
+            continue
+    for sub in subfolders:
+        yield from _stored_files(f"{folder}/{sub}")
+
+
+def _young(report: SweepReport, modified: float, cutoff: float) -> bool:
+    if modified > cutoff:
+        report.kept_young += 1
+        return True
+    return False
+
+
+def _delete_stored(report: SweepReport, name: str, size: int) -> None:
+    report.remove(f"media:{name}", size)
+    if report.dry_run:
+        return
+    try:
+        default_storage.delete(name)
+    except OSError:
+        logger.exception("Sweep could not remove %s", name)
+
+
+def _remove_empty_folders(folder: str, cutoff: float, emptied: set[str]) -> None:
+    """Local storage keeps empty folders (an emptied `models/<name>/v3/`); object storages have none. An empty
+    folder goes when it is old or when this sweep emptied it (or a folder below it)."""
+    try:
+        root = Path(default_storage.path(folder))
+        touched = {Path(default_storage.path(name)) for name in emptied}
+    except NotImplementedError:
+        return
+    if not root.is_dir():
+        return
+    touched |= {parent for path in touched for parent in path.parents}
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path in touched or path.stat().st_mtime <= cutoff:
+                path.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+
+
+# This machine's work folder and temporary files -------------------------------------------------------------
+
+
+def sweep_work_folder(report: SweepReport, cutoff: float) -> None:
+    work = Path(settings.WORK_DIR)
+    upload_temp = Path(settings.FILE_UPLOAD_TEMP_DIR or tempfile.gettempdir())
+    for path in _entries(upload_temp, "*.upload*"):
+        _delete_path(report, path, cutoff)
+    for path in _entries(work / "ingest", "archive-*"):
+        _delete_path(report, path, cutoff)
+    for path in _entries(Path(tempfile.gettempdir()), "audioml-decode-*"):
+        _delete_path(report, path, cutoff)
+    for path in finished_job_folders(work / "jobs"):
+        _delete_path(report, path, cutoff=None)
+    removed, freed = prune_cache(dry_run=report.dry_run)
+    report.cache_files_pruned += removed
+    report.freed_bytes += freed
+
+
+def finished_job_folders(jobs_root: Path) -> list[Path]:
+    """Working folders (and half-written exports `<id>.tmp-*`) of jobs that are finished or no longer exist."""
+    from training_app.models import TrainingJob
+
+    folders: dict[int, list[Path]] = {}
+    for path in _entries(jobs_root, "*"):
+        job_id = path.name.split(".", 1)[0]
+        if job_id.isdigit():
+            folders.setdefault(int(job_id), []).append(path)
+    if not folders:
+        return []
+    active = set(
+        TrainingJob.objects.filter(
+            pk__in=folders, status__in=(TrainingJob.Status.QUEUED, TrainingJob.Status.RUNNING)
+        ).values_list("pk", flat=True)
+    )
+    return [path for job_id, paths in sorted(folders.items()) if job_id not in active for path in paths]
+
+
+def prune_cache(dry_run: bool = False) -> tuple[int, int]:
+    from training_app.ml.features import prune_feature_cache
+
+    cache_dir = Path(settings.WORK_DIR) / "feature-cache"
+    if dry_run or not cache_dir.is_dir():
+        return 0, 0
+    return prune_feature_cache(cache_dir, settings.FEATURE_CACHE_MAX_BYTES)
+
+
+def _entries(folder: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(folder.glob(pattern)) if folder.is_dir() else []
+    except OSError:
+        return []
+
+
+def _delete_path(report: SweepReport, path: Path, cutoff: float | None) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if cutoff is not None and _young(report, info.st_mtime, cutoff):
+        return
+    size = _size_of(path) if path.is_dir() else info.st_size
+    report.remove(f"file:{path}", size)
+    if report.dry_run:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _size_of(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def ensure_sweep_schedule(using: str = "default", **kwargs) -> None:
+    """Schedule the sweeper on the default cluster (idempotent; after every migrate)."""
+    from django.db import connections
+    from django_q.models import Schedule
+
+    if Schedule._meta.db_table not in connections[using].introspection.table_names():
+        return
+    Schedule.objects.using(using).update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": "audioml.sweep.scheduled_sweep",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.SWEEP_INTERVAL_MINUTES,
+            "repeats": -1,
+            "cluster": None,
+        },
+    )
