@@ -27,4 +27,4 @@ EXPOSE 8000
 # gracefully; the per-container metrics folder starts empty. Workers run from the same image with
 # `python manage.py qcluster` and `Q_CLUSTER_NAME=training python manage.py qcluster`, one process per
 # container (see "Running in production" in the README).
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers \"$WEB_WORKERS\" --threads \"$WEB_THREADS\" --timeout 300 --access-logfile -"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py createcachetable && python manage.py sweep && rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn audioml.wsgi:application --bind 0.0.0.0:8000 --workers \"$WEB_WORKERS\" --threads \"$WEB_THREADS\" --timeout 300 --access-logfile -"]

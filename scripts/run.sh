@@ -6,6 +6,8 @@ source "$(dirname "$0")/_setup.sh"
 "$PYTHON_BIN" manage.py createcachetable
 "$PYTHON_BIN" manage.py collectstatic --noinput --verbosity 0
 "$PYTHON_BIN" manage.py ensure_admin
+# Files a crash left without their rows (older than SWEEP_MIN_AGE_SECONDS, so no other instance's upload).
+"$PYTHON_BIN" manage.py sweep
 
 # Prometheus counters from an earlier run would mix with this one's.
 PROMETHEUS_DIR="${PROMETHEUS_MULTIPROC_DIR:-${AUDIOML_DATA_DIR:-$ROOT/data}/prometheus}"
