@@ -85,3 +85,18 @@ def test_migrate_creates_the_cache_table(db):
     assert "audioml_cache" not in connection.introspection.table_names()
     migration.create_cache_table(None, SimpleNamespace(connection=connection))
     assert "audioml_cache" in connection.introspection.table_names()
+
+
+def test_a_full_disk_in_a_panel_page_is_a_507_page_for_the_operator(trainer_client, settings, monkeypatch):
+    from django.core.files.uploadhandler import TemporaryFileUploadHandler
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TemporaryFileUploadHandler, "new_file", no_space)
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+    DatasetFactory(name="full")
+    response = trainer_client.post("/datasets/full/upload/", {"files": [SimpleUploadedFile("a.wav", distinct_wav(1))]})
+    assert response.status_code == 507
+    assert "disk is full" in response.content.decode() and "operator" in response.content.decode()
+    assert not Clip.objects.exists()

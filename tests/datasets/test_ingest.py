@@ -239,8 +239,9 @@ def test_storage_failure_for_one_file_leaves_no_orphans(monkeypatch, isolated_st
     monkeypatch.setattr(FileSystemStorage, "_save", save_or_fail)
     report = ingest_files(dataset, items)
     assert [result.accepted for result in report.files] == [True, True, True, False, True, True]
-    assert report.files[3].code == "storage-error"
-    assert "No space left on device" in report.files[3].reason
+    # A full disk is the server's problem and says so (issue 10 item 8), not the raw OSError text.
+    assert report.files[3].code == "storage-full"
+    assert "disk is full" in report.files[3].reason and "Errno" not in report.files[3].reason
     assert stored_files(isolated_storage) == set(Clip.objects.values_list("audio", flat=True))
     assert Clip.objects.count() == 5
     assert incoming_leftovers(isolated_storage) == []
