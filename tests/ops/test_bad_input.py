@@ -165,8 +165,12 @@ CASES = [
     Case("predict-corrupt", "post", PREDICT, lambda: files(upload("corrupt.wav", corrupt_wav())),
          code="undecodable-audio"),
     Case("predict-zero-bytes", "post", PREDICT, lambda: files(upload("empty.wav", b"")), code="undecodable-audio"),
+    # Too long is not undecodable (issue 10 item 11): 413 with its own type.
     Case("predict-two-hours", "post", PREDICT, lambda: files(upload("long.mp3", two_hour_mp3(), "audio/mpeg")),
-         code="undecodable-audio", words="too long"),
+         status=413, code="audio-too-long", words="longer than 600 s"),
+    Case("predict-too-much-in-one-request", "post", PREDICT,
+         lambda: files(*(upload(f"{n}.wav", wav(1.0, 300.0 + 50 * n)) for n in range(3))),
+         status=413, code="prediction-too-large", settings={"PREDICT_MAX_REQUEST_SECONDS": 2.5}),
     # Archives.
     Case("zip-too-many-entries", "post", IMPORT, lambda: archive(many_entries_zip()), code="archive-refused",
          words="at most 5 are accepted", settings={"ZIP_MAX_ENTRIES": 5}),
