@@ -16,9 +16,16 @@ from audioml.models import AuditEvent
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
+    """The client's address: REMOTE_ADDR, or behind a reverse proxy the header it sets (CLIENT_ADDRESS_HEADER,
+    e.g. X-Real-IP; of a list such as X-Forwarded-For the last entry, the one the proxy itself appended)."""
     if request is None:
         return None
-    # REMOTE_ADDR is what reached us; a trusted proxy in front should set it (gunicorn --forwarded-allow-ips).
+    from django.conf import settings
+
+    if settings.CLIENT_ADDRESS_HEADER:
+        forwarded = request.headers.get(settings.CLIENT_ADDRESS_HEADER, "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded[:45]
     return request.META.get("REMOTE_ADDR") or None
 
 

@@ -106,6 +106,9 @@ CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "False")
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+# Behind a reverse proxy every request comes from the proxy's address: name the header it sets to the client's
+# (X-Real-IP, X-Forwarded-For) for the audit trail and login throttling. Only with a proxy that always sets it.
+CLIENT_ADDRESS_HEADER = os.getenv("CLIENT_ADDRESS_HEADER", "")
 if envbool("USE_X_FORWARDED_PROTO", "False"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True

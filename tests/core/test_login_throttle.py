@@ -106,3 +106,21 @@ def test_ensure_admin_refuses_a_weak_admin_password(db, monkeypatch):
     monkeypatch.setenv("ADMIN_PASSWORD", PASSWORD)
     call_command("ensure_admin", username="boss")
     assert get_user_model().objects.get(username="boss").check_password(PASSWORD)
+
+
+def test_behind_a_proxy_the_configured_header_tells_guessers_apart(owner, clock, settings):
+    """Every request comes from the proxy's address; without CLIENT_ADDRESS_HEADER one guesser would lock all out."""
+    settings.CLIENT_ADDRESS_HEADER = "X-Real-IP"
+
+    def via_proxy(password: str, client: str):
+        return Client(REMOTE_ADDR="10.0.0.1", headers={"X-Real-IP": client}).post(
+            "/login/", {"username": "someone", "password": password}
+        )
+
+    for _ in range(settings.LOGIN_ADDRESS_FAILURES):
+        via_proxy("wrong", "203.0.113.50")
+    assert via_proxy("wrong", "203.0.113.50").status_code == 429
+    response = Client(REMOTE_ADDR="10.0.0.1", headers={"X-Real-IP": "198.51.100.7"}).post(
+        "/login/", {"username": "admin", "password": PASSWORD}
+    )
+    assert response.status_code == 302
