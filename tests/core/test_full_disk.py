@@ -15,7 +15,7 @@ from django.db import connection
 from django.test import Client
 
 from datasets_app.models import Clip
-from tests.datasets.media import distinct_wav
+from tests.audio import distinct_wav
 from tests.factories import DatasetFactory
 
 

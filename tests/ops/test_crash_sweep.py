@@ -24,7 +24,7 @@ from django.test import Client
 
 from audioml.models import ApiToken
 from datasets_app.models import Clip, clip_storage_name
-from tests.datasets.media import distinct_wav, zip_bytes
+from tests.audio import distinct_wav, zip_bytes
 from tests.factories import AdminFactory, DatasetFactory
 from tests.ops.load import multipart
 from tests.ops.servers import ROOT, free_port, start_gunicorn, stop, wait_for
@@ -87,8 +87,9 @@ def test_after_gunicorn_is_killed_mid_upload_the_sweeper_leaves_exactly_the_rows
     uploads = [("files", f"take-{n}.wav", distinct_wav(n, seconds=3.0)) for n in range(UPLOADED)]
     archive = zip_bytes({f"door/{n}.wav": distinct_wav(100 + n) for n in range(ARCHIVED)})
     log = tmp_path / "gunicorn.log"
-    server = start_gunicorn(subprocess_env, log, free_port(), workers=1, threads=4)
-    base = f"http://127.0.0.1:{server.args[server.args.index('--bind') + 1].split(':')[1]}/api/datasets/crash"
+    port = free_port()
+    server = start_gunicorn(subprocess_env, log, port, workers=1, threads=4)
+    base = f"http://127.0.0.1:{port}/api/datasets/crash"
     try:
         # A clip stored before the crash (this also records the token's use, so no write precedes the uploads).
         assert post(f"{base}/clips", token, {"label": "before"}, [("files", "before.wav", distinct_wav(999))]) == 200
