@@ -413,7 +413,8 @@ def ready(request):
     cache = _check_cache() if database == "ok" else "error: database unreachable"
     storage = _check_storage()
     clusters = live_clusters() if cache == "ok" else []
-    alive = [c for c in clusters if c["status"] not in ("Stopped", "Stopping")]
+    # A cluster reports itself before its workers have started: ready only once one has a worker.
+    alive = [c for c in clusters if c["status"] not in ("Stopped", "Stopping") and c["workers"] > 0]
     workers = "ok" if alive else "error: no worker has reported in the last few seconds (is qcluster running?)"
     checks = {"database": database, "broker": broker, "cache": cache, "storage": storage, "workers": workers}
     healthy = all(value == "ok" for value in checks.values())
