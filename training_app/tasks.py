@@ -111,7 +111,7 @@ class JobRun:
 
     def execute(self) -> str:
         from training_app.ml.config import TrainConfig
-        from training_app.ml.train import TrainingCancelled, train
+        from training_app.ml.train import Runtime, TrainingCancelled, train
 
         job = self.job
         out_dir = job.working_dir()
@@ -125,17 +125,8 @@ class JobRun:
             sweep_this_machine()
             cfg = TrainConfig.from_dict(job.preset, job.config)
             clips = self.snapshot_records()
-            result = train(
-                cfg,
-                clips,
-                out_dir,
-                settings.WORK_DIR / "feature-cache",
-                on_progress=self.on_progress,
-                should_stop=self.should_stop,
-                snapshot=self.snapshot_document(),
-                on_log=self.on_log,
-                threads=threads,
-            )
+            runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads)
+            result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
             if self.cancel_requested(force=True):
                 raise TrainingCancelled("cancelled after training finished, before registration")
             self.write(phase=TrainingJob.Phase.REGISTERING, progress=100.0, eta_seconds=0.0)
