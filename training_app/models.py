@@ -15,6 +15,7 @@ from django.utils import timezone
 from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
+from training_app.signals import job_requested
 
 logger = logging.getLogger("training_app")
 
@@ -33,25 +34,52 @@ class JobNotCancellable(Conflict):
     title = "The job has already finished"
 
 
-def snapshot_clips(dataset: Dataset) -> list[dict[str, Any]]:
-    """The active, labelled clips of a dataset as frozen snapshot entries, ordered by clip id."""
+# The clips a task can learn from, by the clip field it trains on (the task module's TRAINS_ON).
+TRAINED_FIELD_FILTERS = {
+    "label": ~models.Q(label=""),
+    "score": models.Q(score__isnull=False),
+    "transcript": ~models.Q(transcript=""),
+}
+
+
+def trained_field(task: str) -> str:
+    from training_app.ml.tasks import task_module
+
+    return task_module(task).TRAINS_ON
+
+
+def snapshot_clips(dataset: Dataset, task: str = "classification") -> list[dict[str, Any]]:
+    """The active clips a task can learn from (labelled ones; scored ones for regression) as frozen snapshot
+    entries, ordered by clip id. Entries carry the trained field too when it is not the label, so later edits
+    of a score never change an old job."""
+    field = trained_field(task)
     rows = (
         Clip.objects.active()
         .filter(dataset=dataset)
-        .exclude(label="")
+        .filter(TRAINED_FIELD_FILTERS[field])
         .order_by("id")
-        .values_list("id", "content_hash", "label", "speaker", "audio", "duration")
+        .values("id", "content_hash", "label", "speaker", "audio", "duration", field)
     )
-    return [
-        {"id": pk, "content_hash": content_hash, "label": label, "speaker": speaker, "audio": audio,
-         "duration": duration}
-        for pk, content_hash, label, speaker, audio, duration in rows
-    ]
+    return [dict(row) for row in rows]
+
+
+def ignored_clip_count(dataset: Dataset, task: str) -> int:
+    """Active clips the task leaves out because they lack what it trains on (scores, say)."""
+    return Clip.objects.active().filter(dataset=dataset).exclude(TRAINED_FIELD_FILTERS[trained_field(task)]).count()
+
+
+def task_headline(task: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished job's (or version's) main figure beside its baseline, as the task defines it."""
+    from training_app.ml.tasks import TASKS
+
+    return TASKS[task].headline(metrics) if metrics and task in TASKS else None
 
 
 def snapshot_hash(entries: list[dict[str, Any]]) -> str:
-    """SHA-256 of what the data *is* (clip ids, audio content, labels, speakers), not where files are stored."""
-    identity = [[e["id"], e["content_hash"], e["label"], e["speaker"]] for e in entries]
+    """SHA-256 of what the data *is* (clip ids, audio content, labels, speakers and any score or transcript
+    trained on), not where files are stored."""
+    identity = [[e["id"], e["content_hash"], e["label"], e["speaker"]]
+                + [e[key] for key in ("score", "transcript") if key in e] for e in entries]
     payload = json.dumps({"version": SNAPSHOT_VERSION, "clips": identity}, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
@@ -68,6 +96,8 @@ def clip_records(entries: list[dict[str, Any]], resolve_path=None):
             content_hash=e["content_hash"],
             speaker=e["speaker"],
             duration=e.get("duration") or 0.0,
+            score=e.get("score"),
+            transcript=e.get("transcript") or "",
         )
         for e in entries
     ]
@@ -92,8 +122,9 @@ def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
         raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
 
 
-def data_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Clip count per label, speakers and total duration of snapshot entries (for the panel and the API)."""
+def data_summary(entries: list[dict[str, Any]], ignored: int = 0) -> dict[str, Any]:
+    """Clip count per label, speakers and total duration of snapshot entries (for the panel and the API);
+    ``ignored``: active clips the task left out (without a score, say)."""
     per_label: dict[str, dict[str, Any]] = {}
     for entry in entries:
         row = per_label.setdefault(entry["label"], {"clips": 0, "seconds": 0.0, "speakers": set()})
@@ -111,7 +142,17 @@ def data_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
         ],
         "speakers": sorted(speakers),
         "unspeakered_clips": sum(1 for entry in entries if not entry["speaker"]),
+        "ignored_clips": ignored,
+        **({"scores": _score_summary(entries)} if entries and "score" in entries[0] else {}),
     }
+
+
+def _score_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    scores = [entry["score"] for entry in entries]
+    bins = [0] * 10
+    for score in scores:
+        bins[min(int(score * 10), 9)] += 1
+    return {"min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores), "histogram": bins}
 
 
 def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):
@@ -122,8 +163,9 @@ def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, ta
     from training_app.ml.data import check_trainable
 
     cfg = validate_config(preset, overrides, task)
-    entries = snapshot_clips(dataset)
-    if entries:
+    entries = snapshot_clips(dataset, task)
+    ignored = ignored_clip_count(dataset, task)
+    if entries or trained_field(task) != "label":
         problems = check_trainable(clip_records(entries), cfg)
     else:
         unlabelled = Clip.objects.active().filter(dataset=dataset, label="").count()
@@ -132,7 +174,7 @@ def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, ta
             if unlabelled
             else "the dataset has no clips"
         ]
-    return cfg, entries, data_summary(entries), problems
+    return cfg, entries, data_summary(entries, ignored), problems
 
 
 class TrainingJobQuerySet(models.QuerySet):
@@ -185,6 +227,7 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
             raise Unprocessable(f"model_name: {' '.join(error.messages)}", field="model_name") from None
         overrides = dict(overrides or {})
         cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
+        job_requested.send(sender=TrainingJob, model_name=model_name, task=task)
         if problems:
             raise JobNotTrainable(
                 f"Dataset '{dataset.name}' cannot train a model: {'; '.join(problems)}.", problems=problems
@@ -200,14 +243,17 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 snapshot=entries,
                 snapshot_hash=snapshot_hash(entries),
                 snapshot_size=len(entries),
+                ignored_clips=summary["ignored_clips"],
                 created_by=actor.user if actor else None,
                 rerun_of=rerun_of,
             )
             labels = ", ".join(f"{row['label']} ({row['clips']})" for row in summary["labels"])
+            ignored = summary["ignored_clips"]
             job.log(
                 JobLog.Level.INFO,
-                f"Queued by {job.created_by or 'the system'}: {summary['clips']} clips, labels {labels}; "
-                f"snapshot {job.snapshot_hash[:12]}"
+                f"Queued by {job.created_by or 'the system'}: {task} on {summary['clips']} clips, labels {labels}"
+                + (f"; {ignored} clips without a {trained_field(task)} left out" if ignored else "")
+                + f"; snapshot {job.snapshot_hash[:12]}"
                 + (f"; re-run of job #{rerun_of.pk}" if rerun_of else ""),
             )
             if actor:
@@ -286,6 +332,7 @@ class TrainingJob(models.Model):
         CLASSIFICATION = "classification", "Classification"
         TRANSCRIPTION = "transcription", "Transcription"
         REGRESSION = "regression", "Regression"
+        DETECTION = "detection", "Detection"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -323,6 +370,9 @@ class TrainingJob(models.Model):
     snapshot = models.JSONField(default=list, blank=True, help_text="Clip ids, content hashes and labels at submit")
     snapshot_hash = models.CharField(max_length=64, blank=True)
     snapshot_size = models.PositiveIntegerField(default=0, help_text="Number of clips in the snapshot")
+    ignored_clips = models.PositiveIntegerField(
+        default=0, help_text="Active clips left out because they lack what the task trains on (a score, say)"
+    )
     artifacts_dir = models.CharField(max_length=255, blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
@@ -473,7 +523,11 @@ class TrainingJob(models.Model):
         return self.metrics.get(self.metrics.get("evaluated_on") or "val") or {}
 
     def snapshot_summary(self) -> dict[str, Any]:
-        return data_summary(self.snapshot or [])
+        return data_summary(self.snapshot or [], self.ignored_clips)
+
+    def headline(self) -> dict[str, Any] | None:
+        """The task's main figure beside its baseline, for lists: {"name", "value", "baseline"}."""
+        return task_headline(self.task, self.metrics or {})
 
 
 class JobLog(models.Model):

@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
-from training_app.models import JobLog, TrainingJob, clip_records
+from training_app.models import JobLog, TrainingJob, clip_records, task_headline
 from training_app.signals import job_succeeded
 
 logger = logging.getLogger("training_app.tasks")
@@ -244,11 +244,11 @@ class JobRun:
             job.refresh_from_db()
             logger.error("Job #%s finished training but was already %s", job.pk, job.status)
             return job.status
-        accuracy = metrics.get("accuracy")
-        baseline = (metrics.get("baseline") or {}).get("accuracy")
+        headline = task_headline(job.task, metrics) or {}
+        value, baseline = headline.get("value"), headline.get("baseline")
         summary = f"Succeeded in {result.total_seconds:.1f} s"
-        if accuracy is not None:
-            summary += f": {metrics.get('evaluated_on', 'validation')} accuracy {accuracy:.3f}"
+        if value is not None:
+            summary += f": {metrics.get('evaluated_on', 'validation')} {headline['name']} {value:.3f}"
             if baseline is not None:
                 summary += f" (baseline {baseline:.3f})"
         job.log(JobLog.Level.INFO, summary + ".")

@@ -59,3 +59,22 @@ TINY = {"epochs": 2, "batch_size": 8, "clip_seconds": 0.5, "channels": 8, "val_f
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     return TrainConfig.from_dict("quick", TINY)
+
+
+def write_scored_clips(root: Path, count: int = 24, seconds: float = 0.5, speakers: int = 4,
+                       seed: int = 0) -> list[ClipRecord]:
+    """Tones whose pitch rises with their 0-1 score, so a listener (and a network) can hear the score."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    n_samples = int(seconds * SAMPLE_RATE)
+    time = np.arange(n_samples) / SAMPLE_RATE
+    clips = []
+    for index in range(count):
+        score = round(index / (count - 1), 4)
+        wave = 0.4 * np.sin(2 * np.pi * (300.0 + 2000.0 * score) * time) + 0.03 * rng.standard_normal(n_samples)
+        path = root / f"scored_{index}.wav"
+        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        clips.append(ClipRecord(id=f"scored-{index}", path=path, label="", score=score,
+                                content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                speaker=f"speaker-{index % speakers}" if speakers else "", duration=seconds))
+    return clips

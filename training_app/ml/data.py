@@ -44,7 +44,8 @@ def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     """Every problem that prevents training, in plain words; an empty list means the data can train."""
     from .tasks import task_module  # the task modules import this one
 
-    return task_module(cfg.task).check_data(clips, cfg)
+    task = task_module(cfg.task)
+    return task.check_data([clip for clip in clips if task.usable(clip)], cfg)
 
 
 def check_label_counts(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:

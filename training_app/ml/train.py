@@ -13,7 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from .data import MIN_CLIPS_PER_LABEL, ClipRecord, NotTrainable, check_trainable
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
 from .model import ExportedModel, KeywordCNN
-from .split import Split, split_clips
+from .split import Split, split_for_task
 from .tasks import task_module
 from .tasks.common import Fitted, batched_logits
 
@@ -173,7 +173,8 @@ def train(
     out_dir = Path(out_dir)
     ensure_free(out_dir)
     device = torch.device(runtime.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run = _Run(cfg, list(clips), out_dir, runtime, _Reporter(on_progress), should_stop, device)
+    usable = [clip for clip in clips if task_module(cfg.task).usable(clip)]
+    run = _Run(cfg, usable, out_dir, runtime, _Reporter(on_progress), should_stop, device)
     with _torch_settings(runtime.threads or default_threads(), device):
         return _execute(run)
 
@@ -200,6 +201,7 @@ def _execute(run: _Run) -> TrainResult:
         **run.task.evaluate(fitted),
         **_run_summary(run, network, split, history, best_epoch, stopped_early, cache_stats),
     }
+    metrics["prediction"] = run.task.export_config(metrics, run.cfg)
     run.timings["evaluating_seconds"] = time.monotonic() - mark
     metrics["timings"] = dict(run.timings)
     run.check_stop()
@@ -218,9 +220,7 @@ def _execute(run: _Run) -> TrainResult:
 
 def _split(run: _Run) -> Split:
     """Speaker-disjoint split, stratified by the task's strata (labels; score bins for regression)."""
-    cfg = run.cfg
-    strata = [replace(clip, label=run.task.stratum(clip, cfg)) for clip in run.clips]
-    split = split_clips(strata, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers)
+    split, strata = split_for_task(run.clips, run.cfg)
     run.log("info", f"split: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} test clips"
                     + (" (grouped by speaker)" if split.grouped_by_speaker else ""))
     for note in split.notes:
@@ -440,8 +440,8 @@ def _export(run: _Run, model: ExportedModel, metrics: dict[str, Any]) -> list[st
         "dropout": run.cfg.dropout,
         "n_parameters": metrics["n_parameters"],
     }
-    prediction = run.task.export_config(metrics, run.cfg)
-    config = build_config(run.labels, run.cfg.task, run.features, run.cfg.to_dict(), architecture, prediction)
+    config = build_config(run.labels, run.cfg.task, run.features, run.cfg.to_dict(), architecture,
+                          metrics["prediction"])
     config["best_epoch"] = metrics["best_epoch"]
     try:
         return write_artifacts(run.out_dir, model, config, metrics, run.runtime.snapshot, sample, run.should_stop)

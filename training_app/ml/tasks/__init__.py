@@ -5,12 +5,15 @@ name, config and metrics as data and ask its module when they need more. Every t
 
 - ``TRAINS_ON``: the clip field it learns from ("label", "score", later "transcript"); clips without it are left
   out of the snapshot and counted.
+- ``usable(clip)``: whether a clip takes part (regression skips clips without a score).
 - ``DEFAULTS``: settings that differ from the preset for this task; ``check_config(cfg)`` raises ConfigError
   naming the field; ``check_data(clips, cfg)`` lists every data problem in plain words (empty: trainable).
 - ``labels(clips, cfg)``: the names stored with the version; ``OUTPUT_NAME`` and ``output_layer()``: what the
   exported model (waveform in) returns; ``targets``, ``n_outputs``, ``loss_function``, ``epoch_metrics``: the
-  network head and its training signal; ``evaluate(fitted)``: held-out metrics beside a shallow baseline;
+  network head and its training signal; ``EPOCH_METRIC``: (epoch key, title, is a share) of the validation
+  figure charted per epoch; ``evaluate(fitted)``: held-out metrics beside a shallow baseline;
   ``export_config(metrics, cfg)``: what predictions need besides the model (a threshold, say).
+- ``headline(metrics)``: the main figure beside its baseline, for lists and the API.
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
   file is windowed and answered.
 
@@ -22,10 +25,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import classification
+from . import classification, regression
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
+    "regression": regression,
 }
 
 

@@ -14,6 +14,7 @@ from .common import Fitted
 
 TRAINS_ON = "label"
 DEFAULTS: dict[str, Any] = {}
+EPOCH_METRIC = ("val_accuracy", "Validation accuracy", True)
 OUTPUT_NAME = "probabilities"
 # A file longer than the model's clip is scored in windows this share of a clip apart; probabilities averaged.
 WINDOW_HOP_FRACTION = 0.5
@@ -25,6 +26,10 @@ def check_config(cfg: TrainConfig) -> None:
 
 def check_data(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     return check_label_counts(clips, cfg)
+
+
+def usable(clip: ClipRecord) -> bool:
+    return True
 
 
 def labels(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
@@ -132,6 +137,11 @@ def _baseline(fitted: Fitted) -> dict[str, Any]:
         "evaluated_on": evaluated_on,
         **classification_metrics(fitted.truth(evaluated_on), probabilities, fitted.labels),
     }
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "accuracy", "value": metrics.get("accuracy"),
+            "baseline": (metrics.get("baseline") or {}).get("accuracy"), "higher_is_better": True}
 
 
 # Predictions -------------------------------------------------------------------------------------------------
