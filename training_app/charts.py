@@ -226,9 +226,10 @@ def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str
 
 def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_label: str, log_x: bool = False,
              marker: Sequence[float] | None = None, width: int = 360, height: int = 240) -> dict | None:
-    """A curve through [x, y] points, y a share in [0, 1]; x linear from 0, or logarithmic (zeros drawn at
+    """A curve through [x, y, ...] points, y a share in [0, 1]; x linear from 0, or logarithmic (zeros drawn at
     the left edge). ``marker`` is one point to highlight (the operating point)."""
-    finite = [(x, y) for x, y in points if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    finite = [(point[0], point[1]) for point in points
+              if point[0] is not None and point[1] is not None and math.isfinite(point[0]) and math.isfinite(point[1])]
     if not finite:
         return None
     left, top, right, bottom = 44, 12, width - 12, height - 32
@@ -263,3 +264,32 @@ def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_l
     return {"title": title, "width": width, "height": height, "left": left, "top": top, "right": right,
             "bottom": bottom, "path": path, "x_ticks": ticks, "y_ticks": y_ticks, "marker": mark,
             "x_label": x_label, "y_label": y_label}
+
+
+def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dict | None:
+    """A detection prediction's score over time: the line, the threshold and the events as bands."""
+    timeline = prediction.get("scores_over_time") or {}
+    scores = timeline.get("scores") or []
+    if not scores:
+        return None
+    left, top, right, bottom = 36, 10, width - 10, height - 28
+    duration = max(prediction.get("duration") or 0.0, timeline["hop"] * (len(scores) - 1) + timeline["window"], 1e-6)
+
+    def x_of(seconds: float) -> float:
+        return round(left + min(seconds, duration) / duration * (right - left), 1)
+
+    def y_of(score: float) -> float:
+        return round(bottom - min(max(score, 0.0), 1.0) * (bottom - top), 1)
+
+    # Each score is drawn at the middle of its window.
+    path = " ".join(f"{x_of(i * timeline['hop'] + timeline['window'] / 2)},{y_of(s)}" for i, s in enumerate(scores))
+    events = [{"x": x_of(e["start"]), "width": max(1.0, x_of(e["end"]) - x_of(e["start"])),
+               "title": f"{e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.2f}"} for e in prediction.get("events", [])]
+    step = nice_step(duration, 5)
+    ticks, tick = [], 0.0
+    while tick <= duration + 1e-9:
+        ticks.append({"x": x_of(tick), "label": f"{tick:g} s"})
+        tick += step
+    return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
+            "path": path, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
+            "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}

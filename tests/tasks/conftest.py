@@ -51,3 +51,29 @@ def create(api, django_capture_on_commit_callbacks):
             return post(api, "/api/jobs", payload)
 
     return create
+
+
+def centred(sound, seconds: float = 0.5, seed: int = 0):
+    """``sound`` in the middle of a clip of quiet noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    wave = 0.02 * rng.standard_normal(int(seconds * 16000))
+    offset = (len(wave) - len(sound)) // 2
+    wave[offset : offset + len(sound)] += sound
+    return wave.astype("float32")
+
+
+@pytest.fixture
+def wakewords(db):
+    """A wake sweep ("wake") among steady tones ("tone") and noise ("noise"), from four voices."""
+    from tests.training_ml.conftest import other_sound, wake_sound
+
+    dataset = DatasetFactory(name="wakewords")
+    for index in range(10):
+        speaker = f"voice-{index % 4}"
+        ClipFactory(dataset=dataset, label="wake", speaker=speaker, samples=centred(wake_sound(seed=index), seed=index))
+        ClipFactory(dataset=dataset, label="tone", speaker=speaker, samples=centred(other_sound(index * 3), seed=index))
+        ClipFactory(dataset=dataset, label="noise", speaker=speaker,
+                    samples=centred(other_sound(index * 3 + 2, seed=index), seed=index))
+    return dataset

@@ -78,3 +78,61 @@ def write_scored_clips(root: Path, count: int = 24, seconds: float = 0.5, speake
                                 content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
                                 speaker=f"speaker-{index % speakers}" if speakers else "", duration=seconds))
     return clips
+
+
+def wake_sound(seconds: float = 0.4, seed: int = 0) -> np.ndarray:
+    """The 'wake word' of the detection tests: a rising sweep from 500 Hz to 2.5 kHz."""
+    rng = np.random.default_rng(seed)
+    time = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    phase = 2 * np.pi * (500.0 * time + 0.5 * (2000.0 / seconds) * time**2)
+    return (0.5 * np.sin(phase + rng.uniform(0, np.pi))).astype(np.float32)
+
+
+def other_sound(index: int, seconds: float = 0.4, seed: int = 0) -> np.ndarray:
+    """Negatives: steady tones (some in the sweep's range, like confusable words) and noise bursts."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    if index % 3 == 2:
+        return (0.3 * rng.standard_normal(n)).astype(np.float32)
+    frequency = (600.0, 1500.0, 2400.0, 350.0)[index % 4]
+    return (0.5 * np.sin(2 * np.pi * frequency * np.arange(n) / SAMPLE_RATE)).astype(np.float32)
+
+
+def write_wake_clips(root: Path, per_label: int = 10, seconds: float = 0.5, speakers: int = 4) -> list[ClipRecord]:
+    """'wake' clips (the sweep) and two negative labels, 'tone' and 'noise', each sound centred in its clip."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    n = int(seconds * SAMPLE_RATE)
+    clips = []
+    for label in ("wake", "tone", "noise"):
+        for index in range(per_label):
+            sound = wake_sound(seed=index) if label == "wake" else other_sound(index * 3 + (label == "noise") * 2,
+                                                                               seed=index)
+            wave = 0.02 * rng.standard_normal(n)
+            offset = (n - len(sound)) // 2
+            wave[offset : offset + len(sound)] += sound
+            path = root / f"{label}_{index}.wav"
+            soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            clips.append(ClipRecord(id=f"{label}-{index}", path=path, label=label,
+                                    content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                    speaker=f"speaker-{index % speakers}", duration=seconds))
+    return clips
+
+
+def write_background(path: Path, seconds: float = 60.0, wakes_at: tuple[float, ...] = ()) -> ClipRecord:
+    """A long ordinary recording: quiet noise with a steady tone every few seconds, and a wake sweep at each
+    time in ``wakes_at``."""
+    rng = np.random.default_rng(2)
+    wave = 0.02 * rng.standard_normal(int(seconds * SAMPLE_RATE))
+    for index, start in enumerate(np.arange(1.0, seconds - 1.0, 3.0)):
+        sound = other_sound(index)
+        begin = int(start * SAMPLE_RATE)
+        wave[begin : begin + len(sound)] += sound
+    for start in wakes_at:
+        begin = int(start * SAMPLE_RATE)
+        sound = wake_sound()
+        wave[begin : begin + len(sound)] += sound
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.clip(wave, -1, 1).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    return ClipRecord(id=path.stem, path=path, label="", kind="background", duration=seconds,
+                      content_hash=hashlib.sha256(path.read_bytes()).hexdigest())

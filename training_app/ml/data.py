@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import TrainConfig
 
 MIN_CLIPS_PER_LABEL = 5
+BACKGROUND = "background"
 NOISE_LABELS = ("noise", "background", "_background_noise_", "background_noise", "silence")
 
 
@@ -26,6 +27,7 @@ class ClipRecord:
     duration: float = 0.0
     score: float | None = None
     transcript: str = ""
+    kind: str = "clip"  # "background": a long recording of ordinary audio, streamed rather than trained on
 
 
 class NotTrainable(ValueError):
@@ -44,8 +46,16 @@ def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     """Every problem that prevents training, in plain words; an empty list means the data can train."""
     from .tasks import task_module  # the task modules import this one
 
+    return task_module(cfg.task).check_data(trainable_clips(clips, cfg), cfg)
+
+
+def trainable_clips(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[ClipRecord]:
+    """The clips a task trains on: never background recordings, and only those the task can use (regression
+    skips clips without a score)."""
+    from .tasks import task_module
+
     task = task_module(cfg.task)
-    return task.check_data([clip for clip in clips if task.usable(clip)], cfg)
+    return [clip for clip in clips if clip.kind != BACKGROUND and task.usable(clip)]
 
 
 def check_label_counts(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:

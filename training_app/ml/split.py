@@ -213,9 +213,10 @@ def split_for_task(clips: Sequence[ClipRecord], cfg) -> tuple[Split, list[ClipRe
     regression); returns it with the clips relabelled by stratum, which its ``summary`` counts."""
     from dataclasses import replace
 
+    from .data import trainable_clips
     from .tasks import task_module
 
     task = task_module(cfg.task)
-    strata = [replace(clip, label=task.stratum(clip, cfg)) for clip in clips if task.usable(clip)]
+    strata = [replace(clip, label=task.stratum(clip, cfg)) for clip in trainable_clips(clips, cfg)]
     split = split_clips(strata, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers)
     return split, strata

@@ -23,7 +23,15 @@ from torch import nn
 
 from .augment import Augmenter, gaussian_noise_powers, stack_frames
 from .config import FeatureConfig, TrainConfig
-from .data import MIN_CLIPS_PER_LABEL, ClipRecord, NotTrainable, check_trainable, is_noise_label
+from .data import (
+    BACKGROUND,
+    MIN_CLIPS_PER_LABEL,
+    ClipRecord,
+    NotTrainable,
+    check_trainable,
+    is_noise_label,
+    trainable_clips,
+)
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
 from .model import ExportedModel, KeywordCNN
@@ -100,6 +108,7 @@ class _Run:
     report: _Reporter
     should_stop: Callable[[], bool]
     device: torch.device
+    backgrounds: list[ClipRecord] = field(default_factory=list)
     task: Any = None
     labels: list[str] = field(default_factory=list)
     targets: torch.Tensor | None = None
@@ -173,8 +182,8 @@ def train(
     out_dir = Path(out_dir)
     ensure_free(out_dir)
     device = torch.device(runtime.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    usable = [clip for clip in clips if task_module(cfg.task).usable(clip)]
-    run = _Run(cfg, usable, out_dir, runtime, _Reporter(on_progress), should_stop, device)
+    run = _Run(cfg, trainable_clips(clips, cfg), out_dir, runtime, _Reporter(on_progress), should_stop, device,
+               backgrounds=[clip for clip in clips if clip.kind == BACKGROUND])
     with _torch_settings(runtime.threads or default_threads(), device):
         return _execute(run)
 
@@ -409,6 +418,7 @@ def _fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
+        backgrounds=run.backgrounds,
     )
 
 

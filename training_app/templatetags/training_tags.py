@@ -82,3 +82,20 @@ def metric_value(value, name: str = "accuracy") -> str:
     if any(word in str(name) for word in ("accuracy", "reject", "accept")):
         return percent(value)
     return f"{float(value):.3f}"
+
+
+@register.filter
+def hours_minutes(hours) -> str:
+    """0.0167 -> "1.0 min"; 2.5 -> "2.5 h"."""
+    if hours is None:
+        return "—"
+    hours = float(hours)
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
+@register.simple_tag
+def timeline_chart(prediction):
+    """The score over time of a detection prediction, with its threshold and events."""
+    from training_app.charts import timeline_chart as build
+
+    return build(prediction or {})

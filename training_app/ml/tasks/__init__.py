@@ -14,6 +14,7 @@ name, config and metrics as data and ask its module when they need more. Every t
   figure charted per epoch; ``evaluate(fitted)``: held-out metrics beside a shallow baseline;
   ``export_config(metrics, cfg)``: what predictions need besides the model (a threshold, say).
 - ``headline(metrics)``: the main figure beside its baseline, for lists and the API.
+- ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override.
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
   file is windowed and answered.
 
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import classification, regression
+from . import classification, detection, regression
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
     "regression": regression,
+    "detection": detection,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ class Fitted:
 
     ``log_mels`` holds each split's dB log-mel images (n, 1, n_mels, frames), centred like inference does.
     ``export_model()`` is the eager waveform-in module that is exported (front end, network, task output).
+    ``backgrounds`` are the dataset's long background recordings (never trained on as clips).
     """
 
     cfg: TrainConfig
@@ -36,6 +37,7 @@ class Fitted:
     features: FeatureConfig
     export_model: Callable[[], Any]
     log: Callable[[str, str], None]
+    backgrounds: list[ClipRecord] = field(default_factory=list)
 
     @property
     def evaluated_on(self) -> str:
