@@ -58,6 +58,15 @@ def trainable_clips(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[ClipR
     return [clip for clip in clips if clip.kind != BACKGROUND and task.usable(clip)]
 
 
+def split_backgrounds(backgrounds: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord]]:
+    """(for training, held out for evaluation): every other background recording (by id) is held out, so the
+    false accepts per hour are measured on recordings training never heard; a single one is held out whole."""
+    ordered = sorted(backgrounds, key=lambda clip: str(clip.id))
+    if len(ordered) < 2:
+        return [], ordered
+    return ordered[0::2], ordered[1::2]
+
+
 def check_label_counts(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     """Classification's rules: at least two labels, each with MIN_CLIPS_PER_LABEL clips, none empty."""
     if not clips:

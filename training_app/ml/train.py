@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile
 import torch
+import torchaudio.functional as AF
 from torch import nn
 
+from .audio import fit_length
 from .augment import Augmenter, gaussian_noise_powers, stack_frames
 from .config import FeatureConfig, TrainConfig
 from .data import (
@@ -30,6 +33,7 @@ from .data import (
     NotTrainable,
     check_trainable,
     is_noise_label,
+    split_backgrounds,
     trainable_clips,
 )
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
@@ -57,6 +61,8 @@ PHASES = ("preparing", "features", "training", "evaluating", "exporting")
 _PHASE_END = {"preparing": 2.0, "features": 10.0, "training": 90.0, "evaluating": 93.0, "exporting": 100.0}
 _PROGRESS_INTERVAL_SECONDS = 1.0
 _EXPORT_SECONDS_ESTIMATE = 8.0
+# Random clip-length segments of the training background recordings that noise augmentation mixes in.
+_BACKGROUND_SEGMENTS = 32
 
 
 class TrainingCancelled(Exception):
@@ -393,12 +399,37 @@ def _augmenter(run: _Run, powers: list[torch.Tensor], split: Split, generator: t
 def _noise_sources(run: _Run, powers: list[torch.Tensor], split: Split, generator: torch.Generator):
     if not run.cfg.noise:
         return []
+    training_backgrounds, _ = split_backgrounds(run.backgrounds)
+    if training_backgrounds:
+        segments = background_segments(training_backgrounds, run.features, _BACKGROUND_SEGMENTS, generator)
+        run.log("info", f"noise augmentation mixes {len(segments)} random segments of "
+                        f"{len(training_backgrounds)} background recording(s) kept for training")
+        with torch.no_grad():
+            return list(LogMelFrontend(run.features).mel_power(segments))
     noise_clips = [powers[i] for i in split.train if is_noise_label(run.clips[i].label)]
     if noise_clips:
         run.log("info", f"noise augmentation mixes {len(noise_clips)} training clips of the noise label")
         return noise_clips
     run.log("info", "noise augmentation uses gaussian noise (no noise label in the data)")
     return gaussian_noise_powers(LogMelFrontend(run.features), run.features, 8, generator)
+
+
+def background_segments(
+    recordings: Sequence[ClipRecord], features: FeatureConfig, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``count`` clip-length waveforms read at random offsets of long recordings (never the whole file)."""
+    segments = []
+    for index in range(count):
+        recording = recordings[index % len(recordings)]
+        info = soundfile.info(str(recording.path))
+        length = int(features.clip_samples * info.samplerate / features.sample_rate)
+        start = int(torch.randint(0, max(1, info.frames - length), (1,), generator=generator))
+        data, rate = soundfile.read(str(recording.path), start=start, frames=length, dtype="float32", always_2d=True)
+        wave = torch.from_numpy(data.mean(axis=1))
+        if rate != features.sample_rate:
+            wave = AF.resample(wave, rate, features.sample_rate)
+        segments.append(fit_length(wave, features.clip_samples))
+    return torch.stack(segments)
 
 
 def _fitted(
@@ -418,7 +449,7 @@ def _fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
-        backgrounds=run.backgrounds,
+        backgrounds=split_backgrounds(run.backgrounds)[1],
     )
 
 

@@ -23,7 +23,7 @@ class Fitted:
 
     ``log_mels`` holds each split's dB log-mel images (n, 1, n_mels, frames), centred like inference does.
     ``export_model()`` is the eager waveform-in module that is exported (front end, network, task output).
-    ``backgrounds`` are the dataset's long background recordings (never trained on as clips).
+    ``backgrounds`` are the dataset's long background recordings held out for evaluation (``split_backgrounds``).
     """
 
     cfg: TrainConfig

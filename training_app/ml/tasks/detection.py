@@ -6,7 +6,8 @@ allows: one sigmoid score per window, a binary cross-entropy in which all negati
 augmentation from the dataset's noise clips, and every non-positive label (confusable phrases, other words,
 noise) as a negative. The best epoch is the one with the lowest weighted validation loss.
 
-Background recordings (long ordinary audio) are not trained on as clips; they are the held-out negative stream.
+Background recordings (long ordinary audio) are never trained on as clips: every other one (by id) is held out as the
+negative stream of the evaluation, the others feed noise augmentation (``data.split_backgrounds``).
 
 Evaluation (``training_app.ml.streaming``): per held-out clip, the false-reject and false-accept rates and the
 ROC curve; streaming, the exported model slides over held-out negative audio every 100 ms (the dataset's
