@@ -74,7 +74,12 @@ class ArtifactOut(Schema):
 
 class VersionOut(Schema):
     model: str
+    task: str = Field(description="The model's task: classification, regression or detection")
     version: int
+    prediction: dict[str, Any] = Field(
+        description="What the task stored for predictions: for detection the calibrated `threshold`, "
+        "`hop_seconds`, `refractory_seconds`, `positive_labels`"
+    )
     status: str
     description: str
     tags: list[str]
@@ -96,6 +101,14 @@ class VersionOut(Schema):
     @staticmethod
     def resolve_model(version) -> str:
         return version.model.name
+
+    @staticmethod
+    def resolve_task(version) -> str:
+        return version.model.task
+
+    @staticmethod
+    def resolve_prediction(version) -> dict[str, Any]:
+        return (version.metrics or {}).get("prediction") or {}
 
     @staticmethod
     def resolve_aliases(version) -> list[str]:

@@ -150,3 +150,14 @@ def test_panel_form_and_command_choose_the_task(scored, admin_client):
     summary = admin_client.get("/training/new/summary/", {"dataset": "ratings", "task": "regression", "preset": "quick"},
                                headers={"HX-Request": "true"}).content.decode()
     assert "scored clips" in summary and "3 active clips without" in summary
+
+
+def test_lists_and_the_api_show_the_task_and_its_headline(trained, admin_client, api):
+    jobs = admin_client.get("/training/").content.decode()
+    assert "regression" in jobs and "Spearman" in jobs
+    job = api.get(f"/api/jobs/{trained.pk}").json()
+    assert job["task"] == "regression" and job["headline"]["name"] == "Spearman"
+    assert job["headline"]["value"] == trained.metrics["spearman"]
+    version = api.get("/api/models/rating/versions/1").json()
+    assert version["task"] == "regression" and version["prediction"] == {"aggregation": "mean",
+                                                                         "window_hop_fraction": 0.5}

@@ -18,13 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
-from .audio import fit_length
-from .augment import Augmenter, gaussian_noise_powers, stack_frames
+from .augment import Augmenter, background_segments, gaussian_noise_powers, stack_frames
 from .config import FeatureConfig, TrainConfig
 from .data import (
     BACKGROUND,
@@ -412,24 +409,6 @@ def _noise_sources(run: _Run, powers: list[torch.Tensor], split: Split, generato
         return noise_clips
     run.log("info", "noise augmentation uses gaussian noise (no noise label in the data)")
     return gaussian_noise_powers(LogMelFrontend(run.features), run.features, 8, generator)
-
-
-def background_segments(
-    recordings: Sequence[ClipRecord], features: FeatureConfig, count: int, generator: torch.Generator
-) -> torch.Tensor:
-    """``count`` clip-length waveforms read at random offsets of long recordings (never the whole file)."""
-    segments = []
-    for index in range(count):
-        recording = recordings[index % len(recordings)]
-        info = soundfile.info(str(recording.path))
-        length = int(features.clip_samples * info.samplerate / features.sample_rate)
-        start = int(torch.randint(0, max(1, info.frames - length), (1,), generator=generator))
-        data, rate = soundfile.read(str(recording.path), start=start, frames=length, dtype="float32", always_2d=True)
-        wave = torch.from_numpy(data.mean(axis=1))
-        if rate != features.sample_rate:
-            wave = AF.resample(wave, rate, features.sample_rate)
-        segments.append(fit_length(wave, features.clip_samples))
-    return torch.stack(segments)
 
 
 def _fitted(
