@@ -11,7 +11,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django_q.models import OrmQ
 
-from registry_app.models import ModelVersion
+from registry_app.models import ModelVersion, RegisteredModel
 from tests.audio import wav_bytes, write_wav
 from tests.training_ml.conftest import other_sound, wake_sound
 from training_app import tasks
@@ -71,7 +71,7 @@ def test_detection_of_a_label_the_dataset_lacks_is_422_with_the_problem(wakeword
     assert TrainingJob.objects.count() == 0
 
 
-def test_worker_calibrates_a_threshold_and_stores_it_with_the_version(trained):
+def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_use(trained, api, tmp_path):
     metrics = trained.metrics
     calibration = metrics["calibration"]
     assert 0.0 <= calibration["threshold"] <= 1.0 and calibration["max_false_accepts_per_hour"] == 0.5
@@ -85,11 +85,10 @@ def test_worker_calibrates_a_threshold_and_stores_it_with_the_version(trained):
     assert config["prediction"]["threshold"] == calibration["threshold"]
     assert config["output"]["name"] == "score"
     assert version.headline_metric()[0].endswith("false rejects at the calibrated threshold")
+    _predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(version, api, tmp_path)
 
 
-def test_predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(trained, api, tmp_path):
-    version = ModelVersion.objects.get(job=trained)
-
+def _predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(version, api, tmp_path):
     response = api.post("/api/models/marlo/predict", {"files": [upload("long.wav", long_recording()),
                                                                   upload("quiet.wav", long_recording(wakes_at=()))]})
 
@@ -115,7 +114,8 @@ def test_predictions_find_the_wake_word_at_its_times_with_the_calibrated_thresho
 
 
 @pytest.mark.parametrize("threshold", ["1.5", "-0.1"])
-def test_threshold_outside_zero_to_one_is_422_naming_the_field(trained, api, threshold):
+def test_threshold_outside_zero_to_one_is_422_naming_the_field(db, api, threshold):
+    RegisteredModel.objects.create(name="marlo", task="detection")
     response = api.post("/api/models/marlo/predict", {"files": [upload("a.wav", long_recording())],
                                                       "threshold": threshold})
     assert response.status_code == 422
@@ -134,3 +134,18 @@ def test_pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_
     html = response.content.decode()
     assert response.status_code == 200
     assert "Score over time" in html and "threshold-line" in html and "2 detections" in html
+
+
+def test_panel_names_the_missing_positive_label_next_to_its_field(wakewords, admin_client):
+    form = {"dataset": "wakewords", "model_name": "marlo", "task": "detection", "preset": "quick"}
+
+    response = admin_client.post("/training/new/", form)
+
+    assert response.status_code == 200 and TrainingJob.objects.count() == 0
+    html = response.content.decode()
+    field = html[html.index('id="id_positive_label"'):]
+    assert "Detection needs positive_label" in field[: field.index("</div>") + 200]
+
+    response = admin_client.post("/training/new/", {**form, "positive_label": "wake", "epochs": 2})
+    assert response.status_code == 302
+    assert TrainingJob.objects.get().config["positive_label"] == ["wake"]

@@ -66,7 +66,7 @@ def test_regression_without_enough_scores_is_422_and_queues_nothing(db, create):
     assert TrainingJob.objects.count() == 0 and OrmQ.objects.count() == 0
 
 
-def test_worker_trains_regression_and_registers_a_regression_version(trained):
+def test_worker_trains_regression_and_its_predictions_answer_with_a_score(trained, api, tmp_path):
     metrics = trained.metrics
     assert trained.task == "regression"
     assert {"mae", "rmse", "pearson", "spearman", "baseline", "mean_reference", "points"} <= set(metrics)
@@ -75,9 +75,10 @@ def test_worker_trains_regression_and_registers_a_regression_version(trained):
     assert version.model.task == "regression" and version.labels == []
     assert version.headline_metric()[0] == f"{metrics['evaluated_on']} Spearman"
     assert any("Spearman" in line.message for line in trained.logs.all())
+    _predictions_answer_with_a_score(api, tmp_path)
 
 
-def test_regression_predictions_answer_with_a_score(trained, api, tmp_path):
+def _predictions_answer_with_a_score(api, tmp_path):
     response = api.post("/api/models/rating/predict", {"files": [upload("low.wav", 0.05), upload("long.wav", 0.9, 1.5)]})
 
     assert response.status_code == 200, response.content
@@ -95,13 +96,14 @@ def test_regression_predictions_answer_with_a_score(trained, api, tmp_path):
     assert line["file"] == "cli.wav" and 0.0 <= line["score"] <= 1.0 and line["model"] == "rating"
 
 
-def test_regression_refuses_a_threshold(trained, api):
+def test_regression_refuses_a_threshold(db, api):
+    RegisteredModel.objects.create(name="rating", task="regression")
     response = api.post("/api/models/rating/predict", {"files": [upload("a.wav", 0.5)], "threshold": "0.5"})
     assert response.status_code == 422
     assert response.json()["field"] == "threshold"
 
 
-def test_pages_show_the_scatter_plot_and_the_gauge(trained, admin_client):
+def test_pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained, admin_client, api):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Predicted vs. true score" in job_page and "Ridge baseline" in job_page
     assert 'class="scatter"' in job_page and 'class="histogram"' in job_page
@@ -114,6 +116,14 @@ def test_pages_show_the_scatter_plot_and_the_gauge(trained, admin_client):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'class="gauge"' in html and "predicted score" in html
+    jobs = admin_client.get("/training/").content.decode()
+    assert "regression" in jobs and "Spearman" in jobs
+    job = api.get(f"/api/jobs/{trained.pk}").json()
+    assert job["task"] == "regression" and job["headline"]["name"] == "Spearman"
+    assert job["headline"]["value"] == trained.metrics["spearman"]
+    version = api.get("/api/models/rating/versions/1").json()
+    assert version["task"] == "regression" and version["prediction"] == {"aggregation": "mean",
+                                                                         "window_hop_fraction": 0.5}
 
 
 def test_a_model_keeps_one_task(trained, create):
@@ -151,13 +161,3 @@ def test_panel_form_and_command_choose_the_task(scored, admin_client):
                                headers={"HX-Request": "true"}).content.decode()
     assert "scored clips" in summary and "3 active clips without" in summary
 
-
-def test_lists_and_the_api_show_the_task_and_its_headline(trained, admin_client, api):
-    jobs = admin_client.get("/training/").content.decode()
-    assert "regression" in jobs and "Spearman" in jobs
-    job = api.get(f"/api/jobs/{trained.pk}").json()
-    assert job["task"] == "regression" and job["headline"]["name"] == "Spearman"
-    assert job["headline"]["value"] == trained.metrics["spearman"]
-    version = api.get("/api/models/rating/versions/1").json()
-    assert version["task"] == "regression" and version["prediction"] == {"aggregation": "mean",
-                                                                         "window_hop_fraction": 0.5}
