@@ -240,7 +240,9 @@ def predict(
     name: str,
     files: File[list[UploadedFile]] = None,
     ref: Form[str] = "",
-    threshold: Form[float | None] = None,
+    threshold: float | None = Form(
+        None, description="Detection models: use this threshold (0-1) instead of the version's calibrated one"
+    ),
 ):
     """Multipart upload of one or more audio `files` (any format ingestion accepts) and an optional `ref`: an
     alias name or a version (`v3` or `3`). Without `ref`: the `production` alias, else the latest active
