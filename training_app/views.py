@@ -203,7 +203,7 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     try:
         again = job.rerun(by=Actor.from_request(request))
-    except Unprocessable as error:
+    except (Unprocessable, Conflict) as error:
         messages.error(request, f"Cannot run job #{job.pk} again: {error.detail}")
         return redirect("job-detail", job.pk)
     messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")
