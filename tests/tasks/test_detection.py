@@ -126,6 +126,7 @@ def test_pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Detection error trade-off" in job_page and "Calibrated threshold" in job_page
     assert "no background recordings" in job_page
+    assert job_page.count('class="xy"') == 2 and 'class="dot marker"' in job_page  # DET with its point, ROC
     assert "Detection error trade-off" in admin_client.get("/models/marlo/v1/").content.decode()
 
     response = admin_client.post("/models/marlo/try/", {"audio": upload("try.wav", long_recording())},
