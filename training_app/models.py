@@ -58,7 +58,7 @@ def snapshot_clips(dataset: Dataset, task: str = "classification") -> list[dict[
         .filter(dataset=dataset)
         .filter(TRAINED_FIELD_FILTERS[field])
         .order_by("id")
-        .values("id", "content_hash", "label", "speaker", "audio", "duration", field)
+        .values(*dict.fromkeys(("id", "content_hash", "label", "speaker", "audio", "duration", field)))
     )
     return [dict(row) for row in rows]
 
