@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from datetime import datetime, timedelta
@@ -16,12 +14,19 @@ from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
 from training_app.signals import job_requested
+from training_app.snapshot import (
+    clip_records,
+    data_summary,
+    ignored_clip_count,
+    snapshot_clips,
+    snapshot_hash,
+    trained_field,
+)
 
 logger = logging.getLogger("training_app")
 
 # django-q2 cluster that runs training tasks (Q_CLUSTER["ALT_CLUSTERS"]["training"]).
 TRAINING_CLUSTER = "training"
-SNAPSHOT_VERSION = 1
 
 
 class JobNotTrainable(Unprocessable):
@@ -34,73 +39,11 @@ class JobNotCancellable(Conflict):
     title = "The job has already finished"
 
 
-# The clips a task can learn from, by the clip field it trains on (the task module's TRAINS_ON).
-TRAINED_FIELD_FILTERS = {
-    "label": ~models.Q(label=""),
-    "score": models.Q(score__isnull=False),
-    "transcript": ~models.Q(transcript=""),
-}
-
-
-def trained_field(task: str) -> str:
-    from training_app.ml.tasks import task_module
-
-    return task_module(task).TRAINS_ON
-
-
-def snapshot_clips(dataset: Dataset, task: str = "classification") -> list[dict[str, Any]]:
-    """The active clips a task can learn from (labelled ones; scored ones for regression) as frozen snapshot
-    entries, ordered by clip id. Entries carry the trained field too when it is not the label, so later edits
-    of a score never change an old job."""
-    field = trained_field(task)
-    rows = (
-        Clip.objects.active()
-        .filter(dataset=dataset)
-        .filter(TRAINED_FIELD_FILTERS[field])
-        .order_by("id")
-        .values(*dict.fromkeys(("id", "content_hash", "label", "speaker", "audio", "duration", field)))
-    )
-    return [dict(row) for row in rows]
-
-
-def ignored_clip_count(dataset: Dataset, task: str) -> int:
-    """Active clips the task leaves out because they lack what it trains on (scores, say)."""
-    return Clip.objects.active().filter(dataset=dataset).exclude(TRAINED_FIELD_FILTERS[trained_field(task)]).count()
-
-
 def task_headline(task: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
     """A finished job's (or version's) main figure beside its baseline, as the task defines it."""
     from training_app.ml.tasks import TASKS
 
     return TASKS[task].headline(metrics) if metrics and task in TASKS else None
-
-
-def snapshot_hash(entries: list[dict[str, Any]]) -> str:
-    """SHA-256 of what the data *is* (clip ids, audio content, labels, speakers and any score or transcript
-    trained on), not where files are stored."""
-    identity = [[e["id"], e["content_hash"], e["label"], e["speaker"]]
-                + [e[key] for key in ("score", "transcript") if key in e] for e in entries]
-    payload = json.dumps({"version": SNAPSHOT_VERSION, "clips": identity}, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def clip_records(entries: list[dict[str, Any]], resolve_path=None):
-    """ClipRecords for the ML checks and the trainer; ``resolve_path(audio_name)`` gives the file to read."""
-    from training_app.ml.data import ClipRecord
-
-    return [
-        ClipRecord(
-            id=e["id"],
-            path=resolve_path(e["audio"]) if resolve_path else e["audio"],
-            label=e["label"],
-            content_hash=e["content_hash"],
-            speaker=e["speaker"],
-            duration=e.get("duration") or 0.0,
-            score=e.get("score"),
-            transcript=e.get("transcript") or "",
-        )
-        for e in entries
-    ]
 
 
 def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
@@ -120,39 +63,6 @@ def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
         return TrainConfig.from_dict(preset, {**overrides, "task": task})
     except ConfigError as error:
         raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
-
-
-def data_summary(entries: list[dict[str, Any]], ignored: int = 0) -> dict[str, Any]:
-    """Clip count per label, speakers and total duration of snapshot entries (for the panel and the API);
-    ``ignored``: active clips the task left out (without a score, say)."""
-    per_label: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        row = per_label.setdefault(entry["label"], {"clips": 0, "seconds": 0.0, "speakers": set()})
-        row["clips"] += 1
-        row["seconds"] += entry.get("duration") or 0.0
-        if entry["speaker"]:
-            row["speakers"].add(entry["speaker"])
-    speakers = {entry["speaker"] for entry in entries if entry["speaker"]}
-    return {
-        "clips": len(entries),
-        "seconds": sum(entry.get("duration") or 0.0 for entry in entries),
-        "labels": [
-            {"label": label, "clips": row["clips"], "seconds": row["seconds"], "speakers": len(row["speakers"])}
-            for label, row in sorted(per_label.items())
-        ],
-        "speakers": sorted(speakers),
-        "unspeakered_clips": sum(1 for entry in entries if not entry["speaker"]),
-        "ignored_clips": ignored,
-        **({"scores": _score_summary(entries)} if entries and "score" in entries[0] else {}),
-    }
-
-
-def _score_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    scores = [entry["score"] for entry in entries]
-    bins = [0] * 10
-    for score in scores:
-        bins[min(int(score * 10), 9)] += 1
-    return {"min": min(scores), "max": max(scores), "mean": sum(scores) / len(scores), "histogram": bins}
 
 
 def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):

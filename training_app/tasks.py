@@ -19,7 +19,8 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
-from training_app.models import JobLog, TrainingJob, clip_records, task_headline
+from training_app.models import JobLog, TrainingJob, task_headline
+from training_app.snapshot import clip_records
 from training_app.signals import job_succeeded
 
 logger = logging.getLogger("training_app.tasks")

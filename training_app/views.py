@@ -16,7 +16,8 @@ from datasets_app.models import Dataset
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.forms import JobFilterForm, JobForm
 from training_app.ml.split import split_for_task
-from training_app.models import TrainingJob, clip_records, plan_job
+from training_app.models import TrainingJob, plan_job
+from training_app.snapshot import clip_records
 
 LOG_TAIL_LINES = 30
 JOBS_PER_PAGE = 50
