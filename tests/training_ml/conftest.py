@@ -73,7 +73,7 @@ def write_scored_clips(root: Path, count: int = 24, seconds: float = 0.5, speake
         score = round(index / (count - 1), 4)
         wave = 0.4 * np.sin(2 * np.pi * (300.0 + 2000.0 * score) * time) + 0.03 * rng.standard_normal(n_samples)
         path = root / f"scored_{index}.wav"
-        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        write_wav(path, wave.astype(np.float32), SAMPLE_RATE)
         clips.append(ClipRecord(id=f"scored-{index}", path=path, label="", score=score,
                                 content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
                                 speaker=f"speaker-{index % speakers}" if speakers else "", duration=seconds))
@@ -112,7 +112,7 @@ def write_wake_clips(root: Path, per_label: int = 10, seconds: float = 0.5, spea
             offset = (n - len(sound)) // 2
             wave[offset : offset + len(sound)] += sound
             path = root / f"{label}_{index}.wav"
-            soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            write_wav(path, wave.astype(np.float32), SAMPLE_RATE)
             clips.append(ClipRecord(id=f"{label}-{index}", path=path, label=label,
                                     content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
                                     speaker=f"speaker-{index % speakers}", duration=seconds))
@@ -132,7 +132,6 @@ def write_background(path: Path, seconds: float = 60.0, wakes_at: tuple[float, .
         begin = int(start * SAMPLE_RATE)
         sound = wake_sound()
         wave[begin : begin + len(sound)] += sound
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(path, np.clip(wave, -1, 1).astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+    write_wav(path, np.clip(wave, -1, 1).astype(np.float32), SAMPLE_RATE)
     return ClipRecord(id=path.stem, path=path, label="", kind="background", duration=seconds,
                       content_hash=hashlib.sha256(path.read_bytes()).hexdigest())
