@@ -77,3 +77,14 @@ def wakewords(db):
         ClipFactory(dataset=dataset, label="noise", speaker=speaker,
                     samples=centred(other_sound(index * 3 + 2, seed=index), seed=index))
     return dataset
+
+
+def copy_artifacts(version, folder):
+    """A registered version's artifacts copied out of the media storage (the job's own folder is cleaned up)."""
+    from django.core.files.storage import default_storage
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in version.artifacts:
+        with default_storage.open(entry["path"], "rb") as source:
+            (folder / entry["name"]).write_bytes(source.read())
+    return folder

@@ -13,6 +13,7 @@ from django_q.models import OrmQ
 
 from registry_app.models import ModelVersion, RegisteredModel
 from tests.audio import wav_bytes, write_wav
+from tests.tasks.conftest import copy_artifacts
 from tests.training_ml.conftest import other_sound, wake_sound
 from training_app import tasks
 from training_app.models import TrainingJob
@@ -81,7 +82,7 @@ def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_us
     version = ModelVersion.objects.get(job=trained)
     assert version.model.task == "detection" and version.labels == ["wake"]
     assert version.metrics["prediction"]["threshold"] == calibration["threshold"]
-    config = json.loads((trained.working_dir() / "config.json").read_text())
+    config = json.loads((copy_artifacts(version, tmp_path / "artifacts") / "config.json").read_text())
     assert config["prediction"]["threshold"] == calibration["threshold"]
     assert config["output"]["name"] == "score"
     assert version.headline_metric()[0].endswith("false rejects at the calibrated threshold")

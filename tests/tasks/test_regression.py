@@ -14,7 +14,7 @@ from registry_app.errors import TaskMismatch
 from registry_app.models import ModelVersion, RegisteredModel
 from tests.audio import wav_bytes, write_wav
 from tests.factories import DatasetFactory, TrainingJobFactory
-from tests.tasks.conftest import add_scored_clips, score_tone
+from tests.tasks.conftest import add_scored_clips, copy_artifacts, score_tone
 from training_app import tasks
 from training_app.models import TrainingJob
 
@@ -126,7 +126,7 @@ def test_pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained,
                                                                          "window_hop_fraction": 0.5}
 
 
-def test_a_model_keeps_one_task(trained, create):
+def test_a_model_keeps_one_task(trained, create, tmp_path):
     queued = OrmQ.objects.count()
 
     response = create("ratings", "classification", model_name="rating")
@@ -139,7 +139,7 @@ def test_a_model_keeps_one_task(trained, create):
 
     stray = TrainingJobFactory(model_name="rating", task="classification", status="running")
     with pytest.raises(TaskMismatch):
-        ModelVersion.objects.register_from_job(stray, trained.working_dir())
+        ModelVersion.objects.register_from_job(stray, copy_artifacts(ModelVersion.objects.get(job=trained), tmp_path))
     assert RegisteredModel.objects.get(name="rating").versions.count() == 1
 
 
