@@ -252,17 +252,32 @@ class PredictionRequest:
     def base(self) -> dict[str, Any]:
         return {"model": self.model.name, "version": self.version.version, "ref": self.ref}
 
-    def shape(self, outputs: np.ndarray, starts: list[float], duration: float) -> dict[str, Any]:
-        """The task's own answer for one file (label and scores, a score, detection events...)."""
+    def context(self, duration: float) -> dict[str, Any]:
         loaded = self.loaded
-        context = {
+        return {
             "labels": loaded.labels,
             "prediction": loaded.prediction_config,
             "threshold": self.threshold,
             "clip_seconds": loaded.clip_samples / loaded.sample_rate,
+            "sample_rate": loaded.sample_rate,
             "duration": duration,
         }
-        return loaded.task.shape_prediction(outputs, starts, context)
+
+    def shape(self, outputs: np.ndarray, starts: list[float], duration: float) -> dict[str, Any]:
+        """The task's own answer for one file (label and scores, a score, detection events...)."""
+        return self.loaded.task.shape_prediction(outputs, starts, self.context(duration))
+
+    def answer(self, waveform: np.ndarray, duration: float) -> dict[str, Any]:
+        """The task's answer for one decoded file and the number of windows (or segments) it scored: through
+        the task's own ``predict_waveform`` when it has one (transcription), else windows + shape_prediction."""
+        task = self.loaded.task
+        if hasattr(task, "predict_waveform"):
+            import torch
+
+            with torch.inference_mode():
+                return task.predict_waveform(self.loaded.module, waveform, self.context(duration))
+        outputs, starts = window_outputs(self.loaded, waveform)
+        return {**self.shape(outputs, starts, duration), "windows": len(starts)}
 
 
 def check_threshold(model: RegisteredModel, threshold: float | None) -> None:
@@ -308,12 +323,13 @@ def predict_source(request: PredictionRequest, source, file_name: str, max_secon
                 file=file_name, reason="too-long", max_seconds=limit,
             ) from None
         raise UndecodableAudio(f"{file_name}: {error.reason}", file=file_name, reason=error.code) from None
-    outputs, starts = window_outputs(loaded, decoded.samples)
+    answer = request.answer(decoded.samples, decoded.duration)
+    windows = answer.pop("windows")
     return {
         "file": file_name,
-        **request.shape(outputs, starts, decoded.duration),
+        **answer,
         **request.base(),
-        "windows": len(starts),
+        "windows": windows,
         "clip_seconds": loaded.clip_samples / loaded.sample_rate,
         "duration": round(decoded.duration, 4),
         "time_ms": round((time.perf_counter() - started) * 1000, 2),

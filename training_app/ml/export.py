@@ -11,13 +11,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
 import torchaudio
+from torch import nn
 from torch.export import Dim
 
 from . import ML_VERSION
@@ -54,18 +55,24 @@ def code_version() -> str:
 
 def write_artifacts(
     out_dir: Path,
-    model: ExportedModel,
+    model: nn.Module,
     config: dict[str, Any],
     metrics: dict[str, Any],
     snapshot: dict[str, Any] | None,
     sample: torch.Tensor,
     should_stop: Callable[[], bool] = lambda: False,
+    dynamic_shapes: dict[str, dict[int, Dim]] | None = None,
+    checks: Sequence[torch.Tensor] = (),
 ) -> list[str]:
     """Write every artifact into ``out_dir`` atomically and return the file names.
 
     ``sample`` is a (batch >= 2, clip_samples) float32 batch used to trace the export and to verify that
     the exported program reproduces the eager model. Raises ``ExportCancelled`` when ``should_stop``
     turns true before the final rename.
+
+    ``dynamic_shapes`` replaces the default (a dynamic batch only), e.g. a task taking waveforms of any length
+    adds ``1: Dim("samples", min=...)``; ``checks`` are further inputs (another length, say) on which both
+    exported files must reproduce the eager model.
     """
     out_dir = Path(out_dir)
     ensure_free(out_dir)
@@ -80,8 +87,9 @@ def write_artifacts(
         _write_json(tmp_dir / SNAPSHOT_FILE, snapshot if snapshot is not None else {})
         _write_json(tmp_dir / CONFIG_FILE, config)
         output_name = str(config.get("output", {}).get("name") or OUTPUT_NAME)
-        _export_program(model, sample, tmp_dir / TORCH_EXPORT_FILE)
-        _export_onnx(model, sample, tmp_dir / ONNX_FILE, output_name)
+        shapes = dynamic_shapes or _dynamic_shapes()
+        _export_program(model, sample, tmp_dir / TORCH_EXPORT_FILE, shapes, checks)
+        _export_onnx(model, sample, tmp_dir / ONNX_FILE, output_name, shapes, checks)
         unexpected = sorted(path.name for path in tmp_dir.iterdir() if path.name not in ARTIFACT_FILES)
         if unexpected:
             raise ExportError(f"export left unexpected files: {', '.join(unexpected)}")
@@ -111,15 +119,16 @@ def _dynamic_shapes() -> dict[str, dict[int, Dim]]:
     return {INPUT_NAME: {0: Dim("batch", min=1, max=MAX_BATCH)}}
 
 
-def _export_program(model: ExportedModel, sample: torch.Tensor, path: Path) -> None:
-    program = torch.export.export(model, (sample,), dynamic_shapes=_dynamic_shapes())
+def _export_program(
+    model: nn.Module, sample: torch.Tensor, path: Path, shapes: dict, checks: Sequence[torch.Tensor] = ()
+) -> None:
+    program = torch.export.export(model, (sample,), dynamic_shapes=shapes)
     torch.export.save(program, path)
     reloaded = torch.export.load(path).module()
     with torch.no_grad():
-        expected = model(sample)
-        for batch in (sample, sample[:1]):
+        for batch in (sample, sample[:1], *checks):
             got = reloaded(batch)
-            difference = (got - expected[: len(batch)]).abs().max().item()
+            difference = (got - model(batch)).abs().max().item()
             if not difference <= EXPORT_TOLERANCE:
                 raise ExportError(
                     f"{TORCH_EXPORT_FILE} differs from the trained model by {difference:.2e} "
@@ -127,14 +136,17 @@ def _export_program(model: ExportedModel, sample: torch.Tensor, path: Path) -> N
                 )
 
 
-def _export_onnx(model: ExportedModel, sample: torch.Tensor, path: Path, output_name: str) -> None:
+def _export_onnx(
+    model: nn.Module, sample: torch.Tensor, path: Path, output_name: str, shapes: dict,
+    checks: Sequence[torch.Tensor] = (),
+) -> None:
     try:
         torch.onnx.export(
             model,
             (sample,),
             str(path),
             dynamo=True,
-            dynamic_shapes=_dynamic_shapes(),
+            dynamic_shapes=shapes,
             input_names=[INPUT_NAME],
             output_names=[output_name],
             external_data=False,
@@ -143,10 +155,11 @@ def _export_onnx(model: ExportedModel, sample: torch.Tensor, path: Path, output_
         onnx.checker.check_model(str(path))
     except Exception as error:
         raise ExportError(f"ONNX export failed: {error}") from error
-    _compare_onnx_runtime(model, sample, path, output_name)
+    for batch in (sample, *checks):
+        _compare_onnx_runtime(model, batch, path, output_name)
 
 
-def _compare_onnx_runtime(model: ExportedModel, sample: torch.Tensor, path: Path, output_name: str) -> None:
+def _compare_onnx_runtime(model: nn.Module, sample: torch.Tensor, path: Path, output_name: str) -> None:
     """Run the ONNX file when onnxruntime is installed (it is optional) and compare with the eager model."""
     try:
         import onnxruntime

@@ -2,6 +2,13 @@
 
 ``train(cfg, clips, out_dir, on_progress, should_stop, runtime)`` reads top to bottom like the steps it takes;
 what differs between tasks (targets, loss, metrics, the exported output) comes from ``tasks.<task>``.
+
+A task whose data or model does not fit the default loop (fixed-length log-mel images, one target per clip)
+defines ``fit(run: TaskRun) -> TrainResult`` in its module: ``train()`` then checks the data, sets seeds,
+threads and the device, and hands the whole run to it (transcription's variable-length batches and CTC loss,
+synthesis's text-to-audio model). ``TaskRun`` carries what such a loop needs and nothing task-specific: the
+settings, the trainable clips, the callbacks (``report``, ``log``, ``check_stop``), the speaker-disjoint
+``split()``, ``timed()`` and ``result()``; ``export.write_artifacts`` writes the artifacts as for every task.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ __all__ = [
     "NotTrainable",
     "Progress",
     "Runtime",
+    "TaskRun",
     "TrainResult",
     "TrainingCancelled",
     "check_trainable",
@@ -101,8 +109,16 @@ class TrainResult:
 
 
 @dataclass
-class _Run:
-    """What the helpers share: the settings, the data and the callbacks of one run."""
+class TaskRun:
+    """One run: the settings, the data and the callbacks; what the default loop's helpers and a task's own
+    ``fit(run)`` share.
+
+    ``clips``: the clips the task trains on (``trainable_clips``); ``backgrounds``: the dataset's long background
+    recordings; ``report(phase, fraction, eta_seconds, epoch=None)``: progress within one of ``PHASES`` (an
+    ``epoch`` dict goes into the job's curves: "epoch", "train_loss", "val_loss" and the task's ``EPOCH_METRIC``
+    key); ``log(level, message)``; ``check_stop()`` raises ``TrainingCancelled`` (call it every batch);
+    ``timings``: seconds per phase, stored with the metrics.
+    """
 
     cfg: TrainConfig
     clips: list[ClipRecord]
@@ -117,6 +133,7 @@ class _Run:
     targets: torch.Tensor | None = None
     split_summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def features(self) -> FeatureConfig:
@@ -129,6 +146,20 @@ class _Run:
     def check_stop(self) -> None:
         if self.should_stop():
             raise TrainingCancelled("training was cancelled")
+
+    def split(self) -> Split:
+        """The speaker-disjoint train/validation/test split, stratified by the task's ``stratum``."""
+        return _split(self)
+
+    def timed(self, name: str, step: Callable, *args):
+        """``step(*args)``, its duration recorded in ``timings[name]``."""
+        return _timed(self, name, step, *args)
+
+    def result(self, metrics: dict[str, Any], artifacts: list[str], best_epoch: int,
+               export_seconds: float) -> TrainResult:
+        total = time.monotonic() - self.started
+        self.log("info", f"artifacts written to {self.out_dir} in {export_seconds:.1f} s; total {total:.1f} s")
+        return TrainResult(self.labels, metrics, artifacts, self.out_dir, best_epoch, export_seconds, total)
 
 
 class _Reporter:
@@ -185,17 +216,19 @@ def train(
     out_dir = Path(out_dir)
     ensure_free(out_dir)
     device = torch.device(runtime.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    run = _Run(cfg, trainable_clips(clips, cfg), out_dir, runtime, _Reporter(on_progress), should_stop, device,
+    run = TaskRun(cfg, trainable_clips(clips, cfg), out_dir, runtime, _Reporter(on_progress), should_stop, device,
                backgrounds=[clip for clip in clips if clip.kind == BACKGROUND])
     with _torch_settings(runtime.threads or default_threads(), device):
         return _execute(run)
 
 
-def _execute(run: _Run) -> TrainResult:
-    started = time.monotonic()
+def _execute(run: TaskRun) -> TrainResult:
+    started = run.started
     _seed_everything(run.cfg.seed)
     run.report("preparing", 0.0, None)
     run.task = task_module(run.cfg.task)
+    if hasattr(run.task, "fit"):
+        return run.task.fit(run)
     run.labels = run.task.labels(run.clips, run.cfg)
     run.targets = run.task.targets(run.clips, run.labels, run.cfg)
     split = _split(run)
@@ -223,14 +256,12 @@ def _execute(run: _Run) -> TrainResult:
     artifacts = _export(run, fitted.export_model(), metrics)
     export_seconds = time.monotonic() - mark
     run.report("exporting", 1.0, 0.0)
-    total = time.monotonic() - started
-    run.log("info", f"artifacts written to {run.out_dir} in {export_seconds:.1f} s; total {total:.1f} s")
-    return TrainResult(run.labels, metrics, artifacts, run.out_dir, best_epoch, export_seconds, total)
+    return run.result(metrics, artifacts, best_epoch, export_seconds)
 
 
 # Steps ---------------------------------------------------------------------------------------------------------
 
-def _split(run: _Run) -> Split:
+def _split(run: TaskRun) -> Split:
     """Speaker-disjoint split, stratified by the task's strata (labels; score bins for regression)."""
     split, strata = split_for_task(run.clips, run.cfg)
     run.log("info", f"split: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} test clips"
@@ -243,7 +274,7 @@ def _split(run: _Run) -> Split:
     return split
 
 
-def _load_powers(run: _Run) -> tuple[list[torch.Tensor], dict[str, int]]:
+def _load_powers(run: TaskRun) -> tuple[list[torch.Tensor], dict[str, int]]:
     mark = time.monotonic()
     with _cache_dir(run.runtime.cache_dir) as cache_dir:
         powers, hits, misses = load_features(
@@ -256,7 +287,7 @@ def _load_powers(run: _Run) -> tuple[list[torch.Tensor], dict[str, int]]:
 
 
 def _fit(
-    run: _Run, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
 ) -> tuple[KeywordCNN, list[dict[str, Any]], int, bool]:
     """Train epoch by epoch; keep the weights of the epoch with the lowest validation loss."""
     cfg = run.cfg
@@ -297,7 +328,7 @@ def _fit(
 
 
 def _train_one_epoch(
-    run: _Run, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split,
+    run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split,
     augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
     on_step: Callable[[int], None],
 ) -> float:
@@ -319,14 +350,14 @@ def _train_one_epoch(
 
 
 def _augmented_batch(
-    run: _Run, frontend: LogMelFrontend, augmenter: Augmenter, batch_powers: list[torch.Tensor]
+    run: TaskRun, frontend: LogMelFrontend, augmenter: Augmenter, batch_powers: list[torch.Tensor]
 ) -> torch.Tensor:
     batch = stack_frames(batch_powers, run.features.n_frames, "random", augmenter.generator)
     return augmenter.log_mel(frontend.normalize(augmenter.power(batch.to(run.device))))
 
 
 def _validation_batch(
-    run: _Run, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         val_powers = stack_frames([powers[i] for i in split.val], run.features.n_frames, "center")
@@ -334,7 +365,7 @@ def _validation_batch(
 
 
 def _validate(
-    run: _Run, network: KeywordCNN, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable
+    run: TaskRun, network: KeywordCNN, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable
 ) -> dict[str, float]:
     network.eval()
     with torch.no_grad():
@@ -381,7 +412,7 @@ class _TrainingClock:
         return done, elapsed / done * (1 - done) + _EXPORT_SECONDS_ESTIMATE
 
 
-def _augmenter(run: _Run, powers: list[torch.Tensor], split: Split, generator: torch.Generator) -> Augmenter:
+def _augmenter(run: TaskRun, powers: list[torch.Tensor], split: Split, generator: torch.Generator) -> Augmenter:
     cfg = run.cfg
     return Augmenter(
         time_shift=cfg.time_shift,
@@ -393,7 +424,7 @@ def _augmenter(run: _Run, powers: list[torch.Tensor], split: Split, generator: t
     )
 
 
-def _noise_sources(run: _Run, powers: list[torch.Tensor], split: Split, generator: torch.Generator):
+def _noise_sources(run: TaskRun, powers: list[torch.Tensor], split: Split, generator: torch.Generator):
     if not run.cfg.noise:
         return []
     training_backgrounds, _ = split_backgrounds(run.backgrounds)
@@ -412,7 +443,7 @@ def _noise_sources(run: _Run, powers: list[torch.Tensor], split: Split, generato
 
 
 def _fitted(
-    run: _Run, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split
 ) -> Fitted:
     def log_mels(indices: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -433,7 +464,7 @@ def _fitted(
 
 
 def _run_summary(
-    run: _Run, network: KeywordCNN, split: Split, history: list[dict[str, Any]], best_epoch: int,
+    run: TaskRun, network: KeywordCNN, split: Split, history: list[dict[str, Any]], best_epoch: int,
     stopped_early: bool, cache_stats: dict[str, int],
 ) -> dict[str, Any]:
     return {
@@ -451,7 +482,7 @@ def _run_summary(
     }
 
 
-def _export(run: _Run, model: ExportedModel, metrics: dict[str, Any]) -> list[str]:
+def _export(run: TaskRun, model: ExportedModel, metrics: dict[str, Any]) -> list[str]:
     generator = torch.Generator().manual_seed(run.cfg.seed)
     sample = 0.1 * torch.randn(4, run.features.clip_samples, generator=generator)
     architecture = {
@@ -471,7 +502,7 @@ def _export(run: _Run, model: ExportedModel, metrics: dict[str, Any]) -> list[st
 
 # Plumbing ------------------------------------------------------------------------------------------------------
 
-def _timed(run: _Run, name: str, step: Callable, *args):
+def _timed(run: TaskRun, name: str, step: Callable, *args):
     mark = time.monotonic()
     result = step(*args)
     run.timings[name] = time.monotonic() - mark
