@@ -58,10 +58,11 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     exclusive_minimum: bool = False
+    choices: tuple[str, ...] = ()
 
 
 FIELDS: dict[str, FieldSpec] = {
-    "task": FieldSpec(str, "what the model learns: classification, regression or detection"),
+    "task": FieldSpec(str, "what the model learns: classification, regression, detection or transcription"),
     "epochs": FieldSpec(int, "maximum number of passes over the training clips", 1, 1000),
     "batch_size": FieldSpec(int, "clips per optimisation step", 1, 512),
     "learning_rate": FieldSpec(float, "peak learning rate of the one-cycle schedule", 0.0, 1.0, True),
@@ -92,6 +93,12 @@ FIELDS: dict[str, FieldSpec] = {
     "negative_weight": FieldSpec(
         float, "detection: how much more a false accept costs than a false reject in the loss", 0.1, 100.0
     ),
+    "text_case": FieldSpec(str, "transcription: lower-case the transcripts (lower) or keep their case (keep)",
+                           choices=("lower", "keep")),
+    "punctuation": FieldSpec(str, "transcription: strip punctuation except apostrophes inside words (strip) "
+                                  "or keep it (keep)", choices=("strip", "keep")),
+    "numbers": FieldSpec(str, "transcription: keep digits as written (as_written) or spell whole numbers out "
+                              "in English words (words)", choices=("as_written", "words")),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -125,6 +132,9 @@ class TrainConfig:
     positive_label: tuple[str, ...] = ()
     target_fa_per_hour: float = 0.5
     negative_weight: float = 4.0
+    text_case: str = "lower"
+    punctuation: str = "strip"
+    numbers: str = "as_written"
 
     @classmethod
     def from_dict(cls, preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -181,6 +191,8 @@ def _validate(name: str, value: Any) -> Any:
 
         if name == "task" and value not in TASKS:
             raise ConfigError(name, f"unsupported task {value!r}; supported: {', '.join(TASKS)}")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(name, f"must be one of {', '.join(spec.choices)}, got {value!r}")
         return value
     if name == "positive_label":
         return _labels(value)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .features import LogMelFrontend
+from .text import CTC_TIME_STRIDE
 
 
 def _conv_block(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
@@ -69,3 +70,80 @@ class ExportedClassifier(ExportedModel):
 
     def __init__(self, frontend: LogMelFrontend, network: KeywordCNN) -> None:
         super().__init__(frontend, network, nn.Softmax(dim=-1))
+
+
+# Transcription (CTC) ----------------------------------------------------------------------------------------
+
+
+
+class _SeparableBlock(nn.Module):
+    """Depthwise conv over time, pointwise conv, LayerNorm over channels, GELU, residual (QuartzNet-style)."""
+
+    def __init__(self, width: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv1d(width, width, kernel, padding=kernel // 2, groups=width)
+        self.pointwise = nn.Conv1d(width, width, 1)
+        self.norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(batch, width, frames) -> the same; ``mask`` (batch, 1, frames) zeroes padded frames, so a padded
+        training batch sees exactly what one unpadded clip sees at inference (zeros past its end)."""
+        update = self.pointwise(self.depthwise(hidden))
+        update = self.norm(update.transpose(1, 2)).transpose(1, 2)
+        return (hidden + self.dropout(nn.functional.gelu(update))) * mask
+
+
+class SpeechCTC(nn.Module):
+    """Log-mel (batch, 1, n_mels, frames) -> CTC logits (batch, out_frames, n_tokens), blank at index 0.
+
+    Two 3x3 convolutions subsample (time by CTC_TIME_STRIDE, mel bands by 4), a linear layer projects to
+    ``width``, then ``blocks`` residual time-separable convolution blocks of kernel ``kernel`` look at the
+    context (each block widens the receptive field by ``kernel - 1`` output frames).
+    """
+
+    def __init__(self, n_tokens: int, n_mels: int, channels: int = 24, width: int = 192, blocks: int = 6,
+                 kernel: int = 11, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=(2, CTC_TIME_STRIDE), padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=(2, 1), padding=1)
+        reduced_mels = (n_mels + 1) // 2
+        reduced_mels = (reduced_mels + 1) // 2
+        self.project = nn.Linear(channels * reduced_mels, width)
+        self.blocks = nn.ModuleList([_SeparableBlock(width, kernel, dropout) for _ in range(blocks)])
+        self.classifier = nn.Linear(width, n_tokens)
+
+    @staticmethod
+    def output_frames(frames: torch.Tensor | int):
+        """CTC frames for ``frames`` log-mel frames (the strided convolution with padding 1 and kernel 3)."""
+        return (frames - 1) // CTC_TIME_STRIDE + 1
+
+    def forward(self, log_mel: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        frames = self.output_frames(log_mel.shape[-1])
+        if lengths is None:
+            mask = torch.ones(log_mel.shape[0], 1, frames, dtype=log_mel.dtype, device=log_mel.device)
+        else:
+            positions = torch.arange(frames, device=log_mel.device).unsqueeze(0)
+            mask = (positions < self.output_frames(lengths).unsqueeze(1)).unsqueeze(1).to(log_mel.dtype)
+        # Padded frames are zeroed after every layer that could spread into them.
+        hidden = nn.functional.gelu(self.conv1(log_mel)) * mask.unsqueeze(1)
+        hidden = nn.functional.gelu(self.conv2(hidden)) * mask.unsqueeze(1)  # (batch, channels, mels', frames')
+        batch, channels, mels, frames = hidden.shape
+        hidden = self.project(hidden.permute(0, 3, 1, 2).reshape(batch, frames, channels * mels)).transpose(1, 2)
+        hidden = hidden * mask
+        for block in self.blocks:
+            hidden = block(hidden, mask)
+        return self.classifier(hidden.transpose(1, 2))
+
+
+class ExportedTranscriber(nn.Module):
+    """Raw waveform (batch, samples) float32 of any length >= the minimum -> CTC log-probabilities
+    (batch, frames, n_tokens); index 0 is the blank, index i the vocabulary's (i-1)th symbol."""
+
+    def __init__(self, frontend: LogMelFrontend, network: SpeechCTC) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.network = network
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.network(self.frontend(waveform)), dim=-1)

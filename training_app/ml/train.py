@@ -134,10 +134,11 @@ class TaskRun:
     split_summary: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    feature_config: FeatureConfig | None = None  # a task's own (transcription: clips of any length)
 
     @property
     def features(self) -> FeatureConfig:
-        return self.cfg.features()
+        return self.feature_config or self.cfg.features()
 
     def log(self, level: str, message: str) -> None:
         if self.runtime.on_log is not None:
@@ -154,6 +155,16 @@ class TaskRun:
     def timed(self, name: str, step: Callable, *args):
         """``step(*args)``, its duration recorded in ``timings[name]``."""
         return _timed(self, name, step, *args)
+
+    def load_powers(self) -> tuple[list[torch.Tensor], dict[str, int]]:
+        """Every clip's mel power (n_mels, frames) from the feature cache or decoded, whole clips at least
+        ``features.clip_samples`` long (shorter ones zero-padded around the centre), and cache hits/misses."""
+        return _timed(self, "features_seconds", _load_powers, self)
+
+    def summary(self, network: nn.Module, split: Split, history: list[dict[str, Any]], best_epoch: int,
+                cache_stats: dict[str, int]) -> dict[str, Any]:
+        """The metrics every task's results share: split, history, best epoch, timings, parameters."""
+        return _run_summary(self, network, split, history, best_epoch, len(history) < self.cfg.epochs, cache_stats)
 
     def result(self, metrics: dict[str, Any], artifacts: list[str], best_epoch: int,
                export_seconds: float) -> TrainResult:
@@ -299,7 +310,7 @@ def _fit(
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(split.train) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
-    clock = _TrainingClock(cfg.epochs)
+    clock = TrainingClock(cfg.epochs)
 
     history: list[dict[str, Any]] = []
     best = _Best()
@@ -397,7 +408,7 @@ class _Best:
         return self.epoch
 
 
-class _TrainingClock:
+class TrainingClock:
     """(fraction of training done, ETA in seconds) for a number of epochs done."""
 
     def __init__(self, epochs: int) -> None:

@@ -42,12 +42,13 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import classification, detection, regression
+from . import classification, detection, regression, transcription
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
     "regression": regression,
     "detection": detection,
+    "transcription": transcription,
 }
 
 
