@@ -224,6 +224,24 @@ class ScoresOverTime(Schema):
     scores: list[float]
 
 
+class WordTiming(Schema):
+    word: str
+    start: float = Field(description="Seconds: the frame of the word's first character")
+    end: float = Field(description="Seconds: the end of the frame of its last character")
+
+
+class TranscriptSegment(Schema):
+    start: float = Field(description="Seconds from the start of the file")
+    end: float
+    text: str
+
+
+class TextNormalizationOut(Schema):
+    case: str
+    punctuation: str
+    numbers: str
+
+
 class FilePrediction(Schema):
     """One file's result: a prediction, or an `error` for a file that could not be decoded."""
 
@@ -241,10 +259,20 @@ class FilePrediction(Schema):
     threshold_source: str | None = Field(None, description="Detection: \"calibrated\" or \"request\"")
     events: list[DetectionEvent] | None = Field(None, description="Detection: the detections, in seconds")
     scores_over_time: ScoresOverTime | None = Field(None, description="Detection: the score every `hop` seconds")
+    text: str | None = Field(None, description="Transcription: the transcript (segments joined by spaces)")
+    words: list[WordTiming] | None = Field(None, description="Transcription: each word with its time")
+    segments: list[TranscriptSegment] | None = Field(
+        None, description="Transcription: the parts decoded one by one (files over 20 s are cut at quiet points)"
+    )
+    decoding: str | None = Field(None, description="Transcription: \"greedy\" CTC decoding")
+    normalization: TextNormalizationOut | None = Field(
+        None, description="Transcription: how the training transcripts were normalised (what the model writes)"
+    )
     model: str | None = None
     version: int | None = None
     ref: str | None = Field(None, description="How the version was chosen: alias name, vN, or \"latest\"")
-    windows: int | None = Field(None, description="Windows scored: more than 1 for clips longer than the model's")
+    windows: int | None = Field(None, description="Windows scored: more than 1 for clips longer than the model's "
+                                "(transcription: segments decoded)")
     aggregation: str | None = Field(None, description="\"mean\" of window outputs when windows > 1 (classification, "
                                     "regression)")
     clip_seconds: float | None = Field(None, description="The model's clip length")

@@ -88,3 +88,20 @@ def copy_artifacts(version, folder):
         with default_storage.open(entry["path"], "rb") as source:
             (folder / entry["name"]).write_bytes(source.read())
     return folder
+
+
+@pytest.fixture
+def spoken(db):
+    """30 tone "sentences" with transcripts from five voices, plus two clips without a transcript."""
+    from tests.training_ml.conftest import TONE_SENTENCES, sentence_transcript, tone_sentence
+
+    dataset = DatasetFactory(name="spoken")
+    for number in range(30):
+        sentence = TONE_SENTENCES[number % len(TONE_SENTENCES)]
+        speaker = number % 5
+        wave = tone_sentence(sentence, 1 + 0.02 * (speaker - 2), seed=number)
+        ClipFactory(dataset=dataset, label="", transcript=sentence_transcript(sentence), speaker=f"voice-{speaker}",
+                    samples=wave, duration=len(wave) / 16000)
+    for index in range(2):
+        ClipFactory(dataset=dataset, label="", speaker="voice-0", frequency=500.0 + index, seconds=0.5)
+    return dataset

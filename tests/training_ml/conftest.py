@@ -143,33 +143,40 @@ LETTER_TONES = {"a": 400.0, "b": 900.0, "c": 1800.0}
 TONE_SENTENCES = ("ab", "ba", "abc", "cab", "a c", "bc a", "cc", "b a c", "aab", "ca")
 
 
-def write_tone_sentences(root: Path, per_sentence: int = 3, speakers: int = 5, seed: int = 0,
-                         letter_seconds: float = 0.12) -> list[ClipRecord]:
-    """``per_sentence`` clips of each sentence, with transcripts (first letter capitalised, a full stop, to
-    exercise normalisation), spread over ``speakers`` speakers whose letters are slightly detuned."""
+def tone_sentence(sentence: str, detune: float = 1.0, seed: int = 0, letter_seconds: float = 0.12) -> np.ndarray:
+    """A float32 waveform spelling ``sentence`` in letter tones, with quiet before and after."""
     rng = np.random.default_rng(seed)
+    pieces = [np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE))]
+    for letter in sentence:
+        n = int(letter_seconds * rng.uniform(0.9, 1.1) * SAMPLE_RATE)
+        if letter == " ":
+            pieces.append(np.zeros(n))
+        else:
+            time = np.arange(n) / SAMPLE_RATE
+            pieces.append(0.5 * np.sin(2 * np.pi * LETTER_TONES[letter] * detune * time) * np.hanning(n))
+        pieces.append(np.zeros(int(0.03 * SAMPLE_RATE)))
+    pieces.append(np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE)))
+    wave = np.concatenate(pieces)
+    return (wave + 0.01 * rng.standard_normal(len(wave))).astype(np.float32)
+
+
+def sentence_transcript(sentence: str) -> str:
+    """As a person would type it (capital, full stop), so normalisation has work to do."""
+    return sentence[:1].upper() + sentence[1:] + "."
+
+
+def write_tone_sentences(root: Path, per_sentence: int = 3, speakers: int = 5) -> list[ClipRecord]:
+    """``per_sentence`` clips of each sentence with transcripts, spread over ``speakers`` speakers whose
+    letters are slightly detuned."""
     root.mkdir(parents=True, exist_ok=True)
     clips = []
-    for number, (sentence, take) in enumerate((s, t) for s in TONE_SENTENCES for t in range(per_sentence)):
+    for number, (sentence, _) in enumerate((s, t) for s in TONE_SENTENCES for t in range(per_sentence)):
         speaker = number % speakers
-        detune = 1 + 0.02 * (speaker - speakers // 2)
-        pieces = [np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE))]
-        for letter in sentence:
-            n = int(letter_seconds * rng.uniform(0.9, 1.1) * SAMPLE_RATE)
-            if letter == " ":
-                pieces.append(np.zeros(n))
-            else:
-                time = np.arange(n) / SAMPLE_RATE
-                pieces.append(0.5 * np.sin(2 * np.pi * LETTER_TONES[letter] * detune * time) * np.hanning(n))
-            pieces.append(np.zeros(int(0.03 * SAMPLE_RATE)))
-        pieces.append(np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE)))
-        wave = np.concatenate(pieces)
-        wave += 0.01 * rng.standard_normal(len(wave))
+        wave = tone_sentence(sentence, 1 + 0.02 * (speaker - speakers // 2), seed=number)
         path = root / f"sentence_{number:03d}.wav"
-        soundfile.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+        soundfile.write(path, wave, SAMPLE_RATE, subtype="PCM_16")
         clips.append(ClipRecord(
             id=f"s{number:03d}", path=path, label="", content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-            speaker=f"speaker-{speaker}", duration=len(wave) / SAMPLE_RATE,
-            transcript=sentence[:1].upper() + sentence[1:] + ".",
+            speaker=f"speaker-{speaker}", duration=len(wave) / SAMPLE_RATE, transcript=sentence_transcript(sentence),
         ))
     return clips
