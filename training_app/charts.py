@@ -151,8 +151,12 @@ def training_charts(
         marker_label=label,
     )
     key, title, percent = metric
+    # A task may chart several validation figures together (transcription: CER and WER).
+    series_keys = getattr(TASKS.get(task), "EPOCH_SERIES", None) or ((key, title.lower()),)
+    css_classes = ("series-acc", "series-val", "series-train")
     accuracy = line_chart(
-        [Series(title.lower(), [e.get(key) for e in epochs], "series-acc")],
+        [Series(name, [e.get(series_key) for e in epochs], css_classes[i % len(css_classes)])
+         for i, (series_key, name) in enumerate(series_keys)],
         title=title,
         percent=percent,
         y_min=0.0,
@@ -293,3 +297,19 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
     return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
             "path": path, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
             "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}
+
+
+def transcript_diff(reference: str, hypothesis: str) -> dict[str, list[dict[str, Any]]]:
+    """Word-level differences for the held-out clips table: the reference's words with deleted or replaced
+    ones marked, and the hypothesis's words with inserted or replacing ones marked."""
+    from difflib import SequenceMatcher
+
+    ref_words, hyp_words = reference.split(), hypothesis.split()
+    marked: dict[str, list[dict[str, Any]]] = {"reference": [], "hypothesis": []}
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, ref_words, hyp_words, autojunk=False).get_opcodes():
+        changed = op != "equal"
+        if i2 > i1:
+            marked["reference"].append({"text": " ".join(ref_words[i1:i2]), "changed": changed})
+        if j2 > j1:
+            marked["hypothesis"].append({"text": " ".join(hyp_words[j1:j2]), "changed": changed})
+    return marked

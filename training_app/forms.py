@@ -30,14 +30,24 @@ LABELS = {
     "holdout_speakers": "Speakers held out for testing",
     "positive_label": "Label(s) to detect",
     "target_fa_per_hour": "False accepts per hour allowed",
+    "text_case": "Transcripts' case",
+    "punctuation": "Punctuation",
+    "numbers": "Numbers",
 }
 TASK_HELP = {
     "classification": "one label per clip, from the clips' labels",
     "regression": "a 0–1 score per clip, from the clips' scores",
     "detection": "does the clip contain the wake word (a label)? calibrated to few false accepts per hour",
+    "transcription": "speech to text, from the clips' transcripts (a CTC model trained from scratch)",
 }
 # Settings only one task reads, shown in the task's own part of the form.
-TASK_SETTINGS = ("positive_label", "target_fa_per_hour")
+TASK_SETTINGS = ("positive_label", "target_fa_per_hour", "text_case", "punctuation", "numbers")
+# Transcription's text normalisation: (value, label) per choice; the first is the default.
+TEXT_CHOICES = {
+    "text_case": (("lower", "lower-case everything"), ("keep", "keep the case as typed")),
+    "punctuation": (("strip", "remove (apostrophes inside words stay)"), ("keep", "keep")),
+    "numbers": (("as_written", "as written (digits stay digits)"), ("words", "spell whole numbers out in words")),
+}
 
 
 def _task_names() -> list[str]:
@@ -100,6 +110,11 @@ class JobForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        for name, choices in TEXT_CHOICES.items():
+            self.fields[name] = forms.ChoiceField(
+                required=False, choices=[("", "default")] + list(choices), label=LABELS[name],
+                help_text=f"Transcription: {FIELDS[name].help.removeprefix('transcription: ')}.",
+            )
         for name in NUMBER_SETTINGS:
             self.fields[name] = _number_field(name)
         for name in SWITCHES:
@@ -147,6 +162,8 @@ class JobForm(forms.Form):
                 overrides["positive_label"] = data["positive_label"]
             if data.get("target_fa_per_hour") is not None:
                 overrides["target_fa_per_hour"] = data["target_fa_per_hour"]
+        if data.get("task") == "transcription":
+            overrides.update({name: data[name] for name in TEXT_CHOICES if data.get(name)})
         return overrides
 
     def add_domain_error(self, field: str | None, message: str) -> None:

@@ -170,7 +170,7 @@ def test_pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Character error rate" in job_page and "Most frequent transcript" in job_page
     assert "validation CER" in job_page and "validation WER" in job_page
-    assert 'class="transcripts' in job_page and "<audio" in job_page
+    assert 'class="table transcripts"' in job_page and "<audio" in job_page
     version_page = admin_client.get("/models/speech/v1/").content.decode()
     assert "Character error rate" in version_page and "Vocabulary" in version_page
 

@@ -79,7 +79,7 @@ def metric_value(value, name: str = "accuracy") -> str:
     errors with three decimals."""
     if value is None or value == "":
         return "—"
-    if any(word in str(name) for word in ("accuracy", "reject", "accept")):
+    if any(word in str(name) for word in ("accuracy", "reject", "accept", "CER", "WER")):
         return percent(value)
     return f"{float(value):.3f}"
 
@@ -99,3 +99,17 @@ def timeline_chart(prediction):
     from training_app.charts import timeline_chart as build
 
     return build(prediction or {})
+
+
+@register.simple_tag
+def transcript_diff(reference: str, hypothesis: str):
+    """``{% transcript_diff row.reference row.hypothesis as diff %}``: word runs marked where they differ."""
+    from training_app.charts import transcript_diff as build
+
+    return build(reference or "", hypothesis or "")
+
+
+@register.filter
+def visible_characters(vocabulary) -> list[str]:
+    """A vocabulary's characters as shown on a page: the space as ␣."""
+    return ["␣" if char == " " else char for char in vocabulary or []]
