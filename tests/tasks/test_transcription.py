@@ -18,14 +18,13 @@ from tests.audio import wav_bytes, write_wav
 from tests.factories import ClipFactory, DatasetFactory
 from tests.training_ml.conftest import tone_sentence
 from training_app import tasks
-from training_app.ml.export import load_eager_model  # noqa: F401  (the eager rebuild is classification's)
 from training_app.models import TrainingJob
 
 
 @pytest.fixture
 def trained(spoken, create):
     """A transcription job trained by the worker code path and registered as version 1 of "speech"."""
-    response = create("spoken", "transcription", model_name="speech", clip_seconds=1.0, batch_size=8)
+    response = create("spoken", "transcription", model_name="speech", epochs=12, batch_size=4, learning_rate=0.01)
     assert response.status_code == 201, response.content
     job = TrainingJob.objects.get(pk=response.json()["id"])
     assert tasks.run_training_job(job.pk) == "succeeded", job.error
@@ -87,19 +86,21 @@ def test_too_few_transcripts_and_a_bad_setting_are_422(db, create):
     assert response.status_code == 422 and response.json()["field"] == "text_case"
 
 
-def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_and_export(trained, api, tmp_path):
+def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_export_predictions_and_pages(
+    trained, api, admin_client, tmp_path
+):
     metrics = trained.metrics
     assert metrics["vocabulary"] == [" ", "a", "b", "c"]
     assert metrics["normalization"]["case"] == "lower" and "lower-cased" in metrics["normalization"]["description"]
     assert metrics["out_of_vocabulary"] == {"characters": {}, "clips": []}
-    for key in ("cer", "wer"):
-        assert 0.0 <= metrics[key] <= 1.0 or metrics[key] > 1.0  # a rate; > 1 when the model inserts a lot
+    # Twelve epochs learn to spell the tone "letters" of voices the model never heard.
+    assert metrics["cer"] < metrics["reference"]["cer"] and metrics["cer"] < 0.5
     assert metrics["reference"]["text"] in {"ab", "ba", "abc", "cab", "a c", "bc a", "cc", "b a c", "aab", "ca"}
     clips = metrics["clips"]
     assert len(clips) == metrics[metrics["evaluated_on"]]["clips"] > 0
     assert [row["cer"] for row in clips] == sorted((row["cer"] for row in clips), reverse=True)
     assert {"reference", "hypothesis", "speaker", "wer"} <= set(clips[0])
-    assert [{"val_cer", "val_wer", "val_loss"} <= set(epoch) for epoch in trained.epochs] == [True] * 3
+    assert [{"val_cer", "val_wer", "val_loss"} <= set(epoch) for epoch in trained.epochs] == [True] * 12
 
     version = ModelVersion.objects.get(job=trained)
     assert version.model.task == "transcription" and version.labels == []
@@ -113,6 +114,7 @@ def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_and_export(trai
     program = torch.export.load(default_storage.open(version.artifact("model.pt2")["path"])).module()
     _exported_equals_trained(program, version, config)
     _predictions_answer_with_text(api, tmp_path)
+    _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client)
 
 
 def _exported_equals_trained(program, version, config):
@@ -137,7 +139,7 @@ def _predictions_answer_with_text(api, tmp_path):
 
     assert response.status_code == 200, response.content
     result = response.json()["results"][0]
-    assert isinstance(result["text"], str) and set(result["text"]) <= set(" abc")
+    assert result["text"] and set(result["text"]) <= set(" abc")
     assert result["segments"] == [{"start": 0.0, "end": pytest.approx(result["duration"], abs=1e-3),
                                    "text": result["text"]}]
     assert result["windows"] == 1 and result["decoding"] == "greedy"
@@ -151,22 +153,21 @@ def _predictions_answer_with_text(api, tmp_path):
     assert line["file"] == "cli.wav" and isinstance(line["text"], str) and line["model"] == "speech"
 
 
-def test_long_files_are_transcribed_in_segments_cut_at_quiet_points():
-    import numpy as np
+def test_panel_form_and_command_choose_transcription_and_its_normalisation(spoken, admin_client):
+    response = admin_client.post("/training/new/", {"dataset": "spoken", "model_name": "from-panel",
+                                                    "task": "transcription", "preset": "quick", "numbers": "words",
+                                                    "text_case": "", "spec_augment": "on"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = TrainingJob.objects.get(model_name="from-panel")
+    assert job.task == "transcription" and job.config["numbers"] == "words" and job.config["text_case"] == "lower"
 
-    from training_app.ml.tasks.transcription import segment_bounds
-
-    rate = 1000
-    wave = np.ones(50 * rate, dtype=np.float32)
-    wave[17 * rate : 17 * rate + 100] = 0.0  # a pause 17 s in: inside the search window of the first 20 s
-    bounds = segment_bounds(wave, rate, max_seconds=20.0, search_seconds=5.0)
-
-    assert bounds[0][0] == 0 and 17 * rate <= bounds[0][1] < 17 * rate + 100
-    assert all(end - start <= 20 * rate for start, end in bounds)
-    assert [b[0] for b in bounds[1:]] == [b[1] for b in bounds[:-1]] and bounds[-1][1] == len(wave)
+    call_command("train", "spoken", "--model", "from-cli", "--preset", "quick", "--set", "task=transcription",
+                 "--set", "punctuation=keep", stdout=StringIO(), stderr=StringIO())
+    job = TrainingJob.objects.get(model_name="from-cli")
+    assert job.task == "transcription" and job.config["punctuation"] == "keep" and job.snapshot_size == 30
 
 
-def test_pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client):
+def _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Character error rate" in job_page and "Most frequent transcript" in job_page
     assert "validation CER" in job_page and "validation WER" in job_page
