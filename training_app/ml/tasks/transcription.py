@@ -21,7 +21,7 @@ from ..text import TextNormalization, ctc_frames, decode, text_steps, words_with
 TRAINS_ON = "transcript"
 # Noise mixing and time shifts are for fixed windows; speech is augmented by SpecAugment and the speed and
 # vocal-tract warp (``warp``) instead.
-DEFAULTS: dict[str, Any] = {"noise": False, "time_shift": False, "learning_rate": 0.003}
+DEFAULTS: dict[str, Any] = {"noise": False, "time_shift": False, "learning_rate": 0.005}
 EPOCH_METRIC = ("val_cer", "Validation error rates", True)
 # Every series of the task's epoch chart: (epoch key, name).
 EPOCH_SERIES = (("val_cer", "validation CER"), ("val_wer", "validation WER"))
