@@ -166,6 +166,10 @@ def test_panel_form_and_command_choose_transcription_and_its_normalisation(spoke
     job = TrainingJob.objects.get(model_name="from-cli")
     assert job.task == "transcription" and job.config["punctuation"] == "keep" and job.snapshot_size == 30
 
+    summary = admin_client.get("/training/new/summary/", {"dataset": "spoken", "task": "transcription",
+                                                          "preset": "quick"}, headers={"HX-Request": "true"})
+    assert summary.status_code == 200 and "2 active clips without" in summary.content.decode()
+
 
 def _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
@@ -183,3 +187,5 @@ def _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client):
     assert 'class="transcript-result"' in html
     jobs = admin_client.get("/training/").content.decode()
     assert "transcription" in jobs and "CER" in jobs
+    model_page = admin_client.get("/models/speech/")
+    assert model_page.status_code == 200 and "CER" in model_page.content.decode()
