@@ -71,8 +71,10 @@ def write_artifacts(
     turns true before the final rename.
 
     ``dynamic_shapes`` replaces the default (a dynamic batch only), e.g. a task taking waveforms of any length
-    adds ``1: Dim("samples", min=...)``; ``checks`` are further inputs (another length, say) on which both
-    exported files must reproduce the eager model.
+    adds ``1: 160 * Dim("hops", min=...)``; ``checks`` are further inputs (another length, say) on which both
+    exported files must reproduce the eager model. The input and output names come from ``config["input"]`` and
+    ``config["output"]`` ("waveform" and "probabilities" unless a task says otherwise; token ids in, say, keep
+    their integer dtype).
     """
     out_dir = Path(out_dir)
     ensure_free(out_dir)
@@ -81,15 +83,16 @@ def write_artifacts(
     try:
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the final folder should read like any other
         model = model.to("cpu").eval()
-        sample = sample.to("cpu", torch.float32)
+        sample = sample.to("cpu", torch.float32) if sample.is_floating_point() else sample.to("cpu")
         torch.save(model.state_dict(), tmp_dir / WEIGHTS_FILE)
         _write_json(tmp_dir / METRICS_FILE, metrics)
         _write_json(tmp_dir / SNAPSHOT_FILE, snapshot if snapshot is not None else {})
         _write_json(tmp_dir / CONFIG_FILE, config)
         output_name = str(config.get("output", {}).get("name") or OUTPUT_NAME)
+        input_name = str(config.get("input", {}).get("name") or INPUT_NAME)
         shapes = dynamic_shapes or _dynamic_shapes()
         _export_program(model, sample, tmp_dir / TORCH_EXPORT_FILE, shapes, checks)
-        _export_onnx(model, sample, tmp_dir / ONNX_FILE, output_name, shapes, checks)
+        _export_onnx(model, sample, tmp_dir / ONNX_FILE, output_name, shapes, checks, input_name)
         unexpected = sorted(path.name for path in tmp_dir.iterdir() if path.name not in ARTIFACT_FILES)
         if unexpected:
             raise ExportError(f"export left unexpected files: {', '.join(unexpected)}")
@@ -138,7 +141,7 @@ def _export_program(
 
 def _export_onnx(
     model: nn.Module, sample: torch.Tensor, path: Path, output_name: str, shapes: dict,
-    checks: Sequence[torch.Tensor] = (),
+    checks: Sequence[torch.Tensor] = (), input_name: str = INPUT_NAME,
 ) -> None:
     try:
         torch.onnx.export(
@@ -147,7 +150,7 @@ def _export_onnx(
             str(path),
             dynamo=True,
             dynamic_shapes=shapes,
-            input_names=[INPUT_NAME],
+            input_names=[input_name],
             output_names=[output_name],
             external_data=False,
             verbose=False,
@@ -156,17 +159,19 @@ def _export_onnx(
     except Exception as error:
         raise ExportError(f"ONNX export failed: {error}") from error
     for batch in (sample, *checks):
-        _compare_onnx_runtime(model, batch, path, output_name)
+        _compare_onnx_runtime(model, batch, path, output_name, input_name)
 
 
-def _compare_onnx_runtime(model: nn.Module, sample: torch.Tensor, path: Path, output_name: str) -> None:
+def _compare_onnx_runtime(
+    model: nn.Module, sample: torch.Tensor, path: Path, output_name: str, input_name: str = INPUT_NAME
+) -> None:
     """Run the ONNX file when onnxruntime is installed (it is optional) and compare with the eager model."""
     try:
         import onnxruntime
     except ImportError:
         return
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([output_name], {INPUT_NAME: sample.numpy()})[0]
+    got = session.run([output_name], {input_name: sample.numpy()})[0]
     with torch.no_grad():
         difference = float((torch.from_numpy(got) - model(sample)).abs().max())
     if not difference <= EXPORT_TOLERANCE:
