@@ -74,7 +74,7 @@ class ArtifactOut(Schema):
 
 class VersionOut(Schema):
     model: str
-    task: str = Field(description="The model's task: classification, regression or detection")
+    task: str = Field(description="The model's task: classification, regression, detection or transcription")
     version: int
     prediction: dict[str, Any] = Field(
         description="What the task stored for predictions: for detection the calibrated `threshold`, "

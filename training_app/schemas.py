@@ -20,14 +20,16 @@ class JobIn(Schema):
     task: str = Field(
         "classification",
         description="What the model learns: `classification` (a label per clip), `regression` (a 0-1 score per "
-        "clip, from clips with a score) or `detection` (a wake word: set `overrides.positive_label`)",
+        "clip, from clips with a score), `detection` (a wake word: set `overrides.positive_label`) or `transcription` "
+        "(speech to text, from clips with a transcript)",
     )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings changed from the preset: epochs, batch_size, learning_rate, val_fraction, "
         "test_fraction, seed, time_shift, noise, spec_augment, clip_seconds, early_stopping_patience, channels, "
         "dropout, weight_decay, target_far, holdout_speakers; detection: positive_label (required; a label or a "
-        "comma-separated list), target_fa_per_hour, negative_weight",
+        "comma-separated list), target_fa_per_hour, negative_weight; transcription: text_case (lower|keep), punctuation "
+        "(strip|keep), numbers (as_written|words)",
         examples=[{"epochs": 20, "seed": 7, "noise": False}],
     )
 
@@ -74,7 +76,7 @@ class JobOut(Schema):
     baseline_accuracy: float | None
     headline: dict[str, Any] | None = Field(
         None, description="The task's main figure once succeeded: name (accuracy, Spearman, false rejects at the "
-        "calibrated threshold), value, baseline, higher_is_better"
+        "calibrated threshold, CER), value, baseline, higher_is_better"
     )
     error: str
     snapshot_hash: str
