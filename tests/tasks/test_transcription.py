@@ -96,6 +96,13 @@ def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_export_predicti
     # Twelve epochs learn to spell the tone "letters" of voices the model never heard.
     assert metrics["cer"] < metrics["reference"]["cer"] and metrics["cer"] < 0.5
     assert metrics["reference"]["text"] in {"ab", "ba", "abc", "cab", "a c", "bc a", "cc", "b a c", "aab", "ca"}
+    decoders = metrics["decoders"]
+    # The word list is every word of the training transcripts.
+    assert decoders["words"] == len(metrics["lexicon"]) >= 5
+    assert set(metrics["lexicon"]) <= {"a", "aab", "ab", "abc", "b", "ba", "bc", "c", "ca", "cab", "cc"}
+    assert decoders["chosen"] == ("lexicon_beam" if decoders["lexicon_beam"]["val"]["wer"] < decoders["greedy"]["val"]["wer"]
+                                  else "greedy")
+    assert metrics[metrics["evaluated_on"]] == decoders[decoders["chosen"]][metrics["evaluated_on"]]
     clips = metrics["clips"]
     assert len(clips) == metrics[metrics["evaluated_on"]]["clips"] > 0
     assert [row["cer"] for row in clips] == sorted((row["cer"] for row in clips), reverse=True)
@@ -142,7 +149,8 @@ def _predictions_answer_with_text(api, tmp_path):
     assert result["text"] and set(result["text"]) <= set(" abc")
     assert result["segments"] == [{"start": 0.0, "end": pytest.approx(result["duration"], abs=1e-3),
                                    "text": result["text"]}]
-    assert result["windows"] == 1 and result["decoding"] == "greedy"
+    chosen = ModelVersion.objects.get(model__name="speech").metrics["prediction"]["decoding"]
+    assert result["windows"] == 1 and result["decoding"] == chosen in ("greedy", "lexicon_beam")
     assert all(word["start"] <= word["end"] <= result["duration"] + 0.05 for word in result["words"])
     assert " ".join(word["word"] for word in result["words"]) == result["text"]
     assert "label" not in result and "score" not in result
@@ -174,6 +182,8 @@ def test_panel_form_and_command_choose_transcription_and_its_normalisation(spoke
 def _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Character error rate" in job_page and "Most frequent transcript" in job_page
+    words = trained.metrics["decoders"]["words"]
+    assert "Network, greedy decoding" in job_page and f"beam search over the {words} training words" in job_page
     assert "validation CER" in job_page and "validation WER" in job_page
     assert 'class="table transcripts"' in job_page and "<audio" in job_page
     version_page = admin_client.get("/models/speech/v1/").content.decode()

@@ -126,3 +126,25 @@ def test_long_files_are_cut_at_quiet_points_into_segments():
     assert segment_bounds(wave[:5000], rate) == [(0, 5000)]
     assert len(model_input(np.ones(1000, np.float32), 4000, 160)) == 4000
     assert len(model_input(np.ones(4001, np.float32), 4000, 160)) == 4160
+
+
+def test_beam_search_over_the_word_list_prefers_a_listed_word_that_sounds_alike():
+    from training_app.ml.text import beam_search, emissions_text, emissions_words
+
+    vocabulary = [" ", "a", "m", "p", "l", "n"]
+
+    def frame(probabilities: dict[int, float]) -> np.ndarray:
+        row = np.full(7, -9.0)
+        for token, value in probabilities.items():
+            row[token] = value
+        return row - np.log(np.exp(row).sum())
+
+    # "l", "a", then "n" a little likelier than "m", and a faint "p": greedy reads "lan".
+    rows = np.array([frame({5: -0.1}), frame({0: -0.1}), frame({2: -0.1}), frame({0: -0.1}),
+                     frame({6: -0.7, 3: -0.9}), frame({0: -0.1}), frame({4: -1.5, 0: -0.4})])
+    assert decode(rows.argmax(axis=1).tolist(), vocabulary) == "lan"
+    emissions = beam_search(rows, vocabulary, ["lamp", "lap"])
+    assert emissions_text(emissions, vocabulary) == "lamp"
+    assert emissions_words(emissions, vocabulary, 0.02, offset=1.0) == [{"word": "lamp", "start": 1.0, "end": 1.14}]
+    # Without the word in the list, the acoustics win.
+    assert emissions_text(beam_search(rows, vocabulary, ["lan"]), vocabulary) == "lan"

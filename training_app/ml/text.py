@@ -204,3 +204,109 @@ def clip_rates(reference: str, hypothesis: str) -> dict[str, float]:
     words = max(1, len(reference.split()))
     return {"cer": edit_distance(reference, hypothesis) / chars,
             "wer": edit_distance(reference.split(), hypothesis.split()) / words}
+
+
+# Word-list beam search ----------------------------------------------------------------------------------------------
+
+# Log-probability added for each word outside the word list (a soft constraint: a word the acoustics are sure of
+# still comes out), and the candidates tried per frame.
+UNKNOWN_WORD_PENALTY = -6.0
+CANDIDATE_FLOOR = -8.0
+MAX_CANDIDATES = 6
+
+
+def lexicon_penalty(text: str, words: frozenset[str], prefixes: frozenset[str], final: bool) -> float:
+    """UNKNOWN_WORD_PENALTY per complete word outside ``words``, and for a trailing partial word that no
+    listed word starts with (or, at the end, that is not a listed word)."""
+    parts = text.split(" ")
+    complete, trailing = parts[:-1], parts[-1]
+    unknown = sum(1 for word in complete if word and word not in words)
+    if trailing and (trailing not in words if final else trailing not in prefixes):
+        unknown += 1
+    return UNKNOWN_WORD_PENALTY * unknown
+
+
+def beam_search(log_probs, vocabulary: Sequence[str], words: Iterable[str], beam: int = 8) -> list[tuple[int, int]]:
+    """CTC prefix beam search steered by a word list; returns the best path's (token, frame) emissions.
+
+    Each prefix keeps the log-probability of ending in a blank and in its last symbol; its score adds
+    ``lexicon_penalty`` of its text, so spellings outside the word list lose to listed words that sound alike.
+    """
+    import math
+
+    import numpy as np
+
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    word_set = frozenset(words)
+    prefixes = frozenset(word[:i] for word in word_set for i in range(1, len(word) + 1))
+    negative_infinity = -math.inf
+
+    def add(a: float, b: float) -> float:
+        if a == negative_infinity:
+            return b
+        if b == negative_infinity:
+            return a
+        high, low = (a, b) if a > b else (b, a)
+        return high + math.log1p(math.exp(low - high))
+
+    def text_of(prefix: tuple[int, ...]) -> str:
+        return "".join(vocabulary[token - 1] for token in prefix)
+
+    penalties: dict[tuple[int, ...], float] = {}
+
+    def penalty(prefix: tuple[int, ...], final: bool = False) -> float:
+        if final:
+            return lexicon_penalty(" ".join(text_of(prefix).split()), word_set, prefixes, True)
+        if prefix not in penalties:
+            penalties[prefix] = lexicon_penalty(text_of(prefix).lstrip(" "), word_set, prefixes, False)
+        return penalties[prefix]
+
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, negative_infinity]}
+    frames: dict[tuple[int, ...], tuple[int, ...]] = {(): ()}
+    for t, row in enumerate(log_probs):
+        order = np.argsort(row[1:])[::-1][:MAX_CANDIDATES] + 1
+        candidates = [int(token) for token in order if row[token] > CANDIDATE_FLOOR]
+        following: dict[tuple[int, ...], list[float]] = {}
+        for prefix, (p_blank, p_symbol) in beams.items():
+            total = add(p_blank, p_symbol)
+            entry = following.setdefault(prefix, [negative_infinity, negative_infinity])
+            entry[0] = add(entry[0], total + row[BLANK])
+            last = prefix[-1] if prefix else None
+            for token in candidates:
+                p = row[token]
+                if token == last:
+                    entry[1] = add(entry[1], p_symbol + p)
+                    source = p_blank + p
+                else:
+                    source = total + p
+                extended = prefix + (token,)
+                target = following.setdefault(extended, [negative_infinity, negative_infinity])
+                if extended not in frames or target[1] < source:
+                    frames[extended] = frames[prefix] + (t,)
+                target[1] = add(target[1], source)
+        ranked = sorted(following.items(), key=lambda item: add(*item[1]) + penalty(item[0]), reverse=True)
+        beams = dict(ranked[:beam])
+    best = max(beams.items(), key=lambda item: add(*item[1]) + penalty(item[0], final=True))[0]
+    return list(zip(best, frames[best], strict=True))
+
+
+def emissions_text(emissions: Sequence[tuple[int, int]], vocabulary: Sequence[str]) -> str:
+    return " ".join("".join(vocabulary[token - 1] for token, _ in emissions).split())
+
+
+def emissions_words(emissions: Sequence[tuple[int, int]], vocabulary: Sequence[str], frame_seconds: float,
+                    offset: float = 0.0) -> list[dict]:
+    """Words of a beam-search path with the time of their first and last character."""
+    words: list[dict] = []
+    current: list[tuple[str, int]] = []
+    for token, frame in [*emissions, (None, None)]:
+        char = vocabulary[token - 1] if token is not None else " "
+        if char.isspace():
+            if current:
+                words.append({"word": "".join(c for c, _ in current),
+                              "start": round(offset + current[0][1] * frame_seconds, 3),
+                              "end": round(offset + (current[-1][1] + 1) * frame_seconds, 3)})
+                current = []
+        else:
+            current.append((char, frame))
+    return words

@@ -113,3 +113,9 @@ def transcript_diff(reference: str, hypothesis: str):
 def visible_characters(vocabulary) -> list[str]:
     """A vocabulary's characters as shown on a page: the space as ␣."""
     return ["␣" if char == " " else char for char in vocabulary or []]
+
+
+@register.filter
+def split_rates(decoder, split: str) -> dict:
+    """``decoders.greedy|split_rates:"test"``: one decoder's error rates on a split."""
+    return (decoder or {}).get(split) or {}

@@ -2,7 +2,8 @@
 
 Clips are whole utterances of any length (no fixed clip length); the task owns its training loop (``fit``, in
 ``ml/ctc.py``): length-bucketed batches, a convolutional CTC model, CTC loss, early stopping on validation
-character error rate (CER). Predictions decode the exported model's CTC log-probabilities greedily; a long
+character error rate (CER). Predictions decode the exported model's CTC log-probabilities greedily, or by beam
+search over the training transcripts' words when that lowered the validation WER at training time; a long
 file is cut into segments of at most ``SEGMENT_SECONDS`` at the quietest 20 ms inside the last
 ``SEGMENT_SEARCH_SECONDS`` of each segment, so a cut falls between words where there is a pause.
 """
@@ -16,7 +17,9 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data import ClipRecord, holdout_problems
-from ..text import TextNormalization, ctc_frames, decode, text_steps, words_with_times
+from ..text import (
+    TextNormalization, beam_search, ctc_frames, decode, emissions_text, emissions_words, text_steps, words_with_times,
+)
 
 TRAINS_ON = "transcript"
 # Noise mixing and time shifts are for fixed windows; speech is augmented by SpecAugment and the speed and
@@ -137,9 +140,14 @@ def model_input(piece: np.ndarray, min_samples: int, hop: int) -> np.ndarray:
 
 
 def transcribe(log_probs: np.ndarray, prediction: dict[str, Any], offset: float = 0.0) -> dict[str, Any]:
-    """Greedy decoding of one segment's (frames, tokens) CTC log-probabilities."""
-    frame_ids = np.asarray(log_probs).argmax(axis=-1).tolist()
+    """One segment's (frames, tokens) CTC log-probabilities decoded as the version was evaluated: greedily, or by
+    beam search over the training transcripts' words when that lowered the validation WER."""
     vocabulary = prediction["vocabulary"]
+    if prediction.get("decoding") == "lexicon_beam":
+        emissions = beam_search(log_probs, vocabulary, prediction["lexicon"], prediction.get("beam", 8))
+        return {"text": emissions_text(emissions, vocabulary),
+                "words": emissions_words(emissions, vocabulary, prediction["frame_seconds"], offset)}
+    frame_ids = np.asarray(log_probs).argmax(axis=-1).tolist()
     return {"text": decode(frame_ids, vocabulary),
             "words": words_with_times(frame_ids, vocabulary, prediction["frame_seconds"], offset)}
 
@@ -161,7 +169,7 @@ def predict_waveform(module, waveform: np.ndarray, context: dict[str, Any]) -> d
         "text": " ".join(segment["text"] for segment in segments if segment["text"]),
         "words": words,
         "segments": segments,
-        "decoding": "greedy",
+        "decoding": prediction.get("decoding", "greedy"),
         "normalization": prediction.get("normalization"),
         "windows": len(segments),
     }
