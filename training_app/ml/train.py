@@ -8,7 +8,9 @@ defines ``fit(run: TaskRun) -> TrainResult`` in its module: ``train()`` then che
 threads and the device, and hands the whole run to it (transcription's variable-length batches and CTC loss,
 synthesis's text-to-audio model). ``TaskRun`` carries what such a loop needs and nothing task-specific: the
 settings, the trainable clips, the callbacks (``report``, ``log``, ``check_stop``), the speaker-disjoint
-``split()``, ``timed()`` and ``result()``; ``export.write_artifacts`` writes the artifacts as for every task.
+``split()``, the cached mel powers (``load_powers()``, for ``feature_config`` when the task sets its own),
+``timed()``, the shared metrics (``summary()``) and ``result()``; ``export.write_artifacts`` writes the artifacts
+as for every task.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def train(
     ensure_free(out_dir)
     device = torch.device(runtime.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run = TaskRun(cfg, trainable_clips(clips, cfg), out_dir, runtime, _Reporter(on_progress), should_stop, device,
-               backgrounds=[clip for clip in clips if clip.kind == BACKGROUND])
+                  backgrounds=[clip for clip in clips if clip.kind == BACKGROUND])
     with _torch_settings(runtime.threads or default_threads(), device):
         return _execute(run)
 

@@ -20,15 +20,17 @@ name, config and metrics as data and ask its module when they need more. Every t
 
 Optional hooks, for tasks that do not fit the defaults above (fixed-length clips, one target per clip):
 
-- ``fit(run)``: the task's own data pipeline and training loop. ``train()`` checks the data, seeds, sets threads
-  and the device, then calls ``fit(run)`` with a ``train.TaskRun`` (settings, trainable clips, ``split()``,
-  ``report``/``log``/``check_stop``, ``timed``, ``result``) instead of the default loop; it must write the
-  artifacts with ``export.write_artifacts`` (which takes the task's ``dynamic_shapes``) and return
-  ``run.result(metrics, artifacts, best_epoch, export_seconds)``. The metrics it returns must hold what the
-  pages and the registry read from every task: "task", "history" (one dict per epoch with "epoch",
-  "train_loss", "val_loss" and the ``EPOCH_METRIC`` key), "best_epoch", "split", "prediction" (what
-  ``export_config`` would give) and "timings". With ``fit``, the default loop's hooks (``targets``,
-  ``n_outputs``, ``loss_function``, ``epoch_metrics``, ``output_layer``, ``evaluate``) are not needed.
+- ``fit(run)``: the task's own data pipeline and training loop. ``train()`` checks the data, seeds, sets
+  threads and the device, then calls ``fit(run)`` with a ``train.TaskRun`` (settings, trainable clips,
+  ``split()``, ``load_powers()``, ``report``/``log``/``check_stop``, ``timed``, ``summary``, ``result``) instead
+  of the default loop; it must write the artifacts with ``export.write_artifacts`` (which takes the task's
+  ``dynamic_shapes``) and return ``run.result(metrics, artifacts, best_epoch, export_seconds)``. The metrics it
+  returns must hold what the pages and the registry read from every task: "task", "history" (one dict per epoch
+  with "epoch", "train_loss", "val_loss" and the ``EPOCH_METRIC`` key), "best_epoch", "split", "prediction"
+  (what predictions need; ``export_config`` is not called) and "timings" (``run.summary`` gives most of them).
+  With ``fit``, the default loop's hooks (``targets``, ``n_outputs``, ``loss_function``, ``epoch_metrics``,
+  ``output_layer``, ``evaluate``, ``export_config``) are not needed; ``EPOCH_SERIES`` (optional) lists
+  (epoch key, name) pairs charted together in place of the single ``EPOCH_METRIC``.
 - ``predict_waveform(module, waveform, context)``: the whole answer for one file (a mono float32 numpy
   waveform at the model's rate) from the loaded exported module, when windows of the model's clip length and
   ``shape_prediction`` do not fit (transcription decodes variable-length segments to text). ``context`` is what
