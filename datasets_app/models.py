@@ -222,6 +222,13 @@ class ClipQuerySet(models.QuerySet):
     def trashed(self):
         return self.filter(status=Clip.Status.TRASHED)
 
+    def clips(self):
+        """Ordinary clips, without background recordings."""
+        return self.filter(kind=Clip.Kind.CLIP)
+
+    def backgrounds(self):
+        return self.filter(kind=Clip.Kind.BACKGROUND)
+
     def search(self, text: str):
         """Clips whose transcript, original file name, label, speaker or notes contain `text`."""
         text = text.strip()
@@ -318,6 +325,10 @@ class Clip(models.Model):
         ACTIVE = "active", "Active"
         TRASHED = "trashed", "Trashed"
 
+    class Kind(models.TextChoices):
+        CLIP = "clip", "Clip"
+        BACKGROUND = "background", "Background recording"
+
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="clips")
     audio = models.FileField(max_length=255, help_text="Canonical mono 16-bit PCM WAV at the dataset's rate")
     original_name = models.CharField(max_length=255, blank=True)
@@ -334,6 +345,11 @@ class Clip(models.Model):
     rms_dbfs = models.FloatField()
     clipped_fraction = models.FloatField(default=0.0, help_text="Share of samples at digital full scale")
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the canonical audio samples")
+    kind = models.CharField(
+        max_length=12, choices=Kind.choices, default=Kind.CLIP, db_index=True,
+        help_text="A background recording is long ordinary audio (minutes to hours, up to BACKGROUND_MAX_SECONDS) "
+        "used as negative material by detection; classification training leaves it out",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -365,6 +381,10 @@ class Clip(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+    @property
+    def is_background(self) -> bool:
+        return self.kind == self.Kind.BACKGROUND
 
     @property
     def is_clipped(self) -> bool:
