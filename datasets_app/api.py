@@ -46,7 +46,7 @@ class NothingAdded(Unprocessable):
     title = "No clip was added"
 
 
-def report_or_refusal(report, what: str) -> dict:
+def report_or_refusal(report, what: str, field: str) -> dict:
     """The ingest report, or a 422 problem carrying it when not a single clip was added (a corrupt, empty,
     silent or too long file, an archive of nothing but rejects), so a client cannot mistake it for success."""
     body = report.as_dict()
@@ -62,7 +62,7 @@ def report_or_refusal(report, what: str) -> dict:
         reasons = "; ".join(f"{result.name}: {result.reason}" for result in rejected[:3])
         more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
         detail = f"None of the {len(rejected)} files was added: {reasons}{more}."
-    raise NothingAdded(detail, **body)
+    raise NothingAdded(detail, field=field, **body)
 
 
 def get_dataset_or_404(name: str) -> Dataset:
@@ -94,6 +94,7 @@ def datasets_with_summaries(datasets: QuerySet) -> list[Dataset]:
     labels: dict[int, list[dict]] = {row.pk: [] for row in rows}
     counts = (
         Clip.objects.active()
+        .ordinary()
         .filter(dataset__in=[row.pk for row in rows])
         .values("dataset_id", "label")
         .annotate(count=Count("id"))
@@ -222,11 +223,16 @@ def upload_clips(
     score: Form[list[str]] = None,
     speaker: Form[list[str]] = None,
     notes: Form[list[str]] = None,
+    background: Form[bool] = False,
 ):
     """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
     (applies to every file) or once per file in the same order. Every file is accepted (with its clip id) or
-    rejected with a reason; when none is accepted the answer is a 422 problem (`nothing-added`) carrying the
-    same report. A request larger than MAX_UPLOAD_BYTES gets 413."""
+    rejected with a reason; when none is accepted the answer is a 422 problem (`nothing-added`, naming the
+    field `files`) carrying the same report. A request larger than MAX_UPLOAD_BYTES gets 413.
+
+    `background=true` stores every file of the request as a long background recording (`kind` background:
+    minutes to hours of ordinary audio, up to BACKGROUND_MAX_SECONDS instead of CLIP_MAX_SECONDS), converted
+    a block at a time and left out of classification training."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     count = len(files)
@@ -238,12 +244,13 @@ def upload_clips(
         IngestItem(
             name=upload.name or f"file-{index + 1}",
             file=upload,
+            background=background,
             **{field: column[index] for field, column in columns.items() if column[index] is not None},
         )
         for index, upload in enumerate(files)
     ]
     report = dataset.add_clips(items, by=Actor.from_request(request))
-    return report_or_refusal(report, "The upload")
+    return report_or_refusal(report, "The upload", "files")
 
 
 @router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
@@ -259,7 +266,7 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
                                         archive=file.name)
     except ImportRejected as exc:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
-    return report_or_refusal(report, "The archive")
+    return report_or_refusal(report, "The archive", "file")
 
 
 @router.post("/{name}/clips/trash", response=BulkOut, summary="Move clips to the trash")

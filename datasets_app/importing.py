@@ -48,7 +48,7 @@ class ImportRejected(Exception):
 
 
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
-MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes")
+MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes", "kind")
 
 
 def skipped_file_rule() -> dict[str, list[str]]:

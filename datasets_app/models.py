@@ -200,18 +200,21 @@ class Dataset(models.Model):
             record("dataset.export", self, by=Actor.of(by), changes=changes)
 
     def label_counts(self) -> dict[str, int]:
-        """Active clips per label, largest first ("" is unlabelled)."""
+        """Active clips per label, largest first ("" is unlabelled); background recordings are not counted."""
         rows = (
-            self.clips.active().values("label").annotate(n=Count("id")).order_by("-n", "label").values_list("label", "n")
+            self.clips.active().ordinary().values("label").annotate(n=Count("id")).order_by("-n", "label").values_list("label", "n")
         )
         return dict(rows)
 
     def summary(self) -> dict:
         active = Q(status=Clip.Status.ACTIVE)
+        background = active & Q(kind=Clip.Kind.BACKGROUND)
         return self.clips.aggregate(
             clip_count=Count("id", filter=active),
             trashed_count=Count("id", filter=~active),
             total_seconds=Sum("duration", filter=active),
+            background_count=Count("id", filter=background),
+            background_seconds=Sum("duration", filter=background),
         )
 
 
@@ -222,8 +225,8 @@ class ClipQuerySet(models.QuerySet):
     def trashed(self):
         return self.filter(status=Clip.Status.TRASHED)
 
-    def clips(self):
-        """Ordinary clips, without background recordings."""
+    def ordinary(self):
+        """Clips without the background recordings."""
         return self.filter(kind=Clip.Kind.CLIP)
 
     def backgrounds(self):
@@ -242,9 +245,12 @@ class ClipQuerySet(models.QuerySet):
             | Q(notes__icontains=text)
         )
 
-    def filtered(self, *, status: str = "active", label: str | None = None, speaker: str | None = None, q: str = ""):
+    def filtered(
+        self, *, status: str = "active", label: str | None = None, speaker: str | None = None, q: str = "",
+        kind: str | None = None,
+    ):
         """The filters shared by the panel, the API and export. `label=""` means unlabelled; None means any."""
-        clips = self
+        clips = self if kind is None else self.filter(kind=kind)
         if status == Clip.Status.ACTIVE:
             clips = clips.active()
         elif status == Clip.Status.TRASHED:

@@ -92,6 +92,7 @@ class ClipOut(Schema):
     speaker: str
     notes: str
     duration: float
+    kind: Literal["clip", "background"] = Field(..., description="'background': a long recording of ordinary audio")
     source_sample_rate: int
     source_channels: int
     peak_dbfs: float
@@ -140,6 +141,7 @@ class ClipFilter(Schema):
     label: str | None = Field(None, description="Exact label")
     unlabelled: bool = Field(False, description="Only clips without a label")
     speaker: str | None = Field(None, description="Exact speaker")
+    kind: Literal["clip", "background"] | None = Field(None, description="Only clips or only background recordings")
     q: str = Field("", description="Text in the transcript, file name, label, speaker or notes")
     sort: SortKey = "newest"
 
@@ -216,8 +218,10 @@ class StatsWarning(Schema):
 
 
 class StatsOut(Schema):
-    clip_count: int
+    clip_count: int = Field(..., description="Clips, without background recordings (counted apart)")
     total_seconds: float
+    background_count: int
+    background_seconds: float
     mean_seconds: float | None
     min_seconds: float | None
     max_seconds: float | None
