@@ -178,13 +178,16 @@ class Dataset(models.Model):
         self._record_upload(report, actor, **details)
         return report
 
-    def import_path(self, path, by=None, default_label: str = "", progress=None, **details):
-        """Import a folder or zip on this machine (`datasets_app.importing.import_path`) and record the upload."""
+    def import_path(
+        self, path, by=None, default_label: str = "", progress=None, background: bool = False, **details
+    ):
+        """Import a folder or zip on this machine (`datasets_app.importing.import_path`) and record the upload;
+        `background` imports every file as a background recording."""
         from datasets_app.importing import import_path
 
         actor = Actor.of(by)
         report = import_path(self, path, user=actor.user if actor else None, progress=progress,
-                             default_label=default_label)
+                             default_label=default_label, background=background)
         self._record_upload(report, actor, **details)
         return report
 
