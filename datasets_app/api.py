@@ -113,7 +113,8 @@ def with_summary(dataset: Dataset) -> Dataset:
 
 def filtered_clips(dataset: Dataset, filters: ClipFilter) -> QuerySet:
     label = "" if filters.unlabelled else filters.label
-    clips = dataset.clips.filtered(status=filters.status, label=label, speaker=filters.speaker, q=filters.q)
+    clips = dataset.clips.filtered(status=filters.status, label=label, speaker=filters.speaker, q=filters.q,
+                                   kind=filters.kind)
     return clips.sorted_by(filters.sort)
 
 

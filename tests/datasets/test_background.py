@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import subprocess
 import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 
 from datasets_app.background import convert_in_blocks, ingest_background
-from datasets_app.ingest import IngestItem, ffmpeg_binary, ingest_files
-from datasets_app.models import Clip
-from tests.audio import tone
-from tests.factories import DatasetFactory
+from datasets_app.ingest import IngestItem, ffmpeg_binary, import_path, ingest_files
+from datasets_app.models import Clip, Dataset
+from tests.audio import tone, wav_bytes
+from tests.factories import ClipFactory, DatasetFactory
+from training_app.models import snapshot_clips
 
 pytestmark = pytest.mark.django_db
 
@@ -123,3 +129,118 @@ def test_a_background_over_its_limit_or_undecodable_is_rejected_with_nothing_sto
 def _silence(path: Path) -> Path:
     sf.write(path, np.zeros(16000 * 3, dtype=np.int16), 16000, subtype="PCM_16")
     return path
+
+
+# --------------------------------------------------------------------------------- API, panel, export, import
+
+
+def wav_file(tmp_path: Path, name: str, seconds: float, seed: int = 0) -> Path:
+    return long_recording(tmp_path / name, seconds, seed=seed)
+
+
+def upload_of(path: Path) -> SimpleUploadedFile:
+    return SimpleUploadedFile(path.name, path.read_bytes(), content_type="audio/wav")
+
+
+def test_api_upload_with_background_true_accepts_a_recording_longer_than_clips_may_be(admin_client, tmp_path):
+    dataset = DatasetFactory(name="room")
+    ClipFactory(dataset=dataset, label="yes")
+    response = admin_client.post("/api/datasets/room/clips", {
+        "files": [upload_of(wav_file(tmp_path, "evening.wav", 75))], "background": "true", "speaker": "kitchen",
+    })
+
+    assert response.status_code == 200, response.content
+    report = response.json()
+    assert (report["accepted"], report["files"][0]["duration"]) == (1, 75.0)
+    listed = admin_client.get("/api/datasets/room/clips?kind=background").json()["items"]
+    assert [(c["id"], c["kind"], c["speaker"]) for c in listed] == [(report["files"][0]["clip_id"], "background", "kitchen")]
+    assert {c["kind"] for c in admin_client.get("/api/datasets/room/clips").json()["items"]} == {"clip", "background"}
+    stats = admin_client.get("/api/datasets/room/stats").json()
+    assert (stats["clip_count"], stats["background_count"], stats["background_seconds"]) == (1, 1, 75.0)
+    assert stats["unlabelled"] == 0
+    assert [entry["label"] for entry in admin_client.get("/api/datasets/room").json()["labels"]] == ["yes"]
+
+
+def test_api_upload_without_the_flag_keeps_the_clip_limit(admin_client, tmp_path):
+    DatasetFactory(name="room")
+    response = admin_client.post("/api/datasets/room/clips", {"files": [upload_of(wav_file(tmp_path, "long.wav", 75))]})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "files" and "too long" in response.json()["detail"]
+    assert not Clip.objects.exists()
+
+
+def test_panel_upload_of_a_background_recording_shows_it_marked_in_the_clip_table(admin_client, tmp_path):
+    DatasetFactory(name="room")
+    page = admin_client.get("/datasets/room/").content.decode()
+    assert 'name="background"' in page and "up to 4 h each" in page
+
+    response = admin_client.post("/datasets/room/upload/", {
+        "files": [upload_of(wav_file(tmp_path, "hall.wav", 65))], "background": "on",
+    })
+
+    assert response.status_code == 200
+    clip = Clip.objects.get()
+    assert clip.kind == "background" and clip.duration == 65.0
+    table = admin_client.get("/datasets/room/?kind=background", headers={"HX-Request": "true",
+                                                                         "HX-Target": "clip-table"}).content.decode()
+    assert f'id="clip-{clip.pk}"' in table and ">background</span>" in table
+    assert f'id="clip-{clip.pk}"' not in admin_client.get("/datasets/room/?kind=clip").content.decode()
+    assert "background recording</a> (1:05)" in admin_client.get("/datasets/room/").content.decode()
+
+
+def test_classification_snapshots_leave_background_recordings_out(tmp_path):
+    dataset = DatasetFactory(sample_rate=16000)
+    clip = ClipFactory(dataset=dataset, label="yes")
+    result = ingest_background(dataset, IngestItem(name="room.wav", path=wav_file(tmp_path, "room.wav", 20), label="yes"))
+
+    assert [entry["id"] for entry in snapshot_clips(dataset)] == [clip.pk]
+    assert Clip.objects.get(pk=result.clip_id).label == "yes"
+    assert dataset.label_counts() == {"yes": 1}
+
+
+def test_an_export_keeps_background_recordings_apart_and_imports_back_as_backgrounds(admin_client, tmp_path):
+    source = DatasetFactory(name="room", sample_rate=16000)
+    ClipFactory(dataset=source, label="yes")
+    background = ingest_background(source, IngestItem(name="room.wav", path=wav_file(tmp_path, "room.wav", 70)))
+
+    response = admin_client.get("/api/datasets/room/export?layout=labels")
+    archive = tmp_path / "room.zip"
+    archive.write_bytes(b"".join(response.streaming_content))
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+        manifest = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode())))
+    assert f"_background/{background.clip_id}-room.wav" in names
+    assert {(row["file"].split("/")[0], row["kind"]) for row in manifest} == {("yes", "clip"), ("_background", "background")}
+
+    copy = DatasetFactory(name="copy", sample_rate=16000)
+    report = import_path(copy, archive)
+    assert len(report.accepted) == 2
+    assert copy.clips.get(kind="background").duration == 70.0
+    ljspeech = admin_client.get("/api/datasets/room/export?layout=ljspeech")
+    assert ljspeech["X-Left-Out-Clips"] == "2"  # no transcripts; the background is never a TTS utterance
+
+
+def test_import_dataset_background_flag_and_a_manifest_kind_column(tmp_path):
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    wav_file(folder, "monday.wav", 70, seed=1)
+    wav_file(folder, "tuesday.wav", 61, seed=2)
+    out = io.StringIO()
+    call_command("import_dataset", "rooms", str(folder), "--create", "--background", stdout=out)
+
+    dataset = Dataset.objects.get(name="rooms")
+    assert sorted(dataset.clips.backgrounds().values_list("duration", flat=True)) == [61.0, 70.0]
+    assert "2 clip(s) added" in out.getvalue()
+
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    wav_file(listed, "room.wav", 70, seed=3)
+    (listed / "yes.wav").write_bytes(wav_bytes(tone(440, 0.5)))
+    (listed / "odd.wav").write_bytes(wav_bytes(tone(660, 0.5)))
+    (listed / "manifest.csv").write_text("file,label,kind\nroom.wav,,background\nyes.wav,yes,\nodd.wav,no,sometimes\n")
+    report = import_path(dataset, listed)
+    assert sorted((r.name, r.accepted, r.code) for r in report.files) == [
+        ("odd.wav", False, "invalid-kind"), ("room.wav", True, ""), ("yes.wav", True, ""),
+    ]
+    assert dataset.clips.get(label="yes").kind == "clip"
