@@ -244,3 +244,15 @@ def test_import_dataset_background_flag_and_a_manifest_kind_column(tmp_path):
         ("odd.wav", False, "invalid-kind"), ("room.wav", True, ""), ("yes.wav", True, ""),
     ]
     assert dataset.clips.get(label="yes").kind == "clip"
+
+
+def test_the_stats_and_clip_pages_say_which_audio_is_background(admin_client, tmp_path):
+    dataset = DatasetFactory(name="room", sample_rate=16000)
+    ClipFactory(dataset=dataset, label="yes")
+    result = ingest_background(dataset, IngestItem(name="room.wav", path=wav_file(tmp_path, "room.wav", 90)))
+
+    stats_page = admin_client.get("/datasets/room/stats/").content.decode()
+    clip_page = admin_client.get(f"/datasets/room/clips/{result.clip_id}/").content.decode()
+
+    assert "in 1 background recording (not counted above)" in stats_page
+    assert "background recording</span>" in clip_page
