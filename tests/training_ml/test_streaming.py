@@ -256,3 +256,15 @@ def test_a_stream_built_from_negative_clips_joins_them_with_gaps(tmp_path):
     assert joined[1500] == pytest.approx(0.2)
     assert stream.duration_seconds == pytest.approx(4.2)
     assert false_accepts_per_hour([stream], 0.5) == 0.0
+
+
+def test_results_are_plain_python_numbers_ready_for_json():
+    stream = StreamScores(np.r_[np.zeros(5), np.ones(3), np.zeros(5)], 0.1, 1.0, 2.2)
+
+    event = detect_events(stream, 0.5)[0]
+    calibration = calibrate_threshold([0.9], [stream], max_false_accepts_per_hour=0.0)
+
+    assert all(type(value) is float for value in (event.start, event.end, event.peak_time, event.score))
+    assert all(type(getattr(calibration, name)) is float
+               for name in ("threshold", "false_reject_rate", "false_accepts_per_hour", "hours"))
+    assert type(calibration.false_accepts) is int

@@ -253,9 +253,9 @@ def detect_events(
         peak = frame + int(np.argmax(stream.scores[frame : last + 1]))
         ends_at = stream.duration_seconds  # the last windows are zero-padded past the end of the stream
         events.append(DetectionEvent(
-            start=frame * stream.hop_seconds,
-            end=min(last * stream.hop_seconds + stream.window_seconds, ends_at),
-            peak_time=min(peak * stream.hop_seconds + stream.window_seconds / 2, ends_at),
+            start=float(frame * stream.hop_seconds),
+            end=float(min(last * stream.hop_seconds + stream.window_seconds, ends_at)),
+            peak_time=float(min(peak * stream.hop_seconds + stream.window_seconds / 2, ends_at)),
             score=float(stream.scores[peak]),
         ))
     return events
