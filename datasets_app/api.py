@@ -84,11 +84,14 @@ def datasets_with_summaries(datasets: QuerySet) -> list[Dataset]:
     """Datasets annotated for DatasetOut (clip counts, duration and `label_rows`), in a fixed number of queries
     whatever their number."""
     active = Q(clips__status=Clip.Status.ACTIVE)
+    background = active & Q(clips__kind=Clip.Kind.BACKGROUND)
     rows = list(
         datasets.select_related("created_by").annotate(
             clip_count=Count("clips", filter=active),
             trashed_count=Count("clips", filter=~active & Q(clips__isnull=False)),
             total_seconds=Sum("clips__duration", filter=active),
+            background_count=Count("clips", filter=background),
+            background_seconds=Sum("clips__duration", filter=background),
         )
     )
     labels: dict[int, list[dict]] = {row.pk: [] for row in rows}

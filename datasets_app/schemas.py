@@ -43,14 +43,19 @@ class DatasetOut(Schema):
     sample_rate: int
     created_by: str | None
     created_at: datetime
-    clip_count: int
+    clip_count: int = Field(..., description="Active clips, background recordings included")
     trashed_count: int
     total_seconds: float
-    labels: list[LabelCountOut] = Field(..., description="Active clips per label, largest first ('' = unlabelled)")
+    background_count: int = Field(..., description="Active background recordings")
+    background_seconds: float
+    labels: list[LabelCountOut] = Field(
+        ..., description="Active clips per label, largest first ('' = unlabelled); background recordings not counted"
+    )
     url: str
     clips_url: str
 
-    # clip_count, trashed_count, total_seconds and label_rows come from the API's datasets_with_summaries().
+    # clip_count, trashed_count, total_seconds, background_count, background_seconds and label_rows come from the
+    # API's datasets_with_summaries().
 
     @staticmethod
     def resolve_created_by(dataset) -> str | None:
@@ -67,6 +72,14 @@ class DatasetOut(Schema):
     @staticmethod
     def resolve_total_seconds(dataset) -> float:
         return round(dataset.total_seconds or 0.0, 3)
+
+    @staticmethod
+    def resolve_background_count(dataset) -> int:
+        return dataset.background_count or 0
+
+    @staticmethod
+    def resolve_background_seconds(dataset) -> float:
+        return round(dataset.background_seconds or 0.0, 3)
 
     @staticmethod
     def resolve_labels(dataset) -> list[dict]:

@@ -158,7 +158,9 @@ def test_api_upload_with_background_true_accepts_a_recording_longer_than_clips_m
     stats = admin_client.get("/api/datasets/room/stats").json()
     assert (stats["clip_count"], stats["background_count"], stats["background_seconds"]) == (1, 1, 75.0)
     assert stats["unlabelled"] == 0
-    assert [entry["label"] for entry in admin_client.get("/api/datasets/room").json()["labels"]] == ["yes"]
+    room = admin_client.get("/api/datasets/room").json()
+    assert [entry["label"] for entry in room["labels"]] == ["yes"]
+    assert (room["clip_count"], room["background_count"], room["background_seconds"]) == (2, 1, 75.0)
 
 
 def test_api_upload_without_the_flag_keeps_the_clip_limit(admin_client, tmp_path):
