@@ -79,7 +79,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
     labels: dict[int, list[tuple[str, int]]] = {dataset.pk: [] for dataset in datasets}
     for row in (
-        Clip.objects.active().values("dataset_id", "label").annotate(n=Count("id")).order_by("dataset_id", "-n", "label")
+        Clip.objects.active().ordinary().values("dataset_id", "label").annotate(n=Count("id"))
+        .order_by("dataset_id", "-n", "label")
     ):
         labels[row["dataset_id"]].append((row["label"], row["n"]))
     for dataset in datasets:
