@@ -29,20 +29,17 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import IntegrityError, transaction
 
-from datasets_app.ingest import (
+from audioml.audio.canonical import FULL_SCALE, _dbfs
+# The clip decoder's own reading of ffmpeg's messages, so a background file is refused in the same words.
+from audioml.audio.decoding import (
     FFMPEG_FORMATS,
-    FULL_SCALE,
     AudioDecodeError,
-    FileResult,
-    IngestItem,
-    _delete_files,
-    _dbfs,
     _ffmpeg_code,
     _ffmpeg_format,
     _ffmpeg_reason,
-    _MovableFile,
     ffmpeg_binary,
 )
+from datasets_app.ingest import FileResult, IngestItem, _delete_files, _MovableFile
 from datasets_app.models import Clip, Dataset, clean_clip_metadata, clip_storage_name
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from datasets_app.background import convert_in_blocks, ingest_background
-from datasets_app.ingest import IngestItem, ffmpeg_binary, import_path, ingest_files
+from audioml.audio.decoding import ffmpeg_binary
+from datasets_app.importing import import_path
+from datasets_app.ingest import IngestItem, ingest_files
 from datasets_app.models import Clip, Dataset
 from tests.audio import tone, wav_bytes
 from tests.factories import ClipFactory, DatasetFactory
