@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from django.db.models import Count, Sum
+
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Dataset
 
 MIN_CLIPS_PER_LABEL = 5  # the least a label needs for training (training_app.ml.data uses the same number)
@@ -49,8 +51,9 @@ def loudness_histogram(levels: list[float]) -> list[dict]:
 
 
 def dataset_stats(dataset: Dataset) -> dict:
+    backgrounds = dataset.clips.active().backgrounds().aggregate(count=Count("id"), seconds=Sum("duration"))
     rows = list(
-        dataset.clips.active()
+        dataset.clips.active().ordinary()
         .order_by("id")
         .values_list("id", "original_name", "label", "speaker", "duration", "rms_dbfs", "peak_dbfs", "clipped_fraction", "score", "transcript")
     )
@@ -70,6 +73,8 @@ def dataset_stats(dataset: Dataset) -> dict:
     return {
         "clip_count": clip_count,
         "total_seconds": round(sum(durations), 3),
+        "background_count": backgrounds["count"],
+        "background_seconds": round(backgrounds["seconds"] or 0.0, 3),
         "mean_seconds": round(sum(durations) / clip_count, 3) if clip_count else None,
         "min_seconds": round(min(durations), 3) if durations else None,
         "max_seconds": round(max(durations), 3) if durations else None,

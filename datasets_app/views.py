@@ -79,7 +79,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
     labels: dict[int, list[tuple[str, int]]] = {dataset.pk: [] for dataset in datasets}
     for row in (
-        Clip.objects.active().values("dataset_id", "label").annotate(n=Count("id")).order_by("dataset_id", "-n", "label")
+        Clip.objects.active().ordinary().values("dataset_id", "label").annotate(n=Count("id"))
+        .order_by("dataset_id", "-n", "label")
     ):
         labels[row["dataset_id"]].append((row["label"], row["n"]))
     for dataset in datasets:
@@ -125,6 +126,7 @@ def _page_context(dataset: Dataset, upload_form: UploadForm) -> dict:
         "upload_form": upload_form,
         "min_clips": MIN_CLIPS_PER_LABEL,
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "background_max_hours": settings.BACKGROUND_MAX_SECONDS / 3600,
         "skipped_file_rule": skipped_file_rule(),
     }
 
@@ -234,6 +236,7 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
         return render(request, "datasets/dataset_detail.html", context, status=400)
     actor = Actor.from_request(request)
     metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}
+    background = form.cleaned_data["background"]
     reports: list[tuple[str, IngestReport | None, str]] = []
     audio = []
     for upload in form.cleaned_data["files"]:
@@ -244,7 +247,7 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
             except ImportRejected as exc:
                 reports.append((upload.name, None, f"Archive refused: {exc.reason}."))
         else:
-            audio.append(IngestItem(name=upload.name or "upload", file=upload, **metadata))
+            audio.append(IngestItem(name=upload.name or "upload", file=upload, background=background, **metadata))
     if audio:
         reports.insert(0, ("", dataset.add_clips(audio, by=actor), ""))
     accepted = sum(len(report.accepted) for _, report, _ in reports if report)

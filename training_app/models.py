@@ -34,9 +34,10 @@ class JobNotCancellable(Conflict):
 
 
 def snapshot_clips(dataset: Dataset) -> list[dict[str, Any]]:
-    """The active, labelled clips of a dataset as frozen snapshot entries, ordered by clip id."""
+    """The active, labelled clips (not background recordings) of a dataset as frozen snapshot entries, by id."""
     rows = (
         Clip.objects.active()
+        .ordinary()
         .filter(dataset=dataset)
         .exclude(label="")
         .order_by("id")
