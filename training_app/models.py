@@ -302,7 +302,6 @@ class TrainingJob(models.Model):
         TRAINING = "training", "Training"
         EVALUATING = "evaluating", "Evaluating"
         EXPORTING = "exporting", "Exporting"
-        REGISTERING = "registering", "Registering the model"
         DONE = "done", "Done"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
@@ -385,7 +384,7 @@ class TrainingJob(models.Model):
         from django_q.tasks import async_task
 
         task_id = async_task(
-            "training_app.tasks.run_training_job",
+            "training_app.tasks.run_next_training_job",
             self.pk,
             cluster=TRAINING_CLUSTER,
             task_name=f"training-job-{self.pk}",

@@ -12,8 +12,6 @@ from django.db import connection, connections
 from registry_app.errors import ImmutableVersion, VersionAliased
 from registry_app.models import ARTIFACT_FILES, Alias, ModelVersion, RegisteredModel
 from tests.factories import StaffFactory, TrainingJobFactory
-from training_app.models import TrainingJob
-from training_app.signals import job_succeeded
 
 
 def sha256_of(path) -> str:
@@ -65,7 +63,7 @@ def test_failed_registration_leaves_no_version_and_no_files(register, trained_ar
     first = register("keywords")
     # The same job again: the version row violates the one-version-per-job rule after the files were copied.
     with pytest.raises(Exception):
-        job_succeeded.send(sender=TrainingJob, job=first.job, artifacts_dir=trained_artifacts, result=None)
+        ModelVersion.objects.register_from_job(first.job, trained_artifacts)
     assert ModelVersion.objects.count() == 1
     assert not default_storage.exists("models/keywords/v2")
     assert all(default_storage.exists(entry["path"]) for entry in first.artifacts)
@@ -75,7 +73,7 @@ def test_missing_artifact_fails_registration_before_anything_is_stored(tmp_path,
     job = TrainingJobFactory()
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError):
-        job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=tmp_path, result=None)
+        ModelVersion.objects.register_from_job(job, tmp_path)
     assert ModelVersion.objects.count() == 0
     assert not default_storage.exists("models")
 
