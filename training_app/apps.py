@@ -28,4 +28,8 @@ class TrainingAppConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
+        from training_app import cluster
+
         post_migrate.connect(ensure_reaper_schedule, sender=self, dispatch_uid="training-reaper-schedule")
+        if cluster.is_qcluster_process():
+            cluster.die_with_parents()
