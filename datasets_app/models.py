@@ -132,8 +132,8 @@ class Dataset(models.Model):
         return changed
 
     def remove(self, by=None) -> None:
-        """Delete the dataset, its clips and their files. A dataset whose training produced a registered model
-        version cannot be deleted (the version must keep its training history): that raises Conflict."""
+        """Delete the dataset, its clips and their files. Rows downstream that must keep their history (a
+        registered model version protects the job that trained it) block the deletion: that raises Conflict."""
         from audioml.errors import Conflict
 
         dataset_id = self.pk  # delete() clears it
@@ -146,10 +146,11 @@ class Dataset(models.Model):
                            object_id=str(dataset_id), object_repr=self.name, changes={"clips": [clip_count, 0]})
         except ProtectedError as exc:
             blocking = sorted({str(obj) for obj in exc.protected_objects})
+            kinds = sorted({str(obj._meta.verbose_name_plural) for obj in exc.protected_objects})
             shown = ", ".join(blocking[:5]) + (f" and {len(blocking) - 5} more" if len(blocking) > 5 else "")
             raise Conflict(
-                f"Dataset '{self.name}' cannot be deleted: it trained registered model versions ({shown}). "
-                "Delete those versions first, or keep the dataset.",
+                f"Dataset '{self.name}' cannot be deleted: it trained {' and '.join(kinds)} ({shown}). "
+                "Delete those first, or keep the dataset.",
                 blocking=blocking,
             ) from None
 

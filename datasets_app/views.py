@@ -26,7 +26,7 @@ from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, 
 from datasets_app.importing import ImportRejected, skipped_file_rule
 from datasets_app.ingest import IngestItem, IngestReport
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
-from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
+from datasets_app.stats import dataset_stats, training_needs
 
 CLIPS_PER_PAGE = 50
 INLINE_FIELDS = ("label", "transcript", "score", "speaker", "notes")
@@ -124,7 +124,7 @@ def _page_context(dataset: Dataset, upload_form: UploadForm) -> dict:
         "label_counts": dataset.label_counts(),
         "speaker_count": dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
         "upload_form": upload_form,
-        "min_clips": MIN_CLIPS_PER_LABEL,
+        "min_clips": training_needs.min_clips_per_label,
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "background_max_hours": settings.BACKGROUND_MAX_SECONDS / 3600,
         "skipped_file_rule": skipped_file_rule(),
@@ -176,13 +176,14 @@ def dataset_stats_page(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     stats = dataset_stats(dataset)
     label_rows = [(entry["label"], entry["count"]) for entry in stats["labels"]]
+    minimum = stats["min_clips_per_label"]
     if stats["unlabelled"]:
         label_rows.append(("(no label)", stats["unlabelled"]))
     speaker_rows = [(entry["speaker"], entry["count"]) for entry in stats["speakers"][:30]]
     chart = {
         "labels": charts.hbar_chart(
-            label_rows, highlight=lambda name, count: count < MIN_CLIPS_PER_LABEL or name == "(no label)",
-            threshold=MIN_CLIPS_PER_LABEL, threshold_label=f"minimum {MIN_CLIPS_PER_LABEL}", title="Clips per label",
+            label_rows, highlight=lambda name, count: count < minimum or name == "(no label)",
+            threshold=minimum or None, threshold_label=f"minimum {minimum}", title="Clips per label",
         ),
         "speakers": charts.hbar_chart(speaker_rows, title="Clips per speaker"),
         "durations": charts.histogram_chart(stats["duration_histogram"], x_label="Duration (seconds)", unit=" s", title="Clip durations"),

@@ -278,6 +278,7 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["model", "-version"]
         constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model")]
+        verbose_name = "registered model version"
 
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"
