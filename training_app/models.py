@@ -384,7 +384,7 @@ class TrainingJob(models.Model):
         from django_q.tasks import async_task
 
         task_id = async_task(
-            "training_app.tasks.run_next_training_job",
+            "training_app.tasks.run_training_job",
             self.pk,
             cluster=TRAINING_CLUSTER,
             task_name=f"training-job-{self.pk}",

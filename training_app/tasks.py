@@ -81,29 +81,13 @@ def claim(job_id: int) -> bool:
 
 
 def run_training_job(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] | None = None) -> str:
-    """Train this one queued job. Returns the job's final status, or "skipped" when the job was not queued.
-
-    ``progress_hook(job, progress)`` is called after every progress report (the ``train --now`` command draws
-    its progress bar with it).
-    """
-    close_stale_connections()
-    try:
-        if not claim(job_id):
-            status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-            logger.warning("Training job #%s not started: it is %s, not queued", job_id, status or "missing")
-            return "skipped"
-        return _run_claimed(job_id, progress_hook)
-    finally:
-        close_stale_connections()
-
-
-def run_next_training_job(job_id: int) -> str:
     """The training cluster's task: train the first job in queue order (the order the panel shows).
 
-    Each queued job has one task, but brokers do not hand tasks out in the order they were queued (the ORM
-    broker's dequeue has no ORDER BY), so a task trains whichever job is first in the queue; the job it was
-    queued for is then trained by a later task. Jobs created to run in the foreground (``train --now``, no
-    task) are left to their own process.
+    Returns that job's final status, or "skipped" when no job is queued. Each queued job has one task, but
+    brokers do not hand tasks out in the order they were queued (the ORM broker's dequeue has no ORDER BY), so
+    a task trains whichever job is first in the queue, and the job it was queued for is trained by a later task.
+    Jobs created to run in the foreground (``train --now``: no task) are left to their own process.
+    ``progress_hook(job, progress)`` is called after every progress report.
     """
     close_stale_connections()
     try:
@@ -117,9 +101,24 @@ def run_next_training_job(job_id: int) -> str:
             if claim(candidate):
                 if candidate != job_id:
                     logger.info("Task of job #%s runs job #%s, first in the queue", job_id, candidate)
-                return _run_claimed(candidate, None, watch_parent=True)
-        logger.info("Task of job #%s found no queued job to run", job_id)
+                return _run_claimed(candidate, progress_hook, watch_parent=True)
+        status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        logger.warning("Task of job #%s ran nothing: the job is %s and no other job is queued", job_id,
+                       status or "missing")
         return "skipped"
+    finally:
+        close_stale_connections()
+
+
+def run_job_now(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] | None = None) -> str:
+    """Train this one queued job in this process (``manage.py train --now``); "skipped" when it is not queued."""
+    close_stale_connections()
+    try:
+        if not claim(job_id):
+            status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+            logger.warning("Training job #%s not started: it is %s, not queued", job_id, status or "missing")
+            return "skipped"
+        return _run_claimed(job_id, progress_hook)
     finally:
         close_stale_connections()
 
