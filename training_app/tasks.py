@@ -12,8 +12,8 @@ import os
 import shutil
 import signal
 import socket
-import threading
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -125,14 +125,15 @@ def run_job_now(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] |
 
 def _run_claimed(job_id: int, progress_hook, watch_parent: bool = False) -> str:
     job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
+    parent = os.getppid()
     with StopOnSigterm() as sigterm:
         try:
             status = JobRun(job, progress_hook, watch_parent).execute()
         except WorkerStopped:
             status = TrainingJob.Status.FAILED
-    if sigterm.fired:
+    if sigterm.fired or (watch_parent and os.getppid() != parent):
         # The cluster is gone (or a supervisor stopped us): leave the worker instead of waiting for a task.
-        raise SystemExit(f"worker {job.worker} stopped by SIGTERM")
+        raise SystemExit(f"worker {job.worker} stopped: its cluster ended")
     return status
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pydoc
+from datetime import timedelta
 
 from django.core.files.storage import default_storage
+from django.utils import timezone
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -61,3 +63,17 @@ def test_a_job_started_in_the_foreground_is_left_to_its_own_process(tones, submi
     assert deliver(task) == "failed"
     assert run_order() == [queued.pk]
     assert TrainingJob.objects.get(pk=foreground.pk).status == "queued"
+
+
+def test_a_job_whose_task_trained_an_earlier_job_is_not_queued_twice(tones, submit):
+    first, second = submit(tones, model_name="first"), submit(tones, model_name="second")
+    for clip in Clip.objects.all():
+        default_storage.delete(clip.audio.name)
+    second_task = max(OrmQ.objects.filter(key=TRAINING_CLUSTER), key=lambda row: row.pk)
+    assert deliver(second_task) == "failed"  # trained `first`
+    second_task.delete()  # acknowledged, as the cluster does once the task returns
+    later = timezone.now() + timedelta(minutes=5)
+    # `second` lost its task to `first`, but first's task is still queued and will train it.
+    assert TrainingJob.objects.recover_queue(later) == []
+    assert OrmQ.objects.filter(key=TRAINING_CLUSTER).count() == 1
+    assert not TrainingJob.objects.get(pk=second.pk).logs.filter(message__contains="missing").exists()

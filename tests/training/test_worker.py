@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 
-import pytest
 from django.core.files.storage import FileSystemStorage, default_storage
 
 from datasets_app.models import Clip

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from registry_app.models import ModelVersion, RegisteredModel
+from tests.factories import DatasetFactory
 from tests.ops.servers import start_qcluster, stop, wait_for
 from tests.training.conftest import TINY, add_clips
-from tests.factories import DatasetFactory
 from training_app.models import JobLog, TrainingJob
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
