@@ -127,46 +127,37 @@ def _run_claimed(job_id: int, progress_hook, watch_parent: bool = False) -> str:
     job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
     parent = os.getppid()
     with StopOnSigterm() as sigterm:
-        try:
-            status = JobRun(job, progress_hook, watch_parent).execute()
-        except WorkerStopped:
-            status = TrainingJob.Status.FAILED
-    if sigterm.fired or (watch_parent and os.getppid() != parent):
+        status = JobRun(job, progress_hook, watch_parent, sigterm).execute()
+    if sigterm.received or (watch_parent and os.getppid() != parent):
         # The cluster is gone (or a supervisor stopped us): leave the worker instead of waiting for a task.
         raise SystemExit(f"worker {job.worker} stopped: its cluster ended")
     return status
 
 
 class StopOnSigterm:
-    """While a job runs in the main thread, the first SIGTERM raises WorkerStopped: the job is recorded as
-    failed and the worker exits. A training cluster's processes get SIGTERM when the process that started
-    them dies (training_app/cluster.py), so a worker whose cluster was killed does not train on as an orphan.
+    """While a job runs in the main thread, SIGTERM asks it to stop at the next batch (should_stop() then raises
+    WorkerStopped, the job is recorded as failed and the worker exits). A training cluster's processes get
+    SIGTERM when the process that started them dies (training_app/cluster.py), so a worker whose cluster was
+    killed does not train on as an orphan. The handler only sets a flag: an exception raised wherever the
+    signal lands (inside a database driver, say) could leave the connection unusable for recording the job.
     """
 
     def __init__(self) -> None:
         self.previous = None
-        self.fired = False
+        self.received = False
 
     def __enter__(self) -> StopOnSigterm:
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, self._stop)
+            self.previous = signal.signal(signal.SIGTERM, self._note)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None and not self.fired:
+        if self.previous is not None and not self.received:
             signal.signal(signal.SIGTERM, self.previous)
 
-    def _stop(self, signum, frame) -> None:
-        self.fired = True
+    def _note(self, signum, frame) -> None:
+        self.received = True
         signal.signal(signal.SIGTERM, self.previous)  # a second SIGTERM ends the process at once
-        raise WorkerStopped("the worker was stopped by SIGTERM (its cluster ended or it was shut down)")
-
-
-def reap_stale_jobs() -> dict[str, list[int]]:
-    """Scheduled every minute on the default cluster: fail jobs of lost workers, keep the queue moving."""
-    reaped = TrainingJob.objects.reap_stale()
-    recovered = TrainingJob.objects.recover_queue()
-    return {"reaped": reaped, "recovered": recovered}
 
 
 def sweep_this_machine() -> None:
@@ -229,8 +220,10 @@ def success_summary(result, metrics: dict[str, Any]) -> str:
 
 
 class JobRun:
-    def __init__(self, job: TrainingJob, progress_hook=None, watch_parent: bool = False) -> None:
+    def __init__(self, job: TrainingJob, progress_hook=None, watch_parent: bool = False,
+                 sigterm: StopOnSigterm | None = None) -> None:
         self.job = job
+        self.sigterm = sigterm
         self.progress_hook = progress_hook
         self.epochs: list[dict[str, Any]] = []
         self.last_write = 0.0
@@ -344,6 +337,8 @@ class JobRun:
 
     def should_stop(self) -> bool:
         """True when the training must stop: a cancel request, a job no longer ours, or our cluster gone."""
+        if self.sigterm is not None and self.sigterm.received:
+            raise WorkerStopped("the worker was stopped by SIGTERM (its cluster ended or it was shut down)")
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             raise WorkerStopped(f"the worker's parent process {self.parent_pid} ended (its cluster stopped)")
         if time.monotonic() - self.last_heartbeat >= HEARTBEAT_SECONDS:
