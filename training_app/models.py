@@ -269,18 +269,15 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
             return []  # a live worker may hold the next task in memory; leave the queue alone
         rows = {row.task_id(): row for row in OrmQ.objects.filter(key=TRAINING_CLUSTER)}
         queued = list(self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id"))
-        # Tasks train the head of the queue, so a task whose own job another task already trained is not lost
-        # work: it trains one of the queued jobs whose task was used up that way.
+        # Tasks train the head of the queue: a task whose own job another task trained will train another job.
         spare_tasks = len(set(rows) - {job.task_id for job in queued})
-        for row in rows.values():
-            if row.lock and row.lock > now:
-                OrmQ.objects.filter(pk=row.pk).update(lock=now)
+        OrmQ.objects.filter(pk__in=[row.pk for row in rows.values()], lock__gt=now).update(lock=now)
         touched = []
         for job in queued:
             row = rows.get(job.task_id) if job.task_id else None
             if row is None and job.created_at < now - timedelta(seconds=60):
-                if spare_tasks:
-                    spare_tasks -= 1
+                spare_tasks -= 1
+                if spare_tasks >= 0:
                     continue
                 job.enqueue()
                 job.log(JobLog.Level.WARNING, "Its task was missing from the queue; queued again.")
