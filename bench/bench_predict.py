@@ -81,7 +81,7 @@ def train_model(workdir: Path) -> tuple[Path, dict]:
     """A real model with the default architecture and 1-second clips (two epochs: latency needs no accuracy)."""
     from training_app.ml.config import TrainConfig
     from training_app.ml.data import ClipRecord
-    from training_app.ml.train import train
+    from training_app.ml.train import Runtime, train
 
     clips = []
     for label, frequency in LABELS.items():
@@ -89,8 +89,8 @@ def train_model(workdir: Path) -> tuple[Path, dict]:
             path = write_wav(workdir / "clips" / f"{label}-{index}.wav", tone(frequency * (1 + 0.02 * index), 1.0, seed=index))
             clips.append(ClipRecord(id=len(clips) + 1, path=path, label=label, content_hash=f"{label}{index}".ljust(64, "0")))
     cfg = TrainConfig.from_dict("balanced", {"epochs": 2, "clip_seconds": 1.0, "batch_size": 8})
-    result = train(cfg, clips, workdir / "artifacts", workdir / "cache", on_progress=lambda progress: None,
-                   should_stop=lambda: False, snapshot={"clips": []})
+    result = train(cfg, clips, workdir / "artifacts", on_progress=lambda progress: None,
+                   should_stop=lambda: False, runtime=Runtime(workdir / "cache", snapshot={"clips": []}))
     return workdir / "artifacts", {"parameters": result.metrics["n_parameters"], "channels": cfg.channels,
                                    "size": (workdir / "artifacts" / "model.pt2").stat().st_size}
 

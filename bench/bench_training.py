@@ -31,7 +31,7 @@ from training_app.ml.config import ConfigError, TrainConfig, parse_override  # n
 from training_app.ml.features import FeatureCache, LogMelFrontend  # noqa: E402
 from training_app.ml.model import KeywordCNN  # noqa: E402
 from training_app.ml.split import split_clips  # noqa: E402
-from training_app.ml.train import ClipRecord, TrainResult, default_threads, train  # noqa: E402
+from training_app.ml.train import ClipRecord, Runtime, TrainResult, default_threads, train  # noqa: E402
 
 from bench.common import BENCHMARKS, append_entry, machine_facts, timestamp  # noqa: E402
 
@@ -62,9 +62,9 @@ def run_job(cfg: TrainConfig, clips: list[ClipRecord], out_dir: Path, cache_dir:
             print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.3f}  val {epoch['val_loss']:.3f}  "
                   f"acc {epoch['val_accuracy']:.3f}  {epoch['seconds']:.2f} s", flush=True)
 
-    return train(cfg, clips, out_dir, cache_dir, on_progress, lambda: False,
-                 snapshot={"clips": len(clips)}, on_log=lambda level, message: print(f"  [{level}] {message}"),
-                 threads=threads)
+    runtime = Runtime(cache_dir, {"clips": len(clips)}, lambda level, message: print(f"  [{level}] {message}"),
+                      threads)
+    return train(cfg, clips, out_dir, on_progress, lambda: False, runtime)
 
 
 def epoch_timings(

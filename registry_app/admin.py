@@ -106,7 +106,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
     search_fields = ("model__name", "description", "snapshot_hash", "code_version")
     list_select_related = ("model", "created_by")
     fieldsets = (
-        (None, {"fields": ("model", "version", "alias_names", "description", "tags", "status")}),
+        (None, {"fields": ("model", "version", "task", "prediction_settings", "alias_names", "description", "tags",
+                           "status")}),
         ("Lineage (never changes)", {"fields": (
             "job_link", "snapshot_hash", "snapshot_size", "labels", "code_version", "created_by", "created_at",
         )}),
@@ -116,7 +117,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         )}),
     )
     readonly_fields = (
-        "model", "version", "alias_names", "job_link", "snapshot_hash", "snapshot_size", "labels", "code_version",
+        "model", "version", "task", "prediction_settings", "alias_names", "job_link", "snapshot_hash", "snapshot_size", "labels", "code_version",
         "created_by", "created_at", "integrity", "artifact_table", "metrics_json", "feature_config_json", "train_config_json",
     )
 
@@ -149,7 +150,20 @@ class ModelVersionAdmin(admin.ModelAdmin):
     @admin.display(description="Accuracy")
     def headline(self, obj):
         metric = obj.headline_metric()
-        return f"{metric[1] * 100:.1f}% ({metric[0]})" if metric else "—"
+        if not metric:
+            return "—"
+        shown = f"{metric[1] * 100:.1f}%" if any(w in metric[0] for w in ("accuracy", "reject")) else f"{metric[1]:.3f}"
+        return f"{shown} ({metric[0]})"
+
+    @admin.display(description="Task")
+    def task(self, obj):
+        return obj.model.get_task_display()
+
+    @admin.display(description="Prediction settings")
+    def prediction_settings(self, obj):
+        """What the task stored for predictions: a detection's calibrated threshold, say."""
+        settings = (obj.metrics or {}).get("prediction") or {}
+        return ", ".join(f"{key}: {value}" for key, value in sorted(settings.items())) or "—"
 
     @admin.display(description="Aliases")
     def alias_names(self, obj):

@@ -233,19 +233,32 @@ def alias_history(request: HttpRequest, name: str, alias: str):
 # Predictions --------------------------------------------------------------------------------------------------
 
 
-@router.post("/{name}/predict", response={200: PredictOut}, exclude_none=True, summary="Predict labels for audio files")
+@router.post("/{name}/predict", response={200: PredictOut}, exclude_none=True,
+             summary="Predict with a model: labels, a score or detections, by the model's task")
 def predict(
     request: HttpRequest,
     name: str,
     files: File[list[UploadedFile]] = None,
     ref: Form[str] = "",
+    threshold: float | None = Form(
+        None, description="Detection models: use this threshold (0-1) instead of the version's calibrated one"
+    ),
 ):
     """Multipart upload of one or more audio `files` (any format ingestion accepts) and an optional `ref`: an
     alias name or a version (`v3` or `3`). Without `ref`: the `production` alias, else the latest active
     version; the response's `ref` says which.
 
-    Clips longer than the model's clip length are scored over sliding windows (half a clip apart) and the
-    window probabilities averaged (`windows`, `aggregation`). Shorter clips are zero-padded.
+    The answer's shape follows the model's task (each file's result also has `windows`, `clip_seconds`,
+    `duration`, `time_ms`, `model`, `version`, `ref`):
+    - classification: `label` and `scores` (every label's probability); windows half a clip apart, averaged.
+    - regression: `score` in [0, 1]; a file longer than the model's clip is scored in windows half a clip apart
+      and the window scores averaged (`aggregation: "mean"`, `window_scores`).
+    - detection: `detected`, `score` (the highest window score), `threshold` (the version's calibrated one, or
+      the `threshold` form field in [0, 1]), `events` [{start, end, score}] in seconds, and `scores_over_time`
+      (a score every `hop` seconds). Windows are 100 ms apart; an event starts when the score rises to the
+      threshold and later onsets within the refractory period belong to it.
+
+    Shorter clips are zero-padded.
 
     Partial failures: a file that cannot be decoded gets an `error` object (status 422, code
     `undecodable-audio`; a file longer than PREDICT_MAX_FILE_SECONDS: status 413, code `audio-too-long`) in its
@@ -264,7 +277,7 @@ def predict(
     if not uploads:
         raise Unprocessable("Send one or more audio files as the multipart form field “files”.")
     with prediction_slot(request.user):
-        outcome = inference.predict_uploads(model, ref or None, uploads)
+        outcome = inference.predict_uploads(model, ref or None, uploads, threshold)
     if outcome["succeeded"] == 0:
         errors = [result["error"] for result in outcome["results"]]
         all_too_long = all(error["code"] == AudioTooLong.code for error in errors)

@@ -32,6 +32,13 @@ class VersionArchived(Conflict):
     title = "Version is archived"
 
 
+class TaskMismatch(Conflict):
+    """A registered model has one task; a version trained for another is refused."""
+
+    code = "task-mismatch"
+    title = "The model has another task"
+
+
 class ReferenceNotFound(NotFound):
     """An unknown model, alias or version number."""
 

@@ -80,6 +80,11 @@ class NoteForm(forms.Form):
 class TryItForm(forms.Form):
     audio = forms.FileField(help_text="Any format ingestion accepts: WAV, FLAC, MP3, OGG, M4A, WebM…")
     ref = forms.ChoiceField(required=False, label="Version")
+    threshold = forms.FloatField(
+        required=False, min_value=0.0, max_value=1.0, label="Threshold",
+        widget=forms.NumberInput(attrs={"step": "any", "placeholder": "calibrated"}),
+        help_text="Detection: leave blank for the version's calibrated threshold.",
+    )
 
     def __init__(self, *args, model: RegisteredModel, **kwargs):
         super().__init__(*args, **kwargs)

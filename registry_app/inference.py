@@ -1,14 +1,16 @@
 """Predictions from registered versions: load exported models (checksum first), cache them, score audio.
 
 The exported `model.pt2` is self-contained: raw mono float32 waveform at the model's sample rate in
-(shape (batch, clip_samples)), class probabilities out, feature front end included. Serving needs only
-torch and an audio decoder, never the training code. torch is imported lazily so the web process does not
-load it to render pages.
+(shape (batch, clip_samples)), the task's output out (class probabilities, or a 0-1 score), feature front end
+included. Serving needs only torch and an audio decoder, never the training code. torch is imported lazily so
+the web process does not load it to render pages.
 
 Clip length: a clip shorter than the model's clip length is zero-padded around its centre (as in training);
-a longer one is cut into windows of the clip length every half clip length (the last window ends at the end
-of the clip) and the window probabilities are AVERAGED, so the scores still sum to 1 and a long recording is
-judged as a whole. The response says how many windows were scored.
+a longer one is cut into windows of the clip length, spaced as the model's task says (half a clip for
+classification and regression, 100 ms for detection; the last window ends at the end of the clip). The task
+module then shapes the answer: classification and regression AVERAGE the windows (so class scores still sum to
+1 and a long recording is judged as a whole), detection reports the events above its threshold. The response
+says how many windows were scored.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from audioml.audio.decoding import AudioDecodeError, decode_audio
+from audioml.errors import Unprocessable
 from registry_app import artifacts as artifact_store
 from registry_app.errors import ArtifactDamaged, AudioTooLong, PredictionTooLarge, UndecodableAudio
 from registry_app.models import MODEL_FILE, ModelVersion, RegisteredModel
+from training_app.ml.tasks import task_module
 
 logger = logging.getLogger("registry_app.inference")
 
@@ -37,7 +41,6 @@ logger = logging.getLogger("registry_app.inference")
 MODEL_CACHE_SIZE = 8
 # Windows advance by this share of the clip length when a clip is longer than the model's clip length.
 WINDOW_HOP_FRACTION = 0.5
-AGGREGATION = "mean"
 # Windows scored in one forward pass.
 WINDOW_BATCH = 64
 # CPU threads per forward pass. Requests run in parallel on gunicorn's workers and threads; intra-op threads on
@@ -51,6 +54,8 @@ class LoadedModel:
     version_pk: int
     sha256: str
     module: Any
+    task: Any  # the task's module in training_app.ml.tasks: how windows are spaced and answers shaped
+    prediction_config: dict[str, Any]  # what the task stored for predictions (a detection threshold, say)
     labels: list[str]
     sample_rate: int
     clip_samples: int
@@ -159,6 +164,8 @@ def load_version(version: ModelVersion) -> LoadedModel:
         version_pk=version.pk,
         sha256=actual,
         module=module,
+        task=task_module(version.model.task),
+        prediction_config=dict((version.metrics or {}).get("prediction") or {}),
         labels=list(version.labels),
         sample_rate=int(version.feature_config["sample_rate"]),
         clip_samples=clip_samples,
@@ -187,19 +194,23 @@ def _damaged(version: ModelVersion, problem: str) -> ArtifactDamaged:
     )
 
 
-def window_starts(n_samples: int, clip_samples: int) -> list[int]:
-    """Start offsets of the windows covering a clip; one window when it fits in the model's clip length."""
+def window_starts(n_samples: int, clip_samples: int, hop: int | None = None) -> list[int]:
+    """Start offsets of the windows covering a clip; one window when it fits in the model's clip length.
+
+    Windows advance by ``hop`` samples (default half a clip); the last one ends at the end of the clip."""
     if n_samples <= clip_samples:
         return [0]
-    hop = max(1, int(clip_samples * WINDOW_HOP_FRACTION))
+    hop = max(1, hop or int(clip_samples * WINDOW_HOP_FRACTION))
     starts = list(range(0, n_samples - clip_samples + 1, hop))
     if starts[-1] + clip_samples < n_samples:
         starts.append(n_samples - clip_samples)
     return starts
 
 
-def score_waveform(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarray, int]:
-    """Class probabilities of a mono float32 waveform at the model's rate, and the number of windows scored."""
+def window_outputs(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """The model's output for every window of a mono float32 waveform at the model's rate (windows spaced as
+    the model's task says), and each window's start in seconds. A clip shorter than a window is zero-padded
+    around its centre, as in training."""
     import torch
 
     wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
@@ -208,16 +219,23 @@ def score_waveform(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarra
         padded = np.zeros(clip, dtype=np.float32)
         offset = (clip - len(wave)) // 2
         padded[offset : offset + len(wave)] = wave
-        windows = padded[None, :]
+        windows, starts = padded[None, :], [0]
     else:
-        windows = np.stack([wave[start : start + clip] for start in window_starts(len(wave), clip)])
+        hop = int(round(loaded.task.window_hop_seconds(clip / loaded.sample_rate) * loaded.sample_rate))
+        starts = window_starts(len(wave), clip, hop)
+        windows = np.stack([wave[start : start + clip] for start in starts])
     batches = []
     with torch.inference_mode():
         for start in range(0, len(windows), WINDOW_BATCH):
             batch = torch.from_numpy(np.ascontiguousarray(windows[start : start + WINDOW_BATCH]))
             batches.append(loaded.module(batch).numpy())
-    probabilities = np.concatenate(batches).astype(np.float64)
-    return probabilities.mean(axis=0), len(windows)
+    return np.concatenate(batches).astype(np.float64), [start / loaded.sample_rate for start in starts]
+
+
+def score_waveform(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarray, int]:
+    """Class probabilities of a mono float32 waveform (window probabilities averaged), and the windows scored."""
+    outputs, starts = window_outputs(loaded, waveform)
+    return outputs.mean(axis=0), len(starts)
 
 
 @dataclass
@@ -229,16 +247,46 @@ class PredictionRequest:
     ref: str
     loaded: LoadedModel
     cached: bool
+    threshold: float | None = None
 
     def base(self) -> dict[str, Any]:
         return {"model": self.model.name, "version": self.version.version, "ref": self.ref}
 
+    def shape(self, outputs: np.ndarray, starts: list[float], duration: float) -> dict[str, Any]:
+        """The task's own answer for one file (label and scores, a score, detection events...)."""
+        loaded = self.loaded
+        context = {
+            "labels": loaded.labels,
+            "prediction": loaded.prediction_config,
+            "threshold": self.threshold,
+            "clip_seconds": loaded.clip_samples / loaded.sample_rate,
+            "duration": duration,
+        }
+        return loaded.task.shape_prediction(outputs, starts, context)
 
-def prepare(model: RegisteredModel, ref: str | None = None) -> PredictionRequest:
-    """Resolve the reference (aliases on every call, so a promotion applies to the next request) and load."""
+
+def check_threshold(model: RegisteredModel, threshold: float | None) -> None:
+    """A ``threshold`` override must be a number in [0, 1], and only detection models have one."""
+    if threshold is None:
+        return
+    if not isinstance(threshold, (int, float)) or not 0.0 <= float(threshold) <= 1.0:
+        raise Unprocessable(f"threshold: must be a number from 0 to 1, got {threshold!r}", field="threshold")
+    if not getattr(task_module(model.task), "USES_THRESHOLD", False):
+        raise Unprocessable(
+            f"threshold: “{model.name}” is a {model.task} model; only detection models take a threshold",
+            field="threshold",
+        )
+
+
+def prepare(model: RegisteredModel, ref: str | None = None, threshold: float | None = None) -> PredictionRequest:
+    """Resolve the reference (aliases on every call, so a promotion applies to the next request) and load.
+
+    ``threshold`` overrides the version's calibrated detection threshold (422 outside [0, 1])."""
+    check_threshold(model, threshold)
     version, used_ref = model.resolve(ref)
     loaded, cached = cache.get(version)
-    return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached)
+    return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached,
+                             threshold=None if threshold is None else float(threshold))
 
 
 def predict_source(request: PredictionRequest, source, file_name: str, max_seconds: float | None = None) -> dict[str, Any]:
@@ -260,15 +308,12 @@ def predict_source(request: PredictionRequest, source, file_name: str, max_secon
                 file=file_name, reason="too-long", max_seconds=limit,
             ) from None
         raise UndecodableAudio(f"{file_name}: {error.reason}", file=file_name, reason=error.code) from None
-    scores, windows = score_waveform(loaded, decoded.samples)
-    best = int(np.argmax(scores))
+    outputs, starts = window_outputs(loaded, decoded.samples)
     return {
         "file": file_name,
-        "label": loaded.labels[best],
-        "scores": {label: round(float(score), 6) for label, score in zip(loaded.labels, scores, strict=True)},
+        **request.shape(outputs, starts, decoded.duration),
         **request.base(),
-        "windows": windows,
-        "aggregation": AGGREGATION if windows > 1 else None,
+        "windows": len(starts),
         "clip_seconds": loaded.clip_samples / loaded.sample_rate,
         "duration": round(decoded.duration, 4),
         "time_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -283,13 +328,16 @@ def file_error(file_name: str, error: UndecodableAudio | AudioTooLong) -> dict[s
     }
 
 
-def predict_uploads(model: RegisteredModel, ref: str | None, uploads: list) -> dict[str, Any]:
+def predict_uploads(
+    model: RegisteredModel, ref: str | None, uploads: list, threshold: float | None = None
+) -> dict[str, Any]:
     """Predictions for every uploaded file with one resolved version; bad files get a per-file error.
 
     The files of one request may hold at most PREDICT_MAX_REQUEST_SECONDS of audio together: each file is
     decoded with what is left of that budget as its limit, so the work stays bounded, and a request that
-    goes over it is refused whole (PredictionTooLarge, 413)."""
-    request = prepare(model, ref)
+    goes over it is refused whole (PredictionTooLarge, 413). ``threshold`` overrides a detection model's
+    calibrated threshold."""
+    request = prepare(model, ref, threshold)
     file_limit = settings.PREDICT_MAX_FILE_SECONDS
     budget = settings.PREDICT_MAX_REQUEST_SECONDS
     results = []

@@ -19,9 +19,9 @@ from audioml import audit
 from audioml.audit import Actor
 from datasets_app.models import name_validator
 from registry_app import artifacts as artifact_store
-from registry_app.errors import ArtifactDamaged, ImmutableVersion, ReferenceNotFound, VersionAliased
+from registry_app.errors import ArtifactDamaged, ImmutableVersion, ReferenceNotFound, TaskMismatch, VersionAliased
 from training_app.ml.artifacts import ARTIFACT_FILES as WRITTEN_FILES, MODEL_FILES, TORCH_EXPORT_FILE
-from training_app.models import TrainingJob
+from training_app.models import TrainingJob, task_headline
 
 # The trainer's artifacts as the panel and the API list them: the exported models first, then the rest.
 ARTIFACT_FILES = (*MODEL_FILES, *(name for name in WRITTEN_FILES if name not in MODEL_FILES))
@@ -60,6 +60,15 @@ class RegisteredModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def check_task(self, task: str) -> None:
+        """A model has one task: raise TaskMismatch (409) for a version of another."""
+        if task != self.task:
+            raise TaskMismatch(
+                f"Model “{self.name}” is a {self.task} model; a {task} version cannot be added to it. "
+                "Choose another model name.",
+                field="model_name", model_task=self.task, task=task,
+            )
 
     def latest_version(self) -> ModelVersion | None:
         return self.versions.filter(status=ModelVersion.Status.ACTIVE).order_by("-version").first()
@@ -188,6 +197,7 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                     name=job.model_name, defaults={"task": job.task, "created_by": job.created_by}
                 )
                 model = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+                model.check_task(job.task)
                 highest = model.versions.aggregate(highest=Max("version"))["highest"] or 0
                 number = max(model.last_version, highest) + 1
                 # The number is ours under the lock and no row has it: files already in its folder were left
@@ -428,10 +438,14 @@ class ModelVersion(models.Model):
         return self.metrics.get(self.evaluated_on()) or {}
 
     def headline_metric(self) -> tuple[str, float] | None:
-        """(name, value) of the number the panel leads with: accuracy on the evaluation split."""
-        value = self.metrics.get("accuracy", self.evaluation().get("accuracy"))
+        """(name, value) of the number the panel leads with on the evaluation split: the task's headline
+        (accuracy for classification, Spearman correlation for regression...)."""
+        headline = task_headline(self.model.task, self.metrics) or {}
+        value = headline.get("value")
+        if headline.get("name") == "accuracy" and value is None:
+            value = self.evaluation().get("accuracy")
         if isinstance(value, (int, float)):
-            return f"{self.evaluated_on()} accuracy", float(value)
+            return f"{self.evaluated_on()} {headline['name']}", float(value)
         return None
 
     def training_history(self) -> list[dict[str, Any]]:

@@ -74,7 +74,12 @@ class ArtifactOut(Schema):
 
 class VersionOut(Schema):
     model: str
+    task: str = Field(description="The model's task: classification, regression or detection")
     version: int
+    prediction: dict[str, Any] = Field(
+        description="What the task stored for predictions: for detection the calibrated `threshold`, "
+        "`hop_seconds`, `refractory_seconds`, `positive_labels`"
+    )
     status: str
     description: str
     tags: list[str]
@@ -96,6 +101,14 @@ class VersionOut(Schema):
     @staticmethod
     def resolve_model(version) -> str:
         return version.model.name
+
+    @staticmethod
+    def resolve_task(version) -> str:
+        return version.model.task
+
+    @staticmethod
+    def resolve_prediction(version) -> dict[str, Any]:
+        return (version.metrics or {}).get("prediction") or {}
 
     @staticmethod
     def resolve_aliases(version) -> list[str]:
@@ -194,17 +207,46 @@ class FileError(Schema):
     detail: str
 
 
+class WindowScore(Schema):
+    start: float = Field(description="Seconds from the start of the file")
+    score: float
+
+
+class DetectionEvent(Schema):
+    start: float = Field(description="Seconds: the start of the first window at or above the threshold")
+    end: float = Field(description="Seconds: the end of the last window of the event")
+    score: float = Field(description="The highest window score in the event")
+
+
+class ScoresOverTime(Schema):
+    hop: float = Field(description="Seconds between consecutive window starts")
+    window: float = Field(description="Seconds of audio each score covers")
+    scores: list[float]
+
+
 class FilePrediction(Schema):
     """One file's result: a prediction, or an `error` for a file that could not be decoded."""
 
     file: str
-    label: str | None = None
-    scores: dict[str, float] | None = Field(None, description="Every label's probability (they sum to 1)")
+    label: str | None = Field(None, description="Classification: the most probable label")
+    scores: dict[str, float] | None = Field(None, description="Classification: every label's probability (they sum to 1)")
+    score: float | None = Field(
+        None, description="Regression: the predicted 0-1 score. Detection: the highest window score"
+    )
+    window_scores: list[WindowScore] | None = Field(None, description="Regression: each window's score")
+    detected: bool | None = Field(None, description="Detection: whether any event reached the threshold")
+    threshold: float | None = Field(
+        None, description="Detection: the threshold used (the version's calibrated one unless overridden)"
+    )
+    threshold_source: str | None = Field(None, description="Detection: \"calibrated\" or \"request\"")
+    events: list[DetectionEvent] | None = Field(None, description="Detection: the detections, in seconds")
+    scores_over_time: ScoresOverTime | None = Field(None, description="Detection: the score every `hop` seconds")
     model: str | None = None
     version: int | None = None
     ref: str | None = Field(None, description="How the version was chosen: alias name, vN, or \"latest\"")
     windows: int | None = Field(None, description="Windows scored: more than 1 for clips longer than the model's")
-    aggregation: str | None = Field(None, description="\"mean\" of window probabilities when windows > 1")
+    aggregation: str | None = Field(None, description="\"mean\" of window outputs when windows > 1 (classification, "
+                                    "regression)")
     clip_seconds: float | None = Field(None, description="The model's clip length")
     duration: float | None = Field(None, description="Seconds of audio in the file")
     time_ms: float | None = Field(None, description="Decoding and scoring time for this file")

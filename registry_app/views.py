@@ -24,6 +24,7 @@ from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAlias
 from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
 from training_app.charts import confusion_rows, per_class_rows, training_charts
+from training_app.models import task_headline
 
 HISTORY_ON_MODEL_PAGE = 25
 
@@ -74,7 +75,9 @@ def _summary(version: ModelVersion) -> dict[str, Any]:
         "accuracy": headline[1] if headline else None,
         "metric_name": headline[0] if headline else "accuracy",
         "macro_f1": version.metrics.get("macro_f1", evaluation.get("macro_f1")),
-        "baseline_accuracy": baseline.get("accuracy"),
+        "baseline_accuracy": (task_headline(version.model.task, version.metrics) or {}).get(
+            "baseline", baseline.get("accuracy")
+        ),
         "n": evaluation.get("n"),
         "evaluated_on": version.evaluated_on(),
     }
@@ -240,7 +243,7 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "damage": damage,
         "model_damaged": MODEL_FILE in damaged_names,
         "artifacts": [{**entry, "damaged": entry["name"] in damaged_names} for entry in version.artifacts],
-        "charts": training_charts(history, version.metrics.get("best_epoch")),
+        "charts": training_charts(history, version.metrics.get("best_epoch"), model.task),
         "confusion": confusion_rows(version.evaluation().get("confusion_matrix"), version.labels),
         "per_class": per_class_rows(version.evaluation()),
         "edit_form": VersionEditForm(version=version),
@@ -429,7 +432,8 @@ def try_it(request: HttpRequest, name: str) -> HttpResponse:
     if form.is_valid():
         try:
             with prediction_slot(request.user):
-                outcome = inference.predict_uploads(model, form.cleaned_data["ref"] or None, [form.cleaned_data["audio"]])
+                outcome = inference.predict_uploads(model, form.cleaned_data["ref"] or None,
+                                                    [form.cleaned_data["audio"]], form.cleaned_data.get("threshold"))
         except DomainError as error:
             result["error"] = error.detail
         else:
@@ -437,7 +441,7 @@ def try_it(request: HttpRequest, name: str) -> HttpResponse:
             if "error" in prediction:
                 result["error"] = prediction["error"]["detail"]
             else:
-                scores = sorted(prediction["scores"].items(), key=lambda item: item[1], reverse=True)
+                scores = sorted((prediction.get("scores") or {}).items(), key=lambda item: item[1], reverse=True)
                 result = {"prediction": prediction, "scores": scores, "cached": outcome["cached"], "load_ms": outcome["load_ms"]}
     status = 200 if "prediction" in result else 422
     if request.htmx:

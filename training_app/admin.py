@@ -28,8 +28,8 @@ class JobLogInline(admin.TabularInline):
 class TrainingJobAdmin(admin.ModelAdmin):
     """Read-only: jobs change only through their own methods. The one action cancels."""
 
-    list_display = ("id", "model_name", "dataset", "status_badge", "phase", "progress_percent", "created_by",
-                    "created_at", "finished_at")
+    list_display = ("id", "model_name", "dataset", "task", "task_settings", "status_badge", "phase",
+                    "progress_percent", "created_by", "created_at", "finished_at")
     list_display_links = ("id", "model_name")
     list_filter = ("status", "task", "preset", "dataset")
     search_fields = ("model_name", "dataset__name", "error", "snapshot_hash", "worker")
@@ -39,7 +39,21 @@ class TrainingJobAdmin(admin.ModelAdmin):
     actions = ["cancel_selected"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
+        return [field.name for field in self.model._meta.fields] + ["task_settings"]
+
+    @admin.display(description="Task settings")
+    def task_settings(self, job: TrainingJob) -> str:
+        """What only this task reads: the detected labels and calibrated threshold, the clips left out."""
+        config, calibration = job.config or {}, (job.metrics or {}).get("calibration") or {}
+        parts = []
+        if config.get("positive_label") and job.task == TrainingJob.Task.DETECTION:
+            parts.append(f"detects {', '.join(config['positive_label'])}")
+            parts.append(f"budget {config.get('target_fa_per_hour')} FA/h")
+        if calibration.get("threshold") is not None:
+            parts.append(f"threshold {calibration['threshold']:.3f}")
+        if job.ignored_clips:
+            parts.append(f"{job.ignored_clips} clips left out")
+        return "; ".join(parts) or "—"
 
     def has_add_permission(self, request) -> bool:
         return False

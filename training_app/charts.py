@@ -131,8 +131,14 @@ def line_chart(
     return chart
 
 
-def training_charts(epochs: Sequence[dict], best_epoch: int | None = None) -> dict[str, Chart | None]:
-    """The loss chart (train and validation) and the validation accuracy chart of a job's epochs."""
+def training_charts(
+    epochs: Sequence[dict], best_epoch: int | None = None, task: str = "classification"
+) -> dict[str, Chart | None]:
+    """The loss chart (train and validation) and the chart of the task's validation figure per epoch
+    (accuracy for classification; the task module's EPOCH_METRIC)."""
+    from training_app.ml.tasks import TASKS
+
+    metric = TASKS[task].EPOCH_METRIC if task in TASKS else ("val_accuracy", "Validation accuracy", True)
     label = f"best epoch {best_epoch}" if best_epoch else ""
     loss = line_chart(
         [
@@ -144,12 +150,13 @@ def training_charts(epochs: Sequence[dict], best_epoch: int | None = None) -> di
         marker_x=best_epoch,
         marker_label=label,
     )
+    key, title, percent = metric
     accuracy = line_chart(
-        [Series("validation accuracy", [e.get("val_accuracy") for e in epochs], "series-acc")],
-        title="Validation accuracy",
-        percent=True,
+        [Series(title.lower(), [e.get(key) for e in epochs], "series-acc")],
+        title=title,
+        percent=percent,
         y_min=0.0,
-        y_max=1.0,
+        y_max=1.0 if percent else None,
         marker_x=best_epoch,
         marker_label=label,
     )
@@ -178,3 +185,111 @@ def confusion_rows(confusion: dict[str, Any] | None, fallback_labels: Sequence[s
 def per_class_rows(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
     """{label, precision, recall, f1, support} per label of an evaluation split's metrics."""
     return [{"label": label, **values} for label, values in (evaluation.get("per_class") or {}).items()]
+
+
+def scatter_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_label: str,
+                  size: int = 280) -> dict | None:
+    """Predicted-vs-true points on a square [0, 1] x [0, 1] plot with the diagonal of perfect predictions."""
+    if not points:
+        return None
+    left, top, right, bottom = 40, 12, size - 12, size - 32
+    span_x, span_y = right - left, bottom - top
+    dots = [{"x": round(left + min(max(t, 0), 1) * span_x, 1), "y": round(bottom - min(max(p, 0), 1) * span_y, 1),
+             "title": f"true {t:.2f}, predicted {p:.2f}"} for t, p in points]
+    ticks = [{"value": f"{v:g}", "x": round(left + v * span_x, 1), "y": round(bottom - v * span_y, 1)}
+             for v in (0, 0.25, 0.5, 0.75, 1)]
+    return {"title": title, "width": size, "height": size, "left": left, "top": top, "right": right,
+            "bottom": bottom, "dots": dots, "ticks": ticks, "x_label": x_label, "y_label": y_label}
+
+
+def histogram_chart(edges: Sequence[float], counts: Sequence[int], *, title: str, x_label: str,
+                    width: int = 360, height: int = 200) -> dict | None:
+    """Bars of ``counts`` between consecutive ``edges``."""
+    if not counts or not any(counts):
+        return None
+    left, top, right, bottom = 36, 12, width - 12, height - 32
+    low, high, tallest = edges[0], edges[-1], max(counts)
+    bar_width = (right - left) / len(counts)
+
+    def x_of(value: float) -> float:
+        return left + (value - low) / (high - low) * (right - left)
+
+    bars = [{"x": round(left + i * bar_width + 1, 1), "width": round(bar_width - 2, 1),
+             "y": round(bottom - count / tallest * (bottom - top), 1),
+             "height": round(count / tallest * (bottom - top), 1),
+             "title": f"{count} between {edges[i]:g} and {edges[i + 1]:g}"}
+            for i, count in enumerate(counts)]
+    ticks = [{"x": round(x_of(v), 1), "label": f"{v:g}"} for v in (low, (low + high) / 2, high)]
+    return {"title": title, "width": width, "height": height, "left": left, "top": top, "right": right,
+            "bottom": bottom, "bars": bars, "ticks": ticks, "x_label": x_label, "tallest": tallest}
+
+
+def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_label: str, log_x: bool = False,
+             marker: Sequence[float] | None = None, width: int = 360, height: int = 240) -> dict | None:
+    """A curve through [x, y, ...] points, y a share in [0, 1]; x linear from 0, or logarithmic (zeros drawn at
+    the left edge). ``marker`` is one point to highlight (the operating point)."""
+    finite = [(point[0], point[1]) for point in points
+              if point[0] is not None and point[1] is not None and math.isfinite(point[0]) and math.isfinite(point[1])]
+    if not finite:
+        return None
+    left, top, right, bottom = 44, 12, width - 12, height - 32
+    xs = [x for x, _ in finite]
+    if log_x:
+        positive = [x for x in xs if x > 0] or [1.0]
+        low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+        high = max(high, low + 1)
+
+        def to_unit(x: float) -> float:
+            return 0.0 if x <= 0 else (math.log10(max(x, 10**low)) - low) / (high - low)
+
+        ticks = [{"x": round(left + (p - low) / (high - low) * (right - left), 1), "label": f"{10**p:g}"}
+                 for p in range(low, high + 1)]
+    else:
+        top_x = max(xs) or 1.0
+
+        def to_unit(x: float) -> float:
+            return x / top_x
+
+        ticks = [{"x": round(left + f * (right - left), 1), "label": f"{f * top_x:.3g}"} for f in (0, 0.5, 1)]
+
+    def place(x: float, y: float) -> tuple[float, float]:
+        return round(left + to_unit(x) * (right - left), 1), round(bottom - min(max(y, 0), 1) * (bottom - top), 1)
+
+    path = " ".join(f"{px},{py}" for px, py in (place(x, y) for x, y in finite))
+    y_ticks = [{"y": round(bottom - f * (bottom - top), 1), "label": f"{f * 100:.0f}%"} for f in (0, 0.5, 1)]
+    mark = None
+    if marker is not None and marker[0] is not None and marker[1] is not None:
+        mx, my = place(marker[0], marker[1])
+        mark = {"x": mx, "y": my, "title": f"{x_label} {marker[0]:.3g}, {y_label} {marker[1] * 100:.1f}%"}
+    return {"title": title, "width": width, "height": height, "left": left, "top": top, "right": right,
+            "bottom": bottom, "path": path, "x_ticks": ticks, "y_ticks": y_ticks, "marker": mark,
+            "x_label": x_label, "y_label": y_label}
+
+
+def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dict | None:
+    """A detection prediction's score over time: the line, the threshold and the events as bands."""
+    timeline = prediction.get("scores_over_time") or {}
+    scores = timeline.get("scores") or []
+    if not scores:
+        return None
+    left, top, right, bottom = 36, 10, width - 10, height - 28
+    duration = max(prediction.get("duration") or 0.0, timeline["hop"] * (len(scores) - 1) + timeline["window"], 1e-6)
+
+    def x_of(seconds: float) -> float:
+        return round(left + min(seconds, duration) / duration * (right - left), 1)
+
+    def y_of(score: float) -> float:
+        return round(bottom - min(max(score, 0.0), 1.0) * (bottom - top), 1)
+
+    # Each score is drawn at the middle of its window.
+    path = " ".join(f"{x_of(i * timeline['hop'] + timeline['window'] / 2)},{y_of(s)}" for i, s in enumerate(scores))
+    events = [{"x": x_of(e["start"]), "width": max(1.0, x_of(e["end"]) - x_of(e["start"])),
+               "title": f"{e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.2f}"} for e in prediction.get("events", [])]
+    step = nice_step(duration, 5)
+    ticks, tick = [], 0.0
+    while tick <= duration + 1e-9:
+        ticks.append({"x": x_of(tick), "label": f"{tick:g} s"})
+        tick += step
+    return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
+            "path": path, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
+            "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}

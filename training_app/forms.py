@@ -28,7 +28,22 @@ LABELS = {
     "noise": "Mix in background noise",
     "spec_augment": "Mask frequency bands and time steps (SpecAugment)",
     "holdout_speakers": "Speakers held out for testing",
+    "positive_label": "Label(s) to detect",
+    "target_fa_per_hour": "False accepts per hour allowed",
 }
+TASK_HELP = {
+    "classification": "one label per clip, from the clips' labels",
+    "regression": "a 0–1 score per clip, from the clips' scores",
+    "detection": "does the clip contain the wake word (a label)? calibrated to few false accepts per hour",
+}
+# Settings only one task reads, shown in the task's own part of the form.
+TASK_SETTINGS = ("positive_label", "target_fa_per_hour")
+
+
+def _task_names() -> list[str]:
+    from training_app.ml.tasks import TASKS
+
+    return list(TASKS)
 
 
 def _preset_choices() -> list[tuple[str, str]]:
@@ -67,7 +82,21 @@ class JobForm(forms.Form):
         help_text="The trained model is registered under this name as a new version.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
+    task = forms.ChoiceField(
+        choices=lambda: [(name, f"{name.capitalize()}: {TASK_HELP[name]}") for name in _task_names()],
+        initial="classification", widget=forms.RadioSelect, required=False,
+    )
     preset = forms.ChoiceField(choices=_preset_choices, initial="balanced", widget=forms.RadioSelect)
+    positive_label = forms.CharField(
+        required=False, max_length=500, label=LABELS["positive_label"],
+        help_text="Detection: the wake word's label, or several comma-separated. Every other clip is a negative.",
+    )
+    target_fa_per_hour = forms.FloatField(
+        required=False, min_value=0.0, label=LABELS["target_fa_per_hour"],
+        widget=forms.NumberInput(attrs={"placeholder": "0.5", "step": "any"}),
+        help_text="Detection: the threshold is calibrated to at most this many false accepts per hour of "
+        "ordinary audio. Default 0.5.",
+    )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -86,12 +115,19 @@ class JobForm(forms.Form):
         return [self[name] for name in NUMBER_SETTINGS]
 
     @property
+    def task_fields(self):
+        return [self[name] for name in TASK_SETTINGS]
+
+    @property
     def switch_fields(self):
         return [self[name] for name in SWITCHES]
 
     @property
     def has_advanced_errors(self) -> bool:
         return any(self[name].errors for name in (*NUMBER_SETTINGS, *SWITCHES, "holdout_speakers"))
+
+    def clean_task(self) -> str:
+        return self.cleaned_data.get("task") or "classification"
 
     def overrides(self) -> dict[str, Any]:
         """The settings the user changed from the preset (blank numbers and checked switches are defaults)."""
@@ -106,6 +142,11 @@ class JobForm(forms.Form):
         speakers = [s.strip() for s in (data.get("holdout_speakers") or "").split(",") if s.strip()]
         if speakers:
             overrides["holdout_speakers"] = speakers
+        if data.get("task") == "detection":
+            if (data.get("positive_label") or "").strip():
+                overrides["positive_label"] = data["positive_label"]
+            if data.get("target_fa_per_hour") is not None:
+                overrides["target_fa_per_hour"] = data["target_fa_per_hour"]
         return overrides
 
     def add_domain_error(self, field: str | None, message: str) -> None:

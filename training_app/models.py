@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 from datetime import datetime, timedelta
@@ -15,12 +13,20 @@ from django.utils import timezone
 from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
+from training_app.signals import job_requested
+from training_app.snapshot import (
+    clip_records,
+    data_summary,
+    ignored_clip_count,
+    snapshot_clips,
+    snapshot_hash,
+    trained_field,
+)
 
 logger = logging.getLogger("training_app")
 
 # django-q2 cluster that runs training tasks (Q_CLUSTER["ALT_CLUSTERS"]["training"]).
 TRAINING_CLUSTER = "training"
-SNAPSHOT_VERSION = 1
 
 
 class JobNotTrainable(Unprocessable):
@@ -33,45 +39,11 @@ class JobNotCancellable(Conflict):
     title = "The job has already finished"
 
 
-def snapshot_clips(dataset: Dataset) -> list[dict[str, Any]]:
-    """The active, labelled clips (not background recordings) of a dataset as frozen snapshot entries, by id."""
-    rows = (
-        Clip.objects.active()
-        .ordinary()
-        .filter(dataset=dataset)
-        .exclude(label="")
-        .order_by("id")
-        .values_list("id", "content_hash", "label", "speaker", "audio", "duration")
-    )
-    return [
-        {"id": pk, "content_hash": content_hash, "label": label, "speaker": speaker, "audio": audio,
-         "duration": duration}
-        for pk, content_hash, label, speaker, audio, duration in rows
-    ]
+def task_headline(task: str, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished job's (or version's) main figure beside its baseline, as the task defines it."""
+    from training_app.ml.tasks import TASKS
 
-
-def snapshot_hash(entries: list[dict[str, Any]]) -> str:
-    """SHA-256 of what the data *is* (clip ids, audio content, labels, speakers), not where files are stored."""
-    identity = [[e["id"], e["content_hash"], e["label"], e["speaker"]] for e in entries]
-    payload = json.dumps({"version": SNAPSHOT_VERSION, "clips": identity}, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def clip_records(entries: list[dict[str, Any]], resolve_path=None):
-    """ClipRecords for the ML checks and the trainer; ``resolve_path(audio_name)`` gives the file to read."""
-    from training_app.ml.data import ClipRecord
-
-    return [
-        ClipRecord(
-            id=e["id"],
-            path=resolve_path(e["audio"]) if resolve_path else e["audio"],
-            label=e["label"],
-            content_hash=e["content_hash"],
-            speaker=e["speaker"],
-            duration=e.get("duration") or 0.0,
-        )
-        for e in entries
-    ]
+    return TASKS[task].headline(metrics) if metrics and task in TASKS else None
 
 
 def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
@@ -93,28 +65,6 @@ def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
         raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
 
 
-def data_summary(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """Clip count per label, speakers and total duration of snapshot entries (for the panel and the API)."""
-    per_label: dict[str, dict[str, Any]] = {}
-    for entry in entries:
-        row = per_label.setdefault(entry["label"], {"clips": 0, "seconds": 0.0, "speakers": set()})
-        row["clips"] += 1
-        row["seconds"] += entry.get("duration") or 0.0
-        if entry["speaker"]:
-            row["speakers"].add(entry["speaker"])
-    speakers = {entry["speaker"] for entry in entries if entry["speaker"]}
-    return {
-        "clips": len(entries),
-        "seconds": sum(entry.get("duration") or 0.0 for entry in entries),
-        "labels": [
-            {"label": label, "clips": row["clips"], "seconds": row["seconds"], "speakers": len(row["speakers"])}
-            for label, row in sorted(per_label.items())
-        ],
-        "speakers": sorted(speakers),
-        "unspeakered_clips": sum(1 for entry in entries if not entry["speaker"]),
-    }
-
-
 def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):
     """Validate a would-be job without creating it: (config, snapshot entries, summary, problems).
 
@@ -123,8 +73,9 @@ def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, ta
     from training_app.ml.data import check_trainable
 
     cfg = validate_config(preset, overrides, task)
-    entries = snapshot_clips(dataset)
-    if entries:
+    entries = snapshot_clips(dataset, task)
+    ignored = ignored_clip_count(dataset, task)
+    if entries or trained_field(task) != "label":
         problems = check_trainable(clip_records(entries), cfg)
     else:
         unlabelled = Clip.objects.active().filter(dataset=dataset, label="").count()
@@ -133,7 +84,7 @@ def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, ta
             if unlabelled
             else "the dataset has no clips"
         ]
-    return cfg, entries, data_summary(entries), problems
+    return cfg, entries, data_summary(entries, ignored), problems
 
 
 class TrainingJobQuerySet(models.QuerySet):
@@ -186,6 +137,7 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
             raise Unprocessable(f"model_name: {' '.join(error.messages)}", field="model_name") from None
         overrides = dict(overrides or {})
         cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
+        job_requested.send(sender=TrainingJob, model_name=model_name, task=task)
         if problems:
             raise JobNotTrainable(
                 f"Dataset '{dataset.name}' cannot train a model: {'; '.join(problems)}.", problems=problems
@@ -201,14 +153,17 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 snapshot=entries,
                 snapshot_hash=snapshot_hash(entries),
                 snapshot_size=len(entries),
+                ignored_clips=summary["ignored_clips"],
                 created_by=actor.user if actor else None,
                 rerun_of=rerun_of,
             )
             labels = ", ".join(f"{row['label']} ({row['clips']})" for row in summary["labels"])
+            ignored = summary["ignored_clips"]
             job.log(
                 JobLog.Level.INFO,
-                f"Queued by {job.created_by or 'the system'}: {summary['clips']} clips, labels {labels}; "
-                f"snapshot {job.snapshot_hash[:12]}"
+                f"Queued by {job.created_by or 'the system'}: {task} on {summary['clips']} clips, labels {labels}"
+                + (f"; {ignored} clips without a {trained_field(task)} left out" if ignored else "")
+                + f"; snapshot {job.snapshot_hash[:12]}"
                 + (f"; re-run of job #{rerun_of.pk}" if rerun_of else ""),
             )
             if actor:
@@ -293,6 +248,7 @@ class TrainingJob(models.Model):
         CLASSIFICATION = "classification", "Classification"
         TRANSCRIPTION = "transcription", "Transcription"
         REGRESSION = "regression", "Regression"
+        DETECTION = "detection", "Detection"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -329,6 +285,9 @@ class TrainingJob(models.Model):
     snapshot = models.JSONField(default=list, blank=True, help_text="Clip ids, content hashes and labels at submit")
     snapshot_hash = models.CharField(max_length=64, blank=True)
     snapshot_size = models.PositiveIntegerField(default=0, help_text="Number of clips in the snapshot")
+    ignored_clips = models.PositiveIntegerField(
+        default=0, help_text="Active clips left out because they lack what the task trains on (a score, say)"
+    )
     artifacts_dir = models.CharField(max_length=255, blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
@@ -479,7 +438,11 @@ class TrainingJob(models.Model):
         return self.metrics.get(self.metrics.get("evaluated_on") or "val") or {}
 
     def snapshot_summary(self) -> dict[str, Any]:
-        return data_summary(self.snapshot or [])
+        return data_summary(self.snapshot or [], self.ignored_clips)
+
+    def headline(self) -> dict[str, Any] | None:
+        """The task's main figure beside its baseline, for lists: {"name", "value", "baseline"}."""
+        return task_headline(self.task, self.metrics or {})
 
 
 class JobLog(models.Model):

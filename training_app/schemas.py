@@ -17,12 +17,17 @@ class JobIn(Schema):
     dataset: str = Field(description="Name of the dataset to train on", min_length=1, max_length=63)
     model_name: str = Field(description="Name of the model the trained version is registered under", max_length=63)
     preset: Literal["quick", "balanced", "thorough"] = "balanced"
-    task: str = Field("classification", description="What the model learns; only classification for now")
+    task: str = Field(
+        "classification",
+        description="What the model learns: `classification` (a label per clip), `regression` (a 0-1 score per "
+        "clip, from clips with a score) or `detection` (a wake word: set `overrides.positive_label`)",
+    )
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="Settings changed from the preset: epochs, batch_size, learning_rate, val_fraction, "
         "test_fraction, seed, time_shift, noise, spec_augment, clip_seconds, early_stopping_patience, channels, "
-        "dropout, weight_decay, target_far, holdout_speakers",
+        "dropout, weight_decay, target_far, holdout_speakers; detection: positive_label (required; a label or a "
+        "comma-separated list), target_fa_per_hour, negative_weight",
         examples=[{"epochs": 20, "seed": 7, "noise": False}],
     )
 
@@ -39,7 +44,9 @@ class EpochOut(Schema):
     epoch: int
     train_loss: float | None
     val_loss: float | None
-    val_accuracy: float | None
+    val_accuracy: float | None = Field(None, description="Classification")
+    val_mae: float | None = Field(None, description="Regression: mean absolute error of the scores")
+    val_auc: float | None = Field(None, description="Detection: ROC AUC of the clip scores")
     lr: float | None
     seconds: float | None
 
@@ -65,6 +72,10 @@ class JobOut(Schema):
     cancel_requested: bool
     accuracy: float | None = Field(description="Accuracy on the evaluation split once succeeded")
     baseline_accuracy: float | None
+    headline: dict[str, Any] | None = Field(
+        None, description="The task's main figure once succeeded: name (accuracy, Spearman, false rejects at the "
+        "calibrated threshold), value, baseline, higher_is_better"
+    )
     error: str
     snapshot_hash: str
     snapshot_clips: int
@@ -99,6 +110,10 @@ class JobOut(Schema):
     @staticmethod
     def resolve_baseline_accuracy(job) -> float | None:
         return ((job.metrics or {}).get("baseline") or {}).get("accuracy")
+
+    @staticmethod
+    def resolve_headline(job) -> dict[str, Any] | None:
+        return job.headline()
 
     @staticmethod
     def resolve_snapshot_clips(job) -> int:

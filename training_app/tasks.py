@@ -26,7 +26,8 @@ from django.db import close_old_connections, connection, models, transaction
 from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
-from training_app.models import JobLog, TrainingJob, clip_records
+from training_app.models import JobLog, TrainingJob, task_headline
+from training_app.snapshot import clip_records
 
 logger = logging.getLogger("training_app.tasks")
 
@@ -203,17 +204,18 @@ def hand_off(job: TrainingJob, result, artifacts_dir: Path, epochs: list[dict[st
             finished_at=now,
         )
         locked.refresh_from_db()
-        locked.log(JobLog.Level.INFO, success_summary(result, metrics) + ".")
+        locked.log(JobLog.Level.INFO, success_summary(locked, result, metrics) + ".")
         # Last in the transaction, so nothing after the artifact copy can roll back and leave files behind.
         return ModelVersion.objects.register_from_job(locked, Path(artifacts_dir))
 
 
-def success_summary(result, metrics: dict[str, Any]) -> str:
+def success_summary(job: TrainingJob, result, metrics: dict[str, Any]) -> str:
+    """One line for the job's log: the task's headline figure beside its baseline."""
     summary = f"Succeeded in {result.total_seconds:.1f} s"
-    accuracy = metrics.get("accuracy")
-    if accuracy is not None:
-        summary += f": {metrics.get('evaluated_on', 'validation')} accuracy {accuracy:.3f}"
-        baseline = (metrics.get("baseline") or {}).get("accuracy")
+    headline = task_headline(job.task, metrics) or {}
+    value, baseline = headline.get("value"), headline.get("baseline")
+    if value is not None:
+        summary += f": {metrics.get('evaluated_on', 'validation')} {headline['name']} {value:.3f}"
         if baseline is not None:
             summary += f" (baseline {baseline:.3f})"
     return summary
@@ -238,7 +240,7 @@ class JobRun:
 
     def execute(self) -> str:
         from training_app.ml.config import TrainConfig
-        from training_app.ml.train import TrainingCancelled, train
+        from training_app.ml.train import Runtime, TrainingCancelled, train
 
         job = self.job
         out_dir = job.working_dir()
@@ -252,17 +254,8 @@ class JobRun:
             sweep_this_machine()
             cfg = TrainConfig.from_dict(job.preset, job.config)
             clips = self.snapshot_records()
-            result = train(
-                cfg,
-                clips,
-                out_dir,
-                settings.WORK_DIR / "feature-cache",
-                on_progress=self.on_progress,
-                should_stop=self.should_stop,
-                snapshot=self.snapshot_document(),
-                on_log=self.on_log,
-                threads=threads,
-            )
+            runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads)
+            result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
             version = hand_off(job, result, out_dir, self.epochs)
         except TrainingCancelled:
             return self.finish_lost() if self.lost else self.finish_cancelled()
@@ -371,7 +364,7 @@ class JobRun:
     # Outcomes ----------------------------------------------------------------------------------------------
 
     def finish_succeeded(self, result, version) -> str:
-        logger.info("Job #%s %s; registered as %s", self.job.pk, success_summary(result, result.metrics), version)
+        logger.info("Job #%s %s; registered as %s", self.job.pk, success_summary(self.job, result, result.metrics), version)
         self.job.refresh_from_db()
         return self.job.status
 

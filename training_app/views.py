@@ -16,8 +16,9 @@ from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.forms import JobFilterForm, JobForm
-from training_app.ml.split import split_clips
-from training_app.models import TrainingJob, clip_records, plan_job
+from training_app.ml.split import split_for_task
+from training_app.models import TrainingJob, plan_job
+from training_app.snapshot import clip_records
 
 LOG_TAIL_LINES = 30
 JOBS_PER_PAGE = 50
@@ -71,9 +72,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
             try:
                 job = TrainingJob.objects.create_job(
                     form.cleaned_data["dataset"], form.cleaned_data["model_name"], form.cleaned_data["preset"],
-                    form.overrides(), by=Actor.from_request(request),
+                    form.overrides(), by=Actor.from_request(request), task=form.cleaned_data["task"],
                 )
-            except Unprocessable as error:
+            except (Unprocessable, Conflict) as error:
                 form.add_domain_error(error.extra.get("field"), error.detail)
             else:
                 messages.success(request, f"Job #{job.pk} is queued.")
@@ -95,25 +96,26 @@ def _plan(form: JobForm) -> dict:
     if form.is_bound:
         form.is_valid()
         dataset, preset = form.cleaned_data.get("dataset"), form.cleaned_data.get("preset") or "balanced"
+        task = form.cleaned_data.get("task") or "classification"
         overrides = form.overrides()
         setting_errors = [f"{form[name].label}: {' '.join(form[name].errors)}" for name in form.fields
                           if form[name].errors and name not in ("model_name", "dataset", "preset")]
     else:
         dataset, preset, overrides, setting_errors = form.initial.get("dataset"), "balanced", {}, []
+        task = "classification"
     if dataset is None:
         return empty
     try:
-        cfg, entries, summary, problems = plan_job(dataset, preset, overrides)
+        cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
     except Unprocessable as error:
         return {**empty, "config_error": error.detail}
     if setting_errors:
         return {**empty, "summary": summary, "config_error": "; ".join(setting_errors)}
     split = None
     if not problems:
-        records = clip_records(entries)
-        split = split_clips(records, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers)
-        split = split.summary(records)
-    return {"summary": summary, "problems": problems, "config_error": None, "split": split}
+        split, strata = split_for_task(clip_records(entries), cfg)
+        split = split.summary(strata)
+    return {"summary": summary, "problems": problems, "config_error": None, "split": split, "task": task}
 
 
 @staff_required
@@ -143,10 +145,12 @@ def _detail_context(job: TrainingJob) -> dict:
         "job": job,
         "result_links": result_links(job),
         "queue_position": job.queue_position(),
-        "charts": training_charts(job.epochs or [], metrics.get("best_epoch")),
+        "charts": training_charts(job.epochs or [], metrics.get("best_epoch"), job.task),
+        "results_template": f"training/_results_{job.task}.html",
         "logs": list(reversed(job.logs.order_by("-created_at", "-id")[:LOG_TAIL_LINES])),
         "log_count": job.logs.count(),
         "result": result,
+        "metrics": metrics,
         "baseline": baseline,
         "confusion": confusion_rows(result.get("confusion_matrix")),
         "per_class": per_class_rows(result),
@@ -201,7 +205,7 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     job = _get_job(job_id)
     try:
         again = job.rerun(by=Actor.from_request(request))
-    except Unprocessable as error:
+    except (Unprocessable, Conflict) as error:
         messages.error(request, f"Cannot run job #{job.pk} again: {error.detail}")
         return redirect("job-detail", job.pk)
     messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")

@@ -18,7 +18,7 @@ def trained_artifacts(tmp_path_factory) -> Path:
     """Artifacts of a real two-label tone classifier (high vs low tones) trained in seconds by training_app.ml."""
     from training_app.ml.config import TrainConfig
     from training_app.ml.data import ClipRecord
-    from training_app.ml.train import train
+    from training_app.ml.train import Runtime, train
 
     root = tmp_path_factory.mktemp("tiny-model")
     clips = []
@@ -34,7 +34,8 @@ def trained_artifacts(tmp_path_factory) -> Path:
         },
     )
     snapshot = {"job_id": 1, "dataset": {"id": 1, "name": "tones"}, "snapshot_hash": "0" * 64, "clips": []}
-    train(cfg, clips, root / "out", root / "cache", on_progress=lambda progress: None, should_stop=lambda: False, snapshot=snapshot)
+    train(cfg, clips, root / "out", on_progress=lambda progress: None, should_stop=lambda: False,
+          runtime=Runtime(root / "cache", snapshot=snapshot))
     return root / "out"
 
 

@@ -7,14 +7,14 @@ from training_app.ml.config import FeatureConfig
 from training_app.ml.export import ARTIFACT_FILES, code_version, write_artifacts
 from training_app.ml.features import LogMelFrontend
 from training_app.ml.model import ExportedClassifier, KeywordCNN
-from training_app.ml.train import train
+from training_app.ml.train import Runtime, train
 
 
 def test_failure_in_the_middle_of_the_export_leaves_no_folder(tone_clips, tiny_config, tmp_path):
     # The snapshot is written after the weights and metrics, so this fails with files already in the temp folder.
     with pytest.raises(TypeError, match="not JSON serializable"):
-        train(tiny_config, tone_clips, tmp_path / "job", tmp_path / "cache", lambda update: None,
-              lambda: False, snapshot={"clips": object()}, threads=2)
+        train(tiny_config, tone_clips, tmp_path / "job", lambda update: None, lambda: False,
+              Runtime(tmp_path / "cache", snapshot={"clips": object()}, threads=2))
 
     assert not list(tmp_path.glob("job*"))
 

@@ -14,7 +14,7 @@ from training_app.ml.data import MIN_CLIPS_PER_LABEL, NotTrainable, check_traina
 from training_app.ml.export import load_eager_model
 from training_app.ml.features import ClipReadError
 from training_app.ml.split import split_clips
-from training_app.ml.train import PHASES, Progress, TrainingCancelled, train
+from training_app.ml.train import PHASES, Progress, Runtime, TrainingCancelled, train
 
 from .conftest import TINY, write_tone_clips
 
@@ -22,11 +22,12 @@ from .conftest import TINY, write_tone_clips
 def run(config, clips, tmp_path: Path, out_name: str = "job", **kwargs):
     progress: list[Progress] = []
     logs: list[tuple[str, str]] = []
-    result = train(
-        config, clips, tmp_path / out_name, tmp_path / "cache", progress.append,
-        kwargs.pop("should_stop", lambda: False), snapshot=kwargs.pop("snapshot", {"clips": len(clips)}),
+    should_stop = kwargs.pop("should_stop", lambda: False)
+    runtime = Runtime(
+        cache_dir=tmp_path / "cache", snapshot=kwargs.pop("snapshot", {"clips": len(clips)}),
         on_log=lambda level, message: logs.append((level, message)), threads=kwargs.pop("threads", 2), **kwargs,
     )
+    result = train(config, clips, tmp_path / out_name, progress.append, should_stop, runtime)
     return result, progress, logs
 
 
@@ -143,8 +144,8 @@ def test_cancelling_stops_within_a_batch_and_writes_nothing(tone_clips, tiny_con
         phases.append(update.phase)
 
     with pytest.raises(TrainingCancelled):
-        train(tiny_config, tone_clips, tmp_path / "job", tmp_path / "cache", on_progress,
-              should_stop=lambda: "training" in phases, threads=2)
+        train(tiny_config, tone_clips, tmp_path / "job", on_progress,
+              should_stop=lambda: "training" in phases, runtime=Runtime(tmp_path / "cache", threads=2))
 
     assert phases[-1] == "training"
     assert not list(tmp_path.glob("job*"))

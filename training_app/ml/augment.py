@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import soundfile
 import torch
+import torchaudio.functional as AF
 
+from .audio import fit_length
 from .config import FeatureConfig
+from .data import ClipRecord
 from .features import LogMelFrontend
 
 
@@ -42,6 +46,24 @@ def gaussian_noise_powers(
     waves = torch.randn(count, features.clip_samples, generator=generator) * 0.1
     with torch.no_grad():
         return list(frontend.mel_power(waves))
+
+
+def background_segments(
+    recordings: Sequence[ClipRecord], features: FeatureConfig, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``count`` clip-length waveforms read at random offsets of long recordings (never the whole file)."""
+    segments = []
+    for index in range(count):
+        recording = recordings[index % len(recordings)]
+        info = soundfile.info(str(recording.path))
+        length = int(features.clip_samples * info.samplerate / features.sample_rate)
+        start = int(torch.randint(0, max(1, info.frames - length), (1,), generator=generator))
+        data, rate = soundfile.read(str(recording.path), start=start, frames=length, dtype="float32", always_2d=True)
+        wave = torch.from_numpy(data.mean(axis=1))
+        if rate != features.sample_rate:
+            wave = AF.resample(wave, rate, features.sample_rate)
+        segments.append(fit_length(wave, features.clip_samples))
+    return torch.stack(segments)
 
 
 @dataclass

@@ -56,3 +56,33 @@ class LogisticBaseline:
         with torch.no_grad():
             inputs = (features.double() - self.mean) / self.std
             return torch.softmax(self.linear(inputs), dim=1).float()
+
+
+RIDGE_DESCRIPTION = "ridge regression on the mean and std of each log-mel band"
+
+
+class RidgeBaseline:
+    """Closed-form ridge regression on standardised clip statistics; predictions clipped to [0, 1]."""
+
+    def __init__(self, l2: float = 1.0) -> None:
+        self.l2 = l2
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+        self.weights: torch.Tensor | None = None
+        self.bias = 0.0
+
+    def fit(self, features: torch.Tensor, targets: torch.Tensor) -> RidgeBaseline:
+        features, targets = features.double(), targets.double()
+        self.mean = features.mean(dim=0)
+        self.std = features.std(dim=0, correction=0).clamp_min(1e-6)
+        inputs = (features - self.mean) / self.std
+        self.bias = float(targets.mean())
+        gram = inputs.T @ inputs + self.l2 * torch.eye(inputs.shape[1], dtype=torch.float64)
+        self.weights = torch.linalg.solve(gram, inputs.T @ (targets - self.bias))
+        return self
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        if self.weights is None or self.mean is None or self.std is None:
+            raise RuntimeError("fit the baseline before predicting")
+        inputs = (features.double() - self.mean) / self.std
+        return (inputs @ self.weights + self.bias).clamp(0.0, 1.0)

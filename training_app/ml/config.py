@@ -16,7 +16,6 @@ from typing import Any
 # Bump when the feature computation changes so old cache entries are never reused.
 FEATURE_VERSION = 1
 
-TASKS = ("classification",)
 
 
 class ConfigError(ValueError):
@@ -62,7 +61,7 @@ class FieldSpec:
 
 
 FIELDS: dict[str, FieldSpec] = {
-    "task": FieldSpec(str, "what the model learns; only 'classification' for now"),
+    "task": FieldSpec(str, "what the model learns: classification, regression or detection"),
     "epochs": FieldSpec(int, "maximum number of passes over the training clips", 1, 1000),
     "batch_size": FieldSpec(int, "clips per optimisation step", 1, 512),
     "learning_rate": FieldSpec(float, "peak learning rate of the one-cycle schedule", 0.0, 1.0, True),
@@ -84,6 +83,15 @@ FIELDS: dict[str, FieldSpec] = {
     "dropout": FieldSpec(float, "dropout before the classifier layer", 0.0, 0.9),
     "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
     "holdout_speakers": FieldSpec(tuple, "speakers whose clips all go to the test split"),
+    "positive_label": FieldSpec(
+        tuple, "detection: the label(s) to detect, comma-separated; every other clip is a negative"
+    ),
+    "target_fa_per_hour": FieldSpec(
+        float, "detection: false accepts per hour of ordinary audio the calibrated threshold allows", 0.0, 100.0, True
+    ),
+    "negative_weight": FieldSpec(
+        float, "detection: how much more a false accept costs than a false reject in the loss", 0.1, 100.0
+    ),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -114,6 +122,9 @@ class TrainConfig:
     dropout: float = 0.2
     target_far: float = 0.01
     holdout_speakers: tuple[str, ...] = ()
+    positive_label: tuple[str, ...] = ()
+    target_fa_per_hour: float = 0.5
+    negative_weight: float = 4.0
 
     @classmethod
     def from_dict(cls, preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -131,15 +142,20 @@ class TrainConfig:
             raise ConfigError(
                 unknown[0], f"unknown setting {unknown[0]!r}; allowed settings are {', '.join(sorted(FIELDS))}"
             )
-        values: dict[str, Any] = {**PRESETS[preset], **overrides}
+        from .tasks import task_module  # the task modules import this one
+
+        task = _validate("task", overrides.get("task", cls.task))
+        values: dict[str, Any] = {**PRESETS[preset], **task_module(task).DEFAULTS, **overrides}
         clean = {name: _validate(name, value) for name, value in values.items()}
         config = cls(preset=preset, **clean)
         config._check_consistency()
+        task_module(task).check_config(config)
         return config
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["holdout_speakers"] = list(self.holdout_speakers)
+        data["positive_label"] = list(self.positive_label)
         return data
 
     def features(self) -> FeatureConfig:
@@ -161,9 +177,13 @@ def _validate(name: str, value: Any) -> Any:
             raise ConfigError(name, f"must be true or false, got {value!r}")
         return value
     if spec.kind is str:
+        from .tasks import TASKS  # the task modules import this one
+
         if name == "task" and value not in TASKS:
             raise ConfigError(name, f"unsupported task {value!r}; supported: {', '.join(TASKS)}")
         return value
+    if name == "positive_label":
+        return _labels(value)
     if spec.kind is tuple:
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(name, f"must be a list of speaker names, got {value!r}")
@@ -179,6 +199,14 @@ def _validate(name: str, value: Any) -> Any:
         value = float(value)
     _check_range(name, spec, value)
     return value
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    """One label, a comma-separated string of labels, or a list of labels."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+        raise ConfigError("positive_label", f"must be a label or a list of labels, got {value!r}")
+    return tuple(dict.fromkeys(item.strip() for item in items if item.strip()))
 
 
 def _check_range(name: str, spec: FieldSpec, value: float) -> None:

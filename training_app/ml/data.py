@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import TrainConfig
 
 MIN_CLIPS_PER_LABEL = 5
+BACKGROUND = "background"
 NOISE_LABELS = ("noise", "background", "_background_noise_", "background_noise", "silence")
 
 
@@ -24,6 +25,9 @@ class ClipRecord:
     content_hash: str
     speaker: str = ""
     duration: float = 0.0
+    score: float | None = None
+    transcript: str = ""
+    kind: str = "clip"  # "background": a long recording of ordinary audio, streamed rather than trained on
 
 
 class NotTrainable(ValueError):
@@ -40,6 +44,31 @@ def is_noise_label(label: str) -> bool:
 
 def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     """Every problem that prevents training, in plain words; an empty list means the data can train."""
+    from .tasks import task_module  # the task modules import this one
+
+    return task_module(cfg.task).check_data(trainable_clips(clips, cfg), cfg)
+
+
+def trainable_clips(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[ClipRecord]:
+    """The clips a task trains on: never background recordings, and only those the task can use (regression
+    skips clips without a score)."""
+    from .tasks import task_module
+
+    task = task_module(cfg.task)
+    return [clip for clip in clips if clip.kind != BACKGROUND and task.usable(clip)]
+
+
+def split_backgrounds(backgrounds: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord]]:
+    """(for training, held out for evaluation): every other background recording (by id) is held out, so the
+    false accepts per hour are measured on recordings training never heard; a single one is held out whole."""
+    ordered = sorted(backgrounds, key=lambda clip: str(clip.id))
+    if len(ordered) < 2:
+        return [], ordered
+    return ordered[0::2], ordered[1::2]
+
+
+def check_label_counts(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    """Classification's rules: at least two labels, each with MIN_CLIPS_PER_LABEL clips, none empty."""
     if not clips:
         return ["the dataset has no clips"]
     problems: list[str] = []
@@ -54,19 +83,19 @@ def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     if any(not clip.label.strip() for clip in clips):
         problems.append("some clips have an empty label")
     if cfg.holdout_speakers:
-        problems.extend(_holdout_problems(clips, cfg.holdout_speakers))
+        problems.extend(holdout_problems(clips, cfg.holdout_speakers))
     return problems
 
 
-def _holdout_problems(clips: Sequence[ClipRecord], holdout: Sequence[str]) -> list[str]:
+def holdout_problems(clips: Sequence[ClipRecord], holdout: Sequence[str], group=lambda clip: clip.label) -> list[str]:
     problems = []
     speakers = {clip.speaker for clip in clips if clip.speaker}
     missing = [speaker for speaker in holdout if speaker not in speakers]
     if missing:
         problems.append(f"held-out speakers not found in the data: {', '.join(repr(s) for s in missing)}")
     held = set(holdout)
-    remaining = Counter(clip.label for clip in clips if clip.speaker not in held)
-    for label in sorted({clip.label for clip in clips}):
+    remaining = Counter(group(clip) for clip in clips if clip.speaker not in held)
+    for label in sorted({group(clip) for clip in clips}):
         if remaining[label] < 2:
             problems.append(
                 f"label {label!r} has {remaining[label]} clips outside the held-out speakers; "

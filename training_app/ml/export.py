@@ -26,7 +26,7 @@ from .artifacts import (
 )
 from .config import FeatureConfig
 from .features import LogMelFrontend
-from .model import ExportedClassifier, KeywordCNN
+from .model import ExportedModel, KeywordCNN
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
@@ -45,15 +45,16 @@ class ExportCancelled(Exception):
 def code_version() -> str:
     """The ML package version plus a digest of its source, so artifacts name the exact code that made them."""
     digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.name.encode())
+    package = Path(__file__).parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
         digest.update(source.read_bytes())
     return f"{ML_VERSION}+{digest.hexdigest()[:12]}"
 
 
 def write_artifacts(
     out_dir: Path,
-    model: ExportedClassifier,
+    model: ExportedModel,
     config: dict[str, Any],
     metrics: dict[str, Any],
     snapshot: dict[str, Any] | None,
@@ -78,8 +79,9 @@ def write_artifacts(
         _write_json(tmp_dir / METRICS_FILE, metrics)
         _write_json(tmp_dir / SNAPSHOT_FILE, snapshot if snapshot is not None else {})
         _write_json(tmp_dir / CONFIG_FILE, config)
+        output_name = str(config.get("output", {}).get("name") or OUTPUT_NAME)
         _export_program(model, sample, tmp_dir / TORCH_EXPORT_FILE)
-        _export_onnx(model, sample, tmp_dir / ONNX_FILE)
+        _export_onnx(model, sample, tmp_dir / ONNX_FILE, output_name)
         unexpected = sorted(path.name for path in tmp_dir.iterdir() if path.name not in ARTIFACT_FILES)
         if unexpected:
             raise ExportError(f"export left unexpected files: {', '.join(unexpected)}")
@@ -109,7 +111,7 @@ def _dynamic_shapes() -> dict[str, dict[int, Dim]]:
     return {INPUT_NAME: {0: Dim("batch", min=1, max=MAX_BATCH)}}
 
 
-def _export_program(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+def _export_program(model: ExportedModel, sample: torch.Tensor, path: Path) -> None:
     program = torch.export.export(model, (sample,), dynamic_shapes=_dynamic_shapes())
     torch.export.save(program, path)
     reloaded = torch.export.load(path).module()
@@ -125,7 +127,7 @@ def _export_program(model: ExportedClassifier, sample: torch.Tensor, path: Path)
                 )
 
 
-def _export_onnx(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+def _export_onnx(model: ExportedModel, sample: torch.Tensor, path: Path, output_name: str) -> None:
     try:
         torch.onnx.export(
             model,
@@ -134,24 +136,24 @@ def _export_onnx(model: ExportedClassifier, sample: torch.Tensor, path: Path) ->
             dynamo=True,
             dynamic_shapes=_dynamic_shapes(),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             external_data=False,
             verbose=False,
         )
         onnx.checker.check_model(str(path))
     except Exception as error:
         raise ExportError(f"ONNX export failed: {error}") from error
-    _compare_onnx_runtime(model, sample, path)
+    _compare_onnx_runtime(model, sample, path, output_name)
 
 
-def _compare_onnx_runtime(model: ExportedClassifier, sample: torch.Tensor, path: Path) -> None:
+def _compare_onnx_runtime(model: ExportedModel, sample: torch.Tensor, path: Path, output_name: str) -> None:
     """Run the ONNX file when onnxruntime is installed (it is optional) and compare with the eager model."""
     try:
         import onnxruntime
     except ImportError:
         return
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: sample.numpy()})[0]
+    got = session.run([output_name], {INPUT_NAME: sample.numpy()})[0]
     with torch.no_grad():
         difference = float((torch.from_numpy(got) - model(sample)).abs().max())
     if not difference <= EXPORT_TOLERANCE:
@@ -164,7 +166,13 @@ def build_config(
     features: FeatureConfig,
     train_config: dict[str, Any],
     architecture: dict[str, Any],
+    prediction: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``prediction``: what the task's predictions need besides the model (a detection threshold, say)."""
+    from .tasks import task_module
+
+    output_name = task_module(task).OUTPUT_NAME
+    output_shape = ["batch", len(labels)] if output_name == OUTPUT_NAME else ["batch"]
     return {
         "format_version": 1,
         "task": task,
@@ -178,7 +186,8 @@ def build_config(
             "preprocessing": "mono, resampled to sample_rate, values in [-1, 1], "
             "zero-padded or cropped around the centre to clip_samples",
         },
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(labels)]},
+        "output": {"name": output_name, "dtype": "float32", "shape": output_shape},
+        "prediction": prediction or {},
         "features": {**features.to_dict(), "cache_key": features.cache_key()},
         "model": architecture,
         "train_config": train_config,
@@ -195,13 +204,16 @@ def build_config(
     }
 
 
-def load_eager_model(artifact_dir: Path) -> tuple[ExportedClassifier, dict[str, Any]]:
+def load_eager_model(artifact_dir: Path) -> tuple[ExportedModel, dict[str, Any]]:
     """Rebuild the eager model from ``weights.pt`` and ``config.json`` (the .pt2 file needs no code at all)."""
     artifact_dir = Path(artifact_dir)
     config = json.loads((artifact_dir / CONFIG_FILE).read_text())
     feature_values = {key: value for key, value in config["features"].items() if key != "cache_key"}
     architecture = config["model"]
-    network = KeywordCNN(len(config["labels"]), architecture["channels"], architecture["dropout"])
-    model = ExportedClassifier(LogMelFrontend(FeatureConfig(**feature_values)), network)
+    from .tasks import task_module
+
+    task = task_module(config.get("task", "classification"))
+    network = KeywordCNN(task.n_outputs(config["labels"]), architecture["channels"], architecture["dropout"])
+    model = ExportedModel(LogMelFrontend(FeatureConfig(**feature_values)), network, task.output_layer())
     model.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), config

@@ -100,3 +100,26 @@ def rates_at_threshold(scores: Sequence[float], positives: Sequence[bool], thres
     far = float(accepted[negatives].mean()) if negatives.any() else 0.0
     tar = float(accepted[positives].mean()) if positives.any() else 0.0
     return {"false_accept_rate": far, "true_accept_rate": tar}
+
+
+def regression_metrics(truth: Sequence[float], predicted: Sequence[float]) -> dict[str, Any]:
+    """MAE, RMSE, Pearson and Spearman correlation of predicted scores against true scores.
+
+    A correlation is None when either side is constant (it is undefined there).
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    errors = predicted - truth
+    return {
+        "n": int(len(truth)),
+        "mae": float(np.abs(errors).mean()) if len(truth) else None,
+        "rmse": float(np.sqrt((errors**2).mean())) if len(truth) else None,
+        "pearson": _correlation(truth, predicted),
+        "spearman": _correlation(_average_ranks(truth), _average_ranks(predicted)) if len(truth) else None,
+    }
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])

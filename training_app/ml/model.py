@@ -40,14 +40,32 @@ class KeywordCNN(nn.Module):
         return self.classifier(self.dropout(hidden))
 
 
-class ExportedClassifier(nn.Module):
-    """Raw waveform (batch, clip_samples) float32 at the model's sample rate -> probabilities (batch, n_labels)."""
+class ScoreOutput(nn.Module):
+    """One logit per clip -> a score in [0, 1], shape (batch,)."""
 
-    def __init__(self, frontend: LogMelFrontend, network: KeywordCNN) -> None:
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits[:, 0])
+
+
+class ExportedModel(nn.Module):
+    """Raw waveform (batch, clip_samples) float32 at the model's sample rate -> the task's output.
+
+    ``output`` is the task's last step: a softmax over labels for classification, a sigmoid score for
+    regression and detection.
+    """
+
+    def __init__(self, frontend: LogMelFrontend, network: KeywordCNN, output: nn.Module) -> None:
         super().__init__()
         self.frontend = frontend
         self.network = network
+        self.output = output
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.network(self.frontend(waveform)), dim=-1)
+        return self.output(self.network(self.frontend(waveform)))
 
+
+class ExportedClassifier(ExportedModel):
+    """Waveform -> probabilities (batch, n_labels)."""
+
+    def __init__(self, frontend: LogMelFrontend, network: KeywordCNN) -> None:
+        super().__init__(frontend, network, nn.Softmax(dim=-1))

@@ -206,3 +206,17 @@ def _deviation_notes(
                 f"{name} split holds {share:.1%}{scope} instead of the requested {wanted:.0%} because of {reason}"
             )
     return notes
+
+
+def split_for_task(clips: Sequence[ClipRecord], cfg) -> tuple[Split, list[ClipRecord]]:
+    """The split a job of ``cfg.task`` trains with, stratified by the task's strata (labels, or score bins for
+    regression); returns it with the clips relabelled by stratum, which its ``summary`` counts."""
+    from dataclasses import replace
+
+    from .data import trainable_clips
+    from .tasks import task_module
+
+    task = task_module(cfg.task)
+    strata = [replace(clip, label=task.stratum(clip, cfg)) for clip in trainable_clips(clips, cfg)]
+    split = split_clips(strata, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.holdout_speakers)
+    return split, strata

@@ -45,3 +45,57 @@ def setting_value(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+@register.simple_tag
+def scatter_chart(points, title: str, x_label: str, y_label: str):
+    """``{% scatter_chart metrics.points "Predicted vs. true" "true" "predicted" as chart %}``"""
+    from training_app.charts import scatter_chart as build
+
+    return build(points or [], title=title, x_label=x_label, y_label=y_label)
+
+
+@register.simple_tag
+def histogram_chart(histogram, title: str, x_label: str):
+    """``{% histogram_chart metrics.residual_histogram "Residuals" "predicted − true" as chart %}``"""
+    from training_app.charts import histogram_chart as build
+
+    histogram = histogram or {}
+    return build(histogram.get("edges") or [], histogram.get("counts") or [], title=title, x_label=x_label)
+
+
+@register.simple_tag
+def xy_chart(series, title: str, x_label: str, y_label: str, log_x: bool = False, marker=None):
+    """``{% xy_chart det.curve "DET" "false accepts per hour" "false rejects" as chart %}``: a curve of
+    [x, y] points (y a 0-1 share); ``marker`` [x, y] marks a chosen point."""
+    from training_app.charts import xy_chart as build
+
+    return build(series or [], title=title, x_label=x_label, y_label=y_label, log_x=log_x, marker=marker)
+
+
+@register.filter
+def metric_value(value, name: str = "accuracy") -> str:
+    """A headline figure as it reads best: shares (accuracy, false-reject rates) in percent, correlations and
+    errors with three decimals."""
+    if value is None or value == "":
+        return "—"
+    if any(word in str(name) for word in ("accuracy", "reject", "accept")):
+        return percent(value)
+    return f"{float(value):.3f}"
+
+
+@register.filter
+def hours_minutes(hours) -> str:
+    """0.0167 -> "1.0 min"; 2.5 -> "2.5 h"."""
+    if hours is None:
+        return "—"
+    hours = float(hours)
+    return f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+
+
+@register.simple_tag
+def timeline_chart(prediction):
+    """The score over time of a detection prediction, with its threshold and events."""
+    from training_app.charts import timeline_chart as build
+
+    return build(prediction or {})

@@ -29,7 +29,7 @@ def parse_target(target: str) -> tuple[str, str | None]:
 
 class Command(BaseCommand):
     help = (
-        "Predict labels for audio files with a registered model. NAME uses the production alias (else the latest "
+        "Predict with a registered model (labels, a score or detections, by the model's task). NAME uses the production alias (else the latest "
         "active version); NAME@ALIAS an alias; NAME:VERSION a version (3 or v3). Prints one JSON line per file "
         "with the same fields as POST /api/models/NAME/predict; exits with status 1 if any file failed."
     )
@@ -37,8 +37,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("target", help="NAME, NAME@ALIAS or NAME:VERSION")
         parser.add_argument("files", nargs="+", type=Path, help="audio files (any format ingestion accepts)")
+        parser.add_argument("--threshold", type=float, default=None,
+                            help="detection models: use this threshold (0-1) instead of the calibrated one")
 
-    def handle(self, *args, target: str, files: list[Path], **options):
+    def handle(self, *args, target: str, files: list[Path], threshold: float | None = None, **options):
         from registry_app import inference
 
         name, ref = parse_target(target)
@@ -47,7 +49,7 @@ class Command(BaseCommand):
             known = ", ".join(RegisteredModel.objects.values_list("name", flat=True)) or "none yet"
             raise CommandError(f"No registered model named {name!r} (models: {known}).")
         try:
-            request = inference.prepare(model, ref)
+            request = inference.prepare(model, ref, threshold)
         except DomainError as error:
             raise CommandError(error.detail) from None
         failed = 0

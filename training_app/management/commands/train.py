@@ -8,7 +8,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audioml.errors import Unprocessable
+from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Dataset
 from audioml.audit import Actor
 from training_app.ml.config import FIELDS, PRESETS, ConfigError, parse_override
@@ -44,15 +44,18 @@ class Command(BaseCommand):
         if dataset is None:
             raise CommandError(f"No dataset named '{options['dataset']}'.")
         overrides = self.parse_settings(options["set_values"])
+        task = overrides.pop("task", "classification")
         try:
             job = TrainingJob.objects.create_job(
-                dataset, options["model_name"], options["preset"], overrides, by=ACTOR, enqueue=not options["now"]
+                dataset, options["model_name"], options["preset"], overrides, by=ACTOR, task=task,
+                enqueue=not options["now"],
             )
-        except Unprocessable as error:
+        except (Unprocessable, Conflict) as error:
             raise CommandError(error.detail) from None
         self.stdout.write(str(job.pk))
         self.stderr.write(
-            f"Job #{job.pk}: {job.model_name} on {dataset.name}, {job.snapshot_size} clips, preset {job.preset}"
+            f"Job #{job.pk}: {job.model_name} on {dataset.name}, {job.snapshot_size} clips, task {job.task}, "
+            f"preset {job.preset}"
             + (f", {json.dumps(overrides)}" if overrides else "")
         )
         if options["now"]:

@@ -1,0 +1,43 @@
+"""What each kind of model learns: one module per task, all with the same small set of names.
+
+``TASKS`` is the only list of tasks. The job, the snapshot, the registry and the prediction API store a task's
+name, config and metrics as data and ask its module when they need more. Every task module exposes:
+
+- ``TRAINS_ON``: the clip field it learns from ("label", "score", later "transcript"); clips without it are left
+  out of the snapshot and counted.
+- ``usable(clip)``: whether a clip takes part (regression skips clips without a score).
+- ``DEFAULTS``: settings that differ from the preset for this task; ``check_config(cfg)`` raises ConfigError
+  naming the field; ``check_data(clips, cfg)`` lists every data problem in plain words (empty: trainable).
+- ``labels(clips, cfg)``: the names stored with the version; ``OUTPUT_NAME`` and ``output_layer()``: what the
+  exported model (waveform in) returns; ``targets``, ``n_outputs``, ``loss_function``, ``epoch_metrics``: the
+  network head and its training signal; ``EPOCH_METRIC``: (epoch key, title, is a share) of the validation
+  figure charted per epoch; ``evaluate(fitted)``: held-out metrics beside a shallow baseline;
+  ``export_config(metrics, cfg)``: what predictions need besides the model (a threshold, say).
+- ``headline(metrics)``: the main figure beside its baseline, for lists and the API.
+- ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override; ``USES_BACKGROUND`` (optional): the
+  snapshot carries the dataset's background recordings (``kind: "background"``).
+- ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
+  file is windowed and answered.
+
+Modules import only numpy and the torch-free parts of this package at import time (torch inside the training
+functions), so the web process can validate jobs and render pages without loading torch.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import classification, detection, regression
+
+TASKS: dict[str, ModuleType] = {
+    "classification": classification,
+    "regression": regression,
+    "detection": detection,
+}
+
+
+def task_module(name: str) -> ModuleType:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None

@@ -1,0 +1,161 @@
+"""Classification: one label per clip, softmax over the labels, accuracy and F1 beside a logistic baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data import ClipRecord, check_label_counts
+from ..metrics import classification_metrics, positive_label_index, rates_at_threshold, roc_auc, threshold_for_far
+from .common import Fitted
+
+TRAINS_ON = "label"
+DEFAULTS: dict[str, Any] = {}
+EPOCH_METRIC = ("val_accuracy", "Validation accuracy", True)
+OUTPUT_NAME = "probabilities"
+# A file longer than the model's clip is scored in windows this share of a clip apart; probabilities averaged.
+WINDOW_HOP_FRACTION = 0.5
+
+
+def check_config(cfg: TrainConfig) -> None:
+    return None
+
+
+def check_data(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    return check_label_counts(clips, cfg)
+
+
+def usable(clip: ClipRecord) -> bool:
+    return True
+
+
+def labels(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    return sorted({clip.label for clip in clips})
+
+
+def stratum(clip: ClipRecord, cfg: TrainConfig) -> str:
+    return clip.label
+
+
+def targets(clips: Sequence[ClipRecord], names: list[str], cfg: TrainConfig):
+    import torch
+
+    return torch.tensor([names.index(clip.label) for clip in clips])
+
+
+def n_outputs(names: list[str]) -> int:
+    return len(names)
+
+
+def class_weights(train_targets, n_labels: int):
+    """Inverse label frequency in the training split, so rare labels weigh as much as common ones."""
+    import torch
+
+    counts = torch.bincount(train_targets, minlength=n_labels).float()
+    return torch.where(counts > 0, counts.sum() / (n_labels * counts.clamp_min(1)), 1.0)
+
+
+def loss_function(train_targets, names: list[str], cfg: TrainConfig, device):
+    from torch import nn
+
+    return nn.CrossEntropyLoss(weight=class_weights(train_targets, len(names)).to(device))
+
+
+def epoch_metrics(outputs, truth) -> dict[str, float]:
+    return {"val_accuracy": float((outputs.argmax(dim=1) == truth).float().mean())}
+
+
+def output_layer():
+    from torch import nn
+
+    return nn.Softmax(dim=-1)
+
+
+def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    return {}
+
+
+def evaluate(fitted: Fitted) -> dict[str, Any]:
+    evaluated_on = fitted.evaluated_on
+    probabilities = {name: _softmax(fitted.outputs(name)) for name in ("val", "test") if fitted.split.indices(name)}
+    truths = {name: fitted.truth(name) for name in probabilities}
+    results: dict[str, Any] = {
+        "task": fitted.cfg.task,
+        "labels": fitted.labels,
+        "evaluated_on": evaluated_on,
+        "val": classification_metrics(truths["val"], probabilities["val"], fitted.labels),
+        "test": classification_metrics(truths["test"], probabilities["test"], fitted.labels)
+        if "test" in probabilities else None,
+        "seed": fitted.cfg.seed,
+    }
+    results["accuracy"] = results[evaluated_on]["accuracy"]
+    results["macro_f1"] = results[evaluated_on]["macro_f1"]
+    results["binary"] = _binary(fitted, probabilities, truths) if len(fitted.labels) == 2 else None
+    results["baseline"] = _baseline(fitted)
+    fitted.log("info", f"{evaluated_on} accuracy {results['accuracy']:.3f} "
+                       f"(baseline {results['baseline']['accuracy']:.3f}), macro F1 {results['macro_f1']:.3f}")
+    return results
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _binary(fitted: Fitted, probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray]) -> dict[str, Any]:
+    positive = positive_label_index(fitted.labels)
+    val_scores = probabilities["val"][:, positive]
+    operating = threshold_for_far(val_scores, truths["val"] == positive, fitted.cfg.target_far)
+    result: dict[str, Any] = {
+        "positive_label": fitted.labels[positive],
+        "target_far": fitted.cfg.target_far,
+        "threshold": operating["threshold"] if operating else None,
+    }
+    for name, scores in probabilities.items():
+        is_positive = truths[name] == positive
+        entry: dict[str, Any] = {"roc_auc": roc_auc(scores[:, positive], is_positive)}
+        if operating:
+            entry.update(rates_at_threshold(scores[:, positive], is_positive, operating["threshold"]))
+        result[name] = entry
+    return result
+
+
+def _baseline(fitted: Fitted) -> dict[str, Any]:
+    from ..baseline import BASELINE_DESCRIPTION, LogisticBaseline, clip_statistics
+
+    evaluated_on = fitted.evaluated_on
+    train_targets = fitted.targets[fitted.split.train]
+    model = LogisticBaseline(len(fitted.labels)).fit(
+        clip_statistics(fitted.log_mels["train"]), train_targets, class_weights(train_targets, len(fitted.labels))
+    )
+    probabilities = model.predict_proba(clip_statistics(fitted.log_mels[evaluated_on])).numpy()
+    return {
+        "description": BASELINE_DESCRIPTION,
+        "evaluated_on": evaluated_on,
+        **classification_metrics(fitted.truth(evaluated_on), probabilities, fitted.labels),
+    }
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "accuracy", "value": metrics.get("accuracy"),
+            "baseline": (metrics.get("baseline") or {}).get("accuracy"), "higher_is_better": True}
+
+
+# Predictions -------------------------------------------------------------------------------------------------
+
+def window_hop_seconds(clip_seconds: float) -> float:
+    return clip_seconds * WINDOW_HOP_FRACTION
+
+
+def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str, Any]) -> dict[str, Any]:
+    """Window probabilities (n_windows, n_labels) are averaged, so the scores still sum to 1."""
+    names = context["labels"]
+    scores = np.asarray(outputs, dtype=np.float64).reshape(len(starts), len(names)).mean(axis=0)
+    return {
+        "label": names[int(np.argmax(scores))],
+        "scores": {label: round(float(score), 6) for label, score in zip(names, scores, strict=True)},
+        "aggregation": "mean" if len(starts) > 1 else None,
+    }

@@ -1,0 +1,281 @@
+"""Detection (wake words): does a window of audio hold one of the positive labels? Every other clip is negative.
+
+Training favours few false accepts the way openWakeWord and microWakeWord do, within what a small dataset
+allows: one sigmoid score per window, a binary cross-entropy in which all negatives together weigh
+``negative_weight`` times as much as all positives (false accepts cost more than false rejects), noise
+augmentation from the dataset's noise clips, and every non-positive label (confusable phrases, other words,
+noise) as a negative. The best epoch is the one with the lowest weighted validation loss.
+
+Background recordings (long ordinary audio) are never trained on as clips: every other one (by id) is held out as the
+negative stream of the evaluation, the others feed noise augmentation (``data.split_backgrounds``).
+
+Evaluation (``training_app.ml.streaming``): per held-out clip, the false-reject and false-accept rates and the
+ROC curve; streaming, the exported model slides over held-out negative audio every 100 ms (the dataset's
+background recordings, else the negative evaluation clips joined into one stream, which the metrics say) and
+counts false accepts per hour with a 2 s refractory period. The threshold is calibrated on that same held-out
+audio: the lowest false-reject rate whose false accepts per hour stay within ``target_fa_per_hour``. It is stored
+with the version and used by every prediction unless a request overrides it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from ..config import ConfigError, TrainConfig
+from ..data import MIN_CLIPS_PER_LABEL, ClipRecord, holdout_problems
+from .common import Fitted, sigmoid, thin
+
+TRAINS_ON = "label"
+DEFAULTS: dict[str, Any] = {}
+OUTPUT_NAME = "score"
+EPOCH_METRIC = ("val_auc", "Validation ROC AUC", True)
+USES_THRESHOLD = True
+# The snapshot also carries the dataset's background recordings (long ordinary audio), streamed, never trained on.
+USES_BACKGROUND = True
+HOP_SECONDS = 0.1
+REFRACTORY_SECONDS = 2.0
+# Scores over time returned with a prediction: at most this many points (a 10-minute file has 6000 hops).
+MAX_TIMELINE_POINTS = 3000
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.task == "detection" and not cfg.positive_label:
+        raise ConfigError("positive_label", "detection needs positive_label: the label(s) to detect, comma-separated")
+
+
+def usable(clip: ClipRecord) -> bool:
+    return True
+
+
+def is_positive(clip: ClipRecord, cfg: TrainConfig) -> bool:
+    return clip.label in cfg.positive_label
+
+
+def check_data(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    if not cfg.positive_label:
+        return ["detection needs positive_label: the label(s) to detect"]
+    counts = Counter(clip.label for clip in clips)
+    names = ", ".join(repr(label) for label in cfg.positive_label)
+    missing = [label for label in cfg.positive_label if not counts[label]]
+    negatives = sum(n for label, n in counts.items() if label not in cfg.positive_label)
+    if missing or not negatives:
+        noun = "label" if len(cfg.positive_label) == 1 else "labels"
+        problem = f"detection needs clips of the positive {noun} {names} and of at least one other label"
+        if missing:
+            problem += f"; none are labelled {', '.join(repr(label) for label in missing)}"
+        return [problem]
+    positives = sum(counts[label] for label in cfg.positive_label)
+    problems = []
+    for kind, count in (("positive", positives), ("negative", negatives)):
+        if count < MIN_CLIPS_PER_LABEL:
+            problems.append(f"detection has {count} {kind} clips, at least {MIN_CLIPS_PER_LABEL} are needed")
+    if cfg.holdout_speakers:
+        problems.extend(holdout_problems(
+            clips, cfg.holdout_speakers, group=lambda clip: "positive" if is_positive(clip, cfg) else "negative"
+        ))
+    return problems
+
+
+def labels(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
+    """The labels the version detects."""
+    return list(cfg.positive_label)
+
+
+def stratum(clip: ClipRecord, cfg: TrainConfig) -> str:
+    """By label, so confusable phrases and noise reach every split as negatives."""
+    return clip.label
+
+
+def targets(clips: Sequence[ClipRecord], names: list[str], cfg: TrainConfig):
+    import torch
+
+    return torch.tensor([1.0 if clip.label in names else 0.0 for clip in clips])
+
+
+def n_outputs(names: list[str]) -> int:
+    return 1
+
+
+def loss_function(train_targets, names: list[str], cfg: TrainConfig, device):
+    """Binary cross-entropy where all negatives together weigh ``negative_weight`` times all positives."""
+    import torch
+
+    positives = float(train_targets.sum())
+    negatives = float(len(train_targets) - positives)
+    negative_weight = cfg.negative_weight * positives / max(negatives, 1.0)
+
+    def weighted_bce(outputs, truth):
+        weights = torch.where(truth > 0.5, 1.0, negative_weight).to(outputs.dtype)
+        losses = torch.nn.functional.binary_cross_entropy_with_logits(outputs[:, 0], truth, reduction="none")
+        return (losses * weights).sum() / weights.sum()
+
+    return weighted_bce
+
+
+def epoch_metrics(outputs, truth) -> dict[str, float | None]:
+    from ..metrics import roc_auc
+
+    return {"val_auc": roc_auc(outputs[:, 0].cpu().numpy(), truth.cpu().numpy() > 0.5)}
+
+
+def output_layer():
+    from ..model import ScoreOutput
+
+    return ScoreOutput()
+
+
+def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "threshold": metrics["calibration"]["threshold"],
+        "threshold_source": "calibrated",
+        "target_fa_per_hour": cfg.target_fa_per_hour,
+        "hop_seconds": HOP_SECONDS,
+        "refractory_seconds": REFRACTORY_SECONDS,
+        "positive_labels": list(cfg.positive_label),
+    }
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    calibration = metrics.get("calibration") or {}
+    return {"name": "false rejects at the calibrated threshold", "value": calibration.get("false_reject_rate"),
+            "baseline": None, "higher_is_better": False}
+
+
+# Evaluation ----------------------------------------------------------------------------------------------------
+
+def evaluate(fitted: Fitted) -> dict[str, Any]:
+    from .. import streaming
+
+    cfg, evaluated_on = fitted.cfg, fitted.evaluated_on
+    scorer = fitted.export_model()
+    window = fitted.features.clip_samples
+    hop = int(round(HOP_SECONDS * fitted.features.sample_rate))
+    eval_clips = [fitted.clips[i] for i in fitted.split.indices(evaluated_on)]
+    scores = np.array([_clip_score(clip, scorer, fitted, hop) for clip in eval_clips])
+    positives = np.array([is_positive(clip, cfg) for clip in eval_clips])
+    streams, source = _negative_streams(fitted, eval_clips, positives, scorer)
+    calibration = streaming.calibrate_threshold(scores[positives], streams, cfg.target_fa_per_hour, REFRACTORY_SECONDS)
+    roc = streaming.roc_curve(scores, positives)
+    det = streaming.det_curve(scores[positives], streams, refractory_seconds=REFRACTORY_SECONDS)
+    val_scores = sigmoid(fitted.outputs("val")[:, 0])
+    results: dict[str, Any] = {
+        "task": cfg.task,
+        "labels": fitted.labels,
+        "positive_labels": list(cfg.positive_label),
+        "evaluated_on": evaluated_on,
+        "seed": cfg.seed,
+        "val": {"n": len(val_scores), "roc_auc": _auc(val_scores, fitted.truth("val") > 0.5)},
+        evaluated_on: {
+            "n": len(scores), "positives": int(positives.sum()), "negatives": int((~positives).sum()),
+            "roc_auc": roc["auc"], **streaming.clip_error_rates(scores, positives, calibration.threshold),
+        },
+        "calibration": {**asdict(calibration), "refractory_seconds": REFRACTORY_SECONDS,
+                        "det_point": [calibration.false_accepts_per_hour, calibration.false_reject_rate]},
+        "stream": {"source": source, "hours": calibration.hours, "recordings": len(streams),
+                   "hop_seconds": HOP_SECONDS},
+        "roc": {"auc": roc["auc"], "points": thin(list(zip(roc["false_accept_rate"], roc["true_accept_rate"],
+                                                               strict=True)), 400)},
+        "det": [[point.false_accepts_per_hour, point.false_reject_rate, point.threshold] for point in det],
+        "baseline": _baseline(fitted, positives),
+    }
+    results["roc_auc"] = roc["auc"]
+    results["false_reject_rate"] = calibration.false_reject_rate
+    results["false_accepts_per_hour"] = calibration.false_accepts_per_hour
+    fitted.log("info", f"threshold {calibration.threshold:.3f} for at most {cfg.target_fa_per_hour:g} false accepts "
+                       f"per hour on {calibration.hours * 60:.1f} min of {source}: false rejects "
+                       f"{calibration.false_reject_rate:.1%}, {calibration.false_accepts_per_hour:.2f} FA/h")
+    if not calibration.met_budget:
+        fitted.log("warning", "no threshold meets the false-accept budget on the held-out audio")
+    return results
+
+
+def _clip_score(clip: ClipRecord, scorer, fitted: Fitted, hop: int) -> float:
+    """A held-out clip's score as a prediction computes it: the best window of the exported model."""
+    from .. import streaming
+    from ..audio import load_waveform
+
+    wave = load_waveform(clip.path, fitted.features.sample_rate).numpy()
+    return streaming.clip_score(wave, scorer, fitted.features.clip_samples, hop)
+
+
+def _negative_streams(fitted: Fitted, eval_clips, positives, scorer):
+    """Held-out background recordings, else the negative evaluation clips joined end to end."""
+    from .. import streaming
+
+    rate, window = fitted.features.sample_rate, fitted.features.clip_samples
+    backgrounds = list(fitted.backgrounds)
+    if backgrounds:
+        blocks = [streaming.read_blocks(clip.path, rate) for clip in backgrounds]
+        source = "background recordings"
+    else:
+        negatives = [clip.path for clip, positive in zip(eval_clips, positives, strict=True) if not positive]
+        blocks = [streaming.stream_from_clips(negatives, rate)]
+        source = f"the {fitted.evaluated_on} split's negative clips joined end to end (no background recordings)"
+    return [streaming.score_stream(stream, scorer, rate, window, HOP_SECONDS) for stream in blocks], source
+
+
+def _auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    from ..metrics import roc_auc
+
+    return roc_auc(scores, positives)
+
+
+def _baseline(fitted: Fitted, positives: np.ndarray) -> dict[str, Any]:
+    """Logistic regression on log-mel statistics, scored on the same clips (centred, one window)."""
+    import torch
+
+    from ..baseline import LogisticBaseline, clip_statistics
+    from ..metrics import roc_auc
+
+    train_targets = fitted.targets[fitted.split.train].long()
+    counts = np.bincount(train_targets.numpy(), minlength=2)
+    weights = torch.tensor(counts.sum() / (2 * np.maximum(counts, 1)), dtype=torch.float32)
+    model = LogisticBaseline(2).fit(clip_statistics(fitted.log_mels["train"]), train_targets, weights)
+    scores = model.predict_proba(clip_statistics(fitted.log_mels[fitted.evaluated_on]))[:, 1].numpy()
+    return {"description": "logistic regression on the mean and std of each log-mel band",
+            "roc_auc": roc_auc(scores, positives)}
+
+
+# Predictions -------------------------------------------------------------------------------------------------
+
+def window_hop_seconds(clip_seconds: float) -> float:
+    return HOP_SECONDS
+
+
+def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str, Any]) -> dict[str, Any]:
+    """Events above the threshold (the version's calibrated one unless the request overrides it)."""
+    from .. import streaming
+
+    stored = context.get("prediction") or {}
+    override = context.get("threshold")
+    threshold = float(override if override is not None else stored.get("threshold", 0.5))
+    refractory = float(stored.get("refractory_seconds", REFRACTORY_SECONDS))
+    scores = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    # Windows every hop; inference adds one last window ending at the end of the file when the hops miss it.
+    regular = [i for i, start in enumerate(starts) if abs(start / HOP_SECONDS - round(start / HOP_SECONDS)) < 1e-6]
+    stream = streaming.StreamScores(scores[regular], HOP_SECONDS, context["clip_seconds"],
+                                    max(context["duration"], context["clip_seconds"]))
+    events = streaming.detect_events(stream, threshold, refractory)
+    if scores[-1] >= threshold and len(regular) < len(scores) and not events:
+        end = context["duration"]
+        events = [streaming.DetectionEvent(max(0.0, end - context["clip_seconds"]), end, end, float(scores[-1]))]
+    return {
+        "detected": bool(events),
+        "score": round(float(scores.max()), 6),
+        "threshold": round(threshold, 6),
+        "threshold_source": "request" if override is not None else stored.get("threshold_source", "calibrated"),
+        "events": [{"start": round(e.start, 3), "end": round(e.end, 3), "score": round(e.score, 6)} for e in events],
+        "scores_over_time": _timeline(scores[regular], context["clip_seconds"]),
+    }
+
+
+def _timeline(scores: np.ndarray, window_seconds: float) -> dict[str, Any]:
+    """The score every hop; for long files every n-th hop, so the answer stays small."""
+    step = max(1, -(-len(scores) // MAX_TIMELINE_POINTS))
+    return {"hop": round(HOP_SECONDS * step, 6), "window": window_seconds,
+            "scores": [round(float(score), 4) for score in scores[::step]]}
