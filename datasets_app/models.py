@@ -1,3 +1,7 @@
+"""Datasets and their clips, with the domain methods every entry point calls (create, edit, trash, restore,
+remove, import) and their audit. Kept as one module of ~520 lines: Dataset and Clip change together, and
+splitting the two would put each half's transactions out of sight of the other."""
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,8 @@
 
 ``train(cfg, clips, out_dir, on_progress, should_stop, runtime)`` reads top to bottom like the steps it takes;
 what differs between tasks (targets, loss, metrics, the exported output) comes from ``tasks.<task>``.
+About 500 lines: the steps of one run (data, features, the epoch loop, checkpoint choice, export) read best in
+one file, each a small named function.
 """
 
 from __future__ import annotations
