@@ -230,6 +230,8 @@ DATA_UPLOAD_MAX_NUMBER_FILES = envint("DATA_UPLOAD_MAX_NUMBER_FILES", 2000, mini
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 CLIP_MIN_SECONDS = envfloat("CLIP_MIN_SECONDS", 0.1)
 CLIP_MAX_SECONDS = envfloat("CLIP_MAX_SECONDS", 60.0, minimum=0.1)
+# Background recordings (long ordinary audio for wake-word evaluation) have their own limit: 4 hours.
+BACKGROUND_MAX_SECONDS = envfloat("BACKGROUND_MAX_SECONDS", 4 * 3600.0, minimum=1.0)
 ZIP_MAX_ENTRIES = envint("ZIP_MAX_ENTRIES", 20000, minimum=1)
 ZIP_MAX_RATIO = envint("ZIP_MAX_RATIO", 200, minimum=1)
 INGEST_WORKERS = envint("INGEST_WORKERS", os.cpu_count() or 1, minimum=1)

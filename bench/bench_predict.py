@@ -2,7 +2,7 @@
 
 Trains a real model with training_app.ml (the default "balanced" architecture, 1-second clips; two epochs on
 synthetic tones, since only the network's size matters for latency), registers it as several versions
-through the registry's job_succeeded receiver, starts gunicorn on loopback (1 worker x 4 threads, so every
+through the registry's register_from_job, starts gunicorn on loopback (1 worker x 4 threads, so every
 request meets the same process and its cache), and POSTs a one-second 16 kHz WAV to
 /api/models/{name}/predict with a bearer token over one keep-alive connection:
 
@@ -49,16 +49,15 @@ SETUP = SETUP_USER + """
 import sys
 from pathlib import Path
 from datasets_app.models import Dataset
-from registry_app.models import Alias, RegisteredModel
+from registry_app.models import Alias, ModelVersion, RegisteredModel
 from training_app.models import TrainingJob
-from training_app.signals import job_succeeded
 
 artifacts, count = Path(sys.argv[1]), int(sys.argv[2])
 dataset = Dataset.objects.create(name="bench-tones", created_by=user)
 for number in range(count):
     job = TrainingJob.objects.create(dataset=dataset, model_name=sys.argv[3], status="succeeded", created_by=user,
                                      snapshot_hash=f"{number:064x}")
-    job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=artifacts, result=None)
+    ModelVersion.objects.register_from_job(job, artifacts)
 model = RegisteredModel.objects.get(name=sys.argv[3])
 Alias.point(model, "production", model.versions.get(version=1), by=user, note="benchmark")
 print(token)

@@ -77,21 +77,21 @@ class LabelledFilter(admin.SimpleListFilter):
 
 @admin.register(Clip)
 class ClipAdmin(admin.ModelAdmin):
-    list_display = ("id", "dataset", "original_name", "label", "short_transcript", "score", "speaker", "duration", "status", "created_at")
+    list_display = ("id", "dataset", "original_name", "label", "short_transcript", "score", "speaker", "duration", "kind", "status", "created_at")
     list_display_links = ("id", "original_name")
     list_editable = ("label", "score")
-    list_filter = ("status", LabelledFilter, "dataset", "original_format", "created_at")
+    list_filter = ("status", "kind", LabelledFilter, "dataset", "original_format", "created_at")
     list_select_related = ("dataset",)
     search_fields = ("original_name", "label", "transcript", "speaker", "notes", "content_hash")
     list_per_page = 50
     actions = ("trash_clips", "restore_clips")
     readonly_fields = (
-        "audio_player", "dataset", "original_name", "original_format", "duration", "source_sample_rate",
+        "audio_player", "dataset", "kind", "original_name", "original_format", "duration", "source_sample_rate",
         "source_channels", "peak_dbfs", "rms_dbfs", "clipped_fraction", "content_hash", "uploaded_by", "created_at",
         "updated_at", "updated_by",
     )
     fieldsets = (
-        (None, {"fields": ("audio_player", "dataset", "original_name", "label", "transcript", "score", "speaker", "notes", "status")}),
+        (None, {"fields": ("audio_player", "dataset", "kind", "original_name", "label", "transcript", "score", "speaker", "notes", "status")}),
         ("Audio", {"classes": ("collapse",), "fields": (
             "original_format", "duration", "source_sample_rate", "source_channels", "peak_dbfs", "rms_dbfs",
             "clipped_fraction", "content_hash",

@@ -46,7 +46,7 @@ class NothingAdded(Unprocessable):
     title = "No clip was added"
 
 
-def report_or_refusal(report, what: str) -> dict:
+def report_or_refusal(report, what: str, field: str) -> dict:
     """The ingest report, or a 422 problem carrying it when not a single clip was added (a corrupt, empty,
     silent or too long file, an archive of nothing but rejects), so a client cannot mistake it for success."""
     body = report.as_dict()
@@ -71,7 +71,7 @@ def report_or_refusal(report, what: str) -> dict:
         reasons = "; ".join(f"{result.name}: {result.reason}" for result in rejected[:3])
         more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
         detail = f"None of the {len(rejected)} files was added: {reasons}{more}."
-    raise NothingAdded(detail, **body)
+    raise NothingAdded(detail, field=field, **body)
 
 
 def get_dataset_or_404(name: str) -> Dataset:
@@ -93,16 +93,20 @@ def datasets_with_summaries(datasets: QuerySet) -> list[Dataset]:
     """Datasets annotated for DatasetOut (clip counts, duration and `label_rows`), in a fixed number of queries
     whatever their number."""
     active = Q(clips__status=Clip.Status.ACTIVE)
+    background = active & Q(clips__kind=Clip.Kind.BACKGROUND)
     rows = list(
         datasets.select_related("created_by").annotate(
             clip_count=Count("clips", filter=active),
             trashed_count=Count("clips", filter=~active & Q(clips__isnull=False)),
             total_seconds=Sum("clips__duration", filter=active),
+            background_count=Count("clips", filter=background),
+            background_seconds=Sum("clips__duration", filter=background),
         )
     )
     labels: dict[int, list[dict]] = {row.pk: [] for row in rows}
     counts = (
         Clip.objects.active()
+        .ordinary()
         .filter(dataset__in=[row.pk for row in rows])
         .values("dataset_id", "label")
         .annotate(count=Count("id"))
@@ -121,7 +125,8 @@ def with_summary(dataset: Dataset) -> Dataset:
 
 def filtered_clips(dataset: Dataset, filters: ClipFilter) -> QuerySet:
     label = "" if filters.unlabelled else filters.label
-    clips = dataset.clips.filtered(status=filters.status, label=label, speaker=filters.speaker, q=filters.q)
+    clips = dataset.clips.filtered(status=filters.status, label=label, speaker=filters.speaker, q=filters.q,
+                                   kind=filters.kind)
     return clips.sorted_by(filters.sort)
 
 
@@ -231,11 +236,16 @@ def upload_clips(
     score: Form[list[str]] = None,
     speaker: Form[list[str]] = None,
     notes: Form[list[str]] = None,
+    background: Form[bool] = False,
 ):
     """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
     (applies to every file) or once per file in the same order. Every file is accepted (with its clip id) or
-    rejected with a reason; when none is accepted the answer is a 422 problem (`nothing-added`) carrying the
-    same report. A request larger than MAX_UPLOAD_BYTES gets 413."""
+    rejected with a reason; when none is accepted the answer is a 422 problem (`nothing-added`, naming the
+    field `files`) carrying the same report. A request larger than MAX_UPLOAD_BYTES gets 413.
+
+    `background=true` stores every file of the request as a long background recording (`kind` background:
+    minutes to hours of ordinary audio, up to BACKGROUND_MAX_SECONDS instead of CLIP_MAX_SECONDS), converted
+    a block at a time and left out of classification training."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     count = len(files)
@@ -247,12 +257,13 @@ def upload_clips(
         IngestItem(
             name=upload.name or f"file-{index + 1}",
             file=upload,
+            background=background,
             **{field: column[index] for field, column in columns.items() if column[index] is not None},
         )
         for index, upload in enumerate(files)
     ]
     report = dataset.add_clips(items, by=Actor.from_request(request))
-    return report_or_refusal(report, "The upload")
+    return report_or_refusal(report, "The upload", "files")
 
 
 @router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
@@ -268,7 +279,7 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
                                         archive=file.name)
     except ImportRejected as exc:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
-    return report_or_refusal(report, "The archive")
+    return report_or_refusal(report, "The archive", "file")
 
 
 @router.post("/{name}/clips/trash", response=BulkOut, summary="Move clips to the trash")

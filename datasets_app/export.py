@@ -1,16 +1,19 @@
 """Zip exports of a dataset or a filtered selection of its clips.
 
-- "labels": one folder per label (`_unlabelled/` for clips without one) plus `manifest.csv` with
-  file,label,transcript,score,speaker,notes,duration,original_name,clip_id. Importing the zip again (here or
-  elsewhere) reads the manifest.
+- "labels": one folder per label (`_unlabelled/` for clips without one, `_background/` for background
+  recordings) plus `manifest.csv` with file,label,transcript,score,speaker,notes,duration,original_name,clip_id,
+  kind. Importing the zip again (here or elsewhere) reads the manifest, background recordings included.
 - "ljspeech": `wavs/<id>.wav` at 22.05 kHz mono 16-bit plus `metadata.csv` (`id|transcript|transcript`), the
-  layout TTS toolkits expect. Clips without a transcript are left out.
+  layout TTS toolkits expect. Clips without a transcript and background recordings are left out.
+
+Audio is copied into the archive in blocks, so hours of background recordings never sit in memory.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -33,9 +36,11 @@ LAYOUTS = {
     "ljspeech": "LJSpeech (wavs/ + metadata.csv, 22.05 kHz)",
 }
 LJSPEECH_SAMPLE_RATE = 22050
+COPY_BLOCK_BYTES = 1 << 20
 # The columns an import reads, then three it ignores (so the export imports again as is).
 MANIFEST_FIELDS = [*MANIFEST_COLUMNS, "duration", "original_name", "clip_id"]
 UNLABELLED_FOLDER = "_unlabelled"
+BACKGROUND_FOLDER = "_background"
 
 
 @dataclass
@@ -81,10 +86,10 @@ def _write_labels(clips: QuerySet, archive: zipfile.ZipFile) -> ExportSummary:
     writer.writeheader()
     count = 0
     for clip in clips.iterator(chunk_size=500):
-        folder = clip.label or UNLABELLED_FOLDER
+        folder = BACKGROUND_FOLDER if clip.is_background else clip.label or UNLABELLED_FOLDER
         name = f"{folder}/{_clip_file_name(clip)}"
-        with clip.audio.open("rb") as audio:
-            archive.writestr(name, audio.read())
+        with clip.audio.open("rb") as audio, archive.open(name, "w", force_zip64=clip.is_background) as member:
+            shutil.copyfileobj(audio, member, COPY_BLOCK_BYTES)
         writer.writerow({
             "file": name,
             "label": clip.label,
@@ -95,6 +100,7 @@ def _write_labels(clips: QuerySet, archive: zipfile.ZipFile) -> ExportSummary:
             "duration": f"{clip.duration:.3f}",
             "original_name": clip.original_name,
             "clip_id": clip.pk,
+            "kind": clip.kind,
         })
         count += 1
     archive.writestr("manifest.csv", manifest.getvalue().encode("utf-8"), compress_type=zipfile.ZIP_DEFLATED)
@@ -108,8 +114,9 @@ def _ljspeech_text(text: str) -> str:
 
 def _write_ljspeech(dataset: Dataset, clips: QuerySet, archive: zipfile.ZipFile) -> ExportSummary:
     lines = []
-    left_out = clips.filter(transcript__regex=r"^\s*$").count()
-    for clip in clips.exclude(transcript__regex=r"^\s*$").iterator(chunk_size=500):
+    exported = clips.ordinary().exclude(transcript__regex=r"^\s*$")
+    left_out = clips.count() - exported.count()
+    for clip in exported.iterator(chunk_size=500):
         clip_id = f"{dataset.name}-{clip.pk:06d}"
         with clip.audio.open("rb") as audio:
             data = audio.read()

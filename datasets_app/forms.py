@@ -9,6 +9,7 @@ from datasets_app.models import CLIP_SORTS, Clip, Dataset, clean_clip_metadata
 UNLABELLED = "__unlabelled__"
 NO_SPEAKER = "__none__"
 STATUS_CHOICES = [("active", "Active"), ("trashed", "In the trash"), ("all", "All")]
+KIND_CHOICES = [("", "Clips and backgrounds"), ("clip", "Clips"), ("background", "Background recordings")]
 
 
 class DatasetForm(forms.ModelForm):
@@ -42,6 +43,7 @@ class ClipFilterForm(forms.Form):
     label = forms.ChoiceField(required=False)
     speaker = forms.ChoiceField(required=False)
     status = forms.ChoiceField(required=False, choices=STATUS_CHOICES)
+    kind = forms.ChoiceField(required=False, choices=KIND_CHOICES)
     sort = forms.ChoiceField(required=False, choices=[(key, label) for key, (label, _) in CLIP_SORTS.items()])
     page = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
@@ -67,6 +69,7 @@ class ClipFilterForm(forms.Form):
             "label": "" if label == UNLABELLED else label,
             "speaker": "" if speaker == NO_SPEAKER else speaker,
             "q": self.value("q", ""),
+            "kind": self.value("kind", None),
         }
 
     def apply(self, clips):
@@ -74,14 +77,17 @@ class ClipFilterForm(forms.Form):
 
     def is_filtered(self) -> bool:
         filters = self.filters()
-        return bool(filters["q"] or filters["label"] is not None or filters["speaker"] is not None or filters["status"] != "active")
+        return bool(
+            filters["q"] or filters["label"] is not None or filters["speaker"] is not None
+            or filters["status"] != "active" or filters["kind"] is not None
+        )
 
     def querystring(self, **overrides) -> str:
         """The current filters as a query string (for pagination, sorting and export links)."""
         from django.http import QueryDict
 
         query = QueryDict(mutable=True)
-        for name in ("q", "label", "speaker", "status", "sort"):
+        for name in ("q", "label", "speaker", "status", "kind", "sort"):
             value = overrides.get(name, self.value(name, ""))
             if value:
                 query[name] = value
@@ -154,6 +160,7 @@ class UploadForm(forms.Form):
     transcript = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 1}))
     speaker = forms.CharField(required=False, max_length=100)
     score = forms.CharField(required=False, help_text="0 to 1")
+    background = forms.BooleanField(required=False, label="Long background recordings")
 
     def clean(self):
         cleaned = super().clean()

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from audioml.errors import is_out_of_space
 from datasets_app.ingest import FileResult, IngestItem, IngestReport, Progress, ingest_files
-from datasets_app.models import Dataset
+from datasets_app.models import Clip, Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ImportRejected(Exception):
 
 
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
-MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes")
+MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes", "kind")
 
 
 def skipped_file_rule() -> dict[str, list[str]]:
@@ -71,9 +71,11 @@ def import_path(
     user=None,
     progress: Progress | None = None,
     default_label: str = "",
+    background: bool = False,
 ) -> IngestReport:
     """Import a folder or a zip archive on this machine (both layouts: folder-per-label, or a manifest CSV /
-    LJSpeech metadata.csv). `default_label` labels files that get no label from the layout."""
+    LJSpeech metadata.csv). `default_label` labels files that get no label from the layout; `background` makes
+    every file a background recording (otherwise a manifest's `kind` column says which are)."""
     path = Path(path)
     if path.is_dir():
         entries = [
@@ -81,10 +83,10 @@ def import_path(
             for file in sorted(path.rglob("*"))
             if file.is_file() and not _is_hidden(file.relative_to(path).as_posix())
         ]
-        return _import_entries(dataset, entries, user, progress, default_label)
+        return _import_entries(dataset, entries, user, progress, default_label, background)
     if path.is_file():
         with open(path, "rb") as archive:
-            return import_archive(dataset, archive, user, progress, default_label)
+            return import_archive(dataset, archive, user, progress, default_label, background)
     raise FileNotFoundError(f"{path} is neither a folder nor a file")
 
 
@@ -94,6 +96,7 @@ def import_archive(
     user=None,
     progress: Progress | None = None,
     default_label: str = "",
+    background: bool = False,
 ) -> IngestReport:
     """Import a zip archive (file object). Raises ImportRejected for unsafe or oversized archives."""
     try:
@@ -120,7 +123,7 @@ def import_archive(
                     logger.info("Archive member %r unreadable: %s", info.filename, exc)
                     continue
                 entries.append(_Entry(info.filename, target))
-            return _import_entries(dataset, entries, user, progress, default_label)
+            return _import_entries(dataset, entries, user, progress, default_label, background)
 
 
 def check_archive(zf: zipfile.ZipFile, archive_size: int) -> list[zipfile.ZipInfo]:
@@ -197,7 +200,8 @@ def _is_hidden(relative: str) -> bool:
 
 
 def _import_entries(
-    dataset: Dataset, entries: list[_Entry], user, progress: Progress | None, default_label: str
+    dataset: Dataset, entries: list[_Entry], user, progress: Progress | None, default_label: str,
+    background: bool = False,
 ) -> IngestReport:
     entries = _strip_common_root(entries)
     manifest = _find_manifest(entries)
@@ -205,7 +209,7 @@ def _import_entries(
     readable = [entry for entry in entries if entry.path is not None]
     skipped: list[str] = []
     if manifest is not None:
-        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label)
+        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label, background)
         skipped = [entry.relative for entry in readable if entry is not manifest and _is_document(entry.relative)]
     else:
         layout, extra_results = "folders", []
@@ -216,7 +220,7 @@ def _import_entries(
                 continue
             parent = PurePosixPath(entry.relative).parent
             label = parent.name if parent.name else default_label
-            items.append(IngestItem(name=entry.relative, path=entry.path, label=label))
+            items.append(IngestItem(name=entry.relative, path=entry.path, label=label, background=background))
     report = ingest_files(dataset, items, user=user, progress=progress)
     report.files.extend(extra_results)
     report.files.extend(
@@ -288,7 +292,7 @@ def _header_columns(text: str) -> list[str]:
 
 
 def _items_from_manifest(
-    manifest: _Entry, entries: list[_Entry], default_label: str
+    manifest: _Entry, entries: list[_Entry], default_label: str, background: bool = False
 ) -> tuple[str, list[IngestItem], list[FileResult]]:
     """Items for the audio files a manifest lists; listed-but-missing and unlisted audio files are reported."""
     manifest_name = PurePosixPath(manifest.relative).name
@@ -320,6 +324,7 @@ def _items_from_manifest(
                 "score": row.get("score"),
                 "speaker": row.get("speaker") or "",
                 "notes": row.get("notes") or "",
+                "kind": "background" if background else (row.get("kind") or "").strip().lower() or "clip",
             })
     elif manifest_name.lower() == "metadata.csv":
         # LJSpeech: id|transcript|normalized transcript, no header, no quoting; audio in wavs/<id>.wav.
@@ -336,7 +341,7 @@ def _items_from_manifest(
                 "candidates": [f"wavs/{clip_id}.wav", f"{clip_id}.wav", f"wavs/{clip_id}", clip_id],
                 "label": default_label,
                 "transcript": (normalised or raw).strip(),
-                "score": None, "speaker": "", "notes": "",
+                "score": None, "speaker": "", "notes": "", "kind": "background" if background else "clip",
             })
     else:
         raise ImportRejected(
@@ -363,9 +368,13 @@ def _items_from_manifest(
             extra.append(FileResult(row["reference"], False, code="duplicate", reason=f"listed more than once in {manifest_name}"))
             continue
         used.add(key)
+        if row["kind"] not in Clip.Kind.values:
+            extra.append(FileResult(found.relative, False, code="invalid-kind",
+                                    reason=f"invalid kind {row['kind']!r} in {manifest_name}: use clip or background"))
+            continue
         items.append(IngestItem(
             name=found.relative, path=found.path, label=row["label"], transcript=row["transcript"],
-            score=row["score"], speaker=row["speaker"], notes=row["notes"],
+            score=row["score"], speaker=row["speaker"], notes=row["notes"], background=row["kind"] == "background",
         ))
     for relative in sorted(set(audio_entries) - used):
         extra.append(FileResult(

@@ -55,6 +55,7 @@ class IngestItem:
     score: float | str | None = None
     speaker: str | None = ""
     notes: str | None = ""
+    background: bool = False  # a long background recording (datasets_app.background), not a clip
 
     def source(self):
         if self.path is not None:
@@ -140,7 +141,10 @@ def ingest_files(
     """Decode, check and store many files; each is accepted (clip id) or rejected (reason), in input order.
 
     Decoding runs on INGEST_WORKERS threads (soundfile, ffmpeg subprocesses, hashing and torch all release
-    the GIL); storing happens on the calling thread in chunks of one transaction each."""
+    the GIL); storing happens on the calling thread in chunks of one transaction each. Background recordings
+    are converted and stored one at a time, a block at a time (datasets_app.background)."""
+    from datasets_app.background import ingest_background
+
     items = list(items)
     total = len(items)
     results: list[FileResult | None] = [None] * total
@@ -148,7 +152,15 @@ def ingest_files(
     pending: list[tuple[int, _Prepared]] = []
     done = 0
     workers = workers or settings.INGEST_WORKERS
-    for index, outcome in _prepare_all(items, dataset.sample_rate, workers):
+    for index, item in enumerate(items):
+        if item.background:
+            results[index] = ingest_background(dataset, item, user)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    clip_indexes = [index for index, item in enumerate(items) if not item.background]
+    prepared = _prepare_all([items[index] for index in clip_indexes], dataset.sample_rate, workers)
+    for index, outcome in ((clip_indexes[position], outcome) for position, outcome in prepared):
         if isinstance(outcome, FileResult):
             results[index] = outcome
         else:

@@ -43,14 +43,19 @@ class DatasetOut(Schema):
     sample_rate: int
     created_by: str | None
     created_at: datetime
-    clip_count: int
+    clip_count: int = Field(..., description="Active clips, background recordings included")
     trashed_count: int
     total_seconds: float
-    labels: list[LabelCountOut] = Field(..., description="Active clips per label, largest first ('' = unlabelled)")
+    background_count: int = Field(..., description="Active background recordings")
+    background_seconds: float
+    labels: list[LabelCountOut] = Field(
+        ..., description="Active clips per label, largest first ('' = unlabelled); background recordings not counted"
+    )
     url: str
     clips_url: str
 
-    # clip_count, trashed_count, total_seconds and label_rows come from the API's datasets_with_summaries().
+    # clip_count, trashed_count, total_seconds, background_count, background_seconds and label_rows come from the
+    # API's datasets_with_summaries().
 
     @staticmethod
     def resolve_created_by(dataset) -> str | None:
@@ -67,6 +72,14 @@ class DatasetOut(Schema):
     @staticmethod
     def resolve_total_seconds(dataset) -> float:
         return round(dataset.total_seconds or 0.0, 3)
+
+    @staticmethod
+    def resolve_background_count(dataset) -> int:
+        return dataset.background_count or 0
+
+    @staticmethod
+    def resolve_background_seconds(dataset) -> float:
+        return round(dataset.background_seconds or 0.0, 3)
 
     @staticmethod
     def resolve_labels(dataset) -> list[dict]:
@@ -92,6 +105,7 @@ class ClipOut(Schema):
     speaker: str
     notes: str
     duration: float
+    kind: Literal["clip", "background"] = Field(..., description="'background': a long recording of ordinary audio")
     source_sample_rate: int
     source_channels: int
     peak_dbfs: float
@@ -140,6 +154,7 @@ class ClipFilter(Schema):
     label: str | None = Field(None, description="Exact label")
     unlabelled: bool = Field(False, description="Only clips without a label")
     speaker: str | None = Field(None, description="Exact speaker")
+    kind: Literal["clip", "background"] | None = Field(None, description="Only clips or only background recordings")
     q: str = Field("", description="Text in the transcript, file name, label, speaker or notes")
     sort: SortKey = "newest"
 
@@ -216,8 +231,10 @@ class StatsWarning(Schema):
 
 
 class StatsOut(Schema):
-    clip_count: int
+    clip_count: int = Field(..., description="Clips, without background recordings (counted apart)")
     total_seconds: float
+    background_count: int
+    background_seconds: float
     mean_seconds: float | None
     min_seconds: float | None
     max_seconds: float | None

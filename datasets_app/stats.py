@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
+
+from django.db.models import Count, Sum
 
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Dataset
 
-MIN_CLIPS_PER_LABEL = 5  # the least a label needs for training (training_app.ml.data uses the same number)
+
+@dataclass
+class TrainingNeeds:
+    """What training needs from a dataset, for the dataset pages' warnings.
+
+    Datasets know nothing about training: the training app, downstream, fills this in when it starts
+    (training_app/apps.py). Left at 0 (no app trains on datasets), no label is flagged as too small.
+    """
+
+    min_clips_per_label: int = 0
+
+
+training_needs = TrainingNeeds()
 IMBALANCE_RATIO = 3.0  # warn when the largest label has this many times the clips of the smallest
 LISTED_CLIPS = 50  # clipped / near-silent clips listed by id
 LOUDNESS_FLOOR_DBFS = -80.0
@@ -49,11 +64,13 @@ def loudness_histogram(levels: list[float]) -> list[dict]:
 
 
 def dataset_stats(dataset: Dataset) -> dict:
+    backgrounds = dataset.clips.active().backgrounds().aggregate(count=Count("id"), seconds=Sum("duration"))
     rows = list(
-        dataset.clips.active()
+        dataset.clips.active().ordinary()
         .order_by("id")
         .values_list("id", "original_name", "label", "speaker", "duration", "rms_dbfs", "peak_dbfs", "clipped_fraction", "score", "transcript")
     )
+    minimum = training_needs.min_clips_per_label
     labels = Counter(row[2] for row in rows)
     unlabelled = labels.pop("", 0)
     speakers = Counter(row[3] for row in rows)
@@ -61,7 +78,7 @@ def dataset_stats(dataset: Dataset) -> dict:
     durations = [row[4] for row in rows]
     clip_count = len(rows)
     label_list = [
-        {"label": label, "count": count, "share": count / clip_count, "too_few": count < MIN_CLIPS_PER_LABEL}
+        {"label": label, "count": count, "share": count / clip_count, "too_few": count < minimum}
         for label, count in sorted(labels.items(), key=lambda item: (-item[1], item[0]))
     ]
     clipped = [row for row in rows if row[7] >= CLIPPED_FRACTION]
@@ -70,6 +87,8 @@ def dataset_stats(dataset: Dataset) -> dict:
     return {
         "clip_count": clip_count,
         "total_seconds": round(sum(durations), 3),
+        "background_count": backgrounds["count"],
+        "background_seconds": round(backgrounds["seconds"] or 0.0, 3),
         "mean_seconds": round(sum(durations) / clip_count, 3) if clip_count else None,
         "min_seconds": round(min(durations), 3) if durations else None,
         "max_seconds": round(max(durations), 3) if durations else None,
@@ -86,7 +105,7 @@ def dataset_stats(dataset: Dataset) -> dict:
         "clipped": [_listed(row) for row in clipped[:LISTED_CLIPS]],
         "near_silent_count": len(near_silent),
         "near_silent": [_listed(row) for row in near_silent[:LISTED_CLIPS]],
-        "min_clips_per_label": MIN_CLIPS_PER_LABEL,
+        "min_clips_per_label": minimum,
         "near_silent_rms_dbfs": NEAR_SILENT_RMS_DBFS,
         "clipped_fraction": CLIPPED_FRACTION,
         "warnings": _warnings(label_list, unlabelled, len(clipped), len(near_silent), clip_count),
@@ -115,7 +134,7 @@ def _warnings(labels: list[dict], unlabelled: int, clipped: int, near_silent: in
             warnings.append({
                 "code": "too-few",
                 "message": f"Label '{entry['label']}' has {entry['count']} {noun}; "
-                f"at least {MIN_CLIPS_PER_LABEL} are needed to train.",
+                f"at least {training_needs.min_clips_per_label} are needed to train.",
             })
     if len(labels) >= 2:
         largest, smallest = labels[0], labels[-1]

@@ -26,7 +26,7 @@ from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, 
 from datasets_app.importing import ImportRejected, skipped_file_rule
 from datasets_app.ingest import IngestItem, IngestReport
 from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
-from datasets_app.stats import MIN_CLIPS_PER_LABEL, dataset_stats
+from datasets_app.stats import dataset_stats, training_needs
 
 CLIPS_PER_PAGE = 50
 INLINE_FIELDS = ("label", "transcript", "score", "speaker", "notes")
@@ -79,7 +79,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
     labels: dict[int, list[tuple[str, int]]] = {dataset.pk: [] for dataset in datasets}
     for row in (
-        Clip.objects.active().values("dataset_id", "label").annotate(n=Count("id")).order_by("dataset_id", "-n", "label")
+        Clip.objects.active().ordinary().values("dataset_id", "label").annotate(n=Count("id"))
+        .order_by("dataset_id", "-n", "label")
     ):
         labels[row["dataset_id"]].append((row["label"], row["n"]))
     for dataset in datasets:
@@ -123,8 +124,9 @@ def _page_context(dataset: Dataset, upload_form: UploadForm) -> dict:
         "label_counts": dataset.label_counts(),
         "speaker_count": dataset.clips.active().exclude(speaker="").values("speaker").distinct().count(),
         "upload_form": upload_form,
-        "min_clips": MIN_CLIPS_PER_LABEL,
+        "min_clips": training_needs.min_clips_per_label,
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "background_max_hours": settings.BACKGROUND_MAX_SECONDS / 3600,
         "skipped_file_rule": skipped_file_rule(),
     }
 
@@ -174,13 +176,14 @@ def dataset_stats_page(request: HttpRequest, name: str) -> HttpResponse:
     dataset = _get_dataset(name)
     stats = dataset_stats(dataset)
     label_rows = [(entry["label"], entry["count"]) for entry in stats["labels"]]
+    minimum = stats["min_clips_per_label"]
     if stats["unlabelled"]:
         label_rows.append(("(no label)", stats["unlabelled"]))
     speaker_rows = [(entry["speaker"], entry["count"]) for entry in stats["speakers"][:30]]
     chart = {
         "labels": charts.hbar_chart(
-            label_rows, highlight=lambda name, count: count < MIN_CLIPS_PER_LABEL or name == "(no label)",
-            threshold=MIN_CLIPS_PER_LABEL, threshold_label=f"minimum {MIN_CLIPS_PER_LABEL}", title="Clips per label",
+            label_rows, highlight=lambda name, count: count < minimum or name == "(no label)",
+            threshold=minimum or None, threshold_label=f"minimum {minimum}", title="Clips per label",
         ),
         "speakers": charts.hbar_chart(speaker_rows, title="Clips per speaker"),
         "durations": charts.histogram_chart(stats["duration_histogram"], x_label="Duration (seconds)", unit=" s", title="Clip durations"),
@@ -234,6 +237,7 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
         return render(request, "datasets/dataset_detail.html", context, status=400)
     actor = Actor.from_request(request)
     metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}
+    background = form.cleaned_data["background"]
     reports: list[tuple[str, IngestReport | None, str]] = []
     audio = []
     for upload in form.cleaned_data["files"]:
@@ -244,7 +248,7 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
             except ImportRejected as exc:
                 reports.append((upload.name, None, f"Archive refused: {exc.reason}."))
         else:
-            audio.append(IngestItem(name=upload.name or "upload", file=upload, **metadata))
+            audio.append(IngestItem(name=upload.name or "upload", file=upload, background=background, **metadata))
     if audio:
         reports.insert(0, ("", dataset.add_clips(audio, by=actor), ""))
     accepted = sum(len(report.accepted) for _, report, _ in reports if report)

@@ -175,6 +175,25 @@ def delete_stored(paths: list[str]) -> None:
         _remove_empty_folder(folder)
 
 
+def clear_folder(folder: str) -> list[str]:
+    """Delete the files in a storage folder (no sub-folders); returns their names."""
+    try:
+        _, files = default_storage.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for name in files:
+        default_storage.delete(f"{folder}/{name}")
+        removed.append(name)
+    if removed:
+        logger.warning("Removed %d stale file(s) left in %s by an interrupted registration", len(removed), folder)
+    return removed
+
+
+def remove_empty_folder(folder: str) -> None:
+    _remove_empty_folder(folder)
+
+
 def _remove_empty_folder(folder: str) -> None:
     """Local storage keeps empty folders behind; object storages have none, so there is nothing to do."""
     try:

@@ -172,11 +172,16 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
     def register_from_job(self, job: TrainingJob, artifacts_dir: Path) -> ModelVersion:
         """Turn a succeeded job's artifacts into the next numbered version of its model.
 
-        The model row is locked while the number is assigned, so jobs finishing at the same instant get
-        consecutive numbers. Artifacts are copied into the media storage with their size and SHA-256. If
-        anything fails, every copied file is deleted and the error propagates: no version, no files.
+        Called by the training worker's hand-off (training_app.tasks.hand_off) inside the transaction that
+        marks the job succeeded, so a version is never visible without its job succeeded: a job that is not
+        succeeded in the caller's transaction is refused. The model row is locked while the number is
+        assigned, so jobs finishing at the same instant get consecutive numbers. Artifacts are copied into
+        the media storage with their size and SHA-256. If anything fails, every copied file is deleted and the
+        error propagates: no version, no files, no model made for it.
         """
         artifacts_dir = Path(artifacts_dir)
+        if not TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.SUCCEEDED).exists():
+            raise ValueError(f"job #{job.pk} has not succeeded; only a succeeded job's model can be registered")
         config = _read_json(artifacts_dir / "config.json")
         metrics = _read_json(artifacts_dir / "metrics.json")
         snapshot = _read_json(artifacts_dir / "snapshot.json")
@@ -184,19 +189,23 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
         if missing:
             raise FileNotFoundError(f"artifacts missing from {artifacts_dir}: {', '.join(missing)}")
 
-        registered, created = RegisteredModel.objects.get_or_create(
-            name=job.model_name, defaults={"task": job.task, "created_by": job.created_by}
-        )
         stored: list[str] = []
+        folder = f"models/{job.model_name}"
         try:
             with transaction.atomic():
+                registered, _ = RegisteredModel.objects.get_or_create(
+                    name=job.model_name, defaults={"task": job.task, "created_by": job.created_by}
+                )
                 model = RegisteredModel.objects.select_for_update().get(pk=registered.pk)
                 model.check_task(job.task)
                 highest = model.versions.aggregate(highest=Max("version"))["highest"] or 0
                 number = max(model.last_version, highest) + 1
+                # The number is ours under the lock and no row has it: files already in its folder were left
+                # by a registration that crashed before committing, and are replaced rather than renamed around.
+                artifact_store.clear_folder(f"{folder}/v{number}")
                 entries = []
                 for name in ARTIFACT_FILES:
-                    entry = artifact_store.store_file(artifacts_dir / name, f"models/{model.name}/v{number}/{name}")
+                    entry = artifact_store.store_file(artifacts_dir / name, f"{folder}/v{number}/{name}")
                     stored.append(entry["path"])
                     entries.append(entry)
                 version = self.create(
@@ -221,9 +230,7 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                 audit.record("version.register", version, user=job.created_by, changes={"job": [None, job.pk]})
         except BaseException:
             artifact_store.delete_stored(stored)
-            if created:
-                # The model was made for this version: without it, it would be listed with no versions.
-                RegisteredModel.objects.filter(pk=registered.pk, versions__isnull=True, aliases__isnull=True).delete()
+            artifact_store.remove_empty_folder(folder)  # a model made for this version is rolled back too
             raise
         return version
 
@@ -281,6 +288,7 @@ class ModelVersion(models.Model):
     class Meta:
         ordering = ["model", "-version"]
         constraints = [models.UniqueConstraint(fields=["model", "version"], name="unique_version_per_model")]
+        verbose_name = "registered model version"
 
     def __str__(self) -> str:
         return f"{self.model.name} v{self.version}"

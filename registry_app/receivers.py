@@ -1,9 +1,6 @@
-"""Signal receivers: training announces a finished job, the registry turns it into a version."""
+"""Signal receivers of the registry."""
 
 from __future__ import annotations
-
-import logging
-from pathlib import Path
 
 from django.db import transaction
 from django.db.models.signals import post_delete
@@ -11,16 +8,7 @@ from django.dispatch import receiver
 
 from registry_app import artifacts as artifact_store
 from registry_app.models import ModelVersion, RegisteredModel
-from training_app.signals import job_requested, job_succeeded
-
-logger = logging.getLogger("registry_app")
-
-
-@receiver(job_succeeded, dispatch_uid="registry_register_version")
-def register_version(sender, job, artifacts_dir: Path, result=None, **kwargs) -> ModelVersion:
-    version = ModelVersion.objects.register_from_job(job, Path(artifacts_dir))
-    logger.info("Registered %s v%s from job %s", version.model.name, version.version, job.pk)
-    return version
+from training_app.signals import job_requested
 
 
 @receiver(job_requested, dispatch_uid="registry_refuse_other_task")

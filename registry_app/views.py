@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from audioml.audit import Actor
@@ -162,6 +163,14 @@ def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dic
 
 
 # Pages --------------------------------------------------------------------------------------------------------
+
+
+def job_model_link(job) -> tuple[str, str] | None:
+    """The "Open model …" button a training job's page shows once the job's model is in the registry."""
+    version = ModelVersion.objects.filter(job_id=job.pk).select_related("model").first()
+    if version is None:
+        return None
+    return f"Open model {version.model.name}", reverse("model-detail", args=[version.model.name])
 
 
 @staff_required

@@ -54,7 +54,11 @@
 
   Uploader.prototype.metadata = function () {
     const value = (name) => (this.form.querySelector("[name=" + name + "]") || {}).value || "";
-    return { label: value("label").trim(), transcript: value("transcript").trim(), speaker: value("speaker").trim(), score: value("score").trim() };
+    const background = this.form.querySelector("[name=background]");
+    return {
+      label: value("label").trim(), transcript: value("transcript").trim(), speaker: value("speaker").trim(),
+      score: value("score").trim(), background: background && background.checked ? "true" : "",
+    };
   };
 
   Uploader.prototype.row = function (file, path) {
@@ -131,6 +135,7 @@
       const ownLabels = batch.kind === "files" && batch.files.some((entry) => entry.label !== null && entry.label !== undefined);
       for (const key of Object.keys(meta)) {
         if (key === "label" && ownLabels) continue;
+        if (key === "background" && batch.kind === "zip") continue; // a zip's manifest says which are backgrounds
         if (meta[key] !== "") body.append(key, meta[key]);
       }
       if (ownLabels) {

@@ -28,4 +28,13 @@ class TrainingAppConfig(AppConfig):
     verbose_name = "Training"
 
     def ready(self) -> None:
+        from datasets_app.stats import training_needs
+        from training_app import cluster
+        from training_app.ml.data import MIN_CLIPS_PER_LABEL
+
+        # Training owns the rule; the dataset pages flag labels below it (datasets never import training).
+        training_needs.min_clips_per_label = MIN_CLIPS_PER_LABEL
+
         post_migrate.connect(ensure_reaper_schedule, sender=self, dispatch_uid="training-reaper-schedule")
+        if cluster.is_qcluster_process():
+            cluster.die_with_parents()

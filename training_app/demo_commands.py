@@ -1,6 +1,6 @@
 """A spoken-commands demo corpus for transcription: command phrases with transcripts, many espeak-ng voices.
 
-Phrases come from a small grammar (about 80 words: lights, timers, music, doors, heating...), so a model
+Phrases come from a small grammar (about 70 words: lights, timers, music, doors, heating...), so a model
 trained on some voices can be tested on voices it never heard. Each voice speaks ``phrases_per_voice``
 phrases drawn at random (every voice a different set), at its own speed and pitch with a little per-take
 variation, with 0.1-0.3 s of background noise before and after at 15-35 dB SNR. The label is the command's

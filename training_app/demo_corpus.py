@@ -1,8 +1,14 @@
-"""A speech-commands-style demo corpus spoken by synthetic espeak-ng voices (no Django here).
+"""Demo corpora spoken by synthetic espeak-ng voices (no Django here), one per task.
 
-Each voice says every command word once (or ``takes_per_voice`` times) at its own speed and pitch, with a
-little per-take variation, placed at a random offset in a one-second window over background noise.
-A ``noise`` class (white, pink and brown noise, mains hum) plays the role of ``_background_noise_``.
+- ``generate_demo_corpus`` (classification): speech-commands style. Each voice says every command word once
+  (or ``takes_per_voice`` times) at its own speed and pitch, with a little per-take variation, placed at a
+  random offset in a one-second window over background noise. A ``noise`` class (white, pink and brown noise,
+  mains hum) plays the role of ``_background_noise_``.
+- ``generate_scores_corpus`` (regression): the same words buried in noise at a known SNR, scored by it.
+- ``generate_wakeword_corpus`` (detection): a wake phrase, confusable phrases, other words, noise and long
+  background recordings.
+
+Every speaker is recorded on its clips, so voices can be held out.
 """
 
 from __future__ import annotations
@@ -33,6 +39,26 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
 NOISE_KINDS = ("white", "pink", "brown", "hum")
 INSTALL_HINT = "apt-get install -y espeak-ng sox"
 MANIFEST = "manifest.csv"
+
+# --kind scores: speech in noise, scored by its SNR.
+SCORE_SNR_RANGE_DB = (-5.0, 25.0)
+
+# --kind wakeword
+WAKE_PHRASE = "hey marlo"
+WAKE_LABEL = "hey_marlo"
+CONFUSABLE_LABEL = "confusable"
+OTHER_LABEL = "other"
+CONFUSABLE_PHRASES = ("hey marco", "hey carlo", "hey mario", "hey margo", "hey barlow", "marlo", "hello", "harlow")
+OTHER_WORDS = (*DEFAULT_WORDS, "okay", "music", "weather", "lights", "timer", "morning", "thanks", "later", "seven")
+BACKGROUND_WORDS = (
+    "the", "a", "we", "you", "it", "is", "was", "to", "and", "of", "in", "at", "for", "with", "that", "this",
+    "weather", "nice", "today", "tomorrow", "market", "dinner", "ready", "book", "please", "call", "mother",
+    "morning", "evening", "coffee", "garden", "window", "open", "close", "table", "kitchen", "music", "loud",
+    "quiet", "meeting", "later", "seven", "eleven", "train", "late", "again", "really", "think", "maybe", "sure",
+    "car", "marble", "harbour", "carpet", "hallo", "money", "mellow", "tomato", "pillow", "yellow", "follow",
+)
+BACKGROUND_FOLDER = "background"
+WAKEWORD_CLIP_SECONDS = 1.5
 
 
 class DemoCorpusError(RuntimeError):
@@ -80,84 +106,269 @@ def generate_demo_corpus(
     Returns rows ``{"path": Path, "label": str, "speaker": str}``; noise clips have an empty speaker.
     ``n_noise_clips`` defaults to the number of clips per word, so every class is equally large.
     """
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        raise DemoCorpusError(f"espeak-ng is not installed; install it with: {INSTALL_HINT}")
-    words = list(dict.fromkeys(word.strip().lower() for word in words if word.strip()))
-    if not words:
-        raise DemoCorpusError("no words to speak")
-    voices = available_voices(seed)
-    if not 1 <= n_voices <= len(voices):
-        raise DemoCorpusError(f"n_voices must be between 1 and {len(voices)}, got {n_voices}")
+    espeak = _espeak()
+    words = _clean_words(words)
+    voices = _check_voices(n_voices, seed)
     if takes_per_voice < 1:
         raise DemoCorpusError(f"takes_per_voice must be at least 1, got {takes_per_voice}")
     n_noise = n_voices * takes_per_voice if n_noise_clips is None else n_noise_clips
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, Voice | None, int]] = [
         (word, voice, take)
         for voice, word, take in itertools.product(voices[:n_voices], words, range(takes_per_voice))
     ]
     jobs += [(NOISE_LABEL, None, index) for index in range(n_noise)]
-    total = len(jobs)
-    done = 0
+    out_dir = Path(out_dir)
 
     def make(position: int) -> dict:
         label, voice, take = jobs[position]
         rng = np.random.default_rng([seed, position])
         if voice is None:
-            kind = NOISE_KINDS[take % len(NOISE_KINDS)]
-            audio = noise(kind, sample_rate, sample_rate, rng) * rng.uniform(0.01, 0.18)  # RMS; peaks stay below 1
-            path = out_dir / NOISE_LABEL / f"{NOISE_LABEL}_{kind}_{take:03d}.wav"
-            speaker = ""
-        else:
-            audio = _spoken_clip(espeak, label, voice, sample_rate, rng)
-            path = out_dir / label / f"{label}_{_slug(voice.speaker)}_{take}.wav"
-            speaker = voice.speaker
-        path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, np.clip(audio, -1.0, 1.0).astype(np.float32), sample_rate, subtype="PCM_16")
-        return {"path": path, "label": label, "speaker": speaker}
+            return _noise_row(out_dir, take, sample_rate, rng)
+        audio = _spoken_clip(espeak, label, voice, sample_rate, rng)
+        path = out_dir / label / f"{label}_{_slug(voice.speaker)}_{take}.wav"
+        _write_clip(path, audio, sample_rate)
+        return {"path": path, "label": label, "speaker": voice.speaker}
 
+    return _make_all(out_dir, len(jobs), make, ("label", "speaker"), progress, workers)
+
+
+def snr_to_score(snr_db: float) -> float:
+    """The scores corpus's quality score: 0 at the lowest SNR, 1 at the highest, linear in dB between them."""
+    low, high = SCORE_SNR_RANGE_DB
+    return round(float(np.clip((snr_db - low) / (high - low), 0.0, 1.0)), 4)
+
+
+def generate_scores_corpus(
+    out_dir: Path,
+    words: Sequence[str] = DEFAULT_WORDS,
+    n_voices: int = 20,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    takes_per_voice: int = 1,
+    workers: int = 2,
+) -> list[dict]:
+    """One-second spoken words, each buried in noise at an SNR drawn uniformly from ``SCORE_SNR_RANGE_DB``; the
+    clip's score is that SNR mapped to [0, 1] (``snr_to_score``), so a listener hears the score: the noisier,
+    the lower. Label and transcript are the word; ``manifest.csv`` has file,label,transcript,score,speaker.
+    """
+    espeak = _espeak()
+    words = _clean_words(words)
+    voices = _check_voices(n_voices, seed)
+    if takes_per_voice < 1:
+        raise DemoCorpusError(f"takes_per_voice must be at least 1, got {takes_per_voice}")
+    jobs = list(itertools.product(voices[:n_voices], words, range(takes_per_voice)))
+    out_dir = Path(out_dir)
+
+    def make(position: int) -> dict:
+        voice, word, take = jobs[position]
+        rng = np.random.default_rng([seed, position])
+        snr_db = float(rng.uniform(*SCORE_SNR_RANGE_DB))
+        audio = _spoken_clip(espeak, word, voice, sample_rate, rng, snr_db=snr_db, peak=(0.15, 0.35))
+        path = out_dir / word / f"{word}_{_slug(voice.speaker)}_{take}.wav"
+        _write_clip(path, audio, sample_rate)
+        return {"path": path, "label": word, "transcript": word, "score": snr_to_score(snr_db),
+                "speaker": voice.speaker, "snr_db": snr_db}
+
+    return _make_all(out_dir, len(jobs), make, ("label", "transcript", "score", "speaker"), progress, workers)
+
+
+def generate_wakeword_corpus(
+    out_dir: Path,
+    n_voices: int = 20,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    positive_takes: int = 4,
+    confusable_takes: int = 2,
+    other_takes: int = 4,
+    n_noise_clips: int | None = None,
+    n_backgrounds: int = 2,
+    background_minutes: float = 5.0,
+    workers: int = 2,
+) -> list[dict]:
+    """A wake-word corpus: ``WAKE_PHRASE`` (label ``WAKE_LABEL``), confusable phrases (``confusable``), other
+    words (``other``) and noise, in clips of ``WAKEWORD_CLIP_SECONDS``; plus ``n_backgrounds`` long background
+    recordings (``background/``, ``kind`` background in the manifest) of ordinary speech and pauses over room
+    noise, spoken by voices that say none of the clips, with no wake phrase in them.
+
+    Each voice says the wake phrase ``positive_takes`` times, and confusable phrases and other words drawn at
+    random. Noise clips default to as many as the positive clips. The manifest has
+    file,label,transcript,speaker,kind.
+    """
+    espeak = _espeak()
+    voices = _check_voices(n_voices, seed)
+    if positive_takes < 1 or min(confusable_takes, other_takes, n_backgrounds) < 0:
+        raise DemoCorpusError("each voice says the wake phrase at least once; other counts cannot be negative")
+    if confusable_takes > len(CONFUSABLE_PHRASES) or other_takes > len(OTHER_WORDS):
+        raise DemoCorpusError(f"a voice says at most {len(CONFUSABLE_PHRASES)} confusable phrases and "
+                              f"{len(OTHER_WORDS)} other words")
+    if n_backgrounds and background_minutes <= 0:
+        raise DemoCorpusError(f"background_minutes must be positive, got {background_minutes}")
+    n_noise = n_voices * positive_takes if n_noise_clips is None else n_noise_clips
+    choices = random.Random(seed)
+    jobs: list[tuple[str, str, Voice | None, int]] = []
+    for voice in voices[:n_voices]:
+        jobs += [(WAKE_LABEL, WAKE_PHRASE, voice, take) for take in range(positive_takes)]
+        jobs += [(CONFUSABLE_LABEL, phrase, voice, take)
+                 for take, phrase in enumerate(choices.sample(CONFUSABLE_PHRASES, confusable_takes))]
+        jobs += [(OTHER_LABEL, word, voice, take) for take, word in enumerate(choices.sample(OTHER_WORDS, other_takes))]
+    jobs += [(NOISE_LABEL, "", None, index) for index in range(n_noise)]
+    background_voices = [voices[(n_voices + index) % len(voices)] for index in range(3 * n_backgrounds)]
+    out_dir = Path(out_dir)
+
+    def make(position: int) -> dict:
+        rng = np.random.default_rng([seed, position])
+        if position >= len(jobs):
+            index = position - len(jobs)
+            path = out_dir / BACKGROUND_FOLDER / f"background_{index + 1:02d}.wav"
+            seconds = _write_background(path, espeak, background_voices[3 * index : 3 * index + 3],
+                                        background_minutes * 60, sample_rate, rng)
+            return {"path": path, "label": "", "transcript": "", "speaker": "", "kind": "background",
+                    "seconds": seconds}
+        label, text, voice, take = jobs[position]
+        if voice is None:
+            row = _noise_row(out_dir, take, sample_rate, rng, seconds=WAKEWORD_CLIP_SECONDS)
+            return {**row, "kind": "clip"}
+        audio = _spoken_clip(espeak, text, voice, sample_rate, rng, seconds=WAKEWORD_CLIP_SECONDS)
+        path = out_dir / label / f"{label}_{_slug(text)}_{_slug(voice.speaker)}_{take}.wav"
+        _write_clip(path, audio, sample_rate)
+        return {"path": path, "label": label, "transcript": text, "speaker": voice.speaker, "kind": "clip"}
+
+    columns = ("label", "transcript", "speaker", "kind")
+    return _make_all(out_dir, len(jobs) + n_backgrounds, make, columns, progress, workers)
+
+
+def _write_background(
+    path: Path, espeak: str, voices: list[Voice], seconds: float, sample_rate: int, rng: np.random.Generator
+) -> float:
+    """Sentences of ordinary words (now and then a confusable phrase) and pauses over room noise, written a
+    segment at a time so an hour never sits in memory. Returns the recording's length in seconds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total = int(seconds * sample_rate)
+    room_kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
+    room_level = rng.uniform(0.003, 0.015)
+    written = 0
+    with soundfile.SoundFile(path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as out:
+        while written < total:
+            if rng.random() < 0.7:
+                voice = voices[int(rng.integers(len(voices)))]
+                words = [str(w) for w in rng.choice(BACKGROUND_WORDS, size=int(rng.integers(3, 9)))]
+                if rng.random() < 0.15:
+                    words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(CONFUSABLE_PHRASES)))
+                speed = int(voice.speed + rng.integers(-12, 13))
+                sentence = _synthesize(espeak, " ".join(words), voice.voice, speed, voice.pitch, sample_rate)
+                speech = _trim_silence(sentence, sample_rate)
+                segment = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.1, 0.6)
+            else:
+                segment = np.zeros(int(rng.uniform(0.3, 3.0) * sample_rate))
+            segment = segment[: total - written]
+            segment = segment + noise(room_kind, len(segment), sample_rate, rng) * room_level
+            out.write(np.clip(segment, -1.0, 1.0).astype(np.float32))
+            written += len(segment)
+    return written / sample_rate
+
+
+def _clean_words(words: Sequence[str]) -> list[str]:
+    words = list(dict.fromkeys(word.strip().lower() for word in words if word.strip()))
+    if not words:
+        raise DemoCorpusError("no words to speak")
+    return words
+
+
+def _espeak() -> str:
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise DemoCorpusError(f"espeak-ng is not installed; install it with: {INSTALL_HINT}")
+    return espeak
+
+
+def _check_voices(n_voices: int, seed: int) -> list[Voice]:
+    voices = available_voices(seed)
+    if not 1 <= n_voices <= len(voices):
+        raise DemoCorpusError(f"n_voices must be between 1 and {len(voices)}, got {n_voices}")
+    return voices
+
+
+def _make_all(
+    out_dir: Path,
+    total: int,
+    make: Callable[[int], dict],
+    columns: Sequence[str],
+    progress: Callable[[int, int], None] | None,
+    workers: int,
+) -> list[dict]:
+    """Run ``make(position)`` for every clip (in threads: espeak-ng runs as a process) and write the manifest."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for row in pool.map(make, range(total)):
             rows.append(row)
-            done += 1
             if progress is not None:
-                progress(done, total)
-
+                progress(len(rows), total)
     with open(out_dir / MANIFEST, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file", "label", "speaker"])
+        writer.writerow(["file", *columns])
         for row in rows:
-            writer.writerow([row["path"].relative_to(out_dir).as_posix(), row["label"], row["speaker"]])
+            writer.writerow([row["path"].relative_to(out_dir).as_posix(), *(_cell(row[c]) for c in columns)])
     return rows
+
+
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _noise_row(out_dir: Path, index: int, sample_rate: int, rng: np.random.Generator, seconds: float = 1.0) -> dict:
+    length = int(seconds * sample_rate)
+    kind = NOISE_KINDS[index % len(NOISE_KINDS)]
+    audio = noise(kind, length, sample_rate, rng) * rng.uniform(0.01, 0.18)  # RMS; peaks stay below 1
+    path = out_dir / NOISE_LABEL / f"{NOISE_LABEL}_{kind}_{index:03d}.wav"
+    _write_clip(path, audio, sample_rate)
+    return {"path": path, "label": NOISE_LABEL, "speaker": "", "transcript": "", "score": None}
+
+
+def _write_clip(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, np.clip(audio, -1.0, 1.0).astype(np.float32), sample_rate, subtype="PCM_16")
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _spoken_clip(espeak: str, word: str, voice: Voice, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+def _spoken_clip(
+    espeak: str,
+    text: str,
+    voice: Voice,
+    sample_rate: int,
+    rng: np.random.Generator,
+    seconds: float = 1.0,
+    snr_db: float | None = None,
+    peak: tuple[float, float] = (0.3, 0.9),
+) -> np.ndarray:
+    """``text`` spoken at a random offset in a clip of ``seconds`` over noise at ``snr_db`` (random 10-30 dB when
+    None), the speech peaking at a level drawn from ``peak``."""
     speed = int(voice.speed + rng.integers(-12, 13))
     pitch = int(np.clip(voice.pitch + rng.integers(-8, 9), 0, 99))
-    limit = int(0.95 * sample_rate)
+    length = int(seconds * sample_rate)
+    limit = length - int(0.05 * sample_rate)
     for _ in range(6):
-        speech = _trim_silence(_synthesize(espeak, word, voice.voice, speed, pitch, sample_rate), sample_rate)
+        speech = _trim_silence(_synthesize(espeak, text, voice.voice, speed, pitch, sample_rate), sample_rate)
         if len(speech) <= limit:
             break
         speed += 25
     else:
         speech = speech[:limit]
-    speech = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.3, 0.9)
+    speech = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(*peak)
 
-    clip = np.zeros(sample_rate, dtype=np.float64)
-    offset = int(rng.integers(0, sample_rate - len(speech) + 1))
+    clip = np.zeros(length, dtype=np.float64)
+    offset = int(rng.integers(0, length - len(speech) + 1))
     clip[offset : offset + len(speech)] = speech
     speech_rms = float(np.sqrt(np.mean(speech**2)))
-    background = noise(NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))], sample_rate, sample_rate, rng)
-    snr_db = rng.uniform(10.0, 30.0)
+    background = noise(NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))], length, sample_rate, rng)
+    if snr_db is None:
+        snr_db = rng.uniform(10.0, 30.0)
     clip += background * speech_rms / 10 ** (snr_db / 20)
     return clip
 

@@ -223,15 +223,21 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
         if self.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__gte=cutoff).exists():
             return []  # a live worker may hold the next task in memory; leave the queue alone
         rows = {row.task_id(): row for row in OrmQ.objects.filter(key=TRAINING_CLUSTER)}
+        queued = list(self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id"))
+        # Tasks train the head of the queue: a task whose own job another task trained will train another job.
+        spare_tasks = len(set(rows) - {job.task_id for job in queued})
+        OrmQ.objects.filter(pk__in=[row.pk for row in rows.values()], lock__gt=now).update(lock=now)
         touched = []
-        for job in self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id"):
+        for job in queued:
             row = rows.get(job.task_id) if job.task_id else None
             if row is None and job.created_at < now - timedelta(seconds=60):
+                spare_tasks -= 1
+                if spare_tasks >= 0:
+                    continue
                 job.enqueue()
                 job.log(JobLog.Level.WARNING, "Its task was missing from the queue; queued again.")
                 touched.append(job.pk)
             elif row is not None and row.lock and row.lock > now:
-                OrmQ.objects.filter(pk=row.pk).update(lock=now)
                 job.log(JobLog.Level.INFO, "Released from a lost worker; waiting for the next worker.")
                 touched.append(job.pk)
         return touched
@@ -258,7 +264,6 @@ class TrainingJob(models.Model):
         TRAINING = "training", "Training"
         EVALUATING = "evaluating", "Evaluating"
         EXPORTING = "exporting", "Exporting"
-        REGISTERING = "registering", "Registering the model"
         DONE = "done", "Done"
 
     FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)

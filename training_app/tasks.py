@@ -1,12 +1,19 @@
-"""django-q2 entry points for training. Thin on purpose: claim the job, run ml.train, record the outcome."""
+"""django-q2 entry points for training. Thin on purpose: claim the job, run ml.train, record the outcome.
+
+This module holds the one place where training reaches forward into the registry: `hand_off()`, where a
+worker's successful finish and the new registry version commit in one transaction (see the README's
+"Dependencies between the apps").
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -15,13 +22,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, models, transaction
 from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
 from training_app.models import JobLog, TrainingJob, task_headline
 from training_app.snapshot import clip_records
-from training_app.signals import job_succeeded
 
 logger = logging.getLogger("training_app.tasks")
 
@@ -39,6 +45,14 @@ class SnapshotFilesMissing(RuntimeError):
     pass
 
 
+class JobNotOwned(Exception):
+    """The job stopped being this worker's (the reaper failed it as lost, or it finished elsewhere)."""
+
+
+class WorkerStopped(Exception):
+    """The worker process was told to stop (SIGTERM: its cluster ended, or a supervisor stopped it)."""
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -54,38 +68,97 @@ def close_stale_connections() -> None:
         close_old_connections()
 
 
-def run_training_job(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] | None = None) -> str:
-    """Train one queued job. Returns the job's final status, or "skipped" when the job was not queued.
+def claim(job_id: int) -> bool:
+    """Turn a queued job into this worker's running job; False when it was not queued (taken, cancelled)."""
+    now = timezone.now()
+    return TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
+        status=TrainingJob.Status.RUNNING,
+        phase=TrainingJob.Phase.PREPARING,
+        progress=0.0,
+        started_at=now,
+        heartbeat_at=now,
+        worker=worker_name(),
+    ) == 1
 
-    ``progress_hook(job, progress)`` is called after every progress report (the ``train --now`` command draws
-    its progress bar with it).
+
+def run_training_job(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] | None = None) -> str:
+    """The training cluster's task: train the first job in queue order (the order the panel shows).
+
+    Returns that job's final status, or "skipped" when no job is queued. Each queued job has one task, but
+    brokers do not hand tasks out in the order they were queued (the ORM broker's dequeue has no ORDER BY), so
+    a task trains whichever job is first in the queue, and the job it was queued for is trained by a later task.
+    Jobs created to run in the foreground (``train --now``: no task) are left to their own process.
+    ``progress_hook(job, progress)`` is called after every progress report.
     """
     close_stale_connections()
     try:
-        now = timezone.now()
-        claimed = TrainingJob.objects.filter(pk=job_id, status=TrainingJob.Status.QUEUED).update(
-            status=TrainingJob.Status.RUNNING,
-            phase=TrainingJob.Phase.PREPARING,
-            progress=0.0,
-            started_at=now,
-            heartbeat_at=now,
-            worker=worker_name(),
+        queued = (
+            TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED)
+            .filter(~models.Q(task_id="") | models.Q(pk=job_id))
+            .order_by("created_at", "id")
+            .values_list("id", flat=True)
         )
-        if claimed != 1:
-            status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-            logger.warning("Training job #%s not started: it is %s, not queued", job_id, status or "missing")
-            return "skipped"
-        job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
-        return JobRun(job, progress_hook).execute()
+        for candidate in queued[:20]:
+            if claim(candidate):
+                if candidate != job_id:
+                    logger.info("Task of job #%s runs job #%s, first in the queue", job_id, candidate)
+                return _run_claimed(candidate, progress_hook, watch_parent=True)
+        status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        logger.warning("Task of job #%s ran nothing: the job is %s and no other job is queued", job_id,
+                       status or "missing")
+        return "skipped"
     finally:
         close_stale_connections()
 
 
-def reap_stale_jobs() -> dict[str, list[int]]:
-    """Scheduled every minute on the default cluster: fail jobs of lost workers, keep the queue moving."""
-    reaped = TrainingJob.objects.reap_stale()
-    recovered = TrainingJob.objects.recover_queue()
-    return {"reaped": reaped, "recovered": recovered}
+def run_job_now(job_id: int, progress_hook: Callable[[TrainingJob, Any], None] | None = None) -> str:
+    """Train this one queued job in this process (``manage.py train --now``); "skipped" when it is not queued."""
+    close_stale_connections()
+    try:
+        if not claim(job_id):
+            status = TrainingJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+            logger.warning("Training job #%s not started: it is %s, not queued", job_id, status or "missing")
+            return "skipped"
+        return _run_claimed(job_id, progress_hook)
+    finally:
+        close_stale_connections()
+
+
+def _run_claimed(job_id: int, progress_hook, watch_parent: bool = False) -> str:
+    job = TrainingJob.objects.select_related("dataset").get(pk=job_id)
+    parent = os.getppid()
+    with StopOnSigterm() as sigterm:
+        status = JobRun(job, progress_hook, watch_parent, sigterm).execute()
+    if sigterm.received or (watch_parent and os.getppid() != parent):
+        # The cluster is gone (or a supervisor stopped us): leave the worker instead of waiting for a task.
+        raise SystemExit(f"worker {job.worker} stopped: its cluster ended")
+    return status
+
+
+class StopOnSigterm:
+    """While a job runs in the main thread, SIGTERM asks it to stop at the next batch (should_stop() then raises
+    WorkerStopped, the job is recorded as failed and the worker exits). A training cluster's processes get
+    SIGTERM when the process that started them dies (training_app/cluster.py), so a worker whose cluster was
+    killed does not train on as an orphan. The handler only sets a flag: an exception raised wherever the
+    signal lands (inside a database driver, say) could leave the connection unusable for recording the job.
+    """
+
+    def __init__(self) -> None:
+        self.previous = None
+        self.received = False
+
+    def __enter__(self) -> StopOnSigterm:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None and not self.received:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    def _note(self, signum, frame) -> None:
+        self.received = True
+        signal.signal(signal.SIGTERM, self.previous)  # a second SIGTERM ends the process at once
 
 
 def sweep_this_machine() -> None:
@@ -98,15 +171,70 @@ def sweep_this_machine() -> None:
         logger.exception("Sweeping the work folder failed")
 
 
+def hand_off(job: TrainingJob, result, artifacts_dir: Path, epochs: list[dict[str, Any]] | None = None):
+    """The one door from training into the registry: the job succeeds and its model version is created in
+    one transaction, or neither happens.
+
+    The job's row is locked and must still be running on this worker (the stale-heartbeat reaper may have
+    failed it while this worker was paused): otherwise JobNotOwned, and nothing is registered. A cancel
+    request that arrived while training finished raises TrainingCancelled. If registering fails, the
+    transaction rolls back (the job is still running) and the error propagates, so the caller fails the job.
+    Returns the new ModelVersion.
+    """
+    from registry_app.models import ModelVersion  # training's one import of the registry (README: dependencies)
+    from training_app.ml.train import TrainingCancelled
+
+    metrics = finite_json(result.metrics)
+    with transaction.atomic():
+        locked = TrainingJob.objects.select_for_update().filter(pk=job.pk).first()
+        if locked is None or (locked.status, locked.worker) != (TrainingJob.Status.RUNNING, job.worker):
+            raise JobNotOwned(f"job #{job.pk} is {locked.status if locked else 'gone'}, no longer this worker's")
+        if locked.cancel_requested:
+            raise TrainingCancelled("cancelled after training finished, before its model was registered")
+        now = timezone.now()
+        TrainingJob.objects.filter(pk=job.pk).update(
+            status=TrainingJob.Status.SUCCEEDED,
+            phase=TrainingJob.Phase.DONE,
+            progress=100.0,
+            eta_seconds=None,
+            metrics=metrics,
+            epochs=metrics.get("history") or epochs or [],
+            artifacts_dir=str(artifacts_dir),
+            heartbeat_at=now,
+            finished_at=now,
+        )
+        locked.refresh_from_db()
+        locked.log(JobLog.Level.INFO, success_summary(locked, result, metrics) + ".")
+        # Last in the transaction, so nothing after the artifact copy can roll back and leave files behind.
+        return ModelVersion.objects.register_from_job(locked, Path(artifacts_dir))
+
+
+def success_summary(job: TrainingJob, result, metrics: dict[str, Any]) -> str:
+    """One line for the job's log: the task's headline figure beside its baseline."""
+    summary = f"Succeeded in {result.total_seconds:.1f} s"
+    headline = task_headline(job.task, metrics) or {}
+    value, baseline = headline.get("value"), headline.get("baseline")
+    if value is not None:
+        summary += f": {metrics.get('evaluated_on', 'validation')} {headline['name']} {value:.3f}"
+        if baseline is not None:
+            summary += f" (baseline {baseline:.3f})"
+    return summary
+
+
 class JobRun:
-    def __init__(self, job: TrainingJob, progress_hook=None) -> None:
+    def __init__(self, job: TrainingJob, progress_hook=None, watch_parent: bool = False,
+                 sigterm: StopOnSigterm | None = None) -> None:
         self.job = job
+        self.sigterm = sigterm
         self.progress_hook = progress_hook
         self.epochs: list[dict[str, Any]] = []
         self.last_write = 0.0
         self.last_heartbeat = time.monotonic()
         self.last_cancel_check = 0.0
         self.cancel_seen = False
+        self.lost = False  # the job is no longer this worker's: stop and record nothing
+        # A cluster worker stops when its parent (the cluster's sentinel) is gone; `train --now` may outlive its shell.
+        self.parent_pid = os.getppid() if watch_parent else None
         self.phase = TrainingJob.Phase.PREPARING
         self.temp_dir: Path | None = None
 
@@ -128,21 +256,19 @@ class JobRun:
             clips = self.snapshot_records()
             runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads)
             result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
-            if self.cancel_requested(force=True):
-                raise TrainingCancelled("cancelled after training finished, before registration")
-            self.write(phase=TrainingJob.Phase.REGISTERING, progress=100.0, eta_seconds=0.0)
-            job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=out_dir, result=result)
+            version = hand_off(job, result, out_dir, self.epochs)
         except TrainingCancelled:
-            return self.finish_cancelled()
+            return self.finish_lost() if self.lost else self.finish_cancelled()
+        except JobNotOwned:
+            return self.finish_lost()
         except Exception as error:  # noqa: BLE001 - every failure is recorded on the job
             return self.finish_failed(error)
         finally:
             if self.temp_dir is not None:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
-        status = self.finish_succeeded(result, out_dir)
-        if status == TrainingJob.Status.SUCCEEDED:
-            job.remove_working_files()  # its artifacts now live in the registry
-            sweep_this_machine()
+        status = self.finish_succeeded(result, version)
+        job.remove_working_files()  # its artifacts now live in the registry
+        sweep_this_machine()
         return status
 
     # Data --------------------------------------------------------------------------------------------------
@@ -203,70 +329,68 @@ class JobRun:
         self.job.log(level, message)
 
     def should_stop(self) -> bool:
+        """True when the training must stop: a cancel request, a job no longer ours, or our cluster gone."""
+        if self.sigterm is not None and self.sigterm.received:
+            raise WorkerStopped("the worker was stopped by SIGTERM (its cluster ended or it was shut down)")
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            raise WorkerStopped(f"the worker's parent process {self.parent_pid} ended (its cluster stopped)")
         if time.monotonic() - self.last_heartbeat >= HEARTBEAT_SECONDS:
             self.write()
         return self.cancel_requested()
 
     def cancel_requested(self, force: bool = False) -> bool:
         now = time.monotonic()
-        if not self.cancel_seen and (force or now - self.last_cancel_check >= CANCEL_POLL_SECONDS):
+        if not (self.cancel_seen or self.lost) and (force or now - self.last_cancel_check >= CANCEL_POLL_SECONDS):
             self.last_cancel_check = now
-            self.cancel_seen = bool(
-                TrainingJob.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True).first()
-            )
-        return self.cancel_seen
+            row = TrainingJob.objects.filter(pk=self.job.pk).values_list("cancel_requested", "status", "worker").first()
+            self.cancel_seen = bool(row and row[0])
+            self.lost = row is None or row[1:] != (TrainingJob.Status.RUNNING, self.job.worker)
+        return self.cancel_seen or self.lost
+
+    def owned(self):
+        """This job's row while it is still running on this worker (the fence every write goes through)."""
+        return TrainingJob.objects.filter(pk=self.job.pk, status=TrainingJob.Status.RUNNING, worker=self.job.worker)
 
     def write(self, **fields) -> None:
-        """Update the running job's row (and its heartbeat); only while it is still running."""
+        """Update the running job's row (and its heartbeat); only while it is still running on this worker."""
         now = time.monotonic()
         fields["heartbeat_at"] = timezone.now()
-        TrainingJob.objects.filter(pk=self.job.pk, status=TrainingJob.Status.RUNNING).update(**fields)
+        if not self.owned().update(**fields):
+            self.lost = True
         for name, value in fields.items():
             setattr(self.job, name, value)
         self.last_write = self.last_heartbeat = now
 
     # Outcomes ----------------------------------------------------------------------------------------------
 
-    def finish_succeeded(self, result, out_dir: Path) -> str:
+    def finish_succeeded(self, result, version) -> str:
+        logger.info("Job #%s %s; registered as %s", self.job.pk, success_summary(self.job, result, result.metrics), version)
+        self.job.refresh_from_db()
+        return self.job.status
+
+    def finish_lost(self) -> str:
+        """The job stopped being ours mid-run (failed as lost by the reaper): leave its row alone, save nothing."""
         job = self.job
-        metrics = finite_json(result.metrics)
-        updated = TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING).update(
-            status=TrainingJob.Status.SUCCEEDED,
-            phase=TrainingJob.Phase.DONE,
-            progress=100.0,
-            eta_seconds=None,
-            metrics=metrics,
-            epochs=metrics.get("history") or self.epochs,
-            artifacts_dir=str(out_dir),
-            heartbeat_at=timezone.now(),
-            finished_at=timezone.now(),
-        )
-        if not updated:
-            job.refresh_from_db()
-            logger.error("Job #%s finished training but was already %s", job.pk, job.status)
-            return job.status
-        headline = task_headline(job.task, metrics) or {}
-        value, baseline = headline.get("value"), headline.get("baseline")
-        summary = f"Succeeded in {result.total_seconds:.1f} s"
-        if value is not None:
-            summary += f": {metrics.get('evaluated_on', 'validation')} {headline['name']} {value:.3f}"
-            if baseline is not None:
-                summary += f" (baseline {baseline:.3f})"
-        job.log(JobLog.Level.INFO, summary + ".")
-        logger.info("Job #%s %s", job.pk, summary)
+        job.remove_working_files()
         job.refresh_from_db()
+        message = (
+            f"Worker {worker_name()} stopped: the job is {job.status} and no longer its own; no model was saved."
+        )
+        job.log(JobLog.Level.WARNING, message)
+        logger.warning("Job #%s: %s", job.pk, message)
         return job.status
 
     def finish_cancelled(self) -> str:
         job = self.job
         job.remove_working_files()
         phase = TrainingJob.Phase(self.phase).label.lower() if self.phase in TrainingJob.Phase.values else self.phase
-        TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING).update(
+        if not self.owned().update(
             status=TrainingJob.Status.CANCELLED,
             eta_seconds=None,
             error=f"Cancelled while {phase}; no model was saved.",
             finished_at=timezone.now(),
-        )
+        ):
+            return self.finish_lost()
         job.log(JobLog.Level.WARNING, f"Cancelled while {phase}; no model was saved.")
         job.refresh_from_db()
         return job.status
@@ -278,13 +402,14 @@ class JobRun:
         if not isinstance(error, (SnapshotFilesMissing,)) and error.__class__.__module__ != "training_app.ml.data":
             message = f"{error.__class__.__name__}: {message}"
         trace = traceback.format_exc()
-        TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.RUNNING).update(
+        if not self.owned().update(
             status=TrainingJob.Status.FAILED,
             eta_seconds=None,
             error=message,
             traceback=trace,
             finished_at=timezone.now(),
-        )
+        ):
+            return self.finish_lost()
         job.log(JobLog.Level.ERROR, f"Failed: {message}")
         logger.error("Job #%s failed: %s\n%s", job.pk, message, trace)
         job.refresh_from_db()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import NoReverseMatch, reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -23,14 +24,14 @@ LOG_TAIL_LINES = 30
 JOBS_PER_PAGE = 50
 
 
-def model_url(job: TrainingJob) -> str | None:
-    """The registry's page of the model a succeeded job was registered under (by URL name; no import)."""
-    if job.status != TrainingJob.Status.SUCCEEDED:
-        return None
-    try:
-        return reverse("model-detail", args=[job.model_name])
-    except NoReverseMatch:
-        return None
+# What became of a job, as buttons on its page: functions job -> (text, url) or None. Training knows nothing
+# downstream of itself; the apps that take its results over add theirs when they start (the registry adds
+# "Open model …" in registry_app/apps.py).
+JOB_RESULT_LINKS: list[Callable[[TrainingJob], tuple[str, str] | None]] = []
+
+
+def result_links(job: TrainingJob) -> list[tuple[str, str]]:
+    return [link for make_link in JOB_RESULT_LINKS if (link := make_link(job)) is not None]
 
 
 def _get_job(job_id: int) -> TrainingJob:
@@ -142,7 +143,7 @@ def _detail_context(job: TrainingJob) -> dict:
     baseline = metrics.get("baseline") or {}
     return {
         "job": job,
-        "model_url": model_url(job),
+        "result_links": result_links(job),
         "queue_position": job.queue_position(),
         "charts": training_charts(job.epochs or [], metrics.get("best_epoch"), job.task),
         "results_template": f"training/_results_{job.task}.html",

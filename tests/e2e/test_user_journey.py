@@ -185,16 +185,22 @@ def test_log_in_upload_fix_train_promote_and_try_a_clip(browser_page, training_w
     job = TrainingJob.objects.get()
     assert job.config["epochs"] == 3 and job.snapshot_size == 12
 
-    # Watch the progress bar until the job has succeeded (the page polls every 2 s).
+    # Watch the progress bar until the job has succeeded (the page polls every 2 s). The badge and the bar are
+    # read in one snapshot of the page: a poll can replace or remove the bar between two separate reads.
     progress_seen: list[int] = []
-    bar = page.locator(".progress-large")
     badge = page.locator("h1 .badge")
     for _ in range(600):
-        if badge.inner_text() in ("succeeded", "failed", "cancelled"):
+        status, value = page.evaluate(
+            """() => {
+              const badge = document.querySelector("h1 .badge");
+              const bar = document.querySelector(".progress-large");
+              return [badge ? badge.innerText.trim() : "", bar ? bar.getAttribute("aria-valuenow") : null];
+            }"""
+        )
+        if status in ("succeeded", "failed", "cancelled"):
             break
-        if bar.count():
-            value = bar.get_attribute("aria-valuenow")
-            if value is not None and (not progress_seen or int(value) != progress_seen[-1]):
+        if value is not None:
+            if not progress_seen or int(value) != progress_seen[-1]:
                 progress_seen.append(int(value))
                 if int(value) > 0 and not any(0 < seen for seen in progress_seen[:-1]):
                     shots.take("training-progress")

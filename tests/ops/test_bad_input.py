@@ -159,6 +159,13 @@ CASES = [
     Case("several-bad-files", "post", UPLOAD,
          lambda: files(upload("a.wav", b""), upload("b.wav", b"text" * 100), upload("c.wav", truncated_wav())),
          code="nothing-added", words="None of the 3 files was added"),
+    Case("background-corrupt", "post", UPLOAD, lambda: files(upload("corrupt.wav", corrupt_wav()), background="true"),
+         code="nothing-added", words="corrupt.wav: not a decodable audio file"),
+    Case("background-over-its-limit", "post", UPLOAD,
+         lambda: files(upload("long.mp3", two_hour_mp3(), "audio/mpeg"), background="true"),
+         code="nothing-added", words="BACKGROUND_MAX_SECONDS=3600", settings={"BACKGROUND_MAX_SECONDS": 3600}),
+    Case("background-not-a-boolean", "post", UPLOAD, lambda: files(upload("a.wav", wav()), background="maybe"),
+         code="validation-error", words="background"),
     Case("no-files", "post", UPLOAD, lambda: {"data": {"label": "yes"}}, code="validation-error", words="files"),
     Case("file-named-dot-dot", "post", UPLOAD, lambda: multipart_file_named("..", wav()), code="validation-error",
          words="files"),
@@ -331,6 +338,7 @@ def test_rejected_files_are_each_named_with_their_reason_in_the_problem(world):
         ("tiny.wav", "rejected", "too-short"), ("silent.wav", "rejected", "silent"),
     ]
     assert problem["detail"].startswith("None of the 4 files was added: empty.wav: ")
+    assert problem["field"] == "files"
 
 
 def test_a_path_in_an_uploaded_file_name_is_reduced_to_its_base_name_and_never_used_as_a_path(world, tmp_path):

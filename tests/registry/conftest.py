@@ -41,16 +41,13 @@ def trained_artifacts(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def register(trained_artifacts, db):
-    """register(model_name="keywords", **job_fields) -> ModelVersion, through the real job_succeeded signal."""
-    from training_app.models import TrainingJob
-    from training_app.signals import job_succeeded
+    """register(model_name="keywords", **job_fields) -> ModelVersion of a succeeded job, through the registry's
+    side of the worker's hand-off (training_app.tasks.hand_off)."""
+    from registry_app.models import ModelVersion
 
     def _register(model_name: str = "keywords", **job_fields):
         job = TrainingJobFactory(model_name=model_name, **job_fields)
-        responses = job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=trained_artifacts, result=None)
-        versions = [value for _, value in responses if value.__class__.__name__ == "ModelVersion"]
-        assert len(versions) == 1
-        return versions[0]
+        return ModelVersion.objects.register_from_job(job, trained_artifacts)
 
     return _register
 

@@ -236,3 +236,12 @@ def test_panel_writes_need_staff(client, outsider_client, three, url):
 @pytest.mark.parametrize("url", ["/models/ghost/", "/models/keywords/v9/", "/models/keywords/aliases/ghost/rollback/"])
 def test_unknown_things_are_404_pages(staff_client, three, url):
     assert staff_client.get(url).status_code == 404
+
+
+def test_a_jobs_page_links_to_the_model_its_version_was_registered_in(staff_client, register):
+    version = register("keywords")
+    html = staff_client.get(f"/training/jobs/{version.job_id}/").content.decode()
+    assert '<a class="btn" href="/models/keywords/">Open model keywords</a>' in html
+    version.delete()  # the version is gone: nothing to open
+    html = staff_client.get(f"/training/jobs/{version.job_id}/").content.decode()
+    assert "Open model" not in html

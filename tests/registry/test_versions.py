@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import threading
+from pathlib import Path
 
 import pytest
-from django.core.files.storage import default_storage
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import connection, connections
 
 from registry_app.errors import ImmutableVersion, VersionAliased
 from registry_app.models import ARTIFACT_FILES, Alias, ModelVersion, RegisteredModel
 from tests.factories import StaffFactory, TrainingJobFactory
-from training_app.models import TrainingJob
-from training_app.signals import job_succeeded
 
 
 def sha256_of(path) -> str:
@@ -65,7 +66,7 @@ def test_failed_registration_leaves_no_version_and_no_files(register, trained_ar
     first = register("keywords")
     # The same job again: the version row violates the one-version-per-job rule after the files were copied.
     with pytest.raises(Exception):
-        job_succeeded.send(sender=TrainingJob, job=first.job, artifacts_dir=trained_artifacts, result=None)
+        ModelVersion.objects.register_from_job(first.job, trained_artifacts)
     assert ModelVersion.objects.count() == 1
     assert not default_storage.exists("models/keywords/v2")
     assert all(default_storage.exists(entry["path"]) for entry in first.artifacts)
@@ -75,7 +76,7 @@ def test_missing_artifact_fails_registration_before_anything_is_stored(tmp_path,
     job = TrainingJobFactory()
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError):
-        job_succeeded.send(sender=TrainingJob, job=job, artifacts_dir=tmp_path, result=None)
+        ModelVersion.objects.register_from_job(job, tmp_path)
     assert ModelVersion.objects.count() == 0
     assert not default_storage.exists("models")
 
@@ -174,3 +175,38 @@ def test_deleting_a_version_removes_its_files(register, django_capture_on_commit
     with django_capture_on_commit_callbacks(execute=True):
         version.delete()
     assert not any(default_storage.exists(path) for path in paths)
+
+
+class RefusingStorage(FileSystemStorage):
+    """The media storage failing part-way through a version's files (the third one), as a full disk does."""
+
+    def _save(self, name, content):
+        if name.endswith("/model.onnx"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super()._save(name, content)
+
+
+def test_a_failed_first_registration_leaves_no_model_and_no_empty_model_folder(trained_artifacts, settings, db):
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.RefusingStorage"}}
+    with pytest.raises(OSError):
+        ModelVersion.objects.register_from_job(TrainingJobFactory(model_name="fresh"), trained_artifacts)
+    assert not RegisteredModel.objects.filter(name="fresh").exists()
+    assert not (Path(settings.MEDIA_ROOT) / "models" / "fresh").exists()
+
+
+def test_files_a_crashed_registration_left_are_replaced_not_renamed_around(register, trained_artifacts):
+    register("keywords")
+    # A worker killed while copying version 2's files: a partial model and no row.
+    default_storage.save("models/keywords/v2/model.pt2", ContentFile(b"half a model"))
+    second = register("keywords")
+    assert second.version == 2
+    assert second.artifact("model.pt2")["path"] == "models/keywords/v2/model.pt2"
+    assert sorted(default_storage.listdir("models/keywords/v2")[1]) == sorted(ARTIFACT_FILES)
+    second.verify_artifact("model.pt2")
+
+
+def test_only_a_succeeded_job_can_be_registered(trained_artifacts, db):
+    running = TrainingJobFactory(status="running", phase="exporting")
+    with pytest.raises(ValueError, match="has not succeeded"):
+        ModelVersion.objects.register_from_job(running, trained_artifacts)
+    assert not ModelVersion.objects.exists() and not RegisteredModel.objects.exists()

@@ -151,3 +151,26 @@ def test_panel_names_the_missing_positive_label_next_to_its_field(wakewords, adm
     response = admin_client.post("/training/new/", {**form, "positive_label": "wake", "epochs": 2})
     assert response.status_code == 302
     assert TrainingJob.objects.get().config["positive_label"] == ["wake"]
+
+
+def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(wakewords, create):
+    from tests.factories import ClipFactory
+
+    for name, seconds in (("street", 20.0), ("kitchen", 30.0)):
+        ClipFactory(dataset=wakewords, label="", kind="background", original_name=f"{name}.wav", seconds=seconds,
+                    samples=long_recording(seconds, wakes_at=()))
+
+    response = create("wakewords", "detection", model_name="marlo", positive_label="wake", epochs=2)
+
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["data"]["background_recordings"] == 2 and body["data"]["background_seconds"] == 50.0
+    assert body["data"]["clips"] == 30 and body["snapshot_clips"] == 32
+    job = TrainingJob.objects.get()
+    assert [entry["kind"] for entry in job.snapshot if "kind" in entry] == ["background", "background"]
+    assert tasks.run_training_job(job.pk) == "succeeded", job.error
+    job.refresh_from_db()
+    assert job.metrics["stream"]["source"] == "background recordings" and job.metrics["stream"]["recordings"] == 1
+    assert job.metrics["split"]["train"] + job.metrics["split"]["val"] + job.metrics["split"]["test"] == 30
+    classification = create("wakewords", "classification", model_name="words").json()
+    assert classification["snapshot_clips"] == 30  # classification never sees background recordings

@@ -137,7 +137,7 @@ def test_a_model_keeps_one_task(trained, create, tmp_path):
     assert "regression model" in body["detail"]
     assert TrainingJob.objects.count() == 1 and OrmQ.objects.count() == queued
 
-    stray = TrainingJobFactory(model_name="rating", task="classification", status="running")
+    stray = TrainingJobFactory(model_name="rating", task="classification", status="succeeded")
     with pytest.raises(TaskMismatch):
         ModelVersion.objects.register_from_job(stray, copy_artifacts(ModelVersion.objects.get(job=trained), tmp_path))
     assert RegisteredModel.objects.get(name="rating").versions.count() == 1

@@ -121,3 +121,31 @@ def test_make_demo_dataset_without_espeak_says_how_to_install_it(db, monkeypatch
         run("make_demo_dataset", "--name", "demo", "--voices", "2")
     assert "espeak-ng is not installed; install it with: apt-get install -y espeak-ng sox" in str(caught.value)
     assert not Dataset.objects.filter(name="demo").exists()
+
+
+def test_make_demo_dataset_scores_kind_scores_every_clip(db):
+    out, _ = run("make_demo_dataset", "--kind", "scores", "--voices", "2", "--words", "yes,no", "--seed", "3")
+
+    dataset = Dataset.objects.get(name="speech-quality-demo")
+    clips = list(dataset.clips.all())
+    assert len(clips) == 4
+    assert all(clip.score is not None and 0.0 <= clip.score <= 1.0 for clip in clips)
+    assert {clip.transcript for clip in clips} == {"yes", "no"}
+    assert len({clip.speaker for clip in clips}) == 2
+    assert "--set task=regression" in out
+
+
+def test_make_demo_dataset_wakeword_kind_imports_clips_and_background_recordings(db):
+    args = ("make_demo_dataset", "--kind", "wakeword", "--voices", "2", "--takes", "1", "--backgrounds", "1",
+            "--background-minutes", "0.1", "--seed", "3")
+    out, _ = run(*args)
+
+    dataset = Dataset.objects.get(name="wake-word-demo")
+    assert dataset.label_counts() == {"other": 8, "confusable": 4, "hey_marlo": 2, "noise": 2}
+    background = dataset.clips.get(kind="background")
+    assert background.duration == 6.0 and background.label == ""
+    assert set(dataset.clips.filter(label="hey_marlo").values_list("transcript", flat=True)) == {"hey marlo"}
+    assert "now 16 clips, 4 labels, 2 speakers, 1 background recording (0.1 min)." in out
+    assert "--set positive_label=hey_marlo" in out
+    again, _ = run(*args)
+    assert "0 clips imported, 17 already there" in again

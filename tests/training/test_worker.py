@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
 
-import pytest
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 
 from datasets_app.models import Clip
+from registry_app.models import ModelVersion, RegisteredModel
 from training_app import tasks
 from training_app.models import TrainingJob
-from training_app.signals import job_succeeded
 
 
-@pytest.fixture
-def succeeded_signals():
-    calls = []
-
-    def receiver(sender, job, artifacts_dir, result, **kwargs):
-        calls.append({"job": job, "artifacts_dir": artifacts_dir, "result": result,
-                      "files": sorted(p.name for p in artifacts_dir.iterdir()),
-                      "snapshot": json.loads((artifacts_dir / "snapshot.json").read_text()),
-                      "status_at_signal": TrainingJob.objects.get(pk=job.pk).status})
-
-    job_succeeded.connect(receiver, dispatch_uid="test-recorder")
-    yield calls
-    job_succeeded.disconnect(dispatch_uid="test-recorder")
-
-
-def test_worker_trains_a_queued_job_to_success(tones, submit, succeeded_signals):
+def test_worker_trains_a_queued_job_to_success(tones, submit):
     job = submit(tones)
     assert tasks.run_training_job(job.pk) == "succeeded"
     job.refresh_from_db()
@@ -48,32 +33,33 @@ def test_worker_trains_a_queued_job_to_success(tones, submit, succeeded_signals)
     assert job.error == "" and job.traceback == ""
     artifacts = job.working_dir()
     assert job.artifacts_dir == str(artifacts)
-    # The registry hears about the artifacts before the job is marked succeeded.
-    assert len(succeeded_signals) == 1
-    call = succeeded_signals[0]
-    assert call["job"].pk == job.pk and call["artifacts_dir"] == artifacts
-    assert call["status_at_signal"] == "running"
-    assert call["files"] == sorted(["weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json", "snapshot.json"])
-    snapshot = call["snapshot"]
+    # The job's success and its registry version were committed together by the hand-off.
+    version = ModelVersion.objects.get()
+    assert version.job_id == job.pk and version.model.name == job.model_name and version.version == 1
+    assert version.labels == ["high", "low"]
+    assert sorted(entry["name"] for entry in version.artifacts) == sorted(
+        ["weights.pt", "model.pt2", "model.onnx", "config.json", "metrics.json", "snapshot.json"]
+    )
+    with default_storage.open(version.artifact("snapshot.json")["path"]) as stored:
+        snapshot = json.loads(stored.read())
     assert snapshot["snapshot_hash"] == job.snapshot_hash
     assert [clip["id"] for clip in snapshot["clips"]] == [e["id"] for e in job.snapshot]
     # Once registered, the working folder is no longer needed: the work folder does not grow with every job.
     assert not artifacts.exists()
-    assert call["result"].labels == ["high", "low"]
     messages = list(job.logs.values_list("message", flat=True))
     assert any(m.startswith("Started on worker") for m in messages)
     assert any(m.startswith("split: ") for m in messages)
     assert messages[-1].startswith("Succeeded in")
 
 
-def test_running_the_task_twice_trains_once(tones, submit, succeeded_signals):
+def test_running_the_task_twice_trains_once(tones, submit):
     job = submit(tones)
     assert tasks.run_training_job(job.pk) == "succeeded"
     finished_at = TrainingJob.objects.get(pk=job.pk).finished_at
     assert tasks.run_training_job(job.pk) == "skipped"
     job.refresh_from_db()
     assert job.finished_at == finished_at
-    assert len(succeeded_signals) == 1
+    assert ModelVersion.objects.count() == 1
 
 
 def test_task_refuses_a_job_another_worker_claimed(tones, submit):
@@ -88,7 +74,7 @@ def test_task_for_a_deleted_job_does_nothing(db):
     assert tasks.run_training_job(987654) == "skipped"
 
 
-def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, succeeded_signals, monkeypatch, staff_user):
+def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monkeypatch, staff_user):
     monkeypatch.setattr(tasks, "CANCEL_POLL_SECONDS", 0.0)
     job = submit(tones, epochs=40)
     seen = []
@@ -106,12 +92,12 @@ def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, succ
     assert len(job.epochs) < 40
     assert not job.working_dir().exists()
     assert not list(job.working_dir().parent.glob(f"{job.pk}*"))
-    assert succeeded_signals == []
+    assert not ModelVersion.objects.exists()
     assert job.logs.filter(level="warning", message__startswith="Cancel requested by staff-persona").exists()
     assert job.logs.filter(level="warning", message__startswith="Cancelled while training").exists()
 
 
-def test_a_corrupt_clip_fails_the_job_with_its_traceback(tones, submit, succeeded_signals):
+def test_a_corrupt_clip_fails_the_job_with_its_traceback(tones, submit):
     job = submit(tones)
     broken = job.snapshot[3]
     with default_storage.open(broken["audio"], "wb") as handle:
@@ -124,7 +110,7 @@ def test_a_corrupt_clip_fails_the_job_with_its_traceback(tones, submit, succeede
     assert "load_features" in job.traceback
     assert job.finished_at is not None
     assert not job.working_dir().exists()
-    assert succeeded_signals == []
+    assert not ModelVersion.objects.exists()
     assert job.logs.filter(level="error", message__startswith="Failed: ").exists()
 
 
@@ -139,7 +125,7 @@ def test_clips_deleted_since_submit_fail_the_job_clearly(tones, submit):
     assert "Run the job again" in job.error
 
 
-def test_the_worker_trains_the_snapshot_not_the_live_dataset(tones, submit, succeeded_signals):
+def test_the_worker_trains_the_snapshot_not_the_live_dataset(tones, submit):
     job = submit(tones)
     Clip.objects.filter(dataset=tones, label="low").update(label="renamed")
     Clip.objects.filter(dataset=tones, label="high")[:1].get().delete()
@@ -149,21 +135,26 @@ def test_the_worker_trains_the_snapshot_not_the_live_dataset(tones, submit, succ
     assert sum(job.metrics["split"][name] for name in ("train", "val", "test")) == 12
 
 
-def test_a_failing_registry_receiver_fails_the_job_and_removes_the_artifacts(tones, submit):
-    def refuse(sender, job, artifacts_dir, result, **kwargs):
-        raise RuntimeError("registry is full")
+class FullRegistryStorage(FileSystemStorage):
+    """The media storage refusing every model file, the way a full disk does."""
 
-    job_succeeded.connect(refuse, dispatch_uid="test-refuse")
-    try:
-        job = submit(tones)
-        assert tasks.run_training_job(job.pk) == "failed"
-    finally:
-        job_succeeded.disconnect(dispatch_uid="test-refuse")
+    def _save(self, name, content):
+        if name.startswith("models/"):
+            raise OSError(errno.ENOSPC, "registry is full")
+        return super()._save(name, content)
+
+
+def test_a_failing_registration_fails_the_job_and_removes_the_artifacts(tones, submit, settings):
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": f"{__name__}.FullRegistryStorage"}}
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "failed"
     job.refresh_from_db()
-    assert job.status == "failed"
-    assert job.error == "RuntimeError: registry is full"
-    assert "refuse" in job.traceback
+    assert job.status == "failed"  # the success written in the same transaction was rolled back
+    assert job.error == f"OSError: [Errno {errno.ENOSPC}] registry is full"
+    assert "_save" in job.traceback
     assert not job.working_dir().exists()
+    assert not ModelVersion.objects.exists() and not RegisteredModel.objects.exists()
+    assert not job.logs.filter(message__startswith="Succeeded").exists()
 
 
 def test_same_snapshot_and_seed_give_the_same_model(tones, submit, django_capture_on_commit_callbacks):

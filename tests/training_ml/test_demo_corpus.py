@@ -3,10 +3,25 @@ from __future__ import annotations
 import csv
 import shutil
 
+import numpy as np
 import pytest
 import soundfile
 
-from training_app.demo_corpus import NOISE_LABEL, DemoCorpusError, available_voices, generate_demo_corpus
+from training_app.demo_corpus import (
+    CONFUSABLE_LABEL,
+    CONFUSABLE_PHRASES,
+    NOISE_LABEL,
+    OTHER_LABEL,
+    WAKE_LABEL,
+    WAKE_PHRASE,
+    WAKEWORD_CLIP_SECONDS,
+    DemoCorpusError,
+    available_voices,
+    generate_demo_corpus,
+    generate_scores_corpus,
+    generate_wakeword_corpus,
+    snr_to_score,
+)
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -56,3 +71,67 @@ def test_missing_espeak_is_explained_with_the_install_command(tmp_path, monkeypa
 
     with pytest.raises(DemoCorpusError, match="apt-get install -y espeak-ng sox"):
         generate_demo_corpus(tmp_path / "demo")
+
+
+def _noise_floor_db(path) -> float:
+    """How far the loudest 10 ms frames stand above the quietest: high for clean speech, low in heavy noise."""
+    data, rate = soundfile.read(path)
+    frames = data[: len(data) // 160 * 160].reshape(-1, 160)
+    energy = (frames**2).mean(axis=1)
+    return float(10 * np.log10(np.percentile(energy, 95) / np.percentile(energy, 10)))
+
+
+@needs_espeak
+def test_scores_corpus_scores_each_clip_by_how_clean_it_sounds(tmp_path):
+    rows = generate_scores_corpus(tmp_path / "scores", words=("yes", "left"), n_voices=5, seed=2)
+
+    assert len(rows) == 10
+    assert all(row["score"] == snr_to_score(row["snr_db"]) for row in rows)
+    assert [snr_to_score(db) for db in (-5.0, 10.0, 25.0, 40.0)] == [0.0, 0.5, 1.0, 1.0]
+    scores = np.array([row["score"] for row in rows])
+    assert scores.min() < 0.3 and scores.max() > 0.7
+    floors = np.array([_noise_floor_db(row["path"]) for row in rows])
+    rank = lambda values: np.argsort(np.argsort(values))  # noqa: E731
+    assert np.corrcoef(rank(scores), rank(floors))[0, 1] > 0.6  # the score is what a listener hears
+    with open(tmp_path / "scores" / "manifest.csv", newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert list(manifest[0]) == ["file", "label", "transcript", "score", "speaker"]
+    assert [float(m["score"]) for m in manifest] == list(scores)
+    assert {m["transcript"] for m in manifest} == {"yes", "left"}
+
+
+@needs_espeak
+def test_wakeword_corpus_has_the_phrase_confusables_other_words_noise_and_a_background(tmp_path):
+    rows = generate_wakeword_corpus(tmp_path / "wake", n_voices=2, positive_takes=2, confusable_takes=1,
+                                    other_takes=1, n_noise_clips=1, n_backgrounds=1, background_minutes=0.2, seed=1)
+
+    by_label = {}
+    for row in rows:
+        by_label.setdefault((row["label"], row["kind"]), []).append(row)
+    assert {key: len(value) for key, value in by_label.items()} == {
+        (WAKE_LABEL, "clip"): 4, (CONFUSABLE_LABEL, "clip"): 2, (OTHER_LABEL, "clip"): 2, (NOISE_LABEL, "clip"): 1,
+        ("", "background"): 1,
+    }
+    assert {row["transcript"] for row in by_label[WAKE_LABEL, "clip"]} == {WAKE_PHRASE}
+    assert all(row["transcript"] in CONFUSABLE_PHRASES for row in by_label[CONFUSABLE_LABEL, "clip"])
+    assert len({row["speaker"] for row in rows if row["kind"] == "clip" and row["speaker"]}) == 2
+    for row in rows:
+        info = soundfile.info(row["path"])
+        expected = 12.0 if row["kind"] == "background" else WAKEWORD_CLIP_SECONDS
+        assert (info.samplerate, info.channels) == (16000, 1)
+        assert info.frames == int(expected * 16000)
+    background, _ = soundfile.read(by_label["", "background"][0]["path"])
+    assert np.abs(background).max() > 0.05  # speech, not only room noise
+    with open(tmp_path / "wake" / "manifest.csv", newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert list(manifest[0]) == ["file", "label", "transcript", "speaker", "kind"]
+    assert [m["file"] for m in manifest if m["kind"] == "background"] == ["background/background_01.wav"]
+
+
+def test_wakeword_corpus_refuses_impossible_counts(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    with pytest.raises(DemoCorpusError, match="at least once"):
+        generate_wakeword_corpus(tmp_path / "wake", positive_takes=0)
+    with pytest.raises(DemoCorpusError, match="at most"):
+        generate_wakeword_corpus(tmp_path / "wake", confusable_takes=len(CONFUSABLE_PHRASES) + 1)

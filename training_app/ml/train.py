@@ -11,6 +11,9 @@ settings, the trainable clips, the callbacks (``report``, ``log``, ``check_stop`
 ``split()``, the cached mel powers (``load_powers()``, for ``feature_config`` when the task sets its own),
 ``timed()``, the shared metrics (``summary()``) and ``result()``; ``export.write_artifacts`` writes the artifacts
 as for every task.
+
+A little over 500 lines: the steps of one run (data, features, the epoch loop, checkpoint choice, export) read best in
+one file, each a small named function.
 """
 
 from __future__ import annotations

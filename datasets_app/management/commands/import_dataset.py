@@ -17,7 +17,7 @@ from datasets_app.models import SAMPLE_RATE_CHOICES, Dataset, clean_clip_metadat
 class Command(BaseCommand):
     help = (
         "Import a folder or zip archive into a dataset: a folder per label (yes/001.wav), or audio files plus a "
-        "manifest.csv (header among file,label,transcript,score,speaker,notes) or an LJSpeech metadata.csv."
+        "manifest.csv (header among file,label,transcript,score,speaker,notes,kind) or an LJSpeech metadata.csv."
     )
 
     def add_arguments(self, parser):
@@ -30,11 +30,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--description", default="", help="Description of a dataset made with --create")
         parser.add_argument("--label", default="", help="Label for files that get none from the folder layout or manifest")
+        parser.add_argument(
+            "--background", action="store_true",
+            help="Import every audio file as a long background recording (minutes to hours of ordinary audio, up "
+            "to BACKGROUND_MAX_SECONDS; a manifest's kind column can also say so per file)",
+        )
         parser.add_argument("--user", default="", help="User name recorded as the uploader")
         parser.add_argument("--show-rejected", type=int, default=20, metavar="N", help="List at most N rejected files (default 20)")
 
     def handle(self, *args, name: str, path: Path, create: bool, sample_rate: int, description: str, label: str,
-               user: str, show_rejected: int, **options):
+               user: str, show_rejected: int, background: bool = False, **options):
         if not path.exists():
             raise CommandError(f"{path} does not exist.")
         if label:
@@ -64,7 +69,8 @@ class Command(BaseCommand):
             bar.update(done - bar.n)
 
         try:
-            report = dataset.import_path(path, by=actor, progress=progress, default_label=label, archive=str(path))
+            report = dataset.import_path(path, by=actor, progress=progress, default_label=label, archive=str(path),
+                                         background=background)
         except ImportRejected as exc:
             raise CommandError(f"Refused: {exc.reason}.") from None
         finally:

@@ -1,8 +1,5 @@
-"""manage.py make_demo_dataset [--kind words|commands] [--name N] [--voices N] [--seed S]: a demo dataset.
-
-``words`` (default): a speech-commands-style corpus of single words for classification; ``commands``: spoken
-command phrases with transcripts for transcription.
-"""
+"""manage.py make_demo_dataset [--kind commands|scores|wakeword|phrases] [--name N] [--voices N] [--seed S]: a demo
+dataset."""
 
 from __future__ import annotations
 
@@ -13,70 +10,65 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from datasets_app.models import Dataset
 
-DEFAULT_NAME = "speech-commands-demo"
-DEFAULT_NAMES = {"words": DEFAULT_NAME, "commands": "spoken-commands-demo"}
+KINDS = ("commands", "scores", "wakeword", "phrases")
+DEFAULT_NAMES = {"commands": "speech-commands-demo", "scores": "speech-quality-demo", "wakeword": "wake-word-demo",
+                 "phrases": "spoken-commands-demo"}
 
 
 class Command(BaseCommand):
     help = (
-        "Synthesise a speech-commands-style corpus (ten command words plus background noise, spoken by "
-        "espeak-ng voices with the speaker recorded on every clip) and import it into a dataset. Needs espeak-ng "
-        "(apt-get install -y espeak-ng sox)."
+        "Synthesise a demo corpus spoken by espeak-ng voices (the speaker recorded on every clip) and import it "
+        "into a dataset. --kind commands: ten command words plus background noise (classification); scores: the "
+        "words buried in noise at a known SNR, scored 0-1 by how clean they sound (regression); wakeword: 'hey "
+        "marlo', confusable phrases, other words, noise and long background recordings (detection); phrases: spoken "
+        "command phrases with transcripts, labelled by intent (transcription). Needs "
+        "espeak-ng (apt-get install -y espeak-ng sox)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--kind", choices=tuple(DEFAULT_NAMES), default="words",
-                            help="words: single command words for classification (default); commands: command "
-                            "phrases with transcripts for transcription")
-        parser.add_argument("--name", default="", help=f"dataset name (default {DEFAULT_NAME}, or "
-                            f"{DEFAULT_NAMES['commands']} for --kind commands)")
-        parser.add_argument("--phrases", type=int, default=30,
-                            help="--kind commands: phrases each voice speaks (default 30)")
+        parser.add_argument("--kind", choices=KINDS, default="commands", help="which corpus (default commands)")
+        parser.add_argument("--name", default="", help="dataset name (default: " + ", ".join(
+            f"{name} for {kind}" for kind, name in DEFAULT_NAMES.items()) + ")")
         parser.add_argument("--voices", type=int, default=20, help="number of synthetic speakers (default 20)")
-        parser.add_argument("--takes", type=int, default=1, help="recordings of each word per voice (default 1)")
+        parser.add_argument("--takes", type=int, default=None, help="recordings of each word per voice (default 1; "
+                            "wakeword: of the wake phrase, default 4)")
         parser.add_argument("--words", default="", help="comma-separated words instead of the ten commands")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        parser.add_argument("--phrases", type=int, default=30,
+                            help="phrases: command phrases each voice speaks (default 30)")
+        parser.add_argument("--backgrounds", type=int, default=2,
+                            help="wakeword: number of long background recordings (default 2)")
+        parser.add_argument("--background-minutes", type=float, default=5.0,
+                            help="wakeword: length of each background recording in minutes (default 5)")
 
     def handle(self, *args, **options) -> None:
-        options["name"] = options["name"] or DEFAULT_NAMES[options["kind"]]
-        if options["kind"] == "commands":
-            self.make_commands(options)
-            return
         from tqdm import tqdm
 
         from datasets_app.importing import import_path
-        from training_app.demo_corpus import DEFAULT_WORDS, DemoCorpusError, generate_demo_corpus
+        from training_app.demo_corpus import DemoCorpusError
 
-        words = [w.strip() for w in options["words"].split(",") if w.strip()] or list(DEFAULT_WORDS)
+        kind = options["kind"]
+        name = options["name"] or DEFAULT_NAMES[kind]
         dataset, created = Dataset.objects.get_or_create(
-            name=options["name"],
-            defaults={
-                "description": f"Synthetic speech commands ({', '.join(words)} and noise) spoken by "
-                f"{options['voices']} espeak-ng voices; made by manage.py make_demo_dataset "
-                f"--voices {options['voices']} --seed {options['seed']}.",
-                "sample_rate": 16000,
-            },
+            name=name, defaults={"description": self._description(kind, options), "sample_rate": 16000},
         )
         if not created and dataset.sample_rate != 16000:
             raise CommandError(f"Dataset '{dataset.name}' exists with a {dataset.sample_rate} Hz sample rate; "
                                "the demo corpus is 16 kHz. Choose another --name.")
         self.stderr.write(f"{'Creating' if created else 'Adding to'} dataset '{dataset.name}'.")
         with tempfile.TemporaryDirectory(prefix="audioml-demo-") as folder:
-            with tqdm(total=0, desc="Synthesising", unit="clip", file=self.stderr._out) as bar:
+            with tqdm(total=0, desc="Synthesising", unit="file", file=self.stderr._out) as bar:
                 def synthesised(done: int, total: int) -> None:
                     bar.total = total
                     bar.update(done - bar.n)
 
                 try:
-                    generate_demo_corpus(
-                        Path(folder), words=words, n_voices=options["voices"], seed=options["seed"],
-                        takes_per_voice=options["takes"], progress=synthesised,
-                    )
+                    self._generate(kind, Path(folder), options, synthesised)
                 except DemoCorpusError as error:
                     if created:
                         dataset.delete()
                     raise CommandError(str(error)) from None
-            with tqdm(total=0, desc="Importing", unit="clip", file=self.stderr._out) as bar:
+            with tqdm(total=0, desc="Importing", unit="file", file=self.stderr._out) as bar:
                 def imported(done: int, total: int) -> None:
                     bar.total = total
                     bar.update(done - bar.n)
@@ -86,67 +78,74 @@ class Command(BaseCommand):
         failed = [r for r in report.rejected if not r.duplicate_of]
         for result in failed[:10]:
             self.stderr.write(f"  rejected {result.name}: {result.reason}")
-        summary = dataset.clips.active().values_list("label", flat=True)
+        clips = dataset.clips.active().ordinary()
         counts: dict[str, int] = {}
-        for label in summary:
+        for label in clips.values_list("label", flat=True):
             counts[label] = counts.get(label, 0) + 1
-        speakers = dataset.clips.active().exclude(speaker="").values("speaker").distinct().count()
+        speakers = clips.exclude(speaker="").values("speaker").distinct().count()
+        backgrounds = list(dataset.clips.active().backgrounds().values_list("duration", flat=True))
         self.stdout.write(self.style.SUCCESS(
             f"Dataset '{dataset.name}': {len(report.accepted)} clips imported"
             + (f", {len(duplicates)} already there" if duplicates else "")
             + (f", {len(failed)} rejected" if failed else "")
-            + f"; now {sum(counts.values())} clips, {len(counts)} labels, {speakers} speakers."
+            + f"; now {sum(counts.values())} clips, {len(counts)} labels, {speakers} speakers"
+            + (f", {len(backgrounds)} background recording{'s' * (len(backgrounds) != 1)} "
+               f"({sum(backgrounds) / 60:.1f} min)" if backgrounds else "")
+            + "."
         ))
         self.stdout.write("Labels: " + ", ".join(f"{label} ({n})" for label, n in sorted(counts.items())))
-        self.stdout.write(f"Train it: python manage.py train {dataset.name} --model commands --wait")
+        self.stdout.write("Train it: " + self._train_hint(kind, dataset.name))
         if failed:
             raise CommandError(f"{len(failed)} clips could not be imported.")
 
-    def make_commands(self, options) -> None:
-        from tqdm import tqdm
-
-        from datasets_app.ingest import import_path
-        from training_app.demo_commands import generate_command_corpus
-        from training_app.demo_corpus import DemoCorpusError
-
-        dataset, created = Dataset.objects.get_or_create(
-            name=options["name"],
-            defaults={
-                "description": f"Spoken command phrases with transcripts ({options['phrases']} per voice) from "
-                f"{options['voices']} espeak-ng voices; made by manage.py make_demo_dataset --kind commands "
-                f"--voices {options['voices']} --phrases {options['phrases']} --seed {options['seed']}.",
-                "sample_rate": 16000,
-            },
+    def _generate(self, kind: str, folder: Path, options: dict, progress) -> None:
+        from training_app.demo_corpus import (
+            DEFAULT_WORDS, generate_demo_corpus, generate_scores_corpus, generate_wakeword_corpus,
         )
-        if not created and dataset.sample_rate != 16000:
-            raise CommandError(f"Dataset '{dataset.name}' exists with a {dataset.sample_rate} Hz sample rate; "
-                               "the demo corpus is 16 kHz. Choose another --name.")
-        self.stderr.write(f"{'Creating' if created else 'Adding to'} dataset '{dataset.name}'.")
-        with tempfile.TemporaryDirectory(prefix="audioml-demo-") as folder:
-            with tqdm(total=0, desc="Synthesising", unit="clip", file=self.stderr._out) as bar:
-                def synthesised(done: int, total: int) -> None:
-                    bar.total = total
-                    bar.update(done - bar.n)
 
-                try:
-                    generate_command_corpus(Path(folder), n_voices=options["voices"],
-                                            phrases_per_voice=options["phrases"], seed=options["seed"],
-                                            progress=synthesised)
-                except DemoCorpusError as error:
-                    if created:
-                        dataset.delete()
-                    raise CommandError(str(error)) from None
-            report = import_path(dataset, Path(folder))
-        failed = [r for r in report.rejected if not r.duplicate_of]
-        for result in failed[:10]:
-            self.stderr.write(f"  rejected {result.name}: {result.reason}")
-        clips = dataset.clips.active().exclude(transcript="")
-        speakers = clips.exclude(speaker="").values("speaker").distinct().count()
-        self.stdout.write(self.style.SUCCESS(
-            f"Dataset '{dataset.name}': {len(report.accepted)} clips imported; now {clips.count()} clips with a "
-            f"transcript from {speakers} speakers."
-        ))
-        self.stdout.write(f"Train it: python manage.py train {dataset.name} --model commands-asr "
-                          "--set task=transcription --wait")
-        if failed:
-            raise CommandError(f"{len(failed)} clips could not be imported.")
+        words = [w.strip() for w in options["words"].split(",") if w.strip()] or list(DEFAULT_WORDS)
+        common = {"n_voices": options["voices"], "seed": options["seed"], "progress": progress}
+        takes = options["takes"]
+        if kind == "commands":
+            generate_demo_corpus(folder, words=words, takes_per_voice=takes or 1, **common)
+        elif kind == "phrases":
+            from training_app.demo_commands import generate_command_corpus
+
+            generate_command_corpus(folder, phrases_per_voice=options["phrases"], **common)
+        elif kind == "scores":
+            generate_scores_corpus(folder, words=words, takes_per_voice=takes or 1, **common)
+        else:
+            generate_wakeword_corpus(folder, positive_takes=4 if takes is None else takes,
+                                     n_backgrounds=options["backgrounds"],
+                                     background_minutes=options["background_minutes"], **common)
+
+    @staticmethod
+    def _description(kind: str, options: dict) -> str:
+        made_by = (f"made by manage.py make_demo_dataset --kind {kind} --voices {options['voices']} "
+                   f"--seed {options['seed']}.")
+        if kind == "scores":
+            return ("Synthetic spoken words buried in noise at a known SNR (-5 to 25 dB); the score (0-1) is that SNR "
+                    f"scaled, so it follows how clean the clip sounds; {options['voices']} espeak-ng voices; {made_by}")
+        if kind == "phrases":
+            return (f"Spoken command phrases with transcripts ({options['phrases']} per voice, labelled by intent) "
+                    f"from {options['voices']} espeak-ng voices; {made_by}")
+        if kind == "wakeword":
+            return ("Synthetic wake-word corpus: 'hey marlo' (hey_marlo), confusable phrases (confusable), other words "
+                    f"(other), noise, and {options['backgrounds']} background recordings of ordinary speech and pauses "
+                    f"over room noise; {options['voices']} espeak-ng voices; {made_by}")
+        from training_app.demo_corpus import DEFAULT_WORDS
+
+        words = options["words"] or ", ".join(DEFAULT_WORDS)
+        return (f"Synthetic speech commands ({words} and noise) spoken by {options['voices']} espeak-ng voices; "
+                f"{made_by}")
+
+    @staticmethod
+    def _train_hint(kind: str, name: str) -> str:
+        if kind == "scores":
+            return f"python manage.py train {name} --model speech-quality --set task=regression --wait"
+        if kind == "phrases":
+            return f"python manage.py train {name} --model commands-asr --set task=transcription --wait"
+        if kind == "wakeword":
+            return (f"python manage.py train {name} --model hey-marlo --set task=detection "
+                    "--set positive_label=hey_marlo --set clip_seconds=1.5 --wait")
+        return f"python manage.py train {name} --model commands --wait"

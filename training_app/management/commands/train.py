@@ -98,7 +98,7 @@ class Command(BaseCommand):
         previous = signal.signal(signal.SIGINT, on_interrupt)
         bar = ProgressBar(self.stderr)
         try:
-            tasks.run_training_job(job.pk, progress_hook=hook)
+            tasks.run_job_now(job.pk, progress_hook=hook)
         finally:
             signal.signal(signal.SIGINT, previous)
             bar.close()

@@ -14,7 +14,8 @@ name, config and metrics as data and ask its module when they need more. Every t
   figure charted per epoch; ``evaluate(fitted)``: held-out metrics beside a shallow baseline;
   ``export_config(metrics, cfg)``: what predictions need besides the model (a threshold, say).
 - ``headline(metrics)``: the main figure beside its baseline, for lists and the API.
-- ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override.
+- ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override; ``USES_BACKGROUND`` (optional): the
+  snapshot carries the dataset's background recordings (``kind: "background"``).
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
   file is windowed and answered.
 

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {}
 OUTPUT_NAME = "score"
 EPOCH_METRIC = ("val_auc", "Validation ROC AUC", True)
 USES_THRESHOLD = True
+# The snapshot also carries the dataset's background recordings (long ordinary audio), streamed, never trained on.
+USES_BACKGROUND = True
 HOP_SECONDS = 0.1
 REFRACTORY_SECONDS = 2.0
 # Scores over time returned with a prediction: at most this many points (a 10-minute file has 6000 hops).

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('registry_app', '0002_version_counter_and_alias_actions'),
+        ('registry_app', '0003_version_verbose_name'),
     ]
 
     operations = [

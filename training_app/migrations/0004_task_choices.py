@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training_app', '0002_snapshot_size'),
+        ('training_app', '0003_remove_registering_phase'),
     ]
 
     operations = [
