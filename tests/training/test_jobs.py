@@ -81,9 +81,9 @@ def test_invalid_configuration_is_unprocessable_naming_the_field(tones, admin_us
 
 def test_unsupported_task_is_unprocessable(tones, admin_user):
     with pytest.raises(Unprocessable) as caught:
-        TrainingJob.objects.create_job(tones, "m", "quick", TINY, admin_user, task="transcription")
+        TrainingJob.objects.create_job(tones, "m", "quick", TINY, admin_user, task="captioning")
     assert caught.value.extra["field"] == "task"
-    assert "unsupported task 'transcription'" in caught.value.detail
+    assert "unknown task 'captioning'" in caught.value.detail
 
 
 def test_invalid_model_name_is_unprocessable(tones, admin_user):

@@ -70,7 +70,7 @@ def test_config_is_frozen():
         ({"target_far": 0}, "target_far", "must be greater than 0"),
         ({"holdout_speakers": "anna"}, "holdout_speakers", "must be a list of speaker names"),
         ({"holdout_speakers": ["anna", ""]}, "holdout_speakers", "every speaker must be a non-empty string"),
-        ({"task": "transcription"}, "task", "unsupported task 'transcription'"),
+        ({"task": "captioning"}, "task", "unsupported task 'captioning'"),
     ],
 )
 def test_invalid_values_name_the_field_and_the_reason(overrides, field, message):
