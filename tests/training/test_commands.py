@@ -149,3 +149,14 @@ def test_make_demo_dataset_wakeword_kind_imports_clips_and_background_recordings
     assert "--set positive_label=hey_marlo" in out
     again, _ = run(*args)
     assert "0 clips imported, 17 already there" in again
+
+
+def test_make_demo_dataset_phrases_kind_imports_transcribed_phrases_from_each_voice(db):
+    out, _ = run("make_demo_dataset", "--kind", "phrases", "--voices", "2", "--phrases", "3", "--seed", "3")
+
+    dataset = Dataset.objects.get(name="spoken-commands-demo")
+    clips = list(dataset.clips.all())
+    assert len(clips) == 6 and all(clip.transcript and clip.label for clip in clips)
+    assert len({clip.speaker for clip in clips}) == 2
+    assert all(clip.duration > 0.5 for clip in clips)
+    assert "--set task=transcription" in out
