@@ -4,6 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from registry_app.models import DEFAULT_ALIAS, ModelVersion, RegisteredModel, alias_name_validator
+from training_app.templatetags.training_tags import metric_value
 
 
 class ModelDescriptionForm(forms.ModelForm):
@@ -49,7 +50,7 @@ def version_choices(model: RegisteredModel, active_only: bool = False) -> list[t
     choices = []
     for version in versions:
         headline = version.headline_metric()
-        metric = f" · {headline[0]} {headline[1] * 100:.1f}%" if headline else ""
+        metric = f" · {headline[0]} {metric_value(headline[1], headline[0])}" if headline else ""
         choices.append((str(version.version), f"v{version.version}{metric}"))
     return choices
 

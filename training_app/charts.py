@@ -286,7 +286,10 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
         return round(bottom - min(max(score, 0.0), 1.0) * (bottom - top), 1)
 
     # Each score is drawn at the middle of its window.
-    path = " ".join(f"{x_of(i * timeline['hop'] + timeline['window'] / 2)},{y_of(s)}" for i, s in enumerate(scores))
+    points = [(x_of(i * timeline["hop"] + timeline["window"] / 2), y_of(s)) for i, s in enumerate(scores)]
+    path = " ".join(f"{x},{y}" for x, y in points)
+    # A clip as short as one window has a single score: a line through one point draws nothing, so dot it.
+    dots = [{"x": x, "y": y} for x, y in points] if len(points) == 1 else []
     events = [{"x": x_of(e["start"]), "width": max(1.0, x_of(e["end"]) - x_of(e["start"])),
                "title": f"{e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.2f}"} for e in prediction.get("events", [])]
     step = nice_step(duration, 5)
@@ -295,7 +298,7 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
         ticks.append({"x": x_of(tick), "label": f"{tick:g} s"})
         tick += step
     return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
-            "path": path, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
+            "path": path, "dots": dots, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
             "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}
 
 

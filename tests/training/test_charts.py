@@ -1,0 +1,19 @@
+"""Panel chart geometry (pure functions, no database)."""
+from training_app.charts import timeline_chart
+
+
+def _prediction(scores: list[float]) -> dict:
+    return {"duration": 1.5, "threshold": 0.7, "events": [],
+            "scores_over_time": {"scores": scores, "hop": 0.1, "window": 1.5}}
+
+
+def test_a_single_window_score_is_drawn_as_a_dot():
+    chart = timeline_chart(_prediction([0.42]))
+    assert len(chart["dots"]) == 1
+    assert chart["dots"][0]["y"] > chart["threshold_y"]  # 0.42 sits below the 0.7 threshold (larger y)
+
+
+def test_several_window_scores_are_a_line_without_dots():
+    chart = timeline_chart({**_prediction([0.1, 0.5, 0.9]), "duration": 1.7})
+    assert chart["dots"] == []
+    assert len(chart["path"].split()) == 3
