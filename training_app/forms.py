@@ -41,7 +41,8 @@ TASK_HELP = {
     "transcription": "speech to text, from the clips' transcripts (a CTC model trained from scratch)",
 }
 # Settings only one task reads, shown in the task's own part of the form.
-TASK_SETTINGS = ("positive_label", "target_fa_per_hour", "text_case", "punctuation", "numbers")
+TASK_SETTINGS = {"detection": ("positive_label", "target_fa_per_hour"),
+                 "transcription": ("text_case", "punctuation", "numbers")}
 # Transcription's text normalisation: (value, label) per choice; the first is the default.
 TEXT_CHOICES = {
     "text_case": (("lower", "lower-case everything"), ("keep", "keep the case as typed")),
@@ -131,7 +132,8 @@ class JobForm(forms.Form):
 
     @property
     def task_fields(self):
-        return [self[name] for name in TASK_SETTINGS]
+        """(task, its settings' bound fields) for each task that has settings of its own."""
+        return [(task, [self[name] for name in names]) for task, names in TASK_SETTINGS.items()]
 
     @property
     def switch_fields(self):
