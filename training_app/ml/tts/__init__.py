@@ -1,0 +1,1 @@
+"""Speech synthesis (text to speech): text front end, the acoustic model, alignment, vocoder, training."""
