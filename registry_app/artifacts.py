@@ -163,6 +163,15 @@ def problem_with(entry: dict[str, Any], *, trust_unchanged: bool = False) -> str
     return None
 
 
+def copy_to_local(path: str, target: Path) -> Path:
+    """A stored artifact copied to a local file (storages may be remote)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with default_storage.open(path, "rb") as source, open(target, "wb") as copy:
+        while chunk := source.read(CHUNK_SIZE):
+            copy.write(chunk)
+    return target
+
+
 def delete_stored(paths: list[str]) -> None:
     folders = set()
     for path in paths:

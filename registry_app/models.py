@@ -18,6 +18,7 @@ from django.utils import timezone
 from audioml import audit
 from audioml.audit import Actor
 from datasets_app.models import name_validator
+from audioml.errors import Unprocessable
 from registry_app import artifacts as artifact_store
 from registry_app.errors import ArtifactDamaged, ImmutableVersion, ReferenceNotFound, TaskMismatch, VersionAliased
 from training_app.ml.artifacts import ARTIFACT_FILES as WRITTEN_FILES, MODEL_FILES, TORCH_EXPORT_FILE
@@ -169,6 +170,20 @@ class ModelVersionQuerySet(models.QuerySet):
 
 
 class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
+    def base_for(self, init_from: str, task: str | None) -> ModelVersion:
+        """The version a fine-tune starts from ("model:v3" or "model:alias"); 422 when it is not one of
+        ``task`` (None: any), 404 when it does not exist."""
+        name, _, ref = init_from.partition(":")
+        model = RegisteredModel.objects.filter(name=name).first()
+        if model is None or not ref:
+            raise ReferenceNotFound(f"init_from: no registered model “{name}” to fine-tune from "
+                                    "(write it as model:version, e.g. voice:v3)", field="init_from")
+        if task is not None and model.task != task:
+            raise Unprocessable(f"init_from: “{name}” is a {model.task} model; a {task} job can only fine-tune "
+                                f"a {task} model", field="init_from")
+        version, _ = model.resolve(ref)
+        return version
+
     def register_from_job(self, job: TrainingJob, artifacts_dir: Path) -> ModelVersion:
         """Turn a succeeded job's artifacts into the next numbered version of its model.
 
@@ -185,7 +200,8 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
         config = _read_json(artifacts_dir / "config.json")
         metrics = _read_json(artifacts_dir / "metrics.json")
         snapshot = _read_json(artifacts_dir / "snapshot.json")
-        missing = [name for name in ARTIFACT_FILES if not (artifacts_dir / name).is_file()]
+        names = stored_artifact_names(job.task, artifacts_dir)
+        missing = [name for name in names if not (artifacts_dir / name).is_file()]
         if missing:
             raise FileNotFoundError(f"artifacts missing from {artifacts_dir}: {', '.join(missing)}")
 
@@ -204,8 +220,9 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                 # by a registration that crashed before committing, and are replaced rather than renamed around.
                 artifact_store.clear_folder(f"{folder}/v{number}")
                 entries = []
-                for name in ARTIFACT_FILES:
+                for name in names:
                     entry = artifact_store.store_file(artifacts_dir / name, f"{folder}/v{number}/{name}")
+                    entry["name"] = name  # a path inside the folder for a voice's samples/
                     stored.append(entry["path"])
                     entries.append(entry)
                 version = self.create(
@@ -224,6 +241,7 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
                     metrics=metrics,
                     artifacts=entries,
                     code_version=str(config.get("code_version", ""))[:64],
+                    base_version=_base_version(job),
                     created_by=job.created_by,
                 )
                 RegisteredModel.objects.filter(pk=model.pk).update(last_version=number)
@@ -233,6 +251,24 @@ class ModelVersionManager(models.Manager.from_queryset(ModelVersionQuerySet)):
             artifact_store.remove_empty_folder(folder)  # a model made for this version is rolled back too
             raise
         return version
+
+
+def stored_artifact_names(task: str, artifacts_dir: Path) -> list[str]:
+    """The files a version of ``task`` keeps: the task's own list when it has one (a voice), else the usual."""
+    from training_app.ml.tasks import task_module
+
+    module = task_module(task)
+    return list(module.artifact_files(artifacts_dir)) if hasattr(module, "artifact_files") else list(ARTIFACT_FILES)
+
+
+def _base_version(job: TrainingJob) -> ModelVersion | None:
+    """The version a fine-tune started from (pinned as model:vN when the job was created)."""
+    init_from = (job.config or {}).get("init_from") or ""
+    if not init_from:
+        return None
+    name, _, ref = init_from.partition(":")
+    number = parse_version_ref(ref)
+    return ModelVersion.objects.filter(model__name=name, version=number).first() if number else None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -275,6 +311,10 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict)
     artifacts = models.JSONField(default=list, help_text="[{name, path, size, sha256}]")
     code_version = models.CharField(max_length=64, blank=True)
+    base_version = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="fine_tunes",
+        help_text="The version this one was fine-tuned from (a voice's init_from)",
+    )
     description = models.TextField(blank=True)
     tags = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
@@ -393,7 +433,19 @@ class ModelVersion(models.Model):
                 f"{', '.join(aliases)} {'points' if len(aliases) == 1 else 'point'} at it. Move or delete the alias first.",
                 aliases=aliases,
             )
+        tunes = [str(tune) for tune in self.fine_tunes.select_related("model")]
+        if tunes:
+            raise VersionAliased(
+                f"Version {self.version} of “{self.model.name}” cannot be deleted: "
+                f"{', '.join(tunes)} {'was' if len(tunes) == 1 else 'were'} fine-tuned from it.",
+                fine_tunes=tunes,
+            )
         return super().delete(*args, **kwargs)
+
+    @property
+    def pinned_ref(self) -> str:
+        """model:vN, the reference a fine-tune records."""
+        return f"{self.model.name}:v{self.version}"
 
     # Artifacts
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
-from training_app.signals import job_requested
+from training_app.signals import base_version_requested, job_requested
 from training_app.snapshot import (
     clip_records,
     data_summary,
@@ -63,6 +63,17 @@ def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
         return TrainConfig.from_dict(preset, {**overrides, "task": task})
     except ConfigError as error:
         raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
+
+
+def pin_base_version(cfg, task: str):
+    """The config with ``init_from`` pinned to model:vN by the registry (which raises for a bad reference)."""
+    import dataclasses
+
+    answers = [answer for _, answer in base_version_requested.send(sender=TrainingJob, init_from=cfg.init_from,
+                                                                   task=task) if isinstance(answer, str)]
+    if not answers:
+        raise Unprocessable("init_from: no registry answered for the base version", field="init_from")
+    return dataclasses.replace(cfg, init_from=answers[0])
 
 
 def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):
@@ -138,6 +149,9 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
         overrides = dict(overrides or {})
         cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
         job_requested.send(sender=TrainingJob, model_name=model_name, task=task)
+        if cfg.init_from:
+            cfg = pin_base_version(cfg, task)
+            overrides["init_from"] = cfg.init_from
         if problems:
             raise JobNotTrainable(
                 f"Dataset '{dataset.name}' cannot train a model: {'; '.join(problems)}.", problems=problems
@@ -249,6 +263,7 @@ class TrainingJob(models.Model):
         TRANSCRIPTION = "transcription", "Transcription"
         REGRESSION = "regression", "Regression"
         DETECTION = "detection", "Detection"
+        SYNTHESIS = "synthesis", "Synthesis"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
 from training_app.models import JobLog, TrainingJob, task_headline
+from training_app.signals import base_artifacts_requested
 from training_app.snapshot import clip_records
 
 logger = logging.getLogger("training_app.tasks")
@@ -254,7 +255,8 @@ class JobRun:
             sweep_this_machine()
             cfg = TrainConfig.from_dict(job.preset, job.config)
             clips = self.snapshot_records()
-            runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads)
+            runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads,
+                              base_dir=self.base_artifacts(cfg.init_from))
             result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
             version = hand_off(job, result, out_dir, self.epochs)
         except TrainingCancelled:
@@ -297,6 +299,20 @@ class JobRun:
             with default_storage.open(name, "rb") as source, open(target, "wb") as copy:
                 shutil.copyfileobj(source, copy)
             return target
+
+    def base_artifacts(self, init_from: str) -> Path | None:
+        """A local copy of the fine-tune's base version (weights and config), checked by the registry."""
+        if not init_from:
+            return None
+        if self.temp_dir is None:
+            self.temp_dir = Path(tempfile.mkdtemp(prefix=f"job-{self.job.pk}-clips-"))
+        folder = self.temp_dir / "base-version"
+        folder.mkdir()
+        base_artifacts_requested.send(sender=TrainingJob, init_from=init_from, folder=folder)
+        if not (folder / "weights.pt").is_file():
+            raise SnapshotFilesMissing(f"init_from={init_from}: the base version's weights could not be fetched")
+        self.job.log(JobLog.Level.INFO, f"Fine-tuning from {init_from}.")
+        return folder
 
     def snapshot_document(self) -> dict[str, Any]:
         job = self.job

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,11 @@ FIELDS: dict[str, FieldSpec] = {
                                   "or keep it (keep)", choices=("strip", "keep")),
     "numbers": FieldSpec(str, "transcription: keep digits as written (as_written) or spell whole numbers out "
                               "in English words (words)", choices=("as_written", "words")),
+    "text_frontend": FieldSpec(str, "synthesis: read text as phonemes (espeak-ng) or as characters",
+                               choices=("phonemes", "characters")),
+    "espeak_voice": FieldSpec(str, "synthesis: the espeak-ng voice that turns text into phonemes (en-us, de, fr...)"),
+    "init_from": FieldSpec(str, "synthesis: fine-tune from a registered voice, as model:version (voice:v3) or "
+                                "model:alias; empty: train from scratch"),
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -135,6 +141,9 @@ class TrainConfig:
     text_case: str = "lower"
     punctuation: str = "strip"
     numbers: str = "as_written"
+    text_frontend: str = "phonemes"
+    espeak_voice: str = "en-us"
+    init_from: str = ""
 
     @classmethod
     def from_dict(cls, preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -172,6 +181,10 @@ class TrainConfig:
         return FeatureConfig(clip_samples=int(round(self.clip_seconds * FeatureConfig.sample_rate)))
 
     def _check_consistency(self) -> None:
+        from .tasks import task_module
+
+        if self.init_from and not getattr(task_module(self.task), "FINE_TUNES", False):
+            raise ConfigError("init_from", f"{self.task} jobs train from scratch; only synthesis fine-tunes a version")
         if self.val_fraction + self.test_fraction > 0.7:
             raise ConfigError(
                 "test_fraction",
@@ -189,11 +202,15 @@ def _validate(name: str, value: Any) -> Any:
     if spec.kind is str:
         from .tasks import TASKS  # the task modules import this one
 
+        if not isinstance(value, str):
+            raise ConfigError(name, f"must be a text, got {value!r}")
         if name == "task" and value not in TASKS:
             raise ConfigError(name, f"unsupported task {value!r}; supported: {', '.join(TASKS)}")
         if spec.choices and value not in spec.choices:
             raise ConfigError(name, f"must be one of {', '.join(spec.choices)}, got {value!r}")
-        return value
+        if name in _TEXT_PATTERNS and not _TEXT_PATTERNS[name][0].fullmatch(value.strip()):
+            raise ConfigError(name, f"{_TEXT_PATTERNS[name][1]}, got {value!r}")
+        return value.strip()
     if name == "positive_label":
         return _labels(value)
     if spec.kind is tuple:
@@ -211,6 +228,13 @@ def _validate(name: str, value: Any) -> Any:
         value = float(value)
     _check_range(name, spec, value)
     return value
+
+
+_TEXT_PATTERNS = {
+    "espeak_voice": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,40}"), "must be an espeak-ng voice name such as en-us"),
+    "init_from": (re.compile(r"(|[A-Za-z0-9][A-Za-z0-9_.-]{0,99}:[A-Za-z0-9][A-Za-z0-9_.-]{0,49})"),
+                  "must be model:version (voice:v3) or model:alias"),
+}
 
 
 def _labels(value: Any) -> tuple[str, ...]:

@@ -93,6 +93,7 @@ class Runtime:
 
     ``cache_dir``: feature cache shared between jobs (None: a throwaway one inside ``out_dir``'s parent).
     ``snapshot``: written as snapshot.json beside the model. ``on_log(level, message)``: "info"/"warning" lines.
+    ``base_dir``: artifacts (weights.pt, config.json) of the registered version a fine-tune starts from.
     """
 
     cache_dir: Path | None = None
@@ -100,6 +101,7 @@ class Runtime:
     on_log: Callable[[str, str], None] | None = None
     threads: int | None = None
     device: str | None = None
+    base_dir: Path | None = None
 
 
 @dataclass(frozen=True)

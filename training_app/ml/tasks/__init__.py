@@ -36,6 +36,9 @@ Optional hooks, for tasks that do not fit the defaults above (fixed-length clips
   waveform at the model's rate) from the loaded exported module, when windows of the model's clip length and
   ``shape_prediction`` do not fit (transcription decodes variable-length segments to text). ``context`` is what
   ``shape_prediction`` receives. It must return the task's prediction fields plus "windows" (parts scored).
+- ``artifact_files(artifacts_dir)``: the files a version of this task stores, as paths relative to the folder,
+  when they are not ``artifacts.ARTIFACT_FILES`` (a voice has no ONNX file and keeps its held-out samples).
+- ``PREDICTS = False``: the task's models do not answer audio predictions (a voice speaks text instead).
 
 Modules import only numpy and the torch-free parts of this package at import time (torch inside the training
 functions), so the web process can validate jobs and render pages without loading torch.
@@ -45,13 +48,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import classification, detection, regression, transcription
+from . import classification, detection, regression, synthesis, transcription
 
 TASKS: dict[str, ModuleType] = {
     "classification": classification,
     "regression": regression,
     "detection": detection,
     "transcription": transcription,
+    "synthesis": synthesis,
 }
 
 

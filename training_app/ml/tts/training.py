@@ -83,11 +83,13 @@ class Utterance:
 @dataclass(frozen=True)
 class Callbacks:
     """``report(fraction of training, eta_seconds, epoch record or None)``; ``log(level, message)``;
-    ``check_stop()`` raises to cancel (polled every step)."""
+    ``check_stop()`` raises to cancel (polled every step); ``phase(name)`` when "training", "evaluating" and
+    "exporting" begin."""
 
     report: Callable[[float, float | None, dict[str, Any] | None], None] = lambda *args: None
     log: Callable[[str, str], None] = lambda level, message: None
     check_stop: Callable[[], None] = lambda: None
+    phase: Callable[[str], None] = lambda name: None
 
 
 @dataclass(frozen=True)
@@ -221,10 +223,12 @@ def validate(model: AcousticModel, examples: list[Example], indices: list[int], 
 # The run --------------------------------------------------------------------------------------------------------
 
 def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, callbacks: Callbacks = Callbacks(),
-              base: BaseVoice | None = None, snapshot: dict[str, Any] | None = None) -> VoiceResult:
+              base: BaseVoice | None = None, snapshot: dict[str, Any] | None = None,
+              more_metrics: Callable[[dict[str, Any]], dict[str, Any]] = lambda metrics: {}) -> VoiceResult:
     """Train (or, with ``base``, fine-tune) a voice on one speaker's utterances; write its artifacts atomically
     into ``out_dir``: weights, the exported synthesizer, config (with the text tables), metrics, and held-out
-    sentences synthesised beside their real recordings under ``samples/``."""
+    sentences synthesised beside their real recordings under ``samples/``. ``more_metrics(metrics)`` adds the
+    caller's entries just before they are written."""
     started = time.monotonic()
     torch.manual_seed(cfg.seed)
     frontend = _frontend(cfg, utterances, base)
@@ -240,11 +244,12 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
     callbacks.log("info", f"{len(train_indices)} training and {len(val_indices)} validation utterances; "
                           f"{frontend.n_symbols} symbols ({frontend.mode})")
     model = _model(cfg, frontend, base)
+    callbacks.phase("training")
     history, best_epoch, best_state = _train(cfg, model, examples, train_indices, val_indices, callbacks)
     model.load_state_dict(best_state)
     model.eval()
     training_seconds = time.monotonic() - started
-
+    callbacks.phase("evaluating")
     vocoder = GriffinLimVocoder(cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.n_mels, cfg.f_min, cfg.f_max,
                                 mel_mean, mel_std, n_iter=cfg.griffin_lim_iters)
     synthesizer = Synthesizer(copy.deepcopy(model), vocoder).eval()
@@ -260,6 +265,8 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
         **{key: history[best_epoch - 1][key] for key in ("val_mel_loss", "val_duration_error", "val_loss")},
         "alignment": alignment_picture(model, examples[val_indices[0]], frontend),
     }
+    callbacks.phase("exporting")
+    metrics.update(more_metrics(metrics))
     mark = time.monotonic()
     config = voice_config(cfg, frontend, mel_mean, mel_std, metrics)
     files = write_voice(out_dir, model, synthesizer, config, metrics, snapshot,
