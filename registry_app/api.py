@@ -6,7 +6,7 @@ import json
 
 from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, HttpRequest, HttpResponse
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
@@ -27,6 +27,7 @@ from registry_app.schemas import (
     ModelPatch,
     NoteIn,
     PredictOut,
+    SynthesizeIn,
     VersionOut,
     VersionPatch,
 )
@@ -292,3 +293,24 @@ def predict(
             ref=outcome["ref"],
         )
     return outcome
+
+
+@router.post(
+    "/{name}/synthesize",
+    response={200: None},
+    summary="Speak text with a voice (synthesis models)",
+    openapi_extra={"responses": {200: {"description": "A 16-bit mono WAV; its duration in seconds is in the "
+                                                      "X-Audio-Duration header",
+                                       "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}},
+)
+def synthesize(request: HttpRequest, name: str, payload: SynthesizeIn):
+    """JSON `{"text": ..., "ref": ...}` → `audio/wav`. Headers: `X-Audio-Duration` (seconds), `X-Model`,
+    `X-Model-Version`, `X-Model-Ref`, `X-Sentences`. Text longer than the voice allows, empty text, or symbols
+    outside the voice's vocabulary: 422 naming them. A model of another task: 422. Unknown model or ref: 404."""
+    require(request.user, CAN_VIEW_VERSIONS)
+    from registry_app import synthesis
+
+    speech = synthesis.synthesize(get_model_or_404(name), payload.text, payload.ref or None)
+    response = HttpResponse(speech.wav, content_type="audio/wav", headers=speech.headers())
+    response["Content-Disposition"] = f'attachment; filename="{name}-v{speech.version}.wav"'
+    return response

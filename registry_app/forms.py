@@ -94,3 +94,14 @@ class TryItForm(forms.Form):
         default_label = "Default: production" if has_production else "Default: latest version (no production alias yet)"
         self.fields["ref"].choices = [("", default_label), *aliases,
                                       *((f"v{number}", label) for number, label in version_choices(model))]
+
+
+class SpeakForm(TryItForm):
+    """Try it for a voice: text in, speech out (the version picker is Try it's)."""
+
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000, strip=True,
+                           help_text="Up to 2000 characters; long text is spoken sentence by sentence.")
+
+    def __init__(self, *args, model: RegisteredModel, **kwargs):
+        super().__init__(*args, model=model, **kwargs)
+        del self.fields["audio"], self.fields["threshold"]

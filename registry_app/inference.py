@@ -298,6 +298,9 @@ def prepare(model: RegisteredModel, ref: str | None = None, threshold: float | N
 
     ``threshold`` overrides the version's calibrated detection threshold (422 outside [0, 1])."""
     check_threshold(model, threshold)
+    if not getattr(task_module(model.task), "PREDICTS", True):
+        raise Unprocessable(f"“{model.name}” is a {model.task} model: it speaks text "
+                            f"(POST /api/models/{model.name}/synthesize) rather than scoring audio", field="model")
     version, used_ref = model.resolve(ref)
     loaded, cached = cache.get(version)
     return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached,

@@ -10,7 +10,7 @@ from django.dispatch import receiver
 
 from registry_app import artifacts as artifact_store
 from registry_app.models import ModelVersion, RegisteredModel
-from training_app.signals import base_artifacts_requested, base_version_requested, job_requested
+from training_app.signals import base_artifacts_requested, base_version_requested, base_versions_listed, job_requested
 
 
 @receiver(job_requested, dispatch_uid="registry_refuse_other_task")
@@ -40,3 +40,14 @@ def copy_base_artifacts(sender, init_from: str, folder: Path, **kwargs) -> Path:
         entry = version.verify_artifact(name)
         artifact_store.copy_to_local(entry["path"], Path(folder) / name)
     return Path(folder)
+
+
+@receiver(base_versions_listed, dispatch_uid="registry_list_base_versions")
+def list_base_versions(sender, task: str, **kwargs) -> list[tuple[str, str]]:
+    versions = (ModelVersion.objects.filter(model__task=task, status=ModelVersion.Status.ACTIVE)
+                .select_related("model").prefetch_related("aliases").order_by("model__name", "-version"))
+    choices = []
+    for version in versions:
+        aliases = ", ".join(alias.name for alias in version.aliases.all())
+        choices.append((version.pinned_ref, f"{version.model.name} v{version.version}" + (f" ({aliases})" if aliases else "")))
+    return choices

@@ -281,6 +281,13 @@ class FilePrediction(Schema):
     error: FileError | None = None
 
 
+class SynthesizeIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="What to say; long text is split into sentences (at most 2000 characters)")
+    ref: str = Field("", description="An alias name or a version (v3); default: production, else the latest")
+
+
 class PredictOut(Schema):
     model: str
     version: int

@@ -7,11 +7,12 @@ urlpatterns = [
     path("<slug:name>/", views.model_detail, name="model-detail"),
     path("<slug:name>/edit/", views.model_edit, name="model-edit"),
     path("<slug:name>/try/", views.try_it, name="model-try"),
+    path("<slug:name>/speak/", views.speak, name="model-speak"),
     path("<slug:name>/aliases/promote/", views.alias_promote, name="alias-promote"),
     path("<slug:name>/aliases/<slug:alias>/rollback/", views.alias_rollback, name="alias-rollback"),
     path("<slug:name>/aliases/<slug:alias>/delete/", views.alias_delete, name="alias-delete"),
     path("<slug:name>/v<int:number>/", views.version_detail, name="version-detail"),
     path("<slug:name>/v<int:number>/edit/", views.version_edit, name="version-edit"),
     path("<slug:name>/v<int:number>/delete/", views.version_delete, name="version-delete"),
-    path("<slug:name>/v<int:number>/artifacts/<str:artifact>", views.artifact_download, name="artifact-download"),
+    path("<slug:name>/v<int:number>/artifacts/<path:artifact>", views.artifact_download, name="artifact-download"),
 ]

@@ -21,7 +21,7 @@ from audioml.roles import (
     CAN_VIEW_VERSIONS, needs,
 )
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
-from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, TryItForm, VersionEditForm
+from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, SpeakForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.models import task_headline
@@ -157,6 +157,7 @@ def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dic
         "description_form": ModelDescriptionForm(instance=model),
         "promote_form": PromoteForm(model=model, initial={"version": latest.version if latest else None}),
         "try_form": TryItForm(model=model),
+        "speak_form": SpeakForm(model=model) if model.task == "synthesis" else None,
     }
     context.update(extra)
     return context
@@ -315,7 +316,7 @@ def artifact_download(request: HttpRequest, name: str, number: int, artifact: st
         messages.error(request, error.detail)
         return redirect("version-detail", name=model.name, number=version.version)
     response = FileResponse(default_storage.open(entry["path"], "rb"), as_attachment=True,
-                            filename=f"{model.name}-v{version.version}-{entry['name']}")
+                            filename=f"{model.name}-v{version.version}-{entry['name'].replace('/', '-')}")
     response["Content-Length"] = str(entry["size"])
     response["X-Content-SHA256"] = entry["sha256"]
     return response
@@ -449,3 +450,30 @@ def try_it(request: HttpRequest, name: str) -> HttpResponse:
         return render(request, "registry/_try_it.html#try-result", {"model": model, "try_form": form, **result})
     return render(request, "registry/model_detail.html",
                   _model_context(request, model, try_form=form, **result), status=status)
+
+
+@staff_required
+@require_POST
+@needs(CAN_VIEW_VERSIONS)
+def speak(request: HttpRequest, name: str) -> HttpResponse:
+    """Try it for a voice: the typed text spoken by the same code as POST /api/models/{name}/synthesize, played
+    and offered for download in the page (a data: URL, so nothing is stored)."""
+    import base64
+
+    from registry_app import synthesis
+
+    model = _get_model(name)
+    form = SpeakForm(request.POST, model=model)
+    result: dict[str, Any] = {}
+    if form.is_valid():
+        try:
+            speech = synthesis.synthesize(model, form.cleaned_data["text"], form.cleaned_data["ref"] or None)
+        except DomainError as error:
+            result["error"] = error.detail
+        else:
+            result = {"speech": speech, "speech_url": "data:audio/wav;base64," + base64.b64encode(speech.wav).decode()}
+    status = 200 if "speech" in result else 422
+    if request.htmx:
+        return render(request, "registry/_try_synthesis.html#speak-result", {"model": model, "speak_form": form, **result})
+    return render(request, "registry/model_detail.html",
+                  _model_context(request, model, speak_form=form, **result), status=status)

@@ -316,3 +316,27 @@ def transcript_diff(reference: str, hypothesis: str) -> dict[str, list[dict[str,
         if j2 > j1:
             marked["hypothesis"].append({"text": " ".join(hyp_words[j1:j2]), "changed": changed})
     return marked
+def alignment_chart(alignment: dict[str, Any] | None, width: int = 640, height: int = 320) -> dict[str, Any] | None:
+    """A voice's alignment picture: symbols (rows, top to bottom) against frames (columns), each cell shaded by
+    how likely the frames are under the symbol; the hard path's boundaries are drawn over it."""
+    if not alignment or not alignment.get("matrix"):
+        return None
+    matrix, rows, cols = alignment["matrix"], alignment["matrix_rows"], alignment["matrix_cols"]
+    n_symbols, n_frames = rows[-1][1], cols[-1][1]
+    left, top, bottom_margin = 8, 8, 22
+    plot_w, plot_h = width - 2 * left, height - top - bottom_margin
+    cells = []
+    for (r0, r1), values in zip(rows, matrix, strict=True):
+        for (c0, c1), value in zip(cols, values, strict=True):
+            if value >= 0.02:
+                cells.append({"x": round(left + plot_w * c0 / n_frames, 2), "y": round(top + plot_h * r0 / n_symbols, 2),
+                              "w": round(plot_w * (c1 - c0) / n_frames, 2), "h": round(plot_h * (r1 - r0) / n_symbols, 2),
+                              "opacity": round(min(1.0, value), 3)})
+    path, frame = [], 0
+    for index, frames in enumerate(alignment.get("durations") or []):
+        y = round(top + plot_h * (index + 0.5) / n_symbols, 2)
+        path.append(f"{round(left + plot_w * frame / n_frames, 2)},{y} {round(left + plot_w * (frame + frames) / n_frames, 2)},{y}")
+        frame += frames
+    return {"width": width, "height": height, "left": left, "top": top, "right": left + plot_w,
+            "bottom": top + plot_h, "cells": cells, "path": " ".join(path), "text": alignment.get("text", ""),
+            "symbols": n_symbols, "frames": n_frames, "confidence": alignment.get("path_confidence")}

@@ -39,10 +39,13 @@ TASK_HELP = {
     "regression": "a 0–1 score per clip, from the clips' scores",
     "detection": "does the clip contain the wake word (a label)? calibrated to few false accepts per hour",
     "transcription": "speech to text, from the clips' transcripts (a CTC model trained from scratch)",
+    "synthesis": "a text-to-speech voice from one speaker's clips and their transcripts",
 }
 # Settings only one task reads, shown in the task's own part of the form.
 TASK_SETTINGS = {"detection": ("positive_label", "target_fa_per_hour"),
-                 "transcription": ("text_case", "punctuation", "numbers")}
+                 "transcription": ("text_case", "punctuation", "numbers"),
+                 "synthesis": ("text_frontend", "espeak_voice", "init_from")}
+SYNTHESIS_SETTINGS = TASK_SETTINGS["synthesis"]
 # Transcription's text normalisation: (value, label) per choice; the first is the default.
 TEXT_CHOICES = {
     "text_case": (("lower", "lower-case everything"), ("keep", "keep the case as typed")),
@@ -109,6 +112,21 @@ class JobForm(forms.Form):
         "ordinary audio. Default 0.5.",
     )
 
+    text_frontend = forms.ChoiceField(
+        required=False, label="Text front end", initial="phonemes",
+        choices=[("phonemes", "Phonemes (espeak-ng)"), ("characters", "Characters")],
+        help_text="Synthesis: how text is read. Phonemes pronounce unseen words better; characters need no espeak-ng.",
+    )
+    espeak_voice = forms.CharField(
+        required=False, max_length=40, label="espeak-ng voice", widget=forms.TextInput(attrs={"placeholder": "en-us"}),
+        help_text="Synthesis, phonemes: the language of the transcripts as an espeak-ng voice (en-us, en-gb, de, fr…).",
+    )
+    init_from = forms.ChoiceField(
+        required=False, label="Fine-tune from",
+        help_text="Synthesis: continue from a registered voice (a base voice adapted to this speaker), or train "
+        "from scratch.",
+    )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         for name, choices in TEXT_CHOICES.items():
@@ -116,6 +134,11 @@ class JobForm(forms.Form):
                 required=False, choices=[("", "default")] + list(choices), label=LABELS[name],
                 help_text=f"Transcription: {FIELDS[name].help.removeprefix('transcription: ')}.",
             )
+        from training_app.signals import base_versions_listed
+
+        voices = [choice for _, answer in base_versions_listed.send(sender=type(self), task="synthesis")
+                  for choice in (answer or [])]
+        self.fields["init_from"].choices = [("", "Nothing: train from scratch"), *voices]
         for name in NUMBER_SETTINGS:
             self.fields[name] = _number_field(name)
         for name in SWITCHES:
@@ -166,6 +189,10 @@ class JobForm(forms.Form):
                 overrides["target_fa_per_hour"] = data["target_fa_per_hour"]
         if data.get("task") == "transcription":
             overrides.update({name: data[name] for name in TEXT_CHOICES if data.get(name)})
+        if data.get("task") == "synthesis":
+            for name in SYNTHESIS_SETTINGS:
+                if (data.get(name) or "").strip():
+                    overrides[name] = data[name].strip()
         return overrides
 
     def add_domain_error(self, field: str | None, message: str) -> None:

@@ -16,3 +16,7 @@ base_version_requested = Signal()
 # pathlib.Path to fill). The registry copies the version's weights.pt and config.json there after checking
 # their SHA-256, or raises.
 base_artifacts_requested = Signal()
+
+# Sent by the new-job form with task (str): receivers return [(ref, label)] of registered versions a job of that
+# task may fine-tune from (the registry lists its synthesis versions as ("voice:v3", "voice v3 (production)")).
+base_versions_listed = Signal()

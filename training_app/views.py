@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -211,3 +213,17 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     messages.success(request, f"Job #{again.pk} is queued: a re-run of job #{job.pk} on the dataset as it is now.")
     return redirect("job-detail", again.pk)
 
+
+
+_SAMPLE_NAME = re.compile(r"\d{2}_(real|synthesized)\.wav")
+
+
+@staff_required
+@needs(CAN_VIEW_JOBS)
+def job_sample(request: HttpRequest, job_id: int, sample: str) -> HttpResponse:
+    """A voice job's held-out sample (the real recording or the voice's rendering), from its artifacts folder."""
+    job = _get_job(job_id)
+    path = Path(job.artifacts_dir or "/nonexistent") / "samples" / sample
+    if not _SAMPLE_NAME.fullmatch(sample) or not job.artifacts_dir or not path.is_file():
+        raise Http404("No such sample for this job.")
+    return FileResponse(path.open("rb"), content_type="audio/wav")

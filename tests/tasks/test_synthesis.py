@@ -55,7 +55,7 @@ def run(response) -> TrainingJob:
     return job
 
 
-def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db, sentences, create):
+def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db, sentences, create, admin_client):
     voice_dataset("anna", sentences, untranscribed=2)
     response = create("anna")
     assert response.json()["data"]["ignored_clips"] == 2
@@ -70,6 +70,15 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     assert [epoch["epoch"] for epoch in history] == [1, 2]
     assert all(np.isfinite(epoch["val_mel_loss"]) and np.isfinite(epoch["val_duration_error"]) for epoch in history)
     assert job.metrics["alignment"]["durations"] and job.metrics["samples"][0]["synthesized"].startswith("samples/")
+
+    page = admin_client.get(f"/training/jobs/{job.pk}/")
+    assert page.status_code == 200 and b'class="alignment-chart"' in page.content
+    assert f"/training/jobs/{job.pk}/samples/01_synthesized.wav".encode() in page.content
+    sample = admin_client.get(f"/training/jobs/{job.pk}/samples/01_synthesized.wav")
+    assert sample.status_code == 200 and b"".join(sample.streaming_content)[:4] == b"RIFF"
+    assert admin_client.get(f"/training/jobs/{job.pk}/samples/..%2Fconfig.json").status_code == 404
+    form = admin_client.get("/training/new/")
+    assert b'<option value="voice:v1">voice v1</option>' in form.content
 
     # Fine-tune on more recordings of the same speaker: the alias is pinned to the version it names.
     from registry_app.models import Alias
