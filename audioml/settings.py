@@ -45,6 +45,28 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
 
+def envtrainers(name: str) -> dict:
+    """External trainers as JSON: {"piper": {"command": ["..."], "layout": "ljspeech", "tasks": ["synthesis"],
+    "timeout": 21600, "silence_timeout": 600}}; each is checked now, so a typo stops the start."""
+    import json
+
+    from training_app.external import TrainerSpec
+
+    raw = os.getenv(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ImproperlyConfigured(f"{name}: not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name}: expected an object of trainer names")
+    try:
+        return {key: TrainerSpec.from_setting(key, spec) for key, spec in value.items()}
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+
+
 def database_from_url(url: str) -> dict:
     """Turn DATABASE_URL (sqlite:///path or postgres://user:pass@host:port/name) into a DATABASES entry."""
     parsed = urlparse(url)
@@ -248,6 +270,8 @@ PREDICT_WORKERS = envint("PREDICT_WORKERS", max(1, envint("WEB_THREADS", 4, mini
 # so retry is far longer than the longest allowed job, max_attempts is 1 and each task claims its job
 # atomically; a heartbeat reaper fails jobs whose worker died.
 TRAINING_TIMEOUT = envint("TRAINING_TIMEOUT", 6 * 3600, minimum=60)
+# Admin-configured external trainers a job may run instead of the built-in one (training_app/external.py).
+EXTERNAL_TRAINERS = envtrainers("AUDIOML_EXTERNAL_TRAINERS")
 Q_WORKERS = envint("Q_WORKERS", 1, minimum=1)
 HEARTBEAT_STALE_SECONDS = envint("HEARTBEAT_STALE_SECONDS", 120, minimum=10)
 _q_base = {

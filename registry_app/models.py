@@ -257,6 +257,9 @@ def stored_artifact_names(task: str, artifacts_dir: Path) -> list[str]:
     """The files a version of ``task`` keeps: the task's own list when it has one (a voice), else the usual."""
     from training_app.ml.tasks import task_module
 
+    if _read_json(artifacts_dir / "config.json").get("trainer"):
+        # An external trainer's output: every file it wrote, plus AudioML's config.json and snapshot.json.
+        return sorted(p.relative_to(artifacts_dir).as_posix() for p in artifacts_dir.rglob("*") if p.is_file())
     module = task_module(task)
     return list(module.artifact_files(artifacts_dir)) if hasattr(module, "artifact_files") else list(ARTIFACT_FILES)
 

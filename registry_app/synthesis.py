@@ -111,6 +111,9 @@ def synthesize(model: RegisteredModel, text: Any, ref: str | None = None) -> Spe
     started = time.perf_counter()
     check_voice(model)
     version, used_ref = model.resolve(ref)
+    if not any(entry["name"] == MODEL_FILE for entry in version.artifacts):
+        raise Unprocessable(f"Version {version.version} of “{model.name}” was made by an external trainer and has no "
+                            f"{MODEL_FILE} AudioML can speak with; download its artifacts instead", field="ref")
     voice = cache.get(version)
     try:
         sentences = check_text(voice.frontend, text, voice.max_characters)

@@ -60,9 +60,21 @@ def validate_config(preset: str, overrides: dict[str, Any] | None, task: str):
     if "task" in overrides and overrides["task"] != task:
         raise Unprocessable(f"task: overrides say {overrides['task']!r} but the job's task is {task!r}", field="task")
     try:
-        return TrainConfig.from_dict(preset, {**overrides, "task": task})
+        cfg = TrainConfig.from_dict(preset, {**overrides, "task": task})
     except ConfigError as error:
         raise Unprocessable(f"{error.field}: {error.message}", field=error.field) from None
+    if cfg.trainer:
+        check_external_trainer(cfg.trainer, task)
+    return cfg
+
+
+def check_external_trainer(name: str, task: str) -> None:
+    trainers = settings.EXTERNAL_TRAINERS
+    if name not in trainers:
+        configured = ", ".join(sorted(trainers)) or "none (AUDIOML_EXTERNAL_TRAINERS is empty)"
+        raise Unprocessable(f"trainer: no external trainer named {name!r}; configured: {configured}", field="trainer")
+    if task not in trainers[name].tasks:
+        raise Unprocessable(f"trainer: {name!r} trains {', '.join(trainers[name].tasks)}, not {task}", field="trainer")
 
 
 def pin_base_version(cfg, task: str):

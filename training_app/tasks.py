@@ -257,7 +257,10 @@ class JobRun:
             clips = self.snapshot_records()
             runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads,
                               base_dir=self.base_artifacts(cfg.init_from))
-            result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
+            if cfg.trainer:
+                result = self.run_external(cfg, clips, out_dir, runtime)
+            else:
+                result = train(cfg, clips, out_dir, self.on_progress, self.should_stop, runtime)
             version = hand_off(job, result, out_dir, self.epochs)
         except TrainingCancelled:
             return self.finish_lost() if self.lost else self.finish_cancelled()
@@ -299,6 +302,38 @@ class JobRun:
             with default_storage.open(name, "rb") as source, open(target, "wb") as copy:
                 shutil.copyfileobj(source, copy)
             return target
+
+    def run_external(self, cfg, clips, out_dir: Path, runtime):
+        """The job's configured external trainer instead of the built-in one (training_app/external.py)."""
+        from training_app.external import ExportedClip, ExternalTrainerCancelled, run_external_trainer
+        from training_app.ml.train import Progress, TrainingCancelled, TrainResult
+
+        spec = settings.EXTERNAL_TRAINERS.get(cfg.trainer)
+        if spec is None:
+            raise RuntimeError(f"trainer {cfg.trainer!r} is no longer configured (AUDIOML_EXTERNAL_TRAINERS)")
+        from training_app.ml.data import trainable_clips
+
+        exported = [ExportedClip(c.id, c.path, c.label, c.transcript, c.score, c.speaker)
+                    for c in trainable_clips(clips, cfg)]
+
+        def progress(fraction: float, record: dict | None) -> None:
+            percent = self.job.progress if fraction < 0 else 2.0 + 96.0 * fraction
+            self.on_progress(Progress("training", round(percent, 2), None, record))
+
+        self.on_progress(Progress("preparing", 1.0, None))
+        try:
+            outcome = run_external_trainer(spec, cfg.task, exported, cfg.to_dict(), self.job.dataset.sample_rate,
+                                           out_dir, progress, self.on_log, self.should_stop, runtime.snapshot,
+                                           runtime.base_dir, settings.WORK_DIR)
+        except ExternalTrainerCancelled:
+            raise TrainingCancelled("cancelled: the external trainer was sent SIGTERM") from None
+        history = outcome.history
+        metrics = {**outcome.metrics, "task": cfg.task, "trainer": spec.name, "history": history,
+                   "best_epoch": history[-1]["epoch"] if history else 0, "epochs_run": len(history),
+                   "evaluated_on": "val", "labels": [], "prediction": {},
+                   "timings": {"training_seconds": outcome.seconds}}
+        self.write(phase=TrainingJob.Phase.EXPORTING, progress=99.0)
+        return TrainResult([], metrics, outcome.files, out_dir, metrics["best_epoch"], 0.0, outcome.seconds)
 
     def base_artifacts(self, init_from: str) -> Path | None:
         """A local copy of the fine-tune's base version (weights and config), checked by the registry."""

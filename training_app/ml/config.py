@@ -103,6 +103,8 @@ FIELDS: dict[str, FieldSpec] = {
     "text_frontend": FieldSpec(str, "synthesis: read text as phonemes (espeak-ng) or as characters",
                                choices=("phonemes", "characters")),
     "espeak_voice": FieldSpec(str, "synthesis: the espeak-ng voice that turns text into phonemes (en-us, de, fr...)"),
+    "trainer": FieldSpec(str, "an external trainer the administrator configured (AUDIOML_EXTERNAL_TRAINERS) to run "
+                              "instead of the built-in one; empty: built-in"),
     "init_from": FieldSpec(str, "synthesis: fine-tune from a registered voice, as model:version (voice:v3) or "
                                 "model:alias; empty: train from scratch"),
 }
@@ -144,6 +146,7 @@ class TrainConfig:
     text_frontend: str = "phonemes"
     espeak_voice: str = "en-us"
     init_from: str = ""
+    trainer: str = ""
 
     @classmethod
     def from_dict(cls, preset: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
@@ -232,6 +235,7 @@ def _validate(name: str, value: Any) -> Any:
 
 _TEXT_PATTERNS = {
     "espeak_voice": (re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]{0,40}"), "must be an espeak-ng voice name such as en-us"),
+    "trainer": (re.compile(r"(|[A-Za-z0-9][A-Za-z0-9_.-]{0,49})"), "must be the name of a configured trainer"),
     "init_from": (re.compile(r"(|[A-Za-z0-9][A-Za-z0-9_.-]{0,99}:[A-Za-z0-9][A-Za-z0-9_.-]{0,49})"),
                   "must be model:version (voice:v3) or model:alias"),
 }
