@@ -1,5 +1,5 @@
-"""manage.py make_demo_dataset [--kind commands|scores|wakeword|phrases] [--name N] [--voices N] [--seed S]: a demo
-dataset."""
+"""manage.py make_demo_dataset [--kind commands|scores|wakeword|phrases|voice] [--name N] [--voices N] [--seed S]:
+a demo dataset (voice: one speaker's sentences with transcripts, for the synthesis task)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from datasets_app.models import Dataset
 
-KINDS = ("commands", "scores", "wakeword", "phrases")
+KINDS = ("commands", "scores", "wakeword", "phrases", "voice")
 DEFAULT_NAMES = {"commands": "speech-commands-demo", "scores": "speech-quality-demo", "wakeword": "wake-word-demo",
-                 "phrases": "spoken-commands-demo"}
+                 "phrases": "spoken-commands-demo", "voice": "voice-demo"}
 
 
 class Command(BaseCommand):
@@ -40,6 +40,8 @@ class Command(BaseCommand):
                             help="wakeword: number of long background recordings (default 2)")
         parser.add_argument("--background-minutes", type=float, default=5.0,
                             help="wakeword: length of each background recording in minutes (default 5)")
+        parser.add_argument("--sentences", type=int, default=300, help="voice: number of sentences (default 300)")
+        parser.add_argument("--voice", default="en-us", help="voice: the espeak-ng voice that speaks (default en-us)")
 
     def handle(self, *args, **options) -> None:
         from tqdm import tqdm
@@ -106,7 +108,12 @@ class Command(BaseCommand):
         words = [w.strip() for w in options["words"].split(",") if w.strip()] or list(DEFAULT_WORDS)
         common = {"n_voices": options["voices"], "seed": options["seed"], "progress": progress}
         takes = options["takes"]
-        if kind == "commands":
+        if kind == "voice":
+            from training_app.voice_corpus import generate_voice_corpus
+
+            generate_voice_corpus(folder, n_sentences=options["sentences"], voice=options["voice"],
+                                  seed=options["seed"], progress=progress)
+        elif kind == "commands":
             generate_demo_corpus(folder, words=words, takes_per_voice=takes or 1, **common)
         elif kind == "phrases":
             from training_app.demo_commands import generate_command_corpus
@@ -129,6 +136,9 @@ class Command(BaseCommand):
         if kind == "phrases":
             return (f"Spoken command phrases with transcripts ({options['phrases']} per voice, labelled by intent) "
                     f"from {options['voices']} espeak-ng voices; {made_by}")
+        if kind == "voice":
+            return (f"{options['sentences']} sentences spoken by the espeak-ng voice {options['voice']} (one speaker, "
+                    "with transcripts), for task=synthesis; made by manage.py make_demo_dataset --kind voice.")
         if kind == "wakeword":
             return ("Synthetic wake-word corpus: 'hey marlo' (hey_marlo), confusable phrases (confusable), other words "
                     f"(other), noise, and {options['backgrounds']} background recordings of ordinary speech and pauses "
@@ -145,6 +155,8 @@ class Command(BaseCommand):
             return f"python manage.py train {name} --model speech-quality --set task=regression --wait"
         if kind == "phrases":
             return f"python manage.py train {name} --model commands-asr --set task=transcription --wait"
+        if kind == "voice":
+            return f"python manage.py train {name} --model voice --set task=synthesis --wait"
         if kind == "wakeword":
             return (f"python manage.py train {name} --model hey-marlo --set task=detection "
                     "--set positive_label=hey_marlo --set clip_seconds=1.5 --wait")
