@@ -159,7 +159,7 @@ def delete_version(request: HttpRequest, name: str, version: str):
 
 
 @router.get(
-    "/{name}/versions/{version}/artifacts/{artifact}",
+    "/{name}/versions/{version}/artifacts/{path:artifact}",
     url_name="download_artifact",
     summary="Download an artifact",
     response={200: None},
@@ -174,7 +174,7 @@ def download_artifact(request: HttpRequest, name: str, version: str, artifact: s
     response = FileResponse(
         default_storage.open(entry["path"], "rb"),
         as_attachment=True,
-        filename=f"{model.name}-v{target.version}-{entry['name']}",
+        filename=f"{model.name}-v{target.version}-{entry['name'].replace('/', '-')}",
     )
     response["Content-Length"] = str(entry["size"])
     response["X-Content-SHA256"] = entry["sha256"]

@@ -120,3 +120,10 @@ def test_the_version_page_plays_held_out_samples_and_shows_the_alignment(voice, 
     assert f'/models/voice/v1/artifacts/{sample["synthesized"]}'.encode() in page.content
     download = admin_client.get(f'/models/voice/v1/artifacts/{sample["real"]}')
     assert download.status_code == 200 and b"".join(download.streaming_content)[:4] == b"RIFF"
+
+
+def test_the_api_downloads_a_sample_inside_its_folder(voice, api):
+    sample = voice.metrics["samples"][0]["synthesized"]
+    response = api.get(f"/api/models/voice/versions/1/artifacts/{sample}")
+    assert response.status_code == 200 and response["X-Content-SHA256"] == voice.artifact(sample)["sha256"]
+    assert api.get("/api/models/voice/versions/1/artifacts/samples/../config.json").status_code == 404
