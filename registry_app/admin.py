@@ -109,7 +109,8 @@ class ModelVersionAdmin(admin.ModelAdmin):
         (None, {"fields": ("model", "version", "task", "prediction_settings", "alias_names", "description", "tags",
                            "status")}),
         ("Lineage (never changes)", {"fields": (
-            "job_link", "snapshot_hash", "snapshot_size", "labels", "code_version", "created_by", "created_at",
+            "job_link", "base_version", "snapshot_hash", "snapshot_size", "labels", "code_version", "created_by",
+            "created_at",
         )}),
         ("Artifacts", {"fields": ("integrity", "artifact_table")}),
         ("Metrics and configuration", {"classes": ("collapse",), "fields": (
@@ -117,7 +118,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         )}),
     )
     readonly_fields = (
-        "model", "version", "task", "prediction_settings", "alias_names", "job_link", "snapshot_hash", "snapshot_size", "labels", "code_version",
+        "model", "version", "task", "prediction_settings", "alias_names", "job_link", "base_version", "snapshot_hash", "snapshot_size", "labels", "code_version",
         "created_by", "created_at", "integrity", "artifact_table", "metrics_json", "feature_config_json", "train_config_json",
     )
 

@@ -94,6 +94,7 @@ class VersionOut(Schema):
     code_version: str
     job_id: int
     dataset: str | None
+    base_version: str | None = Field(None, description="The version this one was fine-tuned from (model:vN)")
     artifacts: list[ArtifactOut]
     created_at: datetime
     created_by: str | None
@@ -129,6 +130,10 @@ class VersionOut(Schema):
     @staticmethod
     def resolve_created_by(version) -> str | None:
         return _username(version.created_by)
+
+    @staticmethod
+    def resolve_base_version(version) -> str | None:
+        return version.base_version.pinned_ref if version.base_version_id else None
 
 
 def artifact_url(version, name: str) -> str:

@@ -249,6 +249,7 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "per_class": per_class_rows(version.evaluation()),
         "edit_form": VersionEditForm(version=version),
         "try_form": TryItForm(model=model, initial={"ref": version.ref}),
+        "speak_form": SpeakForm(model=model, initial={"ref": version.ref}) if model.task == "synthesis" else None,
         "other_versions": model.versions.exclude(pk=version.pk).order_by("-version").values_list("version", flat=True)[:20],
     }
     return render(request, "registry/version_detail.html", context)

@@ -116,6 +116,7 @@ def test_the_version_page_plays_held_out_samples_and_shows_the_alignment(voice, 
     page = admin_client.get("/models/voice/v1/")
     assert page.status_code == 200
     assert b'class="alignment-chart"' in page.content
+    assert b'action="/models/voice/speak/"' in page.content and b'name="audio"' not in page.content
     sample = voice.metrics["samples"][0]
     assert f'/models/voice/v1/artifacts/{sample["synthesized"]}'.encode() in page.content
     download = admin_client.get(f'/models/voice/v1/artifacts/{sample["real"]}')

@@ -55,7 +55,8 @@ def run(response) -> TrainingJob:
     return job
 
 
-def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db, sentences, create, admin_client):
+def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db, sentences, create, admin_client,
+                                                                             api):
     voice_dataset("anna", sentences, untranscribed=2)
     response = create("anna")
     assert response.json()["data"]["ignored_clips"] == 2
@@ -88,6 +89,7 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     assert tuned_job.config["init_from"] == "voice:v1"
     tuned = ModelVersion.objects.get(job=tuned_job)
     assert tuned.base_version == version and tuned.metrics["fine_tuned_from"] == "voice:v1"
+    assert api.get("/api/models/voice-tuned/versions/1").json()["base_version"] == "voice:v1"
     Alias.objects.filter(name="production").delete()
     with pytest.raises(VersionAliased, match="voice-tuned v1 was fine-tuned from it"):
         version.delete()
