@@ -139,6 +139,15 @@ class JobForm(forms.Form):
         voices = [choice for _, answer in base_versions_listed.send(sender=type(self), task="synthesis")
                   for choice in (answer or [])]
         self.fields["init_from"].choices = [("", "Nothing: train from scratch"), *voices]
+        from django.conf import settings
+
+        self.fields["trainer"] = forms.ChoiceField(
+            required=False, label="Trainer",
+            choices=[("", "Built-in"), *((name, f"{name} (external: {', '.join(spec.tasks)})")
+                                         for name, spec in sorted(settings.EXTERNAL_TRAINERS.items()))],
+            help_text="An external trainer the administrator configured (AUDIOML_EXTERNAL_TRAINERS) runs instead of "
+            "the built-in one; its output becomes the version.",
+        )
         for name in NUMBER_SETTINGS:
             self.fields[name] = _number_field(name)
         for name in SWITCHES:
@@ -157,6 +166,10 @@ class JobForm(forms.Form):
     def task_fields(self):
         """(task, its settings' bound fields) for each task that has settings of its own."""
         return [(task, [self[name] for name in names]) for task, names in TASK_SETTINGS.items()]
+
+    @property
+    def trainer_field(self):
+        return self["trainer"] if len(self.fields["trainer"].choices) > 1 else None
 
     @property
     def switch_fields(self):
@@ -189,6 +202,8 @@ class JobForm(forms.Form):
                 overrides["target_fa_per_hour"] = data["target_fa_per_hour"]
         if data.get("task") == "transcription":
             overrides.update({name: data[name] for name in TEXT_CHOICES if data.get(name)})
+        if data.get("trainer"):
+            overrides["trainer"] = data["trainer"]
         if data.get("task") == "synthesis":
             for name in SYNTHESIS_SETTINGS:
                 if (data.get(name) or "").strip():

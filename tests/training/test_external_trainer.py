@@ -139,3 +139,11 @@ def test_the_trainers_setting_is_checked_at_start(monkeypatch):
         envtrainers("AUDIOML_EXTERNAL_TRAINERS")
     monkeypatch.setenv("AUDIOML_EXTERNAL_TRAINERS", '{"piper": {"command": ["python3", "t.py"], "layout": "labels"}}')
     assert envtrainers("AUDIOML_EXTERNAL_TRAINERS")["piper"].layout == "labels"
+
+
+def test_the_new_job_form_offers_the_configured_trainers(trainers, sentences_dataset, admin_client):
+    page = admin_client.get("/training/new/")
+    assert b'<option value="rate">rate (external: synthesis)</option>' in page.content
+    response = admin_client.post("/training/new/", {"dataset": "anna", "model_name": "rate-voice", "task": "synthesis",
+                                                     "preset": "quick", "trainer": "labels-only"})
+    assert b"trains classification, not synthesis" in response.content and not TrainingJob.objects.exists()
