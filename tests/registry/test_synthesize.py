@@ -101,6 +101,7 @@ def test_the_command_writes_the_wav(voice, tmp_path):
 
 
 def test_try_it_speaks_and_offers_the_download(voice, admin_client):
+    assert admin_client.get("/models/").status_code == 200
     page = admin_client.get("/models/voice/")
     assert page.status_code == 200 and b'action="/models/voice/speak/"' in page.content
     response = admin_client.post("/models/voice/speak/", {"text": "The dog ran home.", "ref": ""},

@@ -72,6 +72,7 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     assert all(np.isfinite(epoch["val_mel_loss"]) and np.isfinite(epoch["val_duration_error"]) for epoch in history)
     assert job.metrics["alignment"]["durations"] and job.metrics["samples"][0]["synthesized"].startswith("samples/")
 
+    assert "synthesis · quick" in admin_client.get("/training/").content.decode()
     page = admin_client.get(f"/training/jobs/{job.pk}/")
     assert page.status_code == 200 and b'class="alignment-chart"' in page.content
     assert f"/training/jobs/{job.pk}/samples/01_synthesized.wav".encode() in page.content
