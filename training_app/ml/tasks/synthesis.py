@@ -75,7 +75,7 @@ def voice_config(cfg: TrainConfig):
 
     return VoiceConfig(text_frontend=cfg.text_frontend, espeak_voice=cfg.espeak_voice, channels=cfg.channels,
                        dropout=cfg.dropout, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                       learning_rate=cfg.learning_rate, seed=cfg.seed)
+                       learning_rate=cfg.learning_rate, seed=cfg.seed, val_fraction=cfg.val_fraction)
 
 
 def fit(run):

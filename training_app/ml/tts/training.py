@@ -63,6 +63,7 @@ class VoiceConfig:
     batch_size: int = 16
     learning_rate: float = 2e-3
     seed: int = 0
+    val_fraction: float = 0.1
     max_steps: int = 0  # 0: no limit (tests cap tiny runs with it)
     griffin_lim_iters: int = 32
     heldout_samples: int = 4
@@ -237,7 +238,7 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
         callbacks.log("warning", note)
     if len(examples) < 2:
         raise VoiceTrainingError(f"{len(examples)} usable utterances; at least 2 are needed (1 to validate)")
-    train_indices, val_indices = split_examples(len(examples), cfg.seed)
+    train_indices, val_indices = split_examples(len(examples), cfg.seed, cfg.val_fraction)
     mel_mean, mel_std = _normalisation(cfg, examples, train_indices, base)
     for example in examples:
         example.mel = (example.mel - mel_mean) / mel_std
