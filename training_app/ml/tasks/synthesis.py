@@ -111,7 +111,7 @@ def fit(run):
                 "labels": [], "text_frontend": cfg.text_frontend, "init_from": cfg.init_from or None}
 
     result = fit_voice(voice_config(cfg), utterances, run.out_dir, callbacks, base, run.runtime.snapshot,
-                       more_metrics)
+                       more_metrics, str(run.device))
     run.timings[f"{_previous[0]}_seconds"] = time.monotonic() - _previous[1]
     run.report("exporting", 1.0, 0.0)
     return run.result(result.metrics, result.files, result.best_epoch, result.export_seconds)

@@ -150,7 +150,7 @@ def split_examples(n: int, seed: int, val_share: float = 0.1) -> tuple[list[int]
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def collate(examples: Sequence[Example]) -> tuple[torch.Tensor, ...]:
+def collate(examples: Sequence[Example], device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
     symbol_lengths = torch.tensor([len(e.ids) for e in examples])
     frame_lengths = torch.tensor([e.mel.shape[1] for e in examples])
     ids = torch.zeros(len(examples), int(symbol_lengths.max()), dtype=torch.int64)
@@ -158,7 +158,11 @@ def collate(examples: Sequence[Example]) -> tuple[torch.Tensor, ...]:
     for row, example in enumerate(examples):
         ids[row, : len(example.ids)] = example.ids
         mels[row, :, : example.mel.shape[1]] = example.mel
-    return ids, symbol_lengths, mels, frame_lengths
+    return ids.to(device), symbol_lengths.to(device), mels.to(device), frame_lengths.to(device)
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def batches(indices: list[int], examples: list[Example], batch_size: int, generator: torch.Generator) -> list[list[int]]:
@@ -208,7 +212,7 @@ def validate(model: AcousticModel, examples: list[Example], indices: list[int], 
     with torch.no_grad():
         for start in range(0, len(indices), batch_size):
             chunk = [examples[i] for i in indices[start : start + batch_size]]
-            ids, symbol_lengths, mels, frame_lengths = collate(chunk)
+            ids, symbol_lengths, mels, frame_lengths = collate(chunk, device_of(model))
             losses, path = step_losses(model, ids, symbol_lengths, mels, frame_lengths)
             for key in sums:
                 sums[key] += float(losses[key]) * len(chunk)
@@ -225,7 +229,8 @@ def validate(model: AcousticModel, examples: list[Example], indices: list[int], 
 
 def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, callbacks: Callbacks = Callbacks(),
               base: BaseVoice | None = None, snapshot: dict[str, Any] | None = None,
-              more_metrics: Callable[[dict[str, Any]], dict[str, Any]] = lambda metrics: {}) -> VoiceResult:
+              more_metrics: Callable[[dict[str, Any]], dict[str, Any]] = lambda metrics: {},
+              device: str = "cpu") -> VoiceResult:
     """Train (or, with ``base``, fine-tune) a voice on one speaker's utterances; write its artifacts atomically
     into ``out_dir``: weights, the exported synthesizer, config (with the text tables), metrics, and held-out
     sentences synthesised beside their real recordings under ``samples/``. ``more_metrics(metrics)`` adds the
@@ -244,11 +249,11 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
         example.mel = (example.mel - mel_mean) / mel_std
     callbacks.log("info", f"{len(train_indices)} training and {len(val_indices)} validation utterances; "
                           f"{frontend.n_symbols} symbols ({frontend.mode})")
-    model = _model(cfg, frontend, base)
+    model = _model(cfg, frontend, base).to(device)
     callbacks.phase("training")
     history, best_epoch, best_state = _train(cfg, model, examples, train_indices, val_indices, callbacks)
     model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()
     training_seconds = time.monotonic() - started
     callbacks.phase("evaluating")
     vocoder = GriffinLimVocoder(cfg.sample_rate, cfg.n_fft, cfg.hop, cfg.n_mels, cfg.f_min, cfg.f_max,
@@ -333,7 +338,7 @@ def _train(cfg: VoiceConfig, model: AcousticModel, examples: list[Example], trai
             if step >= total_steps:
                 break
             callbacks.check_stop()
-            losses, _ = step_losses(model, *collate([examples[i] for i in batch]))
+            losses, _ = step_losses(model, *collate([examples[i] for i in batch], device_of(model)))
             optimizer.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
