@@ -82,12 +82,14 @@ def main() -> None:
                                           root / "tuned-voice", load_base_voice(root / "base-voice", "base"))
         rtf = real_time_factor(root / "base-voice")
     entry = (f"### {timestamp()} ({machine_facts()['nproc']} cores, {machine_facts()['cpu']})\n\n"
-             f"| Run | Sentences | Epochs | Training time | Val mel loss | Duration error (frames) |\n"
-             f"| --- | --- | --- | --- | --- | --- |\n"
+             f"| Run | Sentences | Epochs | Training time | Val mel loss | Duration error (frames) | MCD (dB) |\n"
+             f"| --- | --- | --- | --- | --- | --- | --- |\n"
              f"| base voice (en-us) | {args.sentences} | {base.metrics['epochs_run']} | {base_seconds / 60:.1f} min | "
-             f"{base.metrics['val_mel_loss']:.3f} | {base.metrics['val_duration_error']:.2f} |\n"
+             f"{base.metrics['val_mel_loss']:.3f} | {base.metrics['val_duration_error']:.2f} | "
+             f"{base.metrics['mel_cepstral_distortion']:.2f} |\n"
              f"| fine-tune (en-gb) | {args.tune_sentences} | {tuned.metrics['epochs_run']} | {tune_seconds / 60:.1f} min | "
-             f"{tuned.metrics['val_mel_loss']:.3f} | {tuned.metrics['val_duration_error']:.2f} |\n\n"
+             f"{tuned.metrics['val_mel_loss']:.3f} | {tuned.metrics['val_duration_error']:.2f} | "
+             f"{tuned.metrics['mel_cepstral_distortion']:.2f} |\n\n"
              f"Real-time factor of the base voice: {rtf:.3f}.\n")
     print(entry)
     if not args.no_write:

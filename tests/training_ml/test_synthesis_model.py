@@ -147,6 +147,7 @@ def test_the_exported_voice_speaks_new_text(trained):
     sample = json.loads((out_dir / "metrics.json").read_text())["samples"][0]
     wave, rate = soundfile.read(out_dir / sample["synthesized"])
     assert rate == TINY.sample_rate and len(wave) > TINY.hop and np.abs(wave).max() > 0
+    assert sample["mcd_db"] > 0
     config = json.loads((out_dir / "config.json").read_text())
     frontend = TextFrontend.from_config(config["text_frontend"])
     program = torch.export.load(out_dir / "model.pt2").module()
@@ -169,6 +170,18 @@ def test_fine_tuning_continues_from_a_voice_and_records_it(trained, corpus, tmp_
     with pytest.raises(VoiceTrainingError, match="use the base voice's text front end"):
         fit_voice(TINY.__class__(**{**TINY.__dict__, "text_frontend": "characters"}), corpus[:4],
                   tmp_path / "other", base=base)
+
+
+def test_mel_cepstral_distortion_is_zero_for_the_same_audio_and_grows_with_difference():
+    from training_app.ml.tts.training import mel_cepstral_distortion
+
+    generator = torch.Generator().manual_seed(0)
+    time = torch.arange(16000) / 16000
+    speechy = torch.sin(2 * torch.pi * 220 * time) * (1 + torch.sin(2 * torch.pi * 3 * time)) * 0.3
+    assert mel_cepstral_distortion(speechy, speechy, 16000) == pytest.approx(0.0, abs=1e-6)
+    slightly = speechy + 0.01 * torch.randn(16000, generator=generator)
+    noise = 0.3 * torch.randn(16000, generator=generator)
+    assert 0 < mel_cepstral_distortion(speechy, slightly, 16000) < mel_cepstral_distortion(speechy, noise, 16000)
 
 
 def test_voice_sentences_differ_and_repeat_with_the_seed():

@@ -453,6 +453,8 @@ def write_voice(out_dir: Path, model: AcousticModel, synthesizer: Synthesizer, c
         tmp_dir.chmod(0o755)
         torch.save(model.state_dict(), tmp_dir / WEIGHTS_FILE)
         metrics["samples"] = write_samples(tmp_dir / SAMPLES_DIR, synthesizer, heldout, cfg, callbacks)
+        if metrics["samples"]:
+            metrics["mel_cepstral_distortion"] = round(float(np.mean([s["mcd_db"] for s in metrics["samples"]])), 3)
         _write_json(tmp_dir / CONFIG_FILE, config)
         _write_json(tmp_dir / METRICS_FILE, metrics)
         _write_json(tmp_dir / SNAPSHOT_FILE, snapshot or {})
@@ -481,10 +483,34 @@ def write_samples(folder: Path, synthesizer: Synthesizer, heldout: list[Example]
         soundfile.write(folder / real_name, example.wave.numpy(), cfg.sample_rate, subtype="PCM_16")
         soundfile.write(folder / synth_name, wave.numpy(), cfg.sample_rate, subtype="PCM_16")
         samples.append({"clip": str(example.utterance.id), "text": example.utterance.transcript,
+                        "mcd_db": round(mel_cepstral_distortion(example.wave, wave, cfg.sample_rate), 3),
                         "real": f"{SAMPLES_DIR}/{real_name}", "synthesized": f"{SAMPLES_DIR}/{synth_name}",
                         "real_seconds": round(len(example.wave) / cfg.sample_rate, 3),
                         "synthesized_seconds": round(len(wave) / cfg.sample_rate, 3)})
     return samples
+
+
+def mel_cepstral_distortion(reference: torch.Tensor, synthesized: torch.Tensor, sample_rate: int) -> float:
+    """Mel cepstral distortion in dB (coefficients 1-12 of torchaudio's MFCC, frames paired by dynamic time
+    warping): how far the voice's rendering is from the real recording of the same sentence. Lower is better and
+    it needs no model; it compares versions of AudioML voices, not figures from papers (whose cepstra differ)."""
+    mfcc = torchaudio.transforms.MFCC(sample_rate=sample_rate, n_mfcc=13,
+                                      melkwargs={"n_fft": 1024, "hop_length": 256, "n_mels": 40})
+    a, b = (mfcc(w.float())[1:].T.double().numpy() for w in (reference, synthesized))
+    cost = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    total = np.full((len(a) + 1, len(b) + 1), np.inf)
+    steps = np.zeros_like(total)
+    total[0, 0] = 0.0
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            options = (total[i - 1, j], total[i - 1, j - 1], total[i, j - 1])
+            k = int(np.argmin(options))
+            previous = ((i - 1, j), (i - 1, j - 1), (i, j - 1))[k]
+            total[i, j] = cost[i - 1, j - 1] + options[k]
+            steps[i, j] = steps[previous] + 1
+    # torchaudio's MFCC takes the DCT of dB (10*log10) mel power, i.e. (10/ln 10) x the natural-log cepstra of the
+    # usual definition MCD = (10/ln 10) * sqrt(2 * sum of squared differences), which leaves sqrt(2) here.
+    return float(np.sqrt(2) * total[len(a), len(b)] / steps[len(a), len(b)])
 
 
 def export_synthesizer(synthesizer: Synthesizer, checks: list[torch.Tensor], path: Path) -> None:
