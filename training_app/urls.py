@@ -8,7 +8,6 @@ urlpatterns = [
     path("new/summary/", views.job_new_summary, name="job-new-summary"),
     path("jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/log/", views.job_log, name="job-log"),
-    path("jobs/<int:job_id>/samples/<str:sample>", views.job_sample, name="job-sample"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/rerun/", views.job_rerun, name="job-rerun"),
 ]

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from pathlib import Path
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -34,6 +32,11 @@ JOB_RESULT_LINKS: list[Callable[[TrainingJob], tuple[str, str] | None]] = []
 
 def result_links(job: TrainingJob) -> list[tuple[str, str]]:
     return [link for make_link in JOB_RESULT_LINKS if (link := make_link(job)) is not None]
+
+
+def registered_version_number(job: TrainingJob) -> int | None:
+    """The version number the registry gave a succeeded job (its pages link the version's files by URL name)."""
+    return getattr(getattr(job, "model_version", None), "version", None)
 
 
 def _get_job(job_id: int) -> TrainingJob:
@@ -149,6 +152,7 @@ def _detail_context(job: TrainingJob) -> dict:
         "queue_position": job.queue_position(),
         "charts": training_charts(job.epochs or [], metrics.get("best_epoch"), job.task),
         "results_template": f"training/_results_{job.task}.html",
+        "registered_version": registered_version_number(job),
         "logs": list(reversed(job.logs.order_by("-created_at", "-id")[:LOG_TAIL_LINES])),
         "log_count": job.logs.count(),
         "result": result,
@@ -214,16 +218,3 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     return redirect("job-detail", again.pk)
 
 
-
-_SAMPLE_NAME = re.compile(r"\d{2}_(real|synthesized)\.wav")
-
-
-@staff_required
-@needs(CAN_VIEW_JOBS)
-def job_sample(request: HttpRequest, job_id: int, sample: str) -> HttpResponse:
-    """A voice job's held-out sample (the real recording or the voice's rendering), from its artifacts folder."""
-    job = _get_job(job_id)
-    path = Path(job.artifacts_dir or "/nonexistent") / "samples" / sample
-    if not _SAMPLE_NAME.fullmatch(sample) or not job.artifacts_dir or not path.is_file():
-        raise Http404("No such sample for this job.")
-    return FileResponse(path.open("rb"), content_type="audio/wav")

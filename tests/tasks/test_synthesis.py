@@ -75,10 +75,9 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     assert "synthesis · quick" in admin_client.get("/training/").content.decode()
     page = admin_client.get(f"/training/jobs/{job.pk}/")
     assert page.status_code == 200 and b'class="alignment-chart"' in page.content
-    assert f"/training/jobs/{job.pk}/samples/01_synthesized.wav".encode() in page.content
-    sample = admin_client.get(f"/training/jobs/{job.pk}/samples/01_synthesized.wav")
+    assert b"/models/voice/v1/artifacts/samples/01_synthesized.wav" in page.content
+    sample = admin_client.get("/models/voice/v1/artifacts/samples/01_synthesized.wav")
     assert sample.status_code == 200 and b"".join(sample.streaming_content)[:4] == b"RIFF"
-    assert admin_client.get(f"/training/jobs/{job.pk}/samples/..%2Fconfig.json").status_code == 404
     form = admin_client.get("/training/new/")
     assert b'<option value="voice:v1">voice v1</option>' in form.content
 
