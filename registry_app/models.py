@@ -264,6 +264,30 @@ def stored_artifact_names(task: str, artifacts_dir: Path) -> list[str]:
     return list(module.artifact_files(artifacts_dir)) if hasattr(module, "artifact_files") else list(ARTIFACT_FILES)
 
 
+def pin_base(init_from: str, task: str) -> str:
+    """training_app.fine_tune's pin: the version init_from names, as model:vN."""
+    return ModelVersion.objects.base_for(init_from, task).pinned_ref
+
+
+def base_choices(task: str) -> list[tuple[str, str]]:
+    """training_app.fine_tune's choices: the active versions of ``task`` a job may start from."""
+    versions = (ModelVersion.objects.filter(model__task=task, status=ModelVersion.Status.ACTIVE)
+                .select_related("model").prefetch_related("aliases").order_by("model__name", "-version"))
+    choices = []
+    for version in versions:
+        aliases = ", ".join(alias.name for alias in version.aliases.all())
+        choices.append((version.pinned_ref, f"{version.model.name} v{version.version}" + (f" ({aliases})" if aliases else "")))
+    return choices
+
+
+def fetch_base(init_from: str, folder: Path) -> None:
+    """training_app.fine_tune's fetch: the version's weights and config, checked against their SHA-256."""
+    version = ModelVersion.objects.base_for(init_from, None)
+    for name in ("weights.pt", "config.json"):
+        entry = version.verify_artifact(name)
+        artifact_store.copy_to_local(entry["path"], Path(folder) / name)
+
+
 def _base_version(job: TrainingJob) -> ModelVersion | None:
     """The version a fine-tune started from (pinned as model:vN when the job was created)."""
     init_from = (job.config or {}).get("init_from") or ""

@@ -174,6 +174,14 @@ def job_model_link(job) -> tuple[str, str] | None:
     return f"Open model {version.model.name}", reverse("model-detail", args=[version.model.name])
 
 
+def job_artifact_url(job, name: str) -> str | None:
+    """Where the registered version of a training job serves one of its files (a voice's samples)."""
+    version = ModelVersion.objects.filter(job_id=job.pk).select_related("model").first()
+    if version is None or not any(entry["name"] == name for entry in version.artifacts):
+        return None
+    return reverse("artifact-download", args=[version.model.name, version.version, name])
+
+
 @staff_required
 @needs(CAN_VIEW_MODELS)
 def model_list(request: HttpRequest) -> HttpResponse:

@@ -134,11 +134,9 @@ class JobForm(forms.Form):
                 required=False, choices=[("", "default")] + list(choices), label=LABELS[name],
                 help_text=f"Transcription: {FIELDS[name].help.removeprefix('transcription: ')}.",
             )
-        from training_app.signals import base_versions_listed
+        from training_app.fine_tune import bases
 
-        voices = [choice for _, answer in base_versions_listed.send(sender=type(self), task="synthesis")
-                  for choice in (answer or [])]
-        self.fields["init_from"].choices = [("", "Nothing: train from scratch"), *voices]
+        self.fields["init_from"].choices = [("", "Nothing: train from scratch"), *bases.choices("synthesis")]
         from django.conf import settings
 
         self.fields["trainer"] = forms.ChoiceField(

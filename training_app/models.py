@@ -13,7 +13,7 @@ from django.utils import timezone
 from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
-from training_app.signals import base_version_requested, job_requested
+from training_app.signals import job_requested
 from training_app.snapshot import (
     clip_records,
     data_summary,
@@ -81,11 +81,9 @@ def pin_base_version(cfg, task: str):
     """The config with ``init_from`` pinned to model:vN by the registry (which raises for a bad reference)."""
     import dataclasses
 
-    answers = [answer for _, answer in base_version_requested.send(sender=TrainingJob, init_from=cfg.init_from,
-                                                                   task=task) if isinstance(answer, str)]
-    if not answers:
-        raise Unprocessable("init_from: no registry answered for the base version", field="init_from")
-    return dataclasses.replace(cfg, init_from=answers[0])
+    from training_app.fine_tune import bases
+
+    return dataclasses.replace(cfg, init_from=bases.pin(cfg.init_from, task))
 
 
 def plan_job(dataset: Dataset, preset: str, overrides: dict[str, Any] | None, task: str = "classification"):

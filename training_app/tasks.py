@@ -27,7 +27,6 @@ from django.utils import timezone
 
 from training_app.ml.artifacts import finite_json
 from training_app.models import JobLog, TrainingJob, task_headline
-from training_app.signals import base_artifacts_requested
 from training_app.snapshot import clip_records
 
 logger = logging.getLogger("training_app.tasks")
@@ -343,7 +342,9 @@ class JobRun:
             self.temp_dir = Path(tempfile.mkdtemp(prefix=f"job-{self.job.pk}-clips-"))
         folder = self.temp_dir / "base-version"
         folder.mkdir()
-        base_artifacts_requested.send(sender=TrainingJob, init_from=init_from, folder=folder)
+        from training_app.fine_tune import bases
+
+        bases.fetch(init_from, folder)
         if not (folder / "weights.pt").is_file():
             raise SnapshotFilesMissing(f"init_from={init_from}: the base version's weights could not be fetched")
         self.job.log(JobLog.Level.INFO, f"Fine-tuning from {init_from}.")

@@ -34,9 +34,18 @@ def result_links(job: TrainingJob) -> list[tuple[str, str]]:
     return [link for make_link in JOB_RESULT_LINKS if (link := make_link(job)) is not None]
 
 
-def registered_version_number(job: TrainingJob) -> int | None:
-    """The version number the registry gave a succeeded job (its pages link the version's files by URL name)."""
-    return getattr(getattr(job, "model_version", None), "version", None)
+# The URL of a file the registered version of a job keeps (a voice's held-out samples): functions
+# (job, artifact name) -> url or None, added by the registry when it starts (the job's work folder is gone by then).
+JOB_ARTIFACT_URLS: list[Callable[[TrainingJob, str], str | None]] = []
+
+
+def voice_samples(job: TrainingJob) -> list[dict]:
+    """A voice job's held-out samples with the URLs its registered version serves them at (None before)."""
+    def url(name: str) -> str | None:
+        return next((found for make_url in JOB_ARTIFACT_URLS if (found := make_url(job, name))), None)
+
+    return [{**sample, "real_url": url(sample["real"]), "synthesized_url": url(sample["synthesized"])}
+            for sample in (job.metrics or {}).get("samples") or []]
 
 
 def _get_job(job_id: int) -> TrainingJob:
@@ -152,7 +161,7 @@ def _detail_context(job: TrainingJob) -> dict:
         "queue_position": job.queue_position(),
         "charts": training_charts(job.epochs or [], metrics.get("best_epoch"), job.task),
         "results_template": f"training/_results_{job.task}.html",
-        "registered_version": registered_version_number(job),
+        "voice_samples": voice_samples(job) if job.task == "synthesis" else [],
         "logs": list(reversed(job.logs.order_by("-created_at", "-id")[:LOG_TAIL_LINES])),
         "log_count": job.logs.count(),
         "result": result,

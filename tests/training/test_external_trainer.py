@@ -67,7 +67,10 @@ def test_an_external_trainer_runs_through_the_worker_and_its_output_becomes_a_ve
     names = sorted(entry["name"] for entry in version.artifacts)
     assert names == ["config.json", "metrics.json", "model.json", "snapshot.json"]
     assert all(len(entry["sha256"]) == 64 for entry in version.artifacts)
-    config = json.loads(Path(job.artifacts_dir, "config.json").read_text())
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(version.artifact("config.json")["path"]) as handle:
+        config = json.loads(handle.read())
     assert config["trainer"] == "rate" and config["layout"] == "ljspeech" and config["task"] == "synthesis"
 
 
