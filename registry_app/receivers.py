@@ -24,4 +24,3 @@ def delete_version_files(sender, instance: ModelVersion, **kwargs) -> None:
     """A deleted version's artifacts leave the storage once the deletion is committed."""
     paths = [entry["path"] for entry in instance.artifacts]
     transaction.on_commit(lambda: artifact_store.delete_stored(paths))
-
