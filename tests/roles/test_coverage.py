@@ -16,7 +16,7 @@ from tests.core.test_panel_access import PUBLIC_PREFIXES, _walk
 PANEL_FOR_ANY_STAFF = {"home", "token-list", "token-revoke"}
 API_FOR_ANY_STAFF = {"list_tokens", "create_token", "revoke_token"}
 API_PUBLIC = {"health", "ready"}
-READ_BY_POST = {"predict"}  # scores uploaded audio; changes nothing
+READ_BY_POST = {"predict", "synthesize"}  # score uploaded audio, speak text; change nothing
 KNOWN_PERMISSIONS = {value for name, value in vars(roles).items() if name.startswith("CAN_")}
 
 
