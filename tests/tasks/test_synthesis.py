@@ -90,6 +90,8 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     tuned = ModelVersion.objects.get(job=tuned_job)
     assert tuned.base_version == version and tuned.metrics["fine_tuned_from"] == "voice:v1"
     assert api.get("/api/models/voice-tuned/versions/1").json()["base_version"] == "voice:v1"
+    tuned_page = admin_client.get("/models/voice-tuned/v1/")
+    assert b'Fine-tuned from</th><td><a href="/models/voice/v1/">voice v1</a>' in tuned_page.content
     Alias.objects.filter(name="production").delete()
     with pytest.raises(VersionAliased, match="voice-tuned v1 was fine-tuned from it"):
         version.delete()

@@ -53,7 +53,7 @@ def create_job(api, django_capture_on_commit_callbacks, trainer: str):
 
 
 def test_an_external_trainer_runs_through_the_worker_and_its_output_becomes_a_version(
-        trainers, sentences_dataset, api, django_capture_on_commit_callbacks):
+        trainers, sentences_dataset, api, django_capture_on_commit_callbacks, admin_client):
     response = create_job(api, django_capture_on_commit_callbacks, "rate")
     assert response.status_code == 201, response.content
     job = TrainingJob.objects.get()
@@ -72,6 +72,12 @@ def test_an_external_trainer_runs_through_the_worker_and_its_output_becomes_a_ve
     with default_storage.open(version.artifact("config.json")["path"]) as handle:
         config = json.loads(handle.read())
     assert config["trainer"] == "rate" and config["layout"] == "ljspeech" and config["task"] == "synthesis"
+    assert b"External trainer" in admin_client.get(f"/training/jobs/{job.pk}/").content
+    page = admin_client.get("/models/rate-voice/v1/")
+    assert page.status_code == 200 and b"Made by the external trainer <code>rate</code>" in page.content
+    spoken = api.post("/api/models/rate-voice/synthesize", json.dumps({"text": "hello"}),
+                      content_type="application/json")
+    assert spoken.status_code == 422 and "external trainer" in spoken.json()["detail"]
 
 
 @pytest.mark.parametrize(("trainer", "message"), [
