@@ -316,6 +316,8 @@ def transcript_diff(reference: str, hypothesis: str) -> dict[str, list[dict[str,
         if j2 > j1:
             marked["hypothesis"].append({"text": " ".join(hyp_words[j1:j2]), "changed": changed})
     return marked
+
+
 def alignment_chart(alignment: dict[str, Any] | None, width: int = 640, height: int = 320) -> dict[str, Any] | None:
     """A voice's alignment picture: symbols (rows, top to bottom) against frames (columns), each cell shaded by
     how likely the frames are under the symbol; the hard path's boundaries are drawn over it."""

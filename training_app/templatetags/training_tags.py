@@ -119,6 +119,9 @@ def visible_characters(vocabulary) -> list[str]:
 def split_rates(decoder, split: str) -> dict:
     """``decoders.greedy|split_rates:"test"``: one decoder's error rates on a split."""
     return (decoder or {}).get(split) or {}
+
+
+@register.simple_tag
 def alignment_chart(alignment):
     """``{% alignment_chart metrics.alignment as chart %}``: a voice's alignment for a held-out sentence."""
     from training_app.charts import alignment_chart as build
