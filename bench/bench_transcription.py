@@ -1,6 +1,6 @@
 """Transcription benchmark on the spoken-commands demo corpus, with some voices held out as the test set.
 
-Synthesises the corpus (``make_demo_dataset --kind phrases``'s generator), trains the transcription task
+Synthesises the corpus (``make_demo_dataset --kind commands``'s generator), trains the transcription task
 with the given preset, and reports CER and WER on the unseen voices beside the most-frequent-transcript
 reference (greedy and word-list beam decoding), the training time, and the real-time factor of inference through
 the exported ``model.pt2`` (each test clip decoded as the version's predictions do, one at a time, one thread). Appends the numbers to the
@@ -38,7 +38,7 @@ from training_app.ml.train import Runtime, default_threads, train  # noqa: E402
 
 SECTION = "## Transcription"
 INTRO = ("Produced by `bench/bench_transcription.py`: the transcription task trained on the spoken-commands demo "
-         "corpus (`make_demo_dataset --kind phrases`) with some voices held out entirely as the test set. Target: "
+         "corpus (`make_demo_dataset --kind commands`) with some voices held out entirely as the test set. Target: "
          "CER ≤ 5% on unseen voices with ≤ 10 minutes of training on 2 cores.")
 
 

@@ -152,7 +152,7 @@ def test_make_demo_dataset_wakeword_kind_imports_clips_and_background_recordings
 
 
 def test_make_demo_dataset_phrases_kind_imports_transcribed_phrases_from_each_voice(db):
-    out, _ = run("make_demo_dataset", "--kind", "phrases", "--voices", "2", "--phrases", "3", "--seed", "3")
+    out, _ = run("make_demo_dataset", "--kind", "commands", "--voices", "2", "--phrases", "3", "--seed", "3")
 
     dataset = Dataset.objects.get(name="spoken-commands-demo")
     clips = list(dataset.clips.all())

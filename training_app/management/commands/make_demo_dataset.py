@@ -1,4 +1,4 @@
-"""manage.py make_demo_dataset [--kind commands|scores|wakeword|phrases|voice] [--name N] [--voices N] [--seed S]:
+"""manage.py make_demo_dataset [--kind keywords|scores|wakeword|commands|voice] [--name N] [--voices N] [--seed S]:
 a demo dataset (voice: one speaker's sentences with transcripts, for the synthesis task)."""
 
 from __future__ import annotations
@@ -10,23 +10,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from datasets_app.models import Dataset
 
-KINDS = ("commands", "scores", "wakeword", "phrases", "voice")
-DEFAULT_NAMES = {"commands": "speech-commands-demo", "scores": "speech-quality-demo", "wakeword": "wake-word-demo",
-                 "phrases": "spoken-commands-demo", "voice": "voice-demo"}
+KINDS = ("keywords", "scores", "wakeword", "commands", "voice")
+DEFAULT_NAMES = {"keywords": "speech-commands-demo", "scores": "speech-quality-demo", "wakeword": "wake-word-demo",
+                 "commands": "spoken-commands-demo", "voice": "voice-demo"}
 
 
 class Command(BaseCommand):
     help = (
         "Synthesise a demo corpus spoken by espeak-ng voices (the speaker recorded on every clip) and import it "
-        "into a dataset. --kind commands: ten command words plus background noise (classification); scores: the "
+        "into a dataset. --kind keywords (the default): ten command words plus background noise (classification); scores: the "
         "words buried in noise at a known SNR, scored 0-1 by how clean they sound (regression); wakeword: 'hey "
-        "marlo', confusable phrases, other words, noise and long background recordings (detection); phrases: spoken "
+        "marlo', confusable phrases, other words, noise and long background recordings (detection); commands: spoken "
         "command phrases with transcripts, labelled by intent (transcription). Needs "
         "espeak-ng (apt-get install -y espeak-ng sox)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--kind", choices=KINDS, default="commands", help="which corpus (default commands)")
+        parser.add_argument("--kind", choices=KINDS, default="keywords", help="which corpus (default keywords)")
         parser.add_argument("--name", default="", help="dataset name (default: " + ", ".join(
             f"{name} for {kind}" for kind, name in DEFAULT_NAMES.items()) + ")")
         parser.add_argument("--voices", type=int, default=20, help="number of synthetic speakers (default 20)")
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         parser.add_argument("--words", default="", help="comma-separated words instead of the ten commands")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--phrases", type=int, default=30,
-                            help="phrases: command phrases each voice speaks (default 30)")
+                            help="commands: command phrases each voice speaks (default 30)")
         parser.add_argument("--backgrounds", type=int, default=2,
                             help="wakeword: number of long background recordings (default 2)")
         parser.add_argument("--background-minutes", type=float, default=5.0,
@@ -113,9 +113,9 @@ class Command(BaseCommand):
 
             generate_voice_corpus(folder, n_sentences=options["sentences"], voice=options["voice"],
                                   seed=options["seed"], progress=progress)
-        elif kind == "commands":
+        elif kind == "keywords":
             generate_demo_corpus(folder, words=words, takes_per_voice=takes or 1, **common)
-        elif kind == "phrases":
+        elif kind == "commands":
             from training_app.demo_commands import generate_command_corpus
 
             generate_command_corpus(folder, phrases_per_voice=options["phrases"], **common)
@@ -133,7 +133,7 @@ class Command(BaseCommand):
         if kind == "scores":
             return ("Synthetic spoken words buried in noise at a known SNR (-5 to 25 dB); the score (0-1) is that SNR "
                     f"scaled, so it follows how clean the clip sounds; {options['voices']} espeak-ng voices; {made_by}")
-        if kind == "phrases":
+        if kind == "commands":
             return (f"Spoken command phrases with transcripts ({options['phrases']} per voice, labelled by intent) "
                     f"from {options['voices']} espeak-ng voices; {made_by}")
         if kind == "voice":
@@ -153,7 +153,7 @@ class Command(BaseCommand):
     def _train_hint(kind: str, name: str) -> str:
         if kind == "scores":
             return f"python manage.py train {name} --model speech-quality --set task=regression --wait"
-        if kind == "phrases":
+        if kind == "commands":
             return f"python manage.py train {name} --model commands-asr --set task=transcription --wait"
         if kind == "voice":
             return f"python manage.py train {name} --model voice --set task=synthesis --wait"
