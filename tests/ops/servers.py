@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,3 +103,29 @@ def wait_for(condition, timeout: float, what: str, log_path: Path | None = None,
         time.sleep(interval)
     log = f"; log:\n{log_path.read_text()[-4000:]}" if log_path and log_path.exists() else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{log}")
+
+
+@contextmanager
+def writes_blocked(table: str):
+    """Hold a lock that lets other connections read ``table`` but not write it (on SQLite: the whole database), so
+    a server's request can be caught at the moment it needs to write there."""
+    settings_dict = connection.settings_dict
+    if connection.vendor == "sqlite":
+        lock = sqlite3.connect(settings_dict["NAME"], timeout=5, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    else:
+        lock = psycopg.connect(
+            host=settings_dict["HOST"] or "localhost", port=settings_dict["PORT"] or 5432, user=settings_dict["USER"],
+            password=settings_dict["PASSWORD"] or None, dbname=settings_dict["NAME"],
+        )
+        lock.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+        try:
+            yield
+        finally:
+            lock.rollback()
+            lock.close()

@@ -7,19 +7,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import Client
 
 from audioml.models import ApiToken
@@ -27,36 +23,14 @@ from datasets_app.models import Clip, clip_storage_name
 from tests.audio import distinct_wav, zip_bytes
 from tests.factories import AdminFactory, DatasetFactory
 from tests.ops.load import multipart
-from tests.ops.servers import ROOT, free_port, start_gunicorn, stop, wait_for
+from tests.ops.servers import ROOT, free_port, start_gunicorn, stop, wait_for, writes_blocked
 
 UPLOADED = 24  # 3-second clips: a request over FILE_UPLOAD_MAX_MEMORY_SIZE, so Django spools every file to disk
 ARCHIVED = 6
 
 
-@contextmanager
 def clip_inserts_blocked():
-    """Hold a lock that lets the server read but not insert clip rows, so a request is caught after writing its
-    files and before committing their rows: the window a crash falls into."""
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        lock = sqlite3.connect(settings_dict["NAME"], timeout=5, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-    else:
-        lock = psycopg.connect(
-            host=settings_dict["HOST"] or "localhost", port=settings_dict["PORT"] or 5432, user=settings_dict["USER"],
-            password=settings_dict["PASSWORD"] or None, dbname=settings_dict["NAME"],
-        )
-        lock.execute("LOCK TABLE datasets_app_clip IN SHARE ROW EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            lock.rollback()
-            lock.close()
+    return writes_blocked("datasets_app_clip")
 
 
 def post(url: str, token: str, fields: dict, files: list[tuple[str, str, bytes]]) -> int:

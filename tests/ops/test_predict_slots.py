@@ -5,46 +5,21 @@ answered 503 at once and the probes and the panel keep answering."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import urllib.error
 import urllib.request
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 
-import psycopg
 import pytest
-from django.db import connection
 
 from audioml.models import ApiToken
 from tests.factories import AdminFactory
 from tests.ops.load import multipart
-from tests.ops.servers import free_port, start_gunicorn, stop
+from tests.ops.servers import free_port, start_gunicorn, stop, writes_blocked
 from tests.registry.conftest import TONES, wav_upload
 
 
-@contextmanager
 def cache_writes_blocked():
-    """Readers may read the shared cache table; nobody may write it (the per-user prediction slots live there)."""
-    settings_dict = connection.settings_dict
-    if connection.vendor == "sqlite":
-        lock = sqlite3.connect(settings_dict["NAME"], timeout=5, isolation_level=None)
-        lock.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
-    else:
-        lock = psycopg.connect(
-            host=settings_dict["HOST"] or "localhost", port=settings_dict["PORT"] or 5432, user=settings_dict["USER"],
-            password=settings_dict["PASSWORD"] or None, dbname=settings_dict["NAME"],
-        )
-        lock.execute("LOCK TABLE audioml_cache IN SHARE ROW EXCLUSIVE MODE")
-        try:
-            yield
-        finally:
-            lock.rollback()
-            lock.close()
+    return writes_blocked("audioml_cache")
 
 
 def call(url: str, token: str | None = None, files=None) -> tuple[int, dict]:
