@@ -1,6 +1,7 @@
 """Failed-login throttling for the panel's and Django admin's login forms.
 
-Two counters in the shared cache (so every web process sees them), each a list of recent failure times:
+Two counters, each the recent failure times of one key. A failure is one inserted `LoginFailure` row (never a
+read-modify-write of a shared list), so concurrent wrong passwords in several web processes are all counted:
 
 - per account (the user name, from any address): after LOGIN_ACCOUNT_FAILURES failures the next attempt
   must wait LOGIN_ACCOUNT_LOCK_SECONDS, doubling with every further failure up to LOGIN_ACCOUNT_LOCK_MAX_SECONDS.
@@ -21,7 +22,6 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
 
 
 def now() -> float:
@@ -37,9 +37,16 @@ def _address_key(address: str | None) -> str:
     return f"audioml:login-failures:address:{address or 'unknown'}"
 
 
+KEEP = 200  # failures looked at per key: far past every threshold
+
+
 def _recent(key: str) -> list[float]:
+    """The key's failure times inside the window, oldest first."""
+    from audioml.models import LoginFailure
+
     cutoff = now() - settings.LOGIN_THROTTLE_WINDOW_SECONDS
-    return [moment for moment in (cache.get(key) or []) if moment > cutoff]
+    moments = LoginFailure.objects.filter(key=key, at__gt=cutoff).order_by("-at").values_list("at", flat=True)
+    return sorted(moments[:KEEP])
 
 
 def _account_wait(failures: list[float]) -> float:
@@ -81,12 +88,19 @@ def refusal(username: str, address: str | None) -> Refusal | None:
 
 
 def record_failure(username: str, address: str | None) -> None:
-    timeout = settings.LOGIN_THROTTLE_WINDOW_SECONDS + settings.LOGIN_ADDRESS_LOCK_SECONDS
+    """Count one failure for the account and one for the address, and forget failures too old to matter."""
+    from audioml.models import LoginFailure
+
     moment = now()
-    for key in (_account_key(username), _address_key(address)):
-        cache.set(key, [*_recent(key), moment][-200:], timeout=timeout)
+    LoginFailure.objects.bulk_create(
+        [LoginFailure(key=_account_key(username), at=moment), LoginFailure(key=_address_key(address), at=moment)]
+    )
+    forgotten = moment - settings.LOGIN_THROTTLE_WINDOW_SECONDS - settings.LOGIN_ADDRESS_LOCK_SECONDS
+    LoginFailure.objects.filter(at__lt=forgotten).delete()
 
 
 def record_success(username: str) -> None:
     """The account's owner got in: forget its failures (not the address's, which a guesser could clear)."""
-    cache.delete(_account_key(username))
+    from audioml.models import LoginFailure
+
+    LoginFailure.objects.filter(key=_account_key(username)).delete()

@@ -130,3 +130,18 @@ class AuditEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("Audit events are never deleted.")
+
+
+class LoginFailure(models.Model):
+    """One failed login, counted for one key (an account digest or an address) by `audioml.login_throttle`.
+
+    A row per failure, so failures from concurrent web processes are never lost to a read-modify-write race."""
+
+    key = models.CharField(max_length=120)
+    at = models.FloatField(help_text="Unix time of the failure")
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"]), models.Index(fields=["at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.at:.0f}"

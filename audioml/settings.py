@@ -322,7 +322,7 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "audioml_cache",
         "TIMEOUT": 300,
-        # Culling (a third of the entries once there are more) would forget login-throttling counters.
+        # Culling (a third of the entries once there are more) would forget prediction slots and heartbeats.
         "OPTIONS": {"MAX_ENTRIES": 100_000},
     }
 }

@@ -28,7 +28,7 @@ trap stop_all INT TERM EXIT
 
 # Each child runs in its own session, so Ctrl-C reaches only this script, which then stops them one by one.
 setsid "$PYTHON_BIN" -m gunicorn audioml.wsgi:application --bind "$HOST:$PORT" \
-  --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --timeout 300 --access-logfile - &
+  --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" --timeout 300 --access-logfile - --no-control-socket &
 pids+=($!)
 setsid "$PYTHON_BIN" manage.py qcluster &
 pids+=($!)

@@ -124,3 +124,31 @@ def test_behind_a_proxy_the_configured_header_tells_guessers_apart(owner, clock,
         "/login/", {"username": "admin", "password": PASSWORD}
     )
     assert response.status_code == 302
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrong_passwords_sent_at_the_same_moment_from_many_threads_are_all_counted():
+    """Each failure is its own row: a read-modify-write of a shared list would lose failures that race."""
+    import threading
+
+    from django.db import connection
+
+    threads, each = 6, 5
+    start = threading.Barrier(threads)
+
+    def guess() -> None:
+        try:
+            start.wait()
+            for _ in range(each):
+                login_throttle.record_failure("admin", "198.51.100.7")
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=guess) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(login_throttle._recent(login_throttle._account_key("admin"))) == threads * each
+    assert len(login_throttle._recent(login_throttle._address_key("198.51.100.7"))) == threads * each
+    assert login_throttle.refusal("admin", "198.51.100.7") is not None
