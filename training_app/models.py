@@ -313,7 +313,6 @@ class TrainingJob(models.Model):
     ignored_clips = models.PositiveIntegerField(
         default=0, help_text="Active clips left out because they lack what the task trains on (a score, say)"
     )
-    artifacts_dir = models.CharField(max_length=255, blank=True)
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
     worker = models.CharField(max_length=128, blank=True)

@@ -136,7 +136,14 @@ class JobDetailOut(JobOut):
     epochs: list[EpochOut]
     metrics: dict[str, Any] = Field(description="Final metrics (empty until the job succeeds)")
     traceback: str
-    artifacts_dir: str
+    version: int | None = Field(
+        description="Number of the model version this job registered (its artifacts live there); null until then"
+    )
+
+    @staticmethod
+    def resolve_version(job) -> int | None:
+        version = getattr(job, "model_version", None)  # the registry's one-to-one back to its job
+        return version.version if version is not None else None
 
     @staticmethod
     def resolve_data(job) -> dict[str, Any]:

@@ -199,7 +199,6 @@ def hand_off(job: TrainingJob, result, artifacts_dir: Path, epochs: list[dict[st
             eta_seconds=None,
             metrics=metrics,
             epochs=metrics.get("history") or epochs or [],
-            artifacts_dir=str(artifacts_dir),
             heartbeat_at=now,
             finished_at=now,
         )

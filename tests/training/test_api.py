@@ -105,9 +105,11 @@ def test_get_job_reports_progress_and_final_metrics(tones, submit, api):
     job = submit(tones)
     queued = api.get(f"/api/jobs/{job.pk}").json()
     assert (queued["status"], queued["queue_position"], queued["metrics"]) == ("queued", 1, {})
+    assert queued["version"] is None
     assert tasks.run_training_job(job.pk) == "succeeded"
     body = api.get(f"/api/jobs/{job.pk}").json()
     assert body["status"] == "succeeded" and body["progress"] == 100.0 and body["queue_position"] is None
+    assert body["version"] == 1 and "artifacts_dir" not in body  # no path that exists only on the worker
     assert body["accuracy"] == body["metrics"]["accuracy"]
     assert body["baseline_accuracy"] == body["metrics"]["baseline"]["accuracy"]
     assert [epoch["epoch"] for epoch in body["epochs"]] == [1, 2]

@@ -42,7 +42,7 @@ def test_train_now_trains_in_this_process_and_prints_metrics(tones):
     result = json.loads(metrics_json)
     assert result["job"] == job.pk and result["status"] == "succeeded"
     assert result["metrics"]["accuracy"] == job.metrics["accuracy"]
-    assert result["artifacts_dir"] == job.artifacts_dir
+    assert result["version"] == job.model_version.version == 1
     assert OrmQ.objects.count() == 0  # never handed to a worker
     assert job.status == "succeeded"
     assert "Training" in err and "100%" in err

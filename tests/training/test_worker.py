@@ -31,8 +31,6 @@ def test_worker_trains_a_queued_job_to_success(tones, submit):
     assert job.metrics["baseline"]["accuracy"] is not None
     assert job.metrics["test"]["confusion_matrix"]["labels"] == ["high", "low"]
     assert job.error == "" and job.traceback == ""
-    artifacts = job.working_dir()
-    assert job.artifacts_dir == str(artifacts)
     # The job's success and its registry version were committed together by the hand-off.
     version = ModelVersion.objects.get()
     assert version.job_id == job.pk and version.model.name == job.model_name and version.version == 1
@@ -45,7 +43,7 @@ def test_worker_trains_a_queued_job_to_success(tones, submit):
     assert snapshot["snapshot_hash"] == job.snapshot_hash
     assert [clip["id"] for clip in snapshot["clips"]] == [e["id"] for e in job.snapshot]
     # Once registered, the working folder is no longer needed: the work folder does not grow with every job.
-    assert not artifacts.exists()
+    assert not job.working_dir().exists()
     messages = list(job.logs.values_list("message", flat=True))
     assert any(m.startswith("Started on worker") for m in messages)
     assert any(m.startswith("split: ") for m in messages)

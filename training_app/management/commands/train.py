@@ -131,7 +131,7 @@ class Command(BaseCommand):
         if job.status == TrainingJob.Status.SUCCEEDED:
             self.stdout.write(json.dumps({
                 "job": job.pk, "status": job.status, "model_name": job.model_name, "dataset": job.dataset.name,
-                "snapshot_hash": job.snapshot_hash, "artifacts_dir": job.artifacts_dir, "metrics": job.metrics,
+                "snapshot_hash": job.snapshot_hash, "version": job.model_version.version, "metrics": job.metrics,
             }, indent=2))
             return
         if job.status == TrainingJob.Status.CANCELLED:
