@@ -304,14 +304,10 @@ def _check_broker() -> str:
 
 
 def _check_media() -> str:
-    try:
-        settings.MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
-        probe = settings.MEDIA_ROOT / ".health-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-        return "ok"
-    except OSError as exc:
-        return f"error: {exc.strerror or exc.__class__.__name__}"
+    """The media folder is writable, or the bucket answers (one HEAD request; /api/ready writes to it)."""
+    from audioml.storage import check_reachable
+
+    return check_reachable()
 
 
 def _check_storage() -> str:

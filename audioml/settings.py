@@ -99,6 +99,34 @@ def sqlite_database(path: Path) -> dict:
     }
 
 
+def s3_storage_options(bucket: str) -> dict:
+    """django-storages' S3 backend for the bucket, configured from its own AWS_* variables. Names are never
+    overwritten (a taken name gets a suffix, as on local disk), objects are private and every download URL is
+    presigned; a slow or unreachable endpoint fails a request in seconds instead of hanging a probe."""
+    from botocore.config import Config
+
+    return {
+        "bucket_name": bucket,
+        "endpoint_url": os.getenv("AWS_S3_ENDPOINT_URL") or None,
+        "region_name": os.getenv("AWS_S3_REGION_NAME") or None,
+        "access_key": os.getenv("AWS_S3_ACCESS_KEY_ID") or os.getenv("AWS_ACCESS_KEY_ID") or None,
+        "secret_key": os.getenv("AWS_S3_SECRET_ACCESS_KEY") or os.getenv("AWS_SECRET_ACCESS_KEY") or None,
+        "location": os.getenv("AWS_LOCATION", "").strip("/"),
+        "addressing_style": os.getenv("AWS_S3_ADDRESSING_STYLE") or None,
+        "signature_version": "s3v4",
+        "file_overwrite": False,
+        "default_acl": None,
+        "querystring_auth": True,
+        "client_config": Config(
+            connect_timeout=envint("AWS_S3_CONNECT_TIMEOUT", 5, minimum=1),
+            read_timeout=envint("AWS_S3_READ_TIMEOUT", 60, minimum=1),
+            retries={"max_attempts": 3, "mode": "standard"},
+            signature_version="s3v4",
+            s3={"addressing_style": os.getenv("AWS_S3_ADDRESSING_STYLE") or "auto"},
+        ),
+    }
+
+
 DATA_DIR = Path(os.getenv("AUDIOML_DATA_DIR", BASE_DIR / "data")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -225,8 +253,17 @@ STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(os.getenv("MEDIA_ROOT", DATA_DIR / "media")).resolve()
+# Media (clips, artifacts): local files under MEDIA_ROOT, or an S3-compatible bucket when AWS_STORAGE_BUCKET_NAME
+# is set (django-storages; see audioml/storage.py for what differs between the two).
+AWS_STORAGE_BUCKET_NAME = os.getenv("AWS_STORAGE_BUCKET_NAME", "").strip()
+# Presigned download URLs (audio players, artifact downloads) live this long; STORAGE_PUBLIC_ENDPOINT_URL signs
+# them for the address browsers reach the bucket at, when it differs from AWS_S3_ENDPOINT_URL.
+STORAGE_URL_EXPIRE_SECONDS = envint("STORAGE_URL_EXPIRE_SECONDS", 300, minimum=10)
+STORAGE_PUBLIC_ENDPOINT_URL = os.getenv("STORAGE_PUBLIC_ENDPOINT_URL", "").strip()
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_storage_options(AWS_STORAGE_BUCKET_NAME)}
+    if AWS_STORAGE_BUCKET_NAME
+    else {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
         if not DEBUG
@@ -237,6 +274,9 @@ STORAGES = {
 WORK_DIR = Path(os.getenv("AUDIOML_WORK_DIR", DATA_DIR / "work")).resolve()
 # The feature cache is pruned to this size, least recently used entries first (0 turns caching into recomputing).
 FEATURE_CACHE_MAX_BYTES = envint("FEATURE_CACHE_MAX_BYTES", 5 * 1024**3)
+# With object storage, each training machine keeps the clips it has fetched under $AUDIOML_WORK_DIR/clip-cache
+# (a later job on the same clips downloads nothing), pruned to this size, least recently used first.
+CLIP_CACHE_MAX_BYTES = envint("CLIP_CACHE_MAX_BYTES", 20 * 1024**3)
 # Large uploads are spooled here (not the system /tmp) so that the sweeper can find what a killed process left.
 FILE_UPLOAD_TEMP_DIR = str(Path(os.getenv("FILE_UPLOAD_TEMP_DIR", WORK_DIR / "uploads")).resolve())
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ SWEEP_MIN_AGE_SECONDS (longer than any upload, import or registration takes, so 
   the decoder's temporary files;
 
 and, whatever their age, the working folders of jobs that are finished or gone, and it prunes the feature
-cache to FEATURE_CACHE_MAX_BYTES. It runs when the app starts (`scripts/run.sh` and the Docker image run
+cache to FEATURE_CACHE_MAX_BYTES and the clip cache (clips fetched from object storage) to CLIP_CACHE_MAX_BYTES.
+On object storage the media listing comes from the bucket (sizes and times included); there are no folders. It runs when the app starts (`scripts/run.sh` and the Docker image run
 `manage.py sweep`), every SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (the
 job folders and the feature cache live on the training machine's local disk), and on demand with
 `manage.py sweep [--dry-run]`.
@@ -119,21 +120,11 @@ def referenced_media() -> set[str]:
 
 
 def _stored_files(folder: str) -> Iterator[tuple[str, int, float]]:
-    """(name, size, modification time) of every file under a storage folder, through the storage API."""
-    try:
-        if not default_storage.exists(folder):
-            return
-        subfolders, files = default_storage.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in files:
-        path = f"{folder}/{name}"
-        try:
-            yield path, default_storage.size(path), default_storage.get_modified_time(path).timestamp()
-        except (FileNotFoundError, OSError):
-            continue
-    for sub in subfolders:
-        yield from _stored_files(f"{folder}/{sub}")
+    """(name, size, modification time) of every file under a storage folder (on object storage from the listing
+    itself, one request per 1000 objects)."""
+    from audioml.storage import walk
+
+    yield from walk(folder)
 
 
 def _young(report: SweepReport, modified: float, cutoff: float) -> bool:
@@ -189,6 +180,9 @@ def sweep_work_folder(report: SweepReport, cutoff: float) -> None:
     removed, freed = prune_cache(dry_run=report.dry_run)
     report.cache_files_pruned += removed
     report.freed_bytes += freed
+    removed, freed = prune_clip_cache(dry_run=report.dry_run)
+    report.cache_files_pruned += removed
+    report.freed_bytes += freed
 
 
 def finished_job_folders(jobs_root: Path) -> list[Path]:
@@ -217,6 +211,17 @@ def prune_cache(dry_run: bool = False) -> tuple[int, int]:
     if dry_run or not cache_dir.is_dir():
         return 0, 0
     return prune_feature_cache(cache_dir, settings.FEATURE_CACHE_MAX_BYTES)
+
+
+def prune_clip_cache(dry_run: bool = False) -> tuple[int, int]:
+    """The clips this machine fetched from object storage (audioml/storage.py), kept under CLIP_CACHE_MAX_BYTES."""
+    from audioml.storage import CLIP_CACHE
+    from training_app.ml.features import prune_feature_cache
+
+    cache_dir = Path(settings.WORK_DIR) / CLIP_CACHE
+    if dry_run or not cache_dir.is_dir():
+        return 0, 0
+    return prune_feature_cache(cache_dir, settings.CLIP_CACHE_MAX_BYTES)
 
 
 def _entries(folder: Path, pattern: str) -> list[Path]:

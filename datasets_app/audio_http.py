@@ -1,11 +1,13 @@
-"""Serving a clip's canonical WAV to staff (panel players and API downloads), with byte ranges for seeking."""
+"""Serving a clip's canonical WAV to staff (panel players and API downloads), with byte ranges for seeking; on
+object storage a redirect to a short-lived presigned URL, which answers byte ranges itself."""
 
 from __future__ import annotations
 
 import re
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 
+from audioml.storage import download_url
 from datasets_app.models import Clip
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -13,10 +15,13 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def audio_response(request: HttpRequest, clip: Clip, *, as_attachment: bool = False) -> HttpResponse:
     storage, name = clip.audio.storage, clip.audio.name
+    filename = f"{clip.dataset.name}-{clip.pk}.wav"
+    if name and (url := download_url(name, filename, "audio/wav", as_attachment=as_attachment)):
+        # Object storage: the browser fetches the bytes (and the ranges it seeks to) from the bucket itself.
+        return HttpResponseRedirect(url)
     if not name or not storage.exists(name):
         raise Http404(f"The audio file of clip #{clip.pk} is missing from the storage.")
     size = storage.size(name)
-    filename = f"{clip.dataset.name}-{clip.pk}.wav"
     match = _RANGE.match(request.headers.get("Range", "").strip())
     if match and (match.group(1) or match.group(2)):
         if match.group(1):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import File, Form, Router, Status
 from ninja.files import UploadedFile
 from ninja.pagination import paginate
@@ -17,6 +16,7 @@ from audioml.roles import (
     CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
     CAN_VIEW_VERSIONS, require,
 )
+from registry_app import artifacts as artifact_store
 from registry_app.errors import AudioTooLong, ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.models import Alias, ModelVersion, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
@@ -165,20 +165,14 @@ def delete_version(request: HttpRequest, name: str, version: str):
     response={200: None},
 )
 def download_artifact(request: HttpRequest, name: str, version: str, artifact: str):
-    """Streams the file after checking its SHA-256 against the one recorded at registration; a damaged
-    artifact is refused with 409 `artifact-damaged`. The checksum is sent as `X-Content-SHA256`."""
+    """Streams the file after checking its SHA-256 against the one recorded at registration (on object storage:
+    a 302 to a short-lived presigned URL of the checked object; follow redirects); a damaged artifact is refused
+    with 409 `artifact-damaged`. The checksum is sent as `X-Content-SHA256`."""
     require(request.user, CAN_VIEW_VERSIONS)
     model = get_model_or_404(name)
     target = get_version_or_404(model, version)
     entry = target.verify_artifact(artifact)
-    response = FileResponse(
-        default_storage.open(entry["path"], "rb"),
-        as_attachment=True,
-        filename=f"{model.name}-v{target.version}-{entry['name'].replace('/', '-')}",
-    )
-    response["Content-Length"] = str(entry["size"])
-    response["X-Content-SHA256"] = entry["sha256"]
-    return response
+    return artifact_store.download_response(entry, f"{model.name}-v{target.version}-{entry['name'].replace('/', '-')}")
 
 
 # Aliases ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse, HttpResponseRedirect
+
+from audioml import storage as media
+from audioml.storage import download_url
 
 logger = logging.getLogger("registry_app.artifacts")
 
@@ -22,37 +27,46 @@ CHUNK_SIZE = 1 << 20
 
 
 class _HashingReader:
-    """Wraps a binary file and hashes whatever the storage backend reads from it (any read pattern)."""
+    """Wraps a binary file and hashes each byte the first time the storage backend reads it.
+
+    Backends seek freely: S3 uploads seek to the end to learn the size, sign the payload before sending it and
+    re-send a part after a network error. Bytes read again are not hashed again; a read that would skip bytes
+    never hashed fails, so the digest always covers the whole file, in order, from a single pass over new bytes.
+    """
 
     def __init__(self, handle: IO[bytes], name: str, size: int) -> None:
         self._handle = handle
         self.name = name
         self.size = size
-        self._reset()
-
-    def _reset(self) -> None:
         self.digest = hashlib.sha256()
-        self.bytes_read = 0
+        self.bytes_read = 0  # the first bytes_read bytes are in the digest
 
     def read(self, size: int = -1) -> bytes:
+        start = self._handle.tell()
+        if start > self.bytes_read:
+            raise OSError("artifact copy skipped bytes it never read")
         data = self._handle.read(size)
-        self.digest.update(data)
-        self.bytes_read += len(data)
+        end = start + len(data)
+        if end > self.bytes_read:
+            self.digest.update(data[self.bytes_read - start:])
+            self.bytes_read = end
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        position = self._handle.seek(offset, whence)
-        if position == 0:
-            self._reset()
-        elif position != self.bytes_read:
-            raise OSError("artifact copy must read the file front to back")
-        return position
+        return self._handle.seek(offset, whence)
 
     def tell(self) -> int:
         return self._handle.tell()
 
     def seekable(self) -> bool:
         return True
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
 
     def close(self) -> None:
         self._handle.close()
@@ -104,8 +118,8 @@ def stored_sha256(path: str) -> str:
 def stored_stamp(path: str) -> tuple[int, float] | None:
     """(size, modification time) of a stored file, or None when it is missing: a cheap change detector."""
     try:
-        return default_storage.size(path), default_storage.get_modified_time(path).timestamp()
-    except (OSError, NotImplementedError):
+        return media.stamp(path)
+    except OSError:
         return None
 
 
@@ -161,6 +175,19 @@ def problem_with(entry: dict[str, Any], *, trust_unchanged: bool = False) -> str
             logger.error("Artifact %s: SHA-256 %s does not match the registered %s", path, actual, entry["sha256"])
         return f"{entry['name']} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered"
     return None
+
+
+def download_response(entry: dict[str, Any], filename: str) -> HttpResponse:
+    """A checked artifact as a download: streamed from local storage, or a redirect to a short-lived presigned
+    URL on object storage (the bytes go from the bucket to the client, not through a web thread)."""
+    content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    if url := download_url(entry["path"], filename, content_type, as_attachment=True):
+        response = HttpResponseRedirect(url)
+    else:
+        response = FileResponse(default_storage.open(entry["path"], "rb"), as_attachment=True, filename=filename)
+        response["Content-Length"] = str(entry["size"])
+    response["X-Content-SHA256"] = entry["sha256"]
+    return response
 
 
 def copy_to_local(path: str, target: Path) -> Path:

@@ -6,9 +6,8 @@ from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -20,6 +19,7 @@ from audioml.roles import (
     CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
     CAN_VIEW_VERSIONS, needs,
 )
+from registry_app import artifacts as artifact_store
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
 from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, SpeakForm, TryItForm, VersionEditForm
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
@@ -324,11 +324,7 @@ def artifact_download(request: HttpRequest, name: str, number: int, artifact: st
     except ArtifactDamaged as error:
         messages.error(request, error.detail)
         return redirect("version-detail", name=model.name, number=version.version)
-    response = FileResponse(default_storage.open(entry["path"], "rb"), as_attachment=True,
-                            filename=f"{model.name}-v{version.version}-{entry['name'].replace('/', '-')}")
-    response["Content-Length"] = str(entry["size"])
-    response["X-Content-SHA256"] = entry["sha256"]
-    return response
+    return artifact_store.download_response(entry, f"{model.name}-v{version.version}-{entry['name'].replace('/', '-')}")
 
 
 # Aliases ------------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -160,11 +162,70 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, t
         database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> str:
+    """A real S3 protocol endpoint for the session: moto_server on a free loopback port (fails, never skips, when
+    it cannot start)."""
+    from tests.ops.servers import start_moto_server, stop
+
+    process, endpoint = start_moto_server(tmp_path_factory.mktemp("moto") / "moto_server.log")
+    yield endpoint
+    stop(process)
+
+
+@dataclass
+class S3Bucket:
+    endpoint: str
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, region_name=self.env["AWS_S3_REGION_NAME"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def keys(self, prefix: str = "") -> set[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return {entry["Key"] for page in pages for entry in page.get("Contents", ())}
+
+    def read(self, key: str) -> bytes:
+        return self.client().get_object(Bucket=self.name, Key=key)["Body"].read()
+
+
 @pytest.fixture
-def subprocess_env(settings, transactional_db):
+def s3_storage(settings, s3_endpoint, monkeypatch) -> S3Bucket:
+    """This test's media storage is a fresh bucket on the session's moto_server, configured exactly as
+    AWS_STORAGE_BUCKET_NAME and its companions configure production (settings.s3_storage_options). The variables
+    are in os.environ too, so `subprocess_env` (qcluster, gunicorn, commands) points its processes at the bucket;
+    MEDIA_ROOT stays empty, which the tests check."""
+    from audioml.settings import s3_storage_options
+    from tests.ops.servers import create_bucket, s3_env
+
+    bucket = S3Bucket(s3_endpoint, f"audioml-{uuid.uuid4().hex[:16]}")
+    create_bucket(s3_endpoint, bucket.name)
+    bucket.env = s3_env(s3_endpoint, bucket.name)
+    for key, value in bucket.env.items():
+        monkeypatch.setenv(key, value)
+    settings.AWS_STORAGE_BUCKET_NAME = bucket.name
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_storage_options(bucket.name)},
+    }
+    return bucket
+
+
+@pytest.fixture
+def subprocess_env(request, settings, transactional_db):
     """Environment for a subprocess (a real qcluster, a management command) that must use this test's
-    database, media and work folders. Use it with transactional tests so the rows are committed."""
+    database, media and work folders (or its bucket, with `s3_storage`). Use it with transactional tests so the
+    rows are committed."""
     from django.db import connection
+
+    if "s3_storage" in request.fixturenames:
+        request.getfixturevalue("s3_storage")  # its variables must be in os.environ before it is copied
 
     database = connection.settings_dict
     if connection.vendor == "sqlite":

@@ -17,11 +17,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import close_old_connections, connection, models, transaction
 from django.utils import timezone
 
@@ -37,6 +37,8 @@ PROGRESS_WRITE_SECONDS = 1.0
 CANCEL_POLL_SECONDS = 0.5
 # should_stop() also refreshes the heartbeat when nothing else has for this long.
 HEARTBEAT_SECONDS = 5.0
+# Clips fetched at once from object storage into this machine's clip cache (each a round trip to the bucket).
+CLIP_FETCH_THREADS = 8
 # The ONNX exporter logs every graph rewrite at INFO; the job log already says what matters.
 CHATTY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo", "torch.fx")
 
@@ -277,9 +279,10 @@ class JobRun:
     # Data --------------------------------------------------------------------------------------------------
 
     def snapshot_records(self):
-        """ClipRecords from the job's frozen snapshot, reading the canonical audio it names."""
+        """ClipRecords from the job's frozen snapshot, reading the canonical audio it names: the media files
+        themselves on local storage; on object storage this machine's cached copies, fetching the missing ones."""
         entries = self.job.snapshot
-        missing = [e for e in entries if not default_storage.exists(e["audio"])]
+        local_paths, missing = self.fetch_clips(entries)
         if missing:
             examples = ", ".join(f"clip {e['id']} ({e['audio']})" for e in missing[:3])
             raise SnapshotFilesMissing(
@@ -287,19 +290,38 @@ class JobRun:
                 f"file (e.g. {examples}); the data the job was submitted with is gone. Run the job again to "
                 "train on the dataset as it is now."
             )
-        return clip_records(entries, self.local_path)
+        return clip_records(entries, local_paths.__getitem__)
 
-    def local_path(self, name: str) -> Path:
-        try:
-            return Path(default_storage.path(name))
-        except NotImplementedError:
-            # A remote storage: copy the clip to a local temporary folder for the trainer.
-            if self.temp_dir is None:
-                self.temp_dir = Path(tempfile.mkdtemp(prefix=f"job-{self.job.pk}-clips-"))
-            target = self.temp_dir / name.replace("/", "_")
-            with default_storage.open(name, "rb") as source, open(target, "wb") as copy:
-                shutil.copyfileobj(source, copy)
-            return target
+    def fetch_clips(self, entries: list[dict[str, Any]]) -> tuple[dict[str, Path], list[dict[str, Any]]]:
+        """A local file for every clip of the snapshot (fetched in parallel on object storage) and the entries
+        whose audio the storage no longer holds."""
+        from audioml import storage as media
+
+        def copy(name: str):
+            if name not in present:
+                media.forget_local_copy(name)  # deleted for good: a cached copy must not outlive it
+                return None
+            try:
+                return media.local_copy(name)
+            except FileNotFoundError:
+                return None
+
+        names = list(dict.fromkeys(entry["audio"] for entry in entries))
+        started = time.monotonic()
+        present = media.existing(names)
+        with ThreadPoolExecutor(max_workers=1 if media.is_local() else CLIP_FETCH_THREADS) as pool:
+            copies = dict(zip(names, pool.map(copy, names), strict=True))
+        local_paths = {name: found.path for name, found in copies.items() if found is not None}
+        missing = [entry for entry in entries if copies[entry["audio"]] is None]
+        if not media.is_local():
+            fetched = [found for found in copies.values() if found is not None and found.fetched_bytes]
+            megabytes = sum(found.fetched_bytes for found in fetched) / 1e6
+            self.job.log(
+                JobLog.Level.INFO,
+                f"Clips: {len(local_paths) - len(fetched)} already in this machine's clip cache, {len(fetched)} "
+                f"fetched from the object storage ({megabytes:.1f} MB in {time.monotonic() - started:.1f} s).",
+            )
+        return local_paths, missing
 
     def run_external(self, cfg, clips, out_dir: Path, runtime):
         """The job's configured external trainer instead of the built-in one (training_app/external.py)."""

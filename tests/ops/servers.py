@@ -1,4 +1,5 @@
-"""Real processes for the operations tests and the benchmarks: a django-q2 cluster and a gunicorn web server.
+"""Real processes for the operations tests and the benchmarks: a django-q2 cluster, a gunicorn web server and an
+S3-compatible object store (moto_server, the S3 API over HTTP on loopback).
 
 Both run against the caller's own database and media folder (the `subprocess_env` fixture, or a benchmark's
 `site_env`). They are stopped the way the pitfalls note says: SIGTERM to the main process only, then waiting;
@@ -32,6 +33,54 @@ def start_qcluster(env: dict, log_path: Path, cluster: str = "training") -> subp
         [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env={**env, "Q_CLUSTER_NAME": cluster},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+MOTO_SERVER = Path(sys.executable).with_name("moto_server")
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "audioml-test", "AWS_SECRET_ACCESS_KEY": "audioml-test-secret",
+                       "AWS_S3_REGION_NAME": "us-east-1"}
+
+
+def start_moto_server(log_path: Path) -> tuple[subprocess.Popen, str]:
+    """moto_server on a free loopback port, once it answers S3 requests: (process, endpoint URL). Raises (never
+    skips) when it cannot start: the storage tests must run against a real S3 endpoint."""
+    if not MOTO_SERVER.exists():
+        raise AssertionError(f"{MOTO_SERVER} is missing: install moto[server] (a test dependency)")
+    port = free_port()
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"moto_server exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(f"{endpoint}/", timeout=2):
+                return process, endpoint
+        except urllib.error.HTTPError:
+            return process, endpoint  # any HTTP answer means it serves
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    stop(process)
+    raise AssertionError(f"moto_server did not answer within 60 s:\n{log_path.read_text()[-4000:]}")
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name=S3_TEST_CREDENTIALS["AWS_S3_REGION_NAME"],
+        aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    ).create_bucket(Bucket=bucket)
+
+
+def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
+    """The environment that points a process (settings.py reads it) at a bucket on the endpoint."""
+    return {**S3_TEST_CREDENTIALS, "AWS_STORAGE_BUCKET_NAME": bucket, "AWS_S3_ENDPOINT_URL": endpoint,
+            "AWS_S3_ADDRESSING_STYLE": "path"}
 
 
 def free_port() -> int:
