@@ -102,7 +102,10 @@ def sqlite_database(path: Path) -> dict:
 def s3_storage_options(bucket: str) -> dict:
     """django-storages' S3 backend for the bucket, configured from its own AWS_* variables. Names are never
     overwritten (a taken name gets a suffix, as on local disk), objects are private and every download URL is
-    presigned; a slow or unreachable endpoint fails a request in seconds instead of hanging a probe."""
+    presigned; a slow or unreachable endpoint fails a request in seconds instead of hanging a probe. Every upload
+    carries its SHA-256 for the server to check (and to report back: audioml/storage.py stored_sha256), and files
+    up to 64 MB go in one PUT, so that this checksum covers the whole object."""
+    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
 
     return {
@@ -117,6 +120,10 @@ def s3_storage_options(bucket: str) -> dict:
         "file_overwrite": False,
         "default_acl": None,
         "querystring_auth": True,
+        "object_parameters": {"ChecksumAlgorithm": "SHA256"},
+        "transfer_config": TransferConfig(
+            multipart_threshold=64 * 1024**2, multipart_chunksize=16 * 1024**2, max_concurrency=4
+        ),
         "client_config": Config(
             connect_timeout=envint("AWS_S3_CONNECT_TIMEOUT", 5, minimum=1),
             read_timeout=envint("AWS_S3_READ_TIMEOUT", 60, minimum=1),

@@ -16,6 +16,7 @@ turns a name into a local file with `local_copy`.
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
 from collections.abc import Iterator
@@ -185,6 +186,21 @@ def local_copy(name: str, cache_dir: Path | None = None) -> LocalCopy:
             raise FileNotFoundError(name) from None
         raise
     return LocalCopy(target, size)
+
+
+def size_and_checksum(name: str) -> tuple[int, str | None]:
+    """The size of a stored file and the SHA-256 (hex) the object storage computed over the whole object as it
+    received it, with one request; the checksum is None where there is none to give: local storage, an upload in
+    parts (its checksum covers the parts), a server without checksums. Lets a writer verify what it uploaded
+    without reading the object back."""
+    if is_local():
+        return default_storage.size(name), None
+    client, bucket, storage = _s3()
+    head = client.head_object(Bucket=bucket, Key=storage._normalize_name(name), ChecksumMode="ENABLED")
+    encoded = head.get("ChecksumSHA256")
+    if not encoded or "-" in encoded or head.get("ChecksumType", "FULL_OBJECT") != "FULL_OBJECT":
+        return head["ContentLength"], None
+    return head["ContentLength"], base64.b64decode(encoded).hex()
 
 
 def check_reachable() -> str:

@@ -91,11 +91,16 @@ def store_file(source: Path, storage_name: str) -> dict[str, Any]:
     if reader.bytes_read != size:
         default_storage.delete(stored_as)
         raise OSError(f"{source.name}: read {reader.bytes_read} of {size} bytes while copying")
-    stored_size = default_storage.size(stored_as)
+    sha256 = reader.digest.hexdigest()
+    # One request, no second read: the size, and on object storage the SHA-256 the server computed on receipt.
+    stored_size, stored_checksum = media.size_and_checksum(stored_as)
     if stored_size != size:
         default_storage.delete(stored_as)
         raise OSError(f"{source.name}: the storage holds {stored_size} bytes, {size} were written")
-    return {"name": source.name, "path": stored_as, "size": size, "sha256": reader.digest.hexdigest()}
+    if stored_checksum is not None and stored_checksum != sha256:
+        default_storage.delete(stored_as)
+        raise OSError(f"{source.name}: the storage received SHA-256 {stored_checksum[:12]}…, {sha256[:12]}… was sent")
+    return {"name": source.name, "path": stored_as, "size": size, "sha256": sha256}
 
 
 def _discard(path: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from audioml.storage import size_and_checksum
 from audioml.sweep import sweep
 from datasets_app.models import Clip, Dataset
 from registry_app import inference
@@ -140,6 +141,8 @@ def test_registration_copies_artifacts_into_the_bucket_with_their_sha256(registe
         data = s3_storage.read(entry["path"])
         assert len(data) == entry["size"]
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        # The bucket checked the upload against its SHA-256 and reports it: registration needs no read-back.
+        assert size_and_checksum(entry["path"]) == (entry["size"], entry["sha256"])
     assert media_files(settings) == []
 
 
