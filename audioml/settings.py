@@ -263,9 +263,10 @@ MEDIA_ROOT = Path(os.getenv("MEDIA_ROOT", DATA_DIR / "media")).resolve()
 # Media (clips, artifacts): local files under MEDIA_ROOT, or an S3-compatible bucket when AWS_STORAGE_BUCKET_NAME
 # is set (django-storages; see audioml/storage.py for what differs between the two).
 AWS_STORAGE_BUCKET_NAME = os.getenv("AWS_STORAGE_BUCKET_NAME", "").strip()
-# Presigned download URLs (audio players, artifact downloads) live this long; STORAGE_PUBLIC_ENDPOINT_URL signs
+# Presigned download URLs (audio players, artifact downloads) live this long: a player keeps seeking with the URL
+# it was redirected to, so it must outlast a listening session on an open page. STORAGE_PUBLIC_ENDPOINT_URL signs
 # them for the address browsers reach the bucket at, when it differs from AWS_S3_ENDPOINT_URL.
-STORAGE_URL_EXPIRE_SECONDS = envint("STORAGE_URL_EXPIRE_SECONDS", 300, minimum=10)
+STORAGE_URL_EXPIRE_SECONDS = envint("STORAGE_URL_EXPIRE_SECONDS", 3600, minimum=10)
 STORAGE_PUBLIC_ENDPOINT_URL = os.getenv("STORAGE_PUBLIC_ENDPOINT_URL", "").strip()
 STORAGES = {
     "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": s3_storage_options(AWS_STORAGE_BUCKET_NAME)}

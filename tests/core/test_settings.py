@@ -124,3 +124,16 @@ def test_check_deploy_warns_without_https_settings(tmp_path):
     )
     assert result.returncode != 0
     assert "SECURE_SSL_REDIRECT" in result.stdout + result.stderr
+
+
+def test_a_bucket_name_moves_the_media_to_s3_and_none_keeps_local_files(tmp_path):
+    expression = ("settings.STORAGES['default']['BACKEND'], settings.STORAGES['default'].get('OPTIONS', {}).get('bucket_name'), "
+                  "settings.STORAGES['default'].get('OPTIONS', {}).get('endpoint_url'), "
+                  "settings.STORAGES['default'].get('OPTIONS', {}).get('file_overwrite')")
+    local = _settings_in_subprocess(tmp_path, expression, AWS_STORAGE_BUCKET_NAME="")
+    assert local.returncode == 0, local.stderr
+    assert local.stdout.split() == ["django.core.files.storage.FileSystemStorage", "None", "None", "None"]
+    s3 = _settings_in_subprocess(tmp_path, expression, AWS_STORAGE_BUCKET_NAME="audio-media",
+                                 AWS_S3_ENDPOINT_URL="http://s3.internal:8333")
+    assert s3.returncode == 0, s3.stderr
+    assert s3.stdout.split() == ["storages.backends.s3.S3Storage", "audio-media", "http://s3.internal:8333", "False"]
