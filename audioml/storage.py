@@ -3,7 +3,9 @@
 Everything that stores or reads clips and artifacts goes through `default_storage`; this module holds the few
 operations where the two kinds of storage need different code to stay cheap or correct:
 
-- `stamp` and `walk`: size and modification time in one request per object (or per 1000 objects listed);
+- `stamp` and `walk`: size and modification time in one request per object (or per 1000 objects listed), and
+  `existing`, which names are stored, from listings;
+- `size_and_checksum`: the SHA-256 the bucket computed on receipt, so a writer verifies without reading back;
 - `download_url`: a short-lived presigned URL, so the browser fetches audio (byte ranges included) and artifacts
   from the bucket directly instead of through a web thread (None on local storage: the app serves the file);
 - `local_copy`: a file a training worker can read, from the media folder itself or from this machine's clip
@@ -26,7 +28,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.storage import FileSystemStorage, default_storage
 
-CHUNK_SIZE = 1 << 20
 CLIP_CACHE = "clip-cache"
 
 
@@ -41,12 +42,11 @@ def _s3():
 
 
 def describe() -> str:
-    """Where the media lives, for logs and the health probe: a folder or s3://bucket."""
+    """Where the media lives, for logs and reports: a folder, or s3://bucket/prefix at its endpoint."""
     if is_local():
         return str(settings.MEDIA_ROOT)
     _, bucket, storage = _s3()
-    endpoint = storage.endpoint_url or "AWS"
-    return f"s3://{bucket}/{storage.location} at {endpoint}".rstrip("/")
+    return f"s3://{bucket}/{storage.location}".rstrip("/") + f" at {storage.endpoint_url or 'AWS'}"
 
 
 def stamp(name: str) -> tuple[int, float] | None:
