@@ -12,10 +12,10 @@ SWEEP_MIN_AGE_SECONDS (longer than any upload, import or registration takes, so 
 
 and, whatever their age, the working folders of jobs that are finished or gone, and it prunes the feature
 cache to FEATURE_CACHE_MAX_BYTES and the clip cache (clips fetched from object storage) to CLIP_CACHE_MAX_BYTES.
-On object storage the media listing comes from the bucket (sizes and times included); there are no folders. It runs when the app starts (`scripts/run.sh` and the Docker image run
-`manage.py sweep`), every SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (the
-job folders and the feature cache live on the training machine's local disk), and on demand with
-`manage.py sweep [--dry-run]`.
+On object storage the media listing comes from the bucket (sizes and times included); there are no folders.
+It runs when the app starts (`scripts/run.sh` and the Docker image run `manage.py sweep`), every
+SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (the job folders and the caches
+live on the training machine's local disk), and on demand with `manage.py sweep [--dry-run]`.
 """
 
 from __future__ import annotations

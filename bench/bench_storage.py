@@ -47,7 +47,8 @@ LABELS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 def build_zip(path: Path, count: int) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for index in range(count):
-            archive.writestr(f"{LABELS[index % len(LABELS)]}/{index:05d}.wav", wav_bytes(distinct_tone(index, 16000), 16000))
+            data = wav_bytes(distinct_tone(index, 16000), 16000)
+            archive.writestr(f"{LABELS[index % len(LABELS)]}/{index:05d}.wav", data)
 
 
 def child(args) -> dict:
@@ -117,7 +118,8 @@ def run_child(storage: str, args, extra_env: dict[str, str]) -> dict:
             "DJANGO_SETTINGS_MODULE": "audioml.settings", "AUDIOML_DATA_DIR": str(Path(tmp) / "data"),
             "DATABASE_URL": f"sqlite:///{tmp}/bench.sqlite3", "LOG_LEVEL": "WARNING",
         }
-        command = [sys.executable, __file__, "--child", str(out), "--clips", str(args.clips), "--epochs", str(args.epochs)]
+        command = [sys.executable, __file__, "--child", str(out), "--clips", str(args.clips),
+                   "--epochs", str(args.epochs)]
         subprocess.run(command, cwd=ROOT, env=env, check=True)
         return json.loads(out.read_text())
 
@@ -129,8 +131,7 @@ def cell(value: float | None, unit: str = "s") -> str:
 def entry(args, results: dict[str, dict], loads: list[tuple[float, ...]]) -> str:
     local, s3 = results["local"], results["s3"]
 
-    def fetched(run: dict) -> str:
-        job = run
+    def fetched(job: dict) -> str:
         if job["fetched"] is None:
             return "read in place"
         return f"{job['fetched']} fetched ({job['fetched_mb']:.1f} MB in {job['fetch_seconds']:.1f} s)"
@@ -161,7 +162,8 @@ def entry(args, results: dict[str, dict], loads: list[tuple[float, ...]]) -> str
         f"- Load average {loads[0][0]:.1f} / {loads[0][1]:.1f} (1 / 5 min) before and {loads[1][0]:.1f} / "
         f"{loads[1][1]:.1f} after the run, on a machine shared with other work: compare the two columns, not "
         "these figures with other sections",
-        f"- S3: {s3['storage']}; SQLite databases, `quick` preset with {args.epochs} epochs, 8 channels, one-second clips",
+        f"- S3: {s3['storage']}; SQLite databases, `quick` preset with {args.epochs} epochs, 8 channels, "
+        "one-second clips",
         "",
         "| measure | local folder | S3 (moto_server) | S3 / local |",
         "| --- | ---: | ---: | ---: |",
