@@ -3,7 +3,9 @@ permissions (`user.has_perm`). Superusers can do everything.
 
 - viewer: read everything, listen to clips, download exports and artifacts, try models (predict).
 - trainer: viewer + create and edit datasets, upload, edit, trash and restore clips, start, cancel and re-run jobs.
-- approver: viewer + move aliases (promote, roll back, delete), archive versions, edit version and model notes.
+- approver: viewer + move aliases (promote, roll back, delete, split and shadow traffic), archive versions, edit
+  version and model notes and a model's prediction log settings.
+- trainers and approvers flag logged predictions wrong; trainers accept flagged ones into a dataset (a new clip).
 
 Permanent deletions (a dataset, a model version, emptying a dataset's trash) belong to no role: only superusers,
 or a user an administrator gives the `delete_*` permission to explicitly in Django admin.
@@ -39,6 +41,9 @@ CAN_CHANGE_VERSION = "registry_app.change_modelversion"  # description, tags, ar
 CAN_DELETE_VERSION = "registry_app.delete_modelversion"
 CAN_MOVE_ALIAS = "registry_app.change_alias"  # promote (set or create) and roll back
 CAN_DELETE_ALIAS = "registry_app.delete_alias"
+CAN_VIEW_PREDICTIONS = "registry_app.view_predictionlog"  # the prediction log, its audio, live comparisons
+CAN_FLAG_PREDICTION = "registry_app.change_predictionlog"  # flag a logged answer wrong (trainers, approvers)
+CAN_REVIEW_FEEDBACK = CAN_UPLOAD  # accept a flagged prediction into a dataset (it adds a clip) or dismiss it
 CAN_VIEW_AUDIT = "audioml.view_auditevent"
 
 _READ = [
@@ -50,13 +55,16 @@ _READ = [
     CAN_VIEW_VERSIONS,
     "registry_app.view_alias",
     "registry_app.view_aliasevent",
+    CAN_VIEW_PREDICTIONS,
     CAN_VIEW_AUDIT,
 ]
 
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     VIEWER: _READ,
-    TRAINER: _READ + [CAN_CREATE_DATASET, CAN_EDIT_DATASET, CAN_UPLOAD, CAN_EDIT_CLIPS, CAN_TRAIN, CAN_CANCEL],
-    APPROVER: _READ + ["registry_app.add_alias", CAN_MOVE_ALIAS, CAN_DELETE_ALIAS, CAN_CHANGE_VERSION, CAN_CHANGE_MODEL],
+    TRAINER: _READ + [CAN_CREATE_DATASET, CAN_EDIT_DATASET, CAN_UPLOAD, CAN_EDIT_CLIPS, CAN_TRAIN, CAN_CANCEL,
+                      CAN_FLAG_PREDICTION],
+    APPROVER: _READ + ["registry_app.add_alias", CAN_MOVE_ALIAS, CAN_DELETE_ALIAS, CAN_CHANGE_VERSION, CAN_CHANGE_MODEL,
+                       CAN_FLAG_PREDICTION],
 }
 
 NO_ROLE_MESSAGE = (

@@ -312,6 +312,12 @@ PREDICT_MAX_REQUEST_SECONDS = envfloat("PREDICT_MAX_REQUEST_SECONDS", 1200.0, mi
 PREDICT_MAX_CONCURRENT_PER_USER = envint("PREDICT_MAX_CONCURRENT_PER_USER", 2, minimum=1)
 # Per web process; half of its threads by default, so the other half always serve the panel and the probes.
 PREDICT_WORKERS = envint("PREDICT_WORKERS", max(1, envint("WEB_THREADS", 4, minimum=1) // 2), minimum=1)
+# Shadow versions score in the background on this many threads per web process, with at most this many
+# requests waiting (more are dropped and counted; see registry_app/traffic.py).
+SHADOW_WORKERS = envint("SHADOW_WORKERS", 1, minimum=1)
+SHADOW_QUEUE_SIZE = envint("SHADOW_QUEUE_SIZE", 32, minimum=0)
+# How often the default worker cluster deletes logged predictions older than their model's retention.
+PREDICTION_LOG_EXPIRY_MINUTES = envint("PREDICTION_LOG_EXPIRY_MINUTES", 60, minimum=1)
 
 # django-q2. Two clusters share the ORM broker (or Redis when Q_REDIS_URL is set): the default one for short
 # tasks and "training", which runs one long job at a time. A training task must never be handed out twice,

@@ -4,8 +4,8 @@ Files are written before their rows (see the README's backups), so a process kil
 row references; nothing else ever removes it. The sweeper removes, once they are older than
 SWEEP_MIN_AGE_SECONDS (longer than any upload, import or registration takes, so work in flight is never touched):
 
-- media files under `clips/` that no clip row references, and under `models/` that no version's artifact list
-  names (with the folders they leave empty);
+- media files under `clips/` that no clip row references, under `models/` that no version's artifact list
+  names, and under `predictions/` that no logged prediction keeps (with the folders they leave empty);
 - `.part` files under the media storage's `.incoming/` (a clip being moved into place) and readiness probes;
 - Django's temporary upload files (FILE_UPLOAD_TEMP_DIR), zip extraction folders (`work/ingest/archive-*`) and
   the decoder's temporary files;
@@ -34,7 +34,7 @@ from django.core.files.storage import default_storage
 logger = logging.getLogger("audioml.sweep")
 
 SCHEDULE_NAME = "sweep: remove files without rows"
-MEDIA_FOLDERS = ("clips", "models")
+MEDIA_FOLDERS = ("clips", "models", "predictions")
 INCOMING = ".incoming"
 PROBES = ".ready-probe"
 
@@ -109,11 +109,13 @@ def sweep_media(report: SweepReport, cutoff: float) -> None:
 
 
 def referenced_media() -> set[str]:
-    """Every media file a row points at: clip audio (trashed clips too) and every version's artifacts."""
+    """Every media file a row points at: clip audio (trashed clips too), every version's artifacts and the audio
+    the prediction log keeps."""
     from datasets_app.models import Clip
-    from registry_app.models import ModelVersion
+    from registry_app.models import ModelVersion, PredictionLog
 
     names = set(Clip.objects.values_list("audio", flat=True))
+    names.update(PredictionLog.objects.exclude(audio="").values_list("audio", flat=True))
     for artifacts in ModelVersion.objects.values_list("artifacts", flat=True).iterator():
         names.update(entry["path"] for entry in artifacts or [] if entry.get("path"))
     return names

@@ -7,6 +7,7 @@ from django.views.static import serve
 from audioml import views
 from audioml.api import api
 from audioml.forms import AdminLoginForm
+from registry_app.urls import review_urlpatterns
 
 admin.site.site_header = "AudioML administration"
 admin.site.login_form = AdminLoginForm  # failed logins throttled like the panel's
@@ -22,6 +23,7 @@ urlpatterns = [
     path("datasets/", include("datasets_app.urls")),
     path("training/", include("training_app.urls")),
     path("models/", include("registry_app.urls")),
+    path("review/", include(review_urlpatterns)),
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
 from django.db.models import Count, Prefetch
 from django.http import HttpRequest, HttpResponse
 from ninja import File, Form, Router, Status
@@ -13,26 +15,32 @@ from ninja.pagination import paginate
 from audioml.audit import Actor
 from audioml.errors import Unprocessable
 from audioml.roles import (
-    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
-    CAN_VIEW_VERSIONS, require,
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS,
+    CAN_REVIEW_FEEDBACK, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS, CAN_VIEW_VERSIONS, require,
 )
 from registry_app import artifacts as artifact_store
 from registry_app.errors import AudioTooLong, ImmutableVersion, ReferenceNotFound, UndecodableAudio
-from registry_app.models import Alias, ModelVersion, RegisteredModel, parse_version_ref
+from registry_app.aliases import KEEP
+from registry_app.models import Alias, ModelVersion, PredictionLog, RegisteredModel, parse_version_ref
 from registry_app.schemas import (
     AliasEventOut,
     AliasIn,
     AliasOut,
+    FlagIn,
+    LiveOut,
     ModelOut,
     ModelPatch,
     NoteIn,
+    PredictionOut,
     PredictOut,
+    ReviewAcceptIn,
     SynthesizeIn,
     VersionOut,
     VersionPatch,
 )
 
 router = Router(tags=["models"])
+review_router = Router(tags=["review"])
 
 
 # Lookups ------------------------------------------------------------------------------------------------------
@@ -95,11 +103,21 @@ def get_model(request: HttpRequest, name: str):
     return models_with_summary().get(pk=model.pk)
 
 
-@router.patch("/{name}", response=ModelOut, summary="Update a model's description")
+@router.patch("/{name}", response=ModelOut, summary="Update a model's description or prediction log settings")
 def update_model(request: HttpRequest, name: str, payload: ModelPatch):
+    """`description` (Markdown) and the prediction log's settings: `log_predictions`, `log_retention_days`,
+    `log_audio`, `log_audio_max_bytes`."""
     require(request.user, CAN_CHANGE_MODEL)
     model = get_model_or_404(name)
-    model.set_description(payload.description, by=Actor.from_request(request))
+    changes = payload.model_dump(exclude_unset=True, exclude_none=True)
+    if "description" in changes:
+        model.set_description(changes.pop("description"), by=Actor.from_request(request))
+    if changes:
+        try:
+            model.set_log_settings(changes, by=Actor.from_request(request))
+        except ValidationError as error:
+            field, messages = next(iter(error.message_dict.items()))
+            raise Unprocessable(f"{field}: {' '.join(messages)}", field=field) from None
     return models_with_summary().get(pk=model.pk)
 
 
@@ -185,14 +203,26 @@ def list_aliases(request: HttpRequest, name: str):
     return model.aliases.select_related("version", "model")
 
 
-@router.put("/{name}/aliases/{alias}", response=AliasOut, summary="Set or move an alias (promote)")
+@router.put("/{name}/aliases/{alias}", response=AliasOut, summary="Set or move an alias (promote), split or shadow its traffic")
 def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
-    """Points the alias at a version, creating it if needed; every move is kept in the alias history.
-    Predictions that use the alias switch on the next request."""
+    """Points the alias at a version, creating it if needed, and/or changes where its traffic goes:
+    `{"version": 3, "split": {"version": 4, "percent": 10}, "shadow": 5, "note": "…"}` sends 10% of the
+    requests to v4 (sticky per caller `key`) and has v5 score every request in the background. Leave a field
+    out to keep it; `"split": null` or `"shadow": null` removes it. Every change is kept in the alias history.
+    Predictions that use the alias follow on the next request. A split or shadow of the alias's own version,
+    or of an archived or damaged one, is refused (422, 409)."""
     require(request.user, CAN_MOVE_ALIAS)
     model = get_model_or_404(name)
-    target = get_version_or_404(model, payload.version)
-    return Alias.point(model, alias, target, by=Actor.from_request(request), note=payload.note)
+    fields = payload.model_fields_set
+    target = get_version_or_404(model, payload.version) if payload.version is not None else None
+    split = KEEP
+    if "split" in fields:
+        split = (get_version_or_404(model, payload.split.version), payload.split.percent) if payload.split else None
+    shadow = KEEP
+    if "shadow" in fields:
+        shadow = get_version_or_404(model, payload.shadow) if payload.shadow is not None else None
+    return Alias.point(model, alias, target, by=Actor.from_request(request), note=payload.note, split=split,
+                       shadow=shadow)
 
 
 @router.post("/{name}/aliases/{alias}/rollback", response=AliasOut, summary="Roll an alias back")
@@ -238,6 +268,8 @@ def predict(
     threshold: float | None = Form(
         None, description="Detection models: use this threshold (0-1) instead of the version's calibrated one"
     ),
+    key: str = Form("", description="The caller (a device id, a user id): keeps it on one side of an alias's "
+                    "traffic split"),
 ):
     """Multipart upload of one or more audio `files` (any format ingestion accepts) and an optional `ref`: an
     alias name or a version (`v3` or `3`). Without `ref`: the `production` alias, else the latest active
@@ -254,6 +286,10 @@ def predict(
       threshold and later onsets within the refractory period belong to it.
 
     Shorter clips are zero-padded.
+
+    Traffic: when the alias splits its traffic, `version` and `arm` ("primary" or "split") say which version
+    answered; send a `key` to keep one caller on one version. `shadow_version` names the version scoring the
+    same audio in the background. Each answer's `prediction_id` is its entry in the prediction log.
 
     Partial failures: a file that cannot be decoded gets an `error` object (status 422, code
     `undecodable-audio`; a file longer than PREDICT_MAX_FILE_SECONDS: status 413, code `audio-too-long`) in its
@@ -272,7 +308,7 @@ def predict(
     if not uploads:
         raise Unprocessable("Send one or more audio files as the multipart form field “files”.")
     with prediction_slot(request.user):
-        outcome = inference.predict_uploads(model, ref or None, uploads, threshold)
+        outcome = inference.predict_uploads(model, ref or None, uploads, threshold, key=key, user=request.user)
     if outcome["succeeded"] == 0:
         errors = [result["error"] for result in outcome["results"]]
         all_too_long = all(error["code"] == AudioTooLong.code for error in errors)
@@ -298,13 +334,144 @@ def predict(
                                        "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}}}}},
 )
 def synthesize(request: HttpRequest, name: str, payload: SynthesizeIn):
-    """JSON `{"text": ..., "ref": ...}` → `audio/wav`. Headers: `X-Audio-Duration` (seconds), `X-Model`,
-    `X-Model-Version`, `X-Model-Ref`, `X-Sentences`. Text longer than the voice allows, empty text, or symbols
+    """JSON `{"text": ..., "ref": ..., "key": ...}` → `audio/wav`. Headers: `X-Audio-Duration` (seconds), `X-Model`,
+    `X-Model-Version` (the version that answered), `X-Model-Ref`, `X-Sentences`, `X-Prediction-Id` (when logged). Text longer than the voice allows, empty text, or symbols
     outside the voice's vocabulary: 422 naming them. A model of another task: 422. Unknown model or ref: 404."""
     require(request.user, CAN_VIEW_VERSIONS)
     from registry_app import synthesis
 
-    speech = synthesis.synthesize(get_model_or_404(name), payload.text, payload.ref or None)
+    speech = synthesis.synthesize(get_model_or_404(name), payload.text, payload.ref or None, key=payload.key,
+                                  user=request.user)
     response = HttpResponse(speech.wav, content_type="audio/wav", headers=speech.headers())
     response["Content-Disposition"] = f'attachment; filename="{name}-v{speech.version}.wav"'
     return response
+
+
+# The prediction log, live comparison and feedback -------------------------------------------------------------
+
+
+def _predictions(model: RegisteredModel):
+    return model.predictions.select_related("model", "user", "flagged_by", "review_dataset")
+
+
+def get_prediction_or_404(model: RegisteredModel, prediction_id: int) -> PredictionLog:
+    row = _predictions(model).filter(pk=prediction_id).first()
+    if row is None:
+        raise ReferenceNotFound(f"Model “{model.name}” has no logged prediction #{prediction_id} "
+                                "(it may have expired).")
+    return row
+
+
+@router.get("/{name}/predictions", response=list[PredictionOut], summary="The model's prediction log")
+@paginate
+def list_predictions(request: HttpRequest, name: str, version: int | None = None, role: str = "",
+                     flagged: bool | None = None, key: str = ""):
+    """Newest first. Filters: `version`, `role` (`primary`: the answers returned; `shadow`), `flagged`, `key`."""
+    require(request.user, CAN_VIEW_PREDICTIONS)
+    rows = _predictions(get_model_or_404(name))
+    if version is not None:
+        rows = rows.filter(version_number=version)
+    if role:
+        rows = rows.filter(role=role)
+    if flagged is not None:
+        rows = rows.filter(flagged_at__isnull=not flagged)
+    if key:
+        rows = rows.filter(caller_key=key)
+    return rows
+
+
+@router.get("/{name}/predictions/{prediction_id}", response=PredictionOut, summary="One logged prediction")
+def get_prediction(request: HttpRequest, name: str, prediction_id: int):
+    require(request.user, CAN_VIEW_PREDICTIONS)
+    return get_prediction_or_404(get_model_or_404(name), prediction_id)
+
+
+@router.get("/{name}/predictions/{prediction_id}/audio", url_name="prediction_audio", response={200: None},
+            summary="The audio a logged prediction heard")
+def prediction_audio(request: HttpRequest, name: str, prediction_id: int):
+    """16-bit WAV at the model's rate; 404 when the model did not keep it."""
+    require(request.user, CAN_VIEW_PREDICTIONS)
+    row = get_prediction_or_404(get_model_or_404(name), prediction_id)
+    if not row.audio or not default_storage.exists(row.audio):
+        raise ReferenceNotFound(f"Prediction #{row.pk}'s audio was not kept"
+                                + (f" ({row.audio_note})." if row.audio_note else "."))
+    from registry_app.prediction_log import audio_response
+
+    return audio_response(row, f"{name}-prediction-{row.pk}.wav")
+
+
+@router.post("/{name}/predictions/{prediction_id}/flag", response=PredictionOut, summary="Flag a prediction wrong")
+def flag_prediction(request: HttpRequest, name: str, prediction_id: int, payload: FlagIn):
+    """The right answer for the model's task: `label` (classification, detection), `score` (regression) or
+    `transcript` (transcription), with an optional `note`. With `dataset`, the audio joins that dataset's
+    review queue (422 when the audio was not kept). 409 once it has been accepted."""
+    require(request.user, CAN_FLAG_PREDICTION)
+    from datasets_app.models import Dataset
+
+    row = get_prediction_or_404(get_model_or_404(name), prediction_id)
+    dataset = None
+    if payload.dataset:
+        dataset = Dataset.objects.filter(name=payload.dataset).first()
+        if dataset is None:
+            raise Unprocessable(f"dataset: no dataset named “{payload.dataset}”.", field="dataset")
+    row.flag(by=Actor.from_request(request), label=payload.label, score=payload.score, transcript=payload.transcript,
+             note=payload.note, dataset=dataset)
+    return get_prediction_or_404(row.model, row.pk)
+
+
+@router.get("/{name}/live", response=LiveOut, summary="Versions compared on live traffic")
+def live_traffic(request: HttpRequest, name: str, hours: int = 24):
+    """Per version and role over the last `hours` (1-8760): requests and their routing, latency p50/p95, the
+    answers' distribution, flags, and each shadow's agreement with the answers returned for the same audio."""
+    require(request.user, CAN_VIEW_PREDICTIONS)
+    from registry_app.prediction_log import live_comparison
+
+    if not 1 <= hours <= 8760:
+        raise Unprocessable("hours: from 1 to 8760", field="hours")
+    return live_comparison(get_model_or_404(name), hours)
+
+
+# Review queues (`/api/review/{dataset}`) ----------------------------------------------------------------------
+
+
+def _review_item(dataset_name: str, prediction_id: int) -> PredictionLog:
+    row = (PredictionLog.objects.select_related("model", "user", "flagged_by", "review_dataset")
+           .filter(pk=prediction_id, review_dataset__name=dataset_name).first())
+    if row is None:
+        raise ReferenceNotFound(f"Dataset “{dataset_name}”'s review queue has no prediction #{prediction_id}.")
+    return row
+
+
+@review_router.get("/{name}", response=list[PredictionOut], summary="A dataset's review queue")
+@paginate
+def list_review(request: HttpRequest, name: str, status: str = "pending"):
+    """Flagged predictions queued for the dataset `name`, oldest flag first; `status`: pending (default),
+    accepted, dismissed or all."""
+    require(request.user, CAN_VIEW_PREDICTIONS)
+    from datasets_app.models import Dataset
+
+    if not Dataset.objects.filter(name=name).exists():
+        raise ReferenceNotFound(f"No dataset named “{name}”.")
+    rows = (PredictionLog.objects.select_related("model", "user", "flagged_by", "review_dataset")
+            .filter(review_dataset__name=name).order_by("flagged_at", "id"))
+    return rows if status == "all" else rows.filter(review_status=status)
+
+
+@review_router.post("/{name}/{prediction_id}/accept", response=PredictionOut, summary="Accept a flagged prediction")
+def accept_review(request: HttpRequest, name: str, prediction_id: int, payload: ReviewAcceptIn | None = None):
+    """Adds the audio to the dataset as a clip with the corrected label, score or transcript (or the ones sent
+    now) and a provenance note, through the same ingestion as an upload. 409 when it is not pending or the
+    dataset refuses the audio (a duplicate, say)."""
+    require(request.user, CAN_REVIEW_FEEDBACK)
+    row = _review_item(name, prediction_id)
+    overrides = payload.model_dump(exclude_none=True) if payload else {}
+    row.accept(by=Actor.from_request(request), **overrides)
+    return _review_item(name, prediction_id)
+
+
+@review_router.post("/{name}/{prediction_id}/dismiss", response=PredictionOut, summary="Dismiss a flagged prediction")
+def dismiss_review(request: HttpRequest, name: str, prediction_id: int, payload: NoteIn | None = None):
+    require(request.user, CAN_REVIEW_FEEDBACK)
+    row = _review_item(name, prediction_id)
+    row.dismiss(by=Actor.from_request(request), note=payload.note if payload else "")
+    return _review_item(name, prediction_id)

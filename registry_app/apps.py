@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class RegistryAppConfig(AppConfig):
@@ -19,3 +20,7 @@ class RegistryAppConfig(AppConfig):
         from training_app.fine_tune import bases
 
         bases.pin, bases.choices, bases.fetch = pin_base, base_choices, fetch_base  # fine-tunes start from versions
+
+        from registry_app.prediction_log import ensure_expiry_schedule
+
+        post_migrate.connect(ensure_expiry_schedule, sender=self, dispatch_uid="registry-log-expiry-schedule")

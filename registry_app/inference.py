@@ -248,6 +248,9 @@ class PredictionRequest:
     loaded: LoadedModel
     cached: bool
     threshold: float | None = None
+    arm: str = "direct"  # how the version was chosen: "primary" or "split" of an alias, "direct", "latest"
+    shadow: ModelVersion | None = None  # scores the same audio in the background (registry_app.traffic)
+    key: str = ""  # the caller's key, which keeps a caller on one side of a split
 
     def base(self) -> dict[str, Any]:
         return {"model": self.model.name, "version": self.version.version, "ref": self.ref}
@@ -293,18 +296,23 @@ def check_threshold(model: RegisteredModel, threshold: float | None) -> None:
         )
 
 
-def prepare(model: RegisteredModel, ref: str | None = None, threshold: float | None = None) -> PredictionRequest:
-    """Resolve the reference (aliases on every call, so a promotion applies to the next request) and load.
+def prepare(model: RegisteredModel, ref: str | None = None, threshold: float | None = None,
+            key: str | None = None) -> PredictionRequest:
+    """Resolve the reference (aliases on every call, so a promotion applies to the next request), apply the
+    alias's traffic split for this caller's ``key`` (registry_app.traffic) and load the version that answers.
 
     ``threshold`` overrides the version's calibrated detection threshold (422 outside [0, 1])."""
+    from registry_app.traffic import route
+
     check_threshold(model, threshold)
     if not getattr(task_module(model.task), "PREDICTS", True):
         raise Unprocessable(f"“{model.name}” is a {model.task} model: it speaks text "
                             f"(POST /api/models/{model.name}/synthesize) rather than scoring audio", field="model")
-    version, used_ref = model.resolve(ref)
-    loaded, cached = cache.get(version)
-    return PredictionRequest(model=model, version=version, ref=used_ref, loaded=loaded, cached=cached,
-                             threshold=None if threshold is None else float(threshold))
+    chosen = route(model, ref, key)
+    loaded, cached = cache.get(chosen.version)
+    return PredictionRequest(model=model, version=chosen.version, ref=chosen.ref, loaded=loaded, cached=cached,
+                             threshold=None if threshold is None else float(threshold), arm=chosen.arm,
+                             shadow=chosen.shadow, key=chosen.key)
 
 
 def predict_source(request: PredictionRequest, source, file_name: str, max_seconds: float | None = None) -> dict[str, Any]:
@@ -313,6 +321,11 @@ def predict_source(request: PredictionRequest, source, file_name: str, max_secon
     Raises UndecodableAudio (422 for that file) when it is not audio or is empty, and AudioTooLong (413) when
     it holds more than `max_seconds` (default PREDICT_MAX_FILE_SECONDS) of audio; decoding stops there.
     """
+    return predict_decoded(request, *decode_source(request, source, file_name, max_seconds))[0]
+
+
+def decode_source(request: PredictionRequest, source, file_name: str, max_seconds: float | None = None):
+    """(decoded audio, file name, start time) for predict_decoded; raises the per-file errors."""
     started = time.perf_counter()
     loaded = request.loaded
     limit = settings.PREDICT_MAX_FILE_SECONDS if max_seconds is None else max_seconds
@@ -326,6 +339,12 @@ def predict_source(request: PredictionRequest, source, file_name: str, max_secon
                 file=file_name, reason="too-long", max_seconds=limit,
             ) from None
         raise UndecodableAudio(f"{file_name}: {error.reason}", file=file_name, reason=error.code) from None
+    return decoded, file_name, started
+
+
+def predict_decoded(request: PredictionRequest, decoded, file_name: str, started: float):
+    """(one file's answer, the decoded audio) for audio decode_source decoded at the model's rate."""
+    loaded = request.loaded
     answer = request.answer(decoded.samples, decoded.duration)
     windows = answer.pop("windows")
     return {
@@ -336,7 +355,28 @@ def predict_source(request: PredictionRequest, source, file_name: str, max_secon
         "clip_seconds": loaded.clip_samples / loaded.sample_rate,
         "duration": round(decoded.duration, 4),
         "time_ms": round((time.perf_counter() - started) * 1000, 2),
-    }
+    }, decoded
+
+
+def log_and_shadow(request: PredictionRequest, result: dict[str, Any], decoded, *, user=None,
+                   channel: str = "api") -> None:
+    """Log one answer (registry_app.prediction_log) and hand its audio to the alias's shadow version, which
+    scores it on the shadow pool after the log row is committed; adds `prediction_id` to the result."""
+    from django.db import transaction
+
+    from registry_app.prediction_log import record_prediction, run_shadow
+    from registry_app.traffic import shadow_pool
+
+    row = record_prediction(request.model, request.version, result, ref=request.ref, arm=request.arm, user=user,
+                            key=request.key, channel=channel, samples=decoded.samples,
+                            sample_rate=request.loaded.sample_rate)
+    if row is None:
+        return
+    result["prediction_id"] = row.pk
+    if request.shadow is not None:
+        args = (request.shadow.pk, row.pk, decoded.samples, request.loaded.sample_rate, decoded.duration,
+                request.threshold)
+        transaction.on_commit(lambda: shadow_pool.submit(run_shadow, *args))
 
 
 def file_error(file_name: str, error: UndecodableAudio | AudioTooLong) -> dict[str, Any]:
@@ -348,15 +388,17 @@ def file_error(file_name: str, error: UndecodableAudio | AudioTooLong) -> dict[s
 
 
 def predict_uploads(
-    model: RegisteredModel, ref: str | None, uploads: list, threshold: float | None = None
+    model: RegisteredModel, ref: str | None, uploads: list, threshold: float | None = None, *,
+    key: str | None = None, user=None, channel: str = "api",
 ) -> dict[str, Any]:
     """Predictions for every uploaded file with one resolved version; bad files get a per-file error.
 
     The files of one request may hold at most PREDICT_MAX_REQUEST_SECONDS of audio together: each file is
     decoded with what is left of that budget as its limit, so the work stays bounded, and a request that
     goes over it is refused whole (PredictionTooLarge, 413). ``threshold`` overrides a detection model's
-    calibrated threshold."""
-    request = prepare(model, ref, threshold)
+    calibrated threshold. ``key`` keeps a caller on one side of an alias's split; each answer is logged for the
+    ``user`` (when the model keeps a log) and shadowed (when the alias has a shadow version)."""
+    request = prepare(model, ref, threshold, key)
     file_limit = settings.PREDICT_MAX_FILE_SECONDS
     budget = settings.PREDICT_MAX_REQUEST_SECONDS
     results = []
@@ -364,7 +406,7 @@ def predict_uploads(
         name = os.path.basename(upload.name or "") or "upload"
         limit = min(file_limit, budget)
         try:
-            result = predict_source(request, upload, name, max_seconds=limit)
+            result, decoded = predict_decoded(request, *decode_source(request, upload, name, max_seconds=limit))
         except AudioTooLong as error:
             if limit < file_limit:
                 raise _request_too_large(len(uploads)) from None
@@ -373,10 +415,13 @@ def predict_uploads(
             results.append(file_error(name, error))
         else:
             budget -= result["duration"]
+            log_and_shadow(request, result, decoded, user=user, channel=channel)
             results.append(result)
     failed = sum(1 for result in results if "error" in result)
     return {
         **request.base(),
+        "arm": request.arm,
+        "shadow_version": request.shadow.version if request.shadow is not None else None,
         "cached": request.cached,
         "load_ms": 0.0 if request.cached else round(request.loaded.load_ms, 2),
         "succeeded": len(results) - failed,

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -55,12 +56,45 @@ class RegisteredModel(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # The prediction log (registry_app.prediction_log): on by default, kept log_retention_days; the audio only
+    # when asked for, and only files up to log_audio_max_bytes (as 16-bit WAV at the model's rate).
+    log_predictions = models.BooleanField(default=True, help_text="Keep a log of this model's predictions")
+    log_retention_days = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(3650)],
+        help_text="Logged predictions older than this are deleted (flagged ones waiting for review are kept)",
+    )
+    log_audio = models.BooleanField(default=False, help_text="Keep each prediction's audio with its log entry")
+    log_audio_max_bytes = models.PositiveIntegerField(
+        default=2_000_000, validators=[MinValueValidator(1000), MaxValueValidator(200_000_000)],
+        help_text="Audio larger than this (as 16-bit WAV) is not kept",
+    )
+
+    LOG_SETTINGS = ("log_predictions", "log_retention_days", "log_audio", "log_audio_max_bytes")
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    def set_log_settings(self, changes: dict[str, Any], by=None) -> dict[str, list[Any]]:
+        """Change the prediction log's settings; returns {field: [before, after]} (recorded as `model.update`)."""
+        with transaction.atomic():
+            model = self.locked()
+            before = {field: getattr(model, field) for field in self.LOG_SETTINGS}
+            for field, value in changes.items():
+                if field in self.LOG_SETTINGS:
+                    setattr(model, field, value)
+            model.full_clean(exclude=[f.name for f in self._meta.fields if f.name not in self.LOG_SETTINGS])
+            after = {field: getattr(model, field) for field in self.LOG_SETTINGS}
+            changed = audit.diff(before, after)
+            if changed:
+                model.save(update_fields=list(changed))
+                for field in self.LOG_SETTINGS:
+                    setattr(self, field, after[field])
+                if by is not None:
+                    audit.record("model.update", model, by=Actor.of(by), changes=changed)
+        return changed
 
     def check_task(self, task: str) -> None:
         """A model has one task: raise TaskMismatch (409) for a version of another."""
@@ -443,17 +477,27 @@ class ModelVersion(models.Model):
                 audit.record("version.delete", by=Actor.of(by), object_type="registry_app.modelversion",
                              object_id=str(version_id), object_repr=f"{self.model.name} v{self.version}")
 
+    def alias_uses(self) -> list[str]:
+        """The aliases that send this version traffic or shadow it: "production", "production (10% split)",
+        "staging (shadow)". A version in use cannot be archived or deleted."""
+        uses = list(self.aliases.values_list("name", flat=True))
+        uses += [f"{name} ({percent}% split)" for name, percent
+                 in Alias.objects.filter(split_version=self).values_list("name", "split_percent")]
+        uses += [f"{name} (shadow)" for name in Alias.objects.filter(shadow_version=self).values_list("name", flat=True)]
+        return uses
+
     def set_status(self, status: str) -> None:
-        if status == self.Status.ARCHIVED and self.aliases.exists():
-            names = ", ".join(self.aliases.values_list("name", flat=True))
+        uses = self.alias_uses()
+        if status == self.Status.ARCHIVED and uses:
+            names = ", ".join(uses)
             raise VersionAliased(
                 f"Version {self.version} cannot be archived while {names} points at it. Move the alias first.",
-                aliases=names.split(", "),
+                aliases=uses,
             )
         self.status = status
 
     def delete(self, *args, **kwargs):
-        aliases = list(self.aliases.values_list("name", flat=True))
+        aliases = self.alias_uses()
         if aliases:
             raise VersionAliased(
                 f"Version {self.version} of “{self.model.name}” cannot be deleted: "
@@ -543,3 +587,4 @@ def _comparable(field: models.Field, value: Any) -> Any:
 
 
 from registry_app.aliases import Alias, AliasEvent  # noqa: E402 - defined beside these models, which they point at
+from registry_app.prediction_log import PredictionLog  # noqa: E402, F401 - the log of predictions, beside them

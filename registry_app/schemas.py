@@ -40,6 +40,10 @@ class ModelOut(Schema):
     latest_version: int | None = Field(description="Highest active version number")
     aliases: dict[str, int] = Field(description="Alias name → version number it points at")
     headline_metric: Metric | None = Field(description="Accuracy of the latest version on its evaluation split")
+    log_predictions: bool
+    log_retention_days: int
+    log_audio: bool
+    log_audio_max_bytes: int
 
     @staticmethod
     def resolve_created_by(model) -> str | None:
@@ -62,7 +66,12 @@ class ModelOut(Schema):
 class ModelPatch(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field(max_length=20000, description="Markdown")
+    description: str | None = Field(None, max_length=20000, description="Markdown")
+    log_predictions: bool | None = Field(None, description="Keep a log of the model's predictions")
+    log_retention_days: int | None = Field(None, ge=1, le=3650, description="Days a logged prediction is kept")
+    log_audio: bool | None = Field(None, description="Keep each prediction's audio (as 16-bit WAV)")
+    log_audio_max_bytes: int | None = Field(None, ge=1000, le=200_000_000,
+                                            description="Audio larger than this is not kept")
 
 
 class ArtifactOut(Schema):
@@ -150,10 +159,22 @@ class VersionPatch(Schema):
     status: Literal["active", "archived"] | None = None
 
 
+class SplitIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int | str = Field(description="The version that receives `percent` of the traffic: 4 or \"v4\"")
+    percent: int = Field(ge=1, le=99, description="Its share of the alias's traffic, 1-99")
+
+
 class AliasIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    version: int | str = Field(description="Version number: 3 or \"v3\"")
+    version: int | str | None = Field(None, description="Version number: 3 or \"v3\" (leave out to keep it; "
+                                      "required for a new alias)")
+    split: SplitIn | None = Field(None, description="Send part of the traffic to another version; null removes "
+                                  "the split; leave out to keep it")
+    shadow: int | str | None = Field(None, description="A version that scores every request in the background, its "
+                                     "answers only logged; null removes it; leave out to keep it")
     note: str = Field("", max_length=2000, description="Why it moves (kept in the alias history)")
 
 
@@ -163,15 +184,35 @@ class NoteIn(Schema):
     note: str = Field("", max_length=2000)
 
 
+class SplitOut(Schema):
+    version: int
+    percent: int
+
+
 class AliasOut(Schema):
     name: str
     version: int
+    percent: int = Field(description="The share of the traffic its version answers (100 without a split)")
+    split: SplitOut | None = Field(description="The version that answers the rest of the traffic, if any")
+    shadow: int | None = Field(description="The version that scores every request in the background, if any")
     updated_at: datetime
     rollback_to: int | None = Field(description="The version a rollback would point it at, if any")
 
     @staticmethod
     def resolve_version(alias) -> int:
         return alias.version.version
+
+    @staticmethod
+    def resolve_percent(alias) -> int:
+        return alias.primary_percent
+
+    @staticmethod
+    def resolve_split(alias) -> dict | None:
+        return alias.traffic()["split"]
+
+    @staticmethod
+    def resolve_shadow(alias) -> int | None:
+        return alias.traffic()["shadow"]
 
     @staticmethod
     def resolve_rollback_to(alias) -> int | None:
@@ -181,12 +222,14 @@ class AliasOut(Schema):
 
 class AliasEventOut(Schema):
     alias: str
-    action: Literal["set", "rollback", "delete"]
+    action: Literal["set", "rollback", "delete", "traffic"]
     from_version: int | None
     to_version: int | None
     moved_by: str | None
     moved_at: datetime
     note: str
+    traffic: dict[str, Any] = Field(description="When the split or shadow changed: {before, after}, each "
+                                    "{split: {version, percent} or null, shadow: version or null}")
 
     @staticmethod
     def resolve_alias(event) -> str:
@@ -283,6 +326,7 @@ class FilePrediction(Schema):
     clip_seconds: float | None = Field(None, description="The model's clip length")
     duration: float | None = Field(None, description="Seconds of audio in the file")
     time_ms: float | None = Field(None, description="Decoding and scoring time for this file")
+    prediction_id: int | None = Field(None, description="The answer's entry in the prediction log (to flag it)")
     error: FileError | None = None
 
 
@@ -291,14 +335,146 @@ class SynthesizeIn(Schema):
 
     text: str = Field(description="What to say; long text is split into sentences (at most 2000 characters)")
     ref: str = Field("", description="An alias name or a version (v3); default: production, else the latest")
+    key: str = Field("", max_length=200, description="The caller (a device id): keeps it on one side of a split")
 
 
 class PredictOut(Schema):
     model: str
-    version: int
+    version: int = Field(description="The version that answered")
     ref: str
+    arm: str = Field(description="How it was chosen: \"primary\" or \"split\" of an alias's traffic, \"direct\" "
+                     "(a version was named) or \"latest\"")
+    shadow_version: int | None = Field(None, description="The version scoring the same audio in the background "
+                                       "(its answers are logged, not returned)")
     cached: bool = Field(description="The model was already loaded in this server process")
     load_ms: float = Field(description="Time spent loading the model for this request (0 when cached)")
     succeeded: int
     failed: int
     results: list[FilePrediction]
+
+
+class PredictionOut(Schema):
+    id: int
+    model: str
+    version: int
+    role: Literal["primary", "shadow"] = Field(description="primary: the answer returned; shadow: a shadow's")
+    primary_id: int | None = Field(description="A shadow's answer: the returned answer for the same audio")
+    created_at: datetime
+    ref: str
+    arm: str
+    channel: str
+    user: str | None
+    key: str
+    file: str
+    text: str = Field(description="Synthesis: the text spoken")
+    answer: str
+    score: float | None
+    result: dict[str, Any]
+    latency_ms: float
+    duration: float | None
+    audio_url: str | None = Field(description="The audio the model heard, when the model keeps audio")
+    audio_note: str
+    flagged_at: datetime | None
+    flagged_by: str | None
+    correction: str = Field(description="The right label, score or transcript given when it was flagged")
+    flag_note: str
+    review_dataset: str | None
+    review_status: str = Field(description="\"\", pending, accepted or dismissed")
+    clip_id: int | None = Field(description="The clip an accepted review added")
+
+    @staticmethod
+    def resolve_model(row) -> str:
+        return row.model.name
+
+    @staticmethod
+    def resolve_version(row) -> int:
+        return row.version_number
+
+    @staticmethod
+    def resolve_user(row) -> str | None:
+        return _username(row.user)
+
+    @staticmethod
+    def resolve_key(row) -> str:
+        return row.caller_key
+
+    @staticmethod
+    def resolve_file(row) -> str:
+        return row.file_name
+
+    @staticmethod
+    def resolve_text(row) -> str:
+        return row.input_text
+
+    @staticmethod
+    def resolve_audio_url(row) -> str | None:
+        if not row.audio:
+            return None
+        return reverse("api:prediction_audio", kwargs={"name": row.model.name, "prediction_id": row.pk})
+
+    @staticmethod
+    def resolve_flagged_by(row) -> str | None:
+        return _username(row.flagged_by)
+
+    @staticmethod
+    def resolve_review_dataset(row) -> str | None:
+        return row.review_dataset.name if row.review_dataset_id else None
+
+
+class FlagIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field("", max_length=100, description="Classification and detection: the right label")
+    score: float | None = Field(None, description="Regression: the right score (0-1)")
+    transcript: str = Field("", max_length=20000, description="Transcription: the right text")
+    note: str = Field("", max_length=2000, description="What was wrong")
+    dataset: str | None = Field(None, description="Queue the audio for review in this dataset (needs the audio)")
+
+
+class ReviewAcceptIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str | None = Field(None, max_length=100, description="Overrides the flagged label")
+    score: float | None = Field(None, description="Overrides the flagged score")
+    transcript: str | None = Field(None, max_length=20000, description="Overrides the flagged transcript")
+
+
+class LiveLatency(Schema):
+    p50: float | None
+    p95: float | None
+
+
+class LiveAnswer(Schema):
+    answer: str
+    count: int
+    share: float
+
+
+class LiveVersion(Schema):
+    version: int
+    role: Literal["primary", "shadow"]
+    requests: int
+    share: float | None = Field(description="Of the answered requests (primary role only)")
+    arms: dict[str, int]
+    latency_ms: LiveLatency
+    answers: list[LiveAnswer]
+    other_answers: int
+    flagged: int
+
+
+class LiveAgreement(Schema):
+    shadow: int
+    primary: int
+    compared: int
+    agreed: int
+    rate: float
+
+
+class LiveOut(Schema):
+    hours: int
+    since: datetime
+    total: int
+    answered: int
+    truncated: bool
+    versions: list[LiveVersion]
+    agreement: list[LiveAgreement]

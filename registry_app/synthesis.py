@@ -49,10 +49,14 @@ class Speech:
     version: int
     ref: str
     time_ms: float
+    prediction_id: int | None = None
 
     def headers(self) -> dict[str, str]:
-        return {"X-Audio-Duration": f"{self.seconds:.3f}", "X-Model": self.model,
-                "X-Model-Version": str(self.version), "X-Model-Ref": self.ref, "X-Sentences": str(self.sentences)}
+        headers = {"X-Audio-Duration": f"{self.seconds:.3f}", "X-Model": self.model,
+                   "X-Model-Version": str(self.version), "X-Model-Ref": self.ref, "X-Sentences": str(self.sentences)}
+        if self.prediction_id is not None:
+            headers["X-Prediction-Id"] = str(self.prediction_id)
+        return headers
 
 
 class _VoiceCache:
@@ -104,13 +108,19 @@ def check_voice(model: RegisteredModel) -> None:
                             field="model")
 
 
-def synthesize(model: RegisteredModel, text: Any, ref: str | None = None) -> Speech:
-    """The text spoken by the version ``ref`` names (aliases resolved now) as a 16-bit mono WAV."""
+def synthesize(model: RegisteredModel, text: Any, ref: str | None = None, *, key: str | None = None, user=None,
+               channel: str = "api") -> Speech:
+    """The text spoken by the version ``ref`` names (aliases resolved now, their split applied for the caller's
+    ``key``) as a 16-bit mono WAV. Logged without the audio when the model keeps a log."""
     import torch
+
+    from registry_app.prediction_log import record_prediction
+    from registry_app.traffic import route
 
     started = time.perf_counter()
     check_voice(model)
-    version, used_ref = model.resolve(ref)
+    chosen = route(model, ref, key)
+    version, used_ref = chosen.version, chosen.ref
     if not any(entry["name"] == MODEL_FILE for entry in version.artifacts):
         raise Unprocessable(f"Version {version.version} of “{model.name}” was made by an external trainer and has no "
                             f"{MODEL_FILE} AudioML can speak with; download its artifacts instead", field="ref")
@@ -130,5 +140,13 @@ def synthesize(model: RegisteredModel, text: Any, ref: str | None = None) -> Spe
     samples = np.concatenate(parts)
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, voice.sample_rate, format="WAV", subtype="PCM_16")
-    return Speech(buffer.getvalue(), len(samples) / voice.sample_rate, voice.sample_rate, len(sentences), model.name,
-                  version.version, used_ref, round((time.perf_counter() - started) * 1000, 2))
+    speech = Speech(buffer.getvalue(), len(samples) / voice.sample_rate, voice.sample_rate, len(sentences), model.name,
+                    version.version, used_ref, round((time.perf_counter() - started) * 1000, 2))
+    seconds = round(speech.seconds, 3)
+    row = record_prediction(model, version, {"answer": f"{seconds:g} s of speech", "seconds": seconds,
+                                             "sentences": speech.sentences, "duration": seconds,
+                                             "time_ms": speech.time_ms},
+                            ref=used_ref, arm=chosen.arm, user=user, key=chosen.key, channel=channel,
+                            input_text=str(text))
+    speech.prediction_id = row.pk if row is not None else None
+    return speech

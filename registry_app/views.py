@@ -16,17 +16,23 @@ from audioml.audit import Actor
 from audioml.errors import DomainError
 from audioml.panel import staff_required
 from audioml.roles import (
-    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_MOVE_ALIAS, CAN_VIEW_MODELS,
-    CAN_VIEW_VERSIONS, needs,
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS,
+    CAN_REVIEW_FEEDBACK, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS, CAN_VIEW_VERSIONS, needs,
 )
 from registry_app import artifacts as artifact_store
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
-from registry_app.forms import ModelDescriptionForm, NoteForm, PromoteForm, SpeakForm, TryItForm, VersionEditForm
-from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, RegisteredModel
+from registry_app.forms import (
+    FlagForm, LogSettingsForm, ModelDescriptionForm, NoteForm, PromoteForm, SpeakForm, TrafficForm, TryItForm,
+    VersionEditForm,
+)
+from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, PredictionLog, RegisteredModel
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.models import task_headline
 
 HISTORY_ON_MODEL_PAGE = 25
+PREDICTIONS_ON_MODEL_PAGE = 10
+PREDICTIONS_PER_PAGE = 50
+LIVE_WINDOWS = {"1": "last hour", "24": "last 24 hours", "168": "last 7 days", "720": "last 30 days"}
 
 
 # Lookups ------------------------------------------------------------------------------------------------------
@@ -137,8 +143,27 @@ def _comparison(left: ModelVersion | None, right: ModelVersion) -> dict[str, Any
     return {"left": left, "right": right, "rows": rows}
 
 
+def _live_context(request: HttpRequest, model: RegisteredModel) -> dict[str, Any]:
+    """The live comparison of the model page (its window from ?live=hours)."""
+    from registry_app.prediction_log import live_comparison
+
+    if not request.user.has_perm(CAN_VIEW_PREDICTIONS):
+        return {}
+    hours = request.GET.get("live", "24")
+    hours = hours if hours in LIVE_WINDOWS else "24"
+    live = live_comparison(model, int(hours))
+    for entry in live["versions"]:
+        entry["bars"] = [{**answer, "width": round(answer["share"] * 100, 1)} for answer in entry["answers"]]
+    return {
+        "live": live, "live_hours": hours, "live_windows": LIVE_WINDOWS,
+        "recent_predictions": list(model.predictions.select_related("user", "review_dataset")
+                                   .filter(role=PredictionLog.Role.PRIMARY)[:PREDICTIONS_ON_MODEL_PAGE]),
+        "prediction_count": model.predictions.count(),
+    }
+
+
 def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dict[str, Any]:
-    aliases = list(model.aliases.select_related("version").order_by("name"))
+    aliases = list(model.aliases.select_related("version", "split_version", "shadow_version").order_by("name"))
     production = next((alias.version for alias in aliases if alias.name == DEFAULT_ALIAS), None)
     alias_rows = []
     for alias in aliases:
@@ -158,6 +183,8 @@ def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dic
         "promote_form": PromoteForm(model=model, initial={"version": latest.version if latest else None}),
         "try_form": TryItForm(model=model),
         "speak_form": SpeakForm(model=model) if model.task == "synthesis" else None,
+        "log_form": LogSettingsForm(instance=model),
+        **_live_context(request, model),
     }
     context.update(extra)
     return context
@@ -294,7 +321,7 @@ def version_delete(request: HttpRequest, name: str, number: int) -> HttpResponse
     """GET: confirmation (or why it is refused). POST: delete the version and its artifacts."""
     model = _get_model(name)
     version = _get_version(model, number)
-    aliases = [alias.name for alias in version.aliases.all()]
+    aliases = version.alias_uses()
     if request.method == "POST":
         try:
             version.remove(by=Actor.from_request(request))
@@ -482,3 +509,197 @@ def speak(request: HttpRequest, name: str) -> HttpResponse:
         return render(request, "registry/_try_synthesis.html#speak-result", {"model": model, "speak_form": form, **result})
     return render(request, "registry/model_detail.html",
                   _model_context(request, model, speak_form=form, **result), status=status)
+
+
+# Traffic: split and shadow --------------------------------------------------------------------------------------
+
+
+@staff_required
+@needs(CAN_MOVE_ALIAS)
+def alias_traffic(request: HttpRequest, name: str, alias: str) -> HttpResponse:
+    """GET: the alias's split and shadow as a form. POST: apply them through `Alias.point` (the history keeps
+    the change and the note)."""
+    from registry_app.aliases import KEEP
+
+    model = _get_model(name)
+    current = _get_alias(model, alias)
+    form = TrafficForm(request.POST or None, model=model, alias=current)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        split = None
+        if data["split_version"] is not None:
+            split = (model.get_version(data["split_version"]), data["split_percent"])
+        shadow = KEEP
+        if "shadow_version" in form.fields:
+            shadow = model.get_version(data["shadow_version"]) if data["shadow_version"] is not None else None
+        try:
+            moved = Alias.point(model, current.name, None, by=Actor.from_request(request), note=data["note"],
+                                split=split, shadow=shadow)
+        except DomainError as error:
+            field = error.extra.get("field")
+            form.add_error({"split": "split_version", "shadow": "shadow_version"}.get(field), error.detail)
+        else:
+            if moved.traffic() == current.traffic():
+                messages.info(request, f"{current.name}'s traffic already goes there; nothing changed.")
+            else:
+                messages.success(request, f"{current.name}: {traffic_summary(moved)}. Requests follow from the next one.")
+            return redirect("model-detail", name=model.name)
+    return render(request, "registry/traffic.html", {
+        "model": model, "alias": current, "form": form, "title": f"Traffic of {current.name}",
+    }, status=422 if form.is_bound and not form.is_valid() else 200)
+
+
+def traffic_summary(alias: Alias) -> str:
+    parts = [f"v{alias.version.version} {alias.primary_percent}%"]
+    if alias.split_version_id:
+        parts.append(f"v{alias.split_version.version} {alias.split_percent}%")
+    if alias.shadow_version_id:
+        parts.append(f"shadow v{alias.shadow_version.version}")
+    return ", ".join(parts)
+
+
+@staff_required
+@require_POST
+@needs(CAN_CHANGE_MODEL)
+def model_log_settings(request: HttpRequest, name: str) -> HttpResponse:
+    model = _get_model(name)
+    form = LogSettingsForm(request.POST, instance=RegisteredModel.objects.get(pk=model.pk))
+    if not form.is_valid():
+        return render(request, "registry/model_detail.html",
+                      _model_context(request, model, log_form=form, edit_log=True), status=422)
+    changed = model.set_log_settings({field: form.cleaned_data[field] for field in RegisteredModel.LOG_SETTINGS},
+                                     by=Actor.from_request(request))
+    messages.success(request, "Prediction log settings saved." if changed else "Nothing changed.")
+    return redirect(reverse("model-detail", args=[model.name]) + "#log")
+
+
+# The prediction log, flags and review queues --------------------------------------------------------------------
+
+
+def _get_prediction(model: RegisteredModel, prediction_id: int) -> PredictionLog:
+    row = (model.predictions.select_related("model", "user", "flagged_by", "review_dataset", "primary")
+           .filter(pk=prediction_id).first())
+    if row is None:
+        raise Http404(f"{model.name} has no logged prediction #{prediction_id} (it may have expired).")
+    return row
+
+
+@staff_required
+@needs(CAN_VIEW_PREDICTIONS)
+def prediction_list(request: HttpRequest, name: str) -> HttpResponse:
+    from django.core.paginator import Paginator
+
+    model = _get_model(name)
+    rows = model.predictions.select_related("user", "review_dataset", "primary")
+    version, role, flagged = request.GET.get("version", ""), request.GET.get("role", ""), request.GET.get("flagged", "")
+    if version.isdigit():
+        rows = rows.filter(version_number=int(version))
+    if role in PredictionLog.Role.values:
+        rows = rows.filter(role=role)
+    if flagged == "yes":
+        rows = rows.filter(flagged_at__isnull=False)
+    page = Paginator(rows, PREDICTIONS_PER_PAGE).get_page(request.GET.get("page"))
+    versions = sorted(set(model.predictions.values_list("version_number", flat=True)), reverse=True)
+    return render(request, "registry/predictions.html", {
+        "model": model, "page": page, "rows": page.object_list, "versions": versions,
+        "filters": {"version": version, "role": role, "flagged": flagged},
+    })
+
+
+@staff_required
+@needs(CAN_VIEW_PREDICTIONS)
+def prediction_audio(request: HttpRequest, name: str, prediction_id: int) -> HttpResponse:
+    model = _get_model(name)
+    row = _get_prediction(model, prediction_id)
+    if not row.audio or not default_storage.exists(row.audio):
+        raise Http404("This prediction's audio was not kept.")
+    from registry_app.prediction_log import audio_response
+
+    return audio_response(row, f"{model.name}-prediction-{row.pk}.wav")
+
+
+@staff_required
+@needs(CAN_FLAG_PREDICTION)
+def prediction_flag(request: HttpRequest, name: str, prediction_id: int) -> HttpResponse:
+    """GET: the answer and a form for the right one. POST: flag it (and queue it for review)."""
+    model = _get_model(name)
+    row = _get_prediction(model, prediction_id)
+    initial = {"label": row.correct_label, "score": row.correct_score, "transcript": row.correct_transcript,
+               "note": row.flag_note, "dataset": row.review_dataset.name if row.review_dataset else None}
+    form = FlagForm(request.POST or None, model=model, row=row, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            row.flag(by=Actor.from_request(request), label=data.get("label") or "", score=data.get("score"),
+                     transcript=data.get("transcript") or "", note=data["note"], dataset=data.get("dataset"))
+        except DomainError as error:
+            field = error.extra.get("field")
+            form.add_error(field if field in form.fields else None, error.detail)
+        else:
+            queued = f" and queued for review in {data['dataset'].name}" if data.get("dataset") else ""
+            messages.success(request, f"Prediction #{row.pk} flagged wrong{queued}.")
+            return redirect("prediction-list", name=model.name)
+    return render(request, "registry/flag.html", {"model": model, "row": row, "form": form},
+                  status=422 if form.is_bound and not form.is_valid() else 200)
+
+
+@staff_required
+@needs(CAN_VIEW_PREDICTIONS)
+def review_index(request: HttpRequest) -> HttpResponse:
+    from datasets_app.models import Dataset
+
+    counts = dict(PredictionLog.objects.filter(review_status=PredictionLog.Review.PENDING)
+                  .values_list("review_dataset__name").annotate(n=Count("id")))
+    datasets = Dataset.objects.order_by("name")
+    rows = [{"dataset": dataset, "pending": counts.get(dataset.name, 0)} for dataset in datasets]
+    return render(request, "registry/review_index.html", {"rows": rows})
+
+
+@staff_required
+@needs(CAN_VIEW_PREDICTIONS)
+def review_queue(request: HttpRequest, dataset: str) -> HttpResponse:
+    from datasets_app.models import Dataset
+
+    target = Dataset.objects.filter(name=dataset).first()
+    if target is None:
+        raise Http404(f"No dataset named “{dataset}”.")
+    pending = (PredictionLog.objects.select_related("model", "user", "flagged_by")
+               .filter(review_dataset=target, review_status=PredictionLog.Review.PENDING).order_by("flagged_at", "id"))
+    done = (PredictionLog.objects.select_related("model", "reviewed_by", "clip")
+            .filter(review_dataset=target, review_status__in=[PredictionLog.Review.ACCEPTED, PredictionLog.Review.DISMISSED])
+            .order_by("-reviewed_at")[:20])
+    return render(request, "registry/review_queue.html", {"dataset": target, "pending": pending, "done": done})
+
+
+@staff_required
+@require_POST
+@needs(CAN_REVIEW_FEEDBACK)
+def review_decide(request: HttpRequest, dataset: str, prediction_id: int) -> HttpResponse:
+    """Accept (with the label, score or transcript as corrected in the queue) or dismiss one item."""
+    from datasets_app.models import parse_score
+
+    row = (PredictionLog.objects.select_related("model", "review_dataset")
+           .filter(pk=prediction_id, review_dataset__name=dataset).first())
+    if row is None:
+        raise Http404(f"{dataset}'s review queue has no prediction #{prediction_id}.")
+    actor = Actor.from_request(request)
+    try:
+        if request.POST.get("decision") == "accept":
+            overrides: dict[str, Any] = {}
+            for field in ("label", "transcript"):
+                if field in request.POST:
+                    overrides[field] = request.POST[field]
+            if request.POST.get("score", "").strip():
+                try:
+                    overrides["score"] = parse_score(request.POST["score"])
+                except ValidationError as error:
+                    raise DomainError(" ".join(sum(error.message_dict.values(), []))) from None
+            clip = row.accept(by=actor, **overrides)
+            messages.success(request, f"Prediction #{row.pk} added to {dataset} as clip {clip.pk} "
+                                      f"({clip.label or clip.transcript or clip.score}).")
+        else:
+            row.dismiss(by=actor, note=request.POST.get("note", ""))
+            messages.info(request, f"Prediction #{row.pk} dismissed.")
+    except DomainError as error:
+        messages.error(request, f"Prediction #{row.pk}: {error.detail}")
+    return redirect("review-queue", dataset=dataset)

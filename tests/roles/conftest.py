@@ -76,6 +76,20 @@ class World:
     def model(self):
         return self.versions[0].model
 
+    @cached_property
+    def prediction(self):
+        """A logged answer of keywords v2 (production) with its audio kept, flagged and queued for `kws`."""
+        from registry_app import inference
+        from registry_app.models import PredictionLog
+        from tests.registry.conftest import wav_upload
+
+        self.model.set_log_settings({"log_audio": True})
+        request = inference.prepare(self.model)
+        result, decoded = inference.predict_decoded(request, *inference.decode_source(request, wav_upload(), "a.wav"))
+        inference.log_and_shadow(request, result, decoded)
+        row = PredictionLog.objects.get(pk=result["prediction_id"])
+        return row.flag(label="no", dataset=self.dataset)
+
 
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):

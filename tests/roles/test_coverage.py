@@ -63,7 +63,8 @@ def test_every_api_operation_checks_a_permission_and_writes_never_need_only_a_re
 
 def _concrete_api_paths() -> list[str]:
     schema = api.get_openapi_schema()
-    values = {"name": "kws", "clip_id": "1", "job_id": "1", "version": "1", "artifact": "model.onnx", "alias": "production"}
+    values = {"name": "kws", "clip_id": "1", "job_id": "1", "version": "1", "artifact": "model.onnx", "alias": "production",
+              "prediction_id": "1"}
     paths = []
     for path, methods in schema["paths"].items():
         operation_id = methods.get("get", {}).get("operationId", "")

@@ -39,9 +39,12 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", type=Path, help="audio files (any format ingestion accepts)")
         parser.add_argument("--threshold", type=float, default=None,
                             help="detection models: use this threshold (0-1) instead of the calibrated one")
+        parser.add_argument("--key", default="", help="the caller (a device id): keeps it on one side of a split")
 
-    def handle(self, *args, target: str, files: list[Path], threshold: float | None = None, **options):
+    def handle(self, *args, target: str, files: list[Path], threshold: float | None = None, key: str = "",
+               **options):
         from registry_app import inference
+        from registry_app.traffic import shadow_pool
 
         name, ref = parse_target(target)
         model = RegisteredModel.objects.filter(name=name).first()
@@ -49,7 +52,7 @@ class Command(BaseCommand):
             known = ", ".join(RegisteredModel.objects.values_list("name", flat=True)) or "none yet"
             raise CommandError(f"No registered model named {name!r} (models: {known}).")
         try:
-            request = inference.prepare(model, ref, threshold)
+            request = inference.prepare(model, ref, threshold, key)
         except DomainError as error:
             raise CommandError(error.detail) from None
         failed = 0
@@ -57,10 +60,14 @@ class Command(BaseCommand):
             try:
                 if not path.is_file():
                     raise UndecodableAudio(f"{path}: no such file", file=path.name, reason="missing")
-                result = inference.predict_source(request, path, path.name)
+                result, decoded = inference.predict_decoded(request, *inference.decode_source(request, path, path.name))
+                inference.log_and_shadow(request, result, decoded, channel="cli")
             except FILE_ERRORS as error:
                 failed += 1
                 result = inference.file_error(path.name, error)
-            self.stdout.write(json.dumps(result, ensure_ascii=False))
+            self.stdout.write(json.dumps({**result, "arm": request.arm,
+                                          "shadow_version": request.shadow.version if request.shadow else None},
+                                         ensure_ascii=False))
+        shadow_pool.drain()  # the shadow's answers are logged before the command exits
         if failed:
             raise CommandError(f"{failed} of {len(files)} files could not be scored.", returncode=1)

@@ -17,7 +17,10 @@ name, config and metrics as data and ask its module when they need more. Every t
 - ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override; ``USES_BACKGROUND`` (optional): the
   snapshot carries the dataset's background recordings (``kind: "background"``).
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
-  file is windowed and answered.
+  file is windowed and answered; ``prediction_answer(result)``: (answer, score) of one answer, what the
+  registry's prediction log counts per version and compares between a shadow and its primary (the label,
+  detected or not, a score's tenth, the transcript); ``answers_agree(first, second)`` (optional; default: the
+  answers are equal) says whether two such pairs agree.
 
 Optional hooks, for tasks that do not fit the defaults above (fixed-length clips, one target per clip):
 

@@ -159,3 +159,8 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
         "scores": {label: round(float(score), 6) for label, score in zip(names, scores, strict=True)},
         "aggregation": "mean" if len(starts) > 1 else None,
     }
+
+
+def prediction_answer(result: dict[str, Any]) -> tuple[str, float | None]:
+    """What the prediction log counts and compares (registry live traffic): the label and its probability."""
+    return str(result["label"]), (result.get("scores") or {}).get(result["label"])

@@ -279,3 +279,8 @@ def _timeline(scores: np.ndarray, window_seconds: float) -> dict[str, Any]:
     step = max(1, -(-len(scores) // MAX_TIMELINE_POINTS))
     return {"hop": round(HOP_SECONDS * step, 6), "window": window_seconds,
             "scores": [round(float(score), 4) for score in scores[::step]]}
+
+
+def prediction_answer(result: dict[str, Any]) -> tuple[str, float | None]:
+    """What the prediction log counts and compares (registry live traffic): detected or not, and the score."""
+    return ("detected" if result.get("detected") else "not detected"), result.get("score")

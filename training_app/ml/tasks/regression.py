@@ -181,3 +181,21 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
             {"start": round(start, 3), "score": round(float(score), 6)} for start, score in zip(starts, scores, strict=True)
         ]
     return shaped
+
+
+AGREEMENT_TOLERANCE = 0.1  # two scores within this of each other count as the same answer
+
+
+def prediction_answer(result: dict[str, Any]) -> tuple[str, float | None]:
+    """What the prediction log counts and compares (registry live traffic): the score's tenth ("0.7-0.8"),
+    and the score."""
+    score = float(result["score"])
+    low = min(int(score * 10), 9) / 10
+    return f"{low:.1f}–{low + 0.1:.1f}", score
+
+
+def answers_agree(first: tuple[str, float | None], second: tuple[str, float | None]) -> bool:
+    """Scores agree when they are within AGREEMENT_TOLERANCE (bins alone would split 0.69 and 0.71)."""
+    if first[1] is None or second[1] is None:
+        return first[0] == second[0]
+    return abs(first[1] - second[1]) <= AGREEMENT_TOLERANCE

@@ -173,3 +173,8 @@ def predict_waveform(module, waveform: np.ndarray, context: dict[str, Any]) -> d
         "normalization": prediction.get("normalization"),
         "windows": len(segments),
     }
+
+
+def prediction_answer(result: dict[str, Any]) -> tuple[str, float | None]:
+    """What the prediction log counts and compares (registry live traffic): the transcript."""
+    return str(result.get("text") or ""), None
