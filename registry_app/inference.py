@@ -154,7 +154,8 @@ def load_version(version: ModelVersion) -> LoadedModel:
     if len(data) != entry["size"] or actual != entry["sha256"]:
         logger.error("Refusing to load %s: SHA-256 %s, registered %s", entry["path"], actual, entry["sha256"])
         raise _damaged(version, f"{MODEL_FILE} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered")
-    module = torch.export.load(io.BytesIO(data)).module()
+    with DESERIALIZE_LOCK:  # torch.export.load keeps global state: two threads loading at once fail
+        module = torch.export.load(io.BytesIO(data)).module()
     clip_samples = int(version.feature_config["clip_samples"])
     with torch.inference_mode():
         module(torch.zeros(1, clip_samples))  # the first call is slow; pay it here, not in a user's request
@@ -176,6 +177,10 @@ def load_version(version: ModelVersion) -> LoadedModel:
 
 
 _torch_configured = False
+# torch.export's deserializer sets a module-level "current deserializer" while it runs, so two threads loading
+# models at once (a request thread and the shadow pool, or two requests for different versions) fail with
+# "_CURRENT_DESERIALIZER is already set". Loads are rare (the cache keeps models), so they take turns.
+DESERIALIZE_LOCK = threading.Lock()
 
 
 def _configure_torch(torch) -> None:

@@ -15,6 +15,7 @@ from registry_app.models import ModelVersion
 from tests.factories import TrainingJobFactory
 from training_app.ml.tts.training import Callbacks, Utterance, VoiceConfig, fit_voice
 from training_app.voice_corpus import generate_voice_corpus
+from registry_app.models import PredictionLog
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -57,6 +58,8 @@ def test_the_api_speaks_text_as_a_wav_with_its_duration(voice, api):
     assert rate == 16000 and len(samples) > 0
     assert float(response["X-Audio-Duration"]) == pytest.approx(len(samples) / rate, abs=1e-3)
     assert response["X-Sentences"] == "2" and response["X-Model-Version"] == "1" and response["X-Model-Ref"] == "latest"
+    logged = PredictionLog.objects.get(pk=response["X-Prediction-Id"])  # logged without its audio
+    assert logged.input_text.startswith("The old man") and logged.audio == "" and logged.answer.endswith("s of speech")
 
 
 def test_text_limits_and_wrong_models_are_clear_errors(voice, api, register):

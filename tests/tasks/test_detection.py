@@ -17,6 +17,7 @@ from tests.tasks.conftest import copy_artifacts
 from tests.training_ml.conftest import other_sound, wake_sound
 from training_app import tasks
 from training_app.models import TrainingJob
+from registry_app.models import PredictionLog
 
 WAKES_AT = (1.0, 4.5)
 
@@ -103,6 +104,8 @@ def _predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(v
         assert event["score"] >= long["threshold"]
     assert long["scores_over_time"]["hop"] == 0.1 and len(long["scores_over_time"]["scores"]) == 66
     assert quiet["detected"] is False and quiet["events"] == []
+    logged = PredictionLog.objects.filter(pk__in=[long["prediction_id"], quiet["prediction_id"]]).order_by("pk")
+    assert [(row.answer, row.score) for row in logged] == [("detected", long["score"]), ("not detected", quiet["score"])]
 
     overridden = api.post("/api/models/marlo/predict", {"files": [upload("q.wav", long_recording(wakes_at=()))],
                                                         "threshold": "0"}).json()["results"][0]

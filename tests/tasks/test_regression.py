@@ -17,6 +17,7 @@ from tests.factories import DatasetFactory, TrainingJobFactory
 from tests.tasks.conftest import add_scored_clips, copy_artifacts, score_tone
 from training_app import tasks
 from training_app.models import TrainingJob
+from registry_app.models import PredictionLog
 
 
 @pytest.fixture
@@ -89,6 +90,8 @@ def _predictions_answer_with_a_score(api, tmp_path):
     assert short["windows"] == 1 and "aggregation" not in short
     assert long["windows"] == 5 and long["aggregation"] == "mean"
     assert long["score"] == pytest.approx(sum(w["score"] for w in long["window_scores"]) / 5, abs=1e-5)
+    logged = PredictionLog.objects.get(pk=short["prediction_id"])  # the log keeps the score and its tenth
+    assert logged.score == pytest.approx(short["score"]) and logged.answer[:3] == f"{int(short['score'] * 10) / 10:.1f}"
 
     out = StringIO()
     call_command("predict", "rating", str(write_wav(tmp_path / "cli.wav", score_tone(0.5))), stdout=out)

@@ -19,6 +19,7 @@ from tests.factories import ClipFactory, DatasetFactory
 from tests.training_ml.conftest import tone_sentence
 from training_app import tasks
 from training_app.models import TrainingJob
+from registry_app.models import PredictionLog
 
 
 @pytest.fixture
@@ -154,6 +155,7 @@ def _predictions_answer_with_text(api, tmp_path):
     assert all(word["start"] <= word["end"] <= result["duration"] + 0.05 for word in result["words"])
     assert " ".join(word["word"] for word in result["words"]) == result["text"]
     assert "label" not in result and "score" not in result
+    assert PredictionLog.objects.get(pk=result["prediction_id"]).answer == result["text"]
 
     out = StringIO()
     call_command("predict", "speech", str(write_wav(tmp_path / "cli.wav", tone_sentence("ab"))), stdout=out)
