@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from audioml.audit import Actor
-from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel
+from registry_app.models import Alias, AliasEvent, ModelVersion, PredictionLog, RegisteredModel
 
 
 def _pretty_json(value) -> str:
@@ -219,9 +219,10 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AliasAdmin(ReadOnlyAdmin):
     """Aliases move through the panel or the API (promote, rollback, delete), which keep their history."""
 
-    list_display = ("__str__", "model", "name", "version", "updated_at")
+    list_display = ("__str__", "model", "name", "version", "split_version", "split_percent", "shadow_version",
+                    "updated_at")
     list_filter = ("model", "name")
-    list_select_related = ("model", "version")
+    list_select_related = ("model", "version", "split_version", "shadow_version")
 
 
 @admin.register(AliasEvent)
@@ -231,3 +232,15 @@ class AliasEventAdmin(ReadOnlyAdmin):
     search_fields = ("alias_name", "note", "model__name")
     list_select_related = ("model", "moved_by")
     date_hierarchy = "moved_at"
+
+
+@admin.register(PredictionLog)
+class PredictionLogAdmin(ReadOnlyAdmin):
+    """The log is written by predictions and expires by itself; flags and reviews go through the panel or the API."""
+
+    list_display = ("created_at", "model", "version_number", "role", "arm", "user", "caller_key", "answer", "score",
+                    "latency_ms", "review_status")
+    list_filter = ("role", "arm", "review_status", "model")
+    search_fields = ("caller_key", "answer", "file_name", "model__name")
+    list_select_related = ("model", "user")
+    date_hierarchy = "created_at"

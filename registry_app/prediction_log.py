@@ -361,8 +361,7 @@ def run_shadow(shadow_version_pk: int, primary_pk: int, samples: np.ndarray, sam
     result = {"file": primary.file_name, **answer, **request.base(), "duration": round(duration, 4),
               "time_ms": round((time.perf_counter() - started) * 1000, 2)}
     record_prediction(version.model, version, result, ref=primary.ref, arm="shadow", user=primary.user,
-                      key=primary.caller_key, channel=primary.channel, samples=samples,
-                      sample_rate=loaded.sample_rate, primary=primary)
+                      key=primary.caller_key, channel=primary.channel, primary=primary)  # the audio is the primary's
 
 
 # Retention ------------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def _summary(version: ModelVersion) -> dict[str, Any]:
 def _version_rows(model: RegisteredModel, production: ModelVersion | None) -> list[dict[str, Any]]:
     reference = _summary(production) if production else None
     rows = []
-    versions = model.versions.select_related("created_by", "job__dataset").prefetch_related("aliases").order_by("-version")
+    versions = (model.versions.select_related("created_by", "job__dataset")
+                .prefetch_related("aliases", "split_aliases", "shadow_aliases").order_by("-version"))
     for version in versions:
         summary = _summary(version)
         damage = version.damage_report(trust_unchanged=True)
@@ -100,6 +101,8 @@ def _version_rows(model: RegisteredModel, production: ModelVersion | None) -> li
             "version": version,
             "summary": summary,
             "aliases": [alias.name for alias in version.aliases.all()],
+            "splits": [f"{alias.name} {alias.split_percent}%" for alias in version.split_aliases.all()],
+            "shadows": [f"{alias.name} shadow" for alias in version.shadow_aliases.all()],
             "damaged": damage,
             "model_damaged": any(item["name"] == MODEL_FILE for item in damage),
             "is_production": production is not None and version.pk == production.pk,

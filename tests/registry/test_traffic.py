@@ -222,3 +222,17 @@ def test_the_alias_command_shows_and_changes_the_traffic(versions, capsys):
     assert AuditEvent.objects.get(action="alias.traffic").changes["via"] == [None, "manage.py alias"]
     call_command("alias", "keywords@production", "--no-split", "--no-shadow")
     assert Alias.objects.get(name="production").traffic() == {"split": None, "shadow": None}
+
+
+def test_the_predict_command_takes_a_key_and_logs_its_answers(versions, tmp_path, capsys):
+    from tests.audio import tone, write_wav
+
+    v1, v2, _ = versions
+    Alias.point(v1.model, "production", v1, split=(v2, 50))
+    path = write_wav(tmp_path / "door.wav", tone(2400.0, 0.5))
+    expected = traffic.choose_arm("keywords", "production", 50, "door-sensor")
+    call_command("predict", "keywords", str(path), "--key", "door-sensor")
+    line = json.loads(capsys.readouterr().out)
+    assert line["arm"] == expected and line["version"] == (2 if expected == "split" else 1)
+    row = PredictionLog.objects.get(pk=line["prediction_id"])
+    assert (row.channel, row.caller_key, row.version_number) == ("cli", "door-sensor", line["version"])
