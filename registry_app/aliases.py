@@ -1,4 +1,5 @@
-"""Aliases (`production`, `staging`, …), their traffic split and shadow, and their history, kept beside `registry_app.models`, which imports them.
+"""Aliases (`production`, `staging`, …), their traffic split and shadow, and their history, kept beside
+`registry_app.models`, which imports them.
 
 Every alias operation (point, roll back, remove) locks the model's row first and re-reads the alias under that
 lock, then writes the alias, its history event and its audit event in one transaction. Operations on one

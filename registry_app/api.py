@@ -203,7 +203,8 @@ def list_aliases(request: HttpRequest, name: str):
     return model.aliases.select_related("version", "model")
 
 
-@router.put("/{name}/aliases/{alias}", response=AliasOut, summary="Set or move an alias (promote), split or shadow its traffic")
+@router.put("/{name}/aliases/{alias}", response=AliasOut,
+            summary="Set or move an alias (promote), split or shadow its traffic")
 def set_alias(request: HttpRequest, name: str, alias: str, payload: AliasIn):
     """Points the alias at a version, creating it if needed, and/or changes where its traffic goes:
     `{"version": 3, "split": {"version": 4, "percent": 10}, "shadow": 5, "note": "…"}` sends 10% of the
@@ -335,7 +336,8 @@ def predict(
 )
 def synthesize(request: HttpRequest, name: str, payload: SynthesizeIn):
     """JSON `{"text": ..., "ref": ..., "key": ...}` → `audio/wav`. Headers: `X-Audio-Duration` (seconds), `X-Model`,
-    `X-Model-Version` (the version that answered), `X-Model-Ref`, `X-Sentences`, `X-Prediction-Id` (when logged). Text longer than the voice allows, empty text, or symbols
+    `X-Model-Version` (the version that answered), `X-Model-Ref`, `X-Sentences`, `X-Prediction-Id` (when
+    logged). Text longer than the voice allows, empty text, or symbols
     outside the voice's vocabulary: 422 naming them. A model of another task: 422. Unknown model or ref: 404."""
     require(request.user, CAN_VIEW_VERSIONS)
     from registry_app import synthesis
