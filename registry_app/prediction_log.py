@@ -259,10 +259,12 @@ def _delete_audio(sender, instance: PredictionLog, **kwargs) -> None:
 def audio_response(row: PredictionLog, filename: str):
     """The kept audio for a player: streamed from local storage, or a redirect to a short-lived presigned URL
     on object storage (the bucket answers the player's byte ranges)."""
-    from django.http import FileResponse, HttpResponseRedirect
+    from django.http import FileResponse, Http404, HttpResponseRedirect
 
     from audioml.storage import download_url
 
+    if not row.audio or not default_storage.exists(row.audio):
+        raise Http404(f"Prediction #{row.pk}'s audio was not kept" + (f" ({row.audio_note})." if row.audio_note else "."))
     if url := download_url(row.audio, filename, "audio/wav", as_attachment=False):
         return HttpResponseRedirect(url)
     return FileResponse(default_storage.open(row.audio, "rb"), content_type="audio/wav", filename=filename)

@@ -614,7 +614,7 @@ def prediction_list(request: HttpRequest, name: str) -> HttpResponse:
 def prediction_audio(request: HttpRequest, name: str, prediction_id: int) -> HttpResponse:
     model = _get_model(name)
     row = _get_prediction(model, prediction_id)
-    if not row.audio or not default_storage.exists(row.audio):
+    if not row.audio:
         raise Http404("This prediction's audio was not kept.")
     from registry_app.prediction_log import audio_response
 
