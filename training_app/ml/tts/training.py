@@ -264,7 +264,8 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
         "history": history,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "split": {"train": len(train_indices), "val": len(val_indices), "left_out": len(notes)},
+        "split": {"train": len(train_indices), "val": len(val_indices), "left_out": len(notes),
+                  "val_clips": [str(examples[i].utterance.id) for i in val_indices]},
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "training_seconds": training_seconds,
         "fine_tuned_from": base.name if base is not None else None,
@@ -508,9 +509,10 @@ def mel_cepstral_distortion(reference: torch.Tensor, synthesized: torch.Tensor, 
             previous = ((i - 1, j), (i - 1, j - 1), (i, j - 1))[k]
             total[i, j] = cost[i - 1, j - 1] + options[k]
             steps[i, j] = steps[previous] + 1
-    # torchaudio's MFCC takes the DCT of dB (10*log10) mel power, i.e. (10/ln 10) x the natural-log cepstra of the
-    # usual definition MCD = (10/ln 10) * sqrt(2 * sum of squared differences), which leaves sqrt(2) here.
-    return float(np.sqrt(2) * total[len(a), len(b)] / steps[len(a), len(b)])
+    # torchaudio's MFCC takes the DCT of dB *power* (10*log10 |X|^2 = (20/ln 10) ln |X|), i.e. (20/ln 10) x the
+    # natural-log amplitude cepstra of the usual definition MCD = (10/ln 10) * sqrt(2 * sum of squared
+    # differences), which leaves sqrt(2) / 2 here.
+    return float(np.sqrt(2) / 2 * total[len(a), len(b)] / steps[len(a), len(b)])
 
 
 def export_synthesizer(synthesizer: Synthesizer, checks: list[torch.Tensor], path: Path) -> None:
