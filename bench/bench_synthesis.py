@@ -157,7 +157,7 @@ def train_judge(rows: list[dict], voice_dir: Path, out_dir: Path, preset: str, o
                        Runtime(out_dir.parent / "judge-cache", None, lambda level, message: print(level, message),
                                default_threads()))
     facts = {**meter.facts(), "clips": len(clips), "epochs": result.metrics["epochs_run"],
-             "val_cer": result.metrics.get("val_cer"), "decoding": result.metrics["prediction"]["decoding"]}
+             "val_cer": (result.metrics.get("val") or {}).get("cer"), "decoding": result.metrics["prediction"]["decoding"]}
     facts_file.write_text(json.dumps(facts))
     return facts
 
