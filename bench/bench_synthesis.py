@@ -52,7 +52,9 @@ from training_app.ml.train import Runtime, default_threads, train  # noqa: E402
 from training_app.ml.tts.frontend import TextFrontend  # noqa: E402
 from training_app.ml.tts.judge import Judge, judge_voice  # noqa: E402
 from training_app.ml.tts.model import GriffinLimVocoder  # noqa: E402
-from training_app.ml.tts.training import Callbacks, Utterance, fit_voice, load_base_voice, log_mel, mel_cepstral_distortion  # noqa: E402
+from training_app.ml.tts.training import (  # noqa: E402
+    Callbacks, Utterance, fit_voice, load_base_voice, log_mel, mel_cepstral_distortion,
+)
 from training_app.voice_corpus import generate_voice_corpus, voice_sentences  # noqa: E402
 
 SECTION = "## Synthesis"
@@ -157,7 +159,8 @@ def train_judge(rows: list[dict], voice_dir: Path, out_dir: Path, preset: str, o
                        Runtime(out_dir.parent / "judge-cache", None, lambda level, message: print(level, message),
                                default_threads()))
     facts = {**meter.facts(), "clips": len(clips), "epochs": result.metrics["epochs_run"],
-             "val_cer": (result.metrics.get("val") or {}).get("cer"), "decoding": result.metrics["prediction"]["decoding"]}
+             "val_cer": (result.metrics.get("val") or {}).get("cer"),
+             "decoding": result.metrics["prediction"]["decoding"]}
     facts_file.write_text(json.dumps(facts))
     return facts
 
@@ -326,7 +329,8 @@ def main() -> None:
         f"- Machine: {machine_line(f'torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)')}; "
         f"{load_note('when the run started', load_start)}. Wall times are inflated by the other work on the "
         "machine; the process CPU time (all threads) is the steadier figure.",
-        f"- Voice settings (the synthesis task's defaults{', with ' + ', '.join(args.set_values) if args.set_values else ''}):"
+        f"- Voice settings (the synthesis task's defaults"
+        f"{', with ' + ', '.join(args.set_values) if args.set_values else ''}):"
         f" {settings}; {base['metrics']['n_parameters']:,} parameters.",
         f"- Base voice: {args.sentences} en-us sentences ({base['metrics']['split']['train']} train / "
         f"{base['metrics']['split']['val']} held out), {args.minutes:g}-minute budget. Fine-tune: "

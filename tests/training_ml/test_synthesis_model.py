@@ -206,3 +206,11 @@ def test_a_voice_lists_its_held_out_sentences(trained, corpus):
     assert len(split["val_clips"]) == split["val"] >= 1
     assert {sample["clip"] for sample in result.metrics["samples"]} <= set(split["val_clips"])
     assert set(split["val_clips"]) <= {str(u.id) for u in corpus}
+
+
+@needs_espeak
+def test_the_voice_keeps_the_epoch_with_the_lowest_validation_mel_loss(trained):
+    result, _, epochs = trained
+    losses = [epoch["val_mel_loss"] for epoch in epochs]
+    assert result.best_epoch == result.metrics["best_epoch"] == losses.index(min(losses)) + 1
+    assert result.metrics["val_mel_loss"] == min(losses)
