@@ -76,6 +76,11 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     page = admin_client.get(f"/training/jobs/{job.pk}/")
     assert page.status_code == 200 and b'class="alignment-chart"' in page.content
     assert b"/models/voice/v1/artifacts/samples/01_synthesized.wav" in page.content
+    text = page.content.decode()
+    assert "Real · " in text and "Synthesised · " in text and ">MCD " in text  # both lengths and the distortion
+    version_page = admin_client.get("/models/voice/v1/").content.decode()
+    assert "text, read as phonemes (espeak-ng, voice en-us)" in version_page and "samples per clip" not in version_page
+    assert "Validation mel loss: L1 distance" in admin_client.get("/models/voice/").content.decode()
     sample = admin_client.get("/models/voice/v1/artifacts/samples/01_synthesized.wav")
     assert sample.status_code == 200 and b"".join(sample.streaming_content)[:4] == b"RIFF"
     form = admin_client.get("/training/new/")

@@ -123,6 +123,7 @@ def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_export_predicti
     _exported_equals_trained(program, version, config)
     _predictions_answer_with_text(api, tmp_path)
     _pages_show_error_rates_clip_table_and_try_it_text(trained, admin_client)
+    _judges_the_intelligibility_of_speech(version, tmp_path)
 
 
 def _exported_equals_trained(program, version, config):
@@ -140,6 +141,30 @@ def _exported_equals_trained(program, version, config):
     wave = torch.from_numpy(tone_sentence("b a c", seed=99)[: 160 * 111]).unsqueeze(0)
     with torch.no_grad():
         assert torch.allclose(program(wave), eager(wave), atol=1e-4)
+
+
+def _judges_the_intelligibility_of_speech(version, tmp_path):
+    """A transcription version is the judge of a voice's held-out sentences (training_app/ml/tts/judge.py): speech
+    it can read scores a lower error rate than a rendering that says nothing."""
+    import numpy as np
+
+    from training_app.ml.tts.judge import Judge, judge_voice
+
+    folder = tmp_path / "judge"
+    folder.mkdir()
+    for name in ("model.pt2", "config.json"):
+        (folder / name).write_bytes(default_storage.open(version.artifact(name)["path"]).read())
+    judge = Judge.load(folder, "speech:v1")
+    sentences = ["cab", "b a c", "abc"]
+    real = [tone_sentence(sentence, seed=200 + i) for i, sentence in enumerate(sentences)]
+    silent = [np.zeros_like(wave) for wave in real]
+    scores = judge_voice(judge, [s.upper() + "." for s in sentences],
+                         {"real": real, "synthesized": silent}, 16000)
+    assert scores["judge"] == "speech:v1" and scores["sentences"] == 3
+    assert scores["synthesized"] == {"cer": 1.0, "wer": 1.0}
+    assert scores["real"]["cer"] < 0.5 and scores["real"]["cer"] < scores["synthesized"]["cer"]
+    assert [row["text"] for row in scores["transcripts"]] == ["CAB.", "B A C.", "ABC."]
+    assert all(row["synthesized"] == "" for row in scores["transcripts"])
 
 
 def _predictions_answer_with_text(api, tmp_path):

@@ -187,3 +187,30 @@ def test_mel_cepstral_distortion_is_zero_for_the_same_audio_and_grows_with_diffe
 def test_voice_sentences_differ_and_repeat_with_the_seed():
     sentences = voice_sentences(200, seed=1)
     assert len(set(sentences)) == 200 and sentences == voice_sentences(200, seed=1)
+
+
+def test_the_intelligibility_judge_must_be_a_transcription_model(trained):
+    from training_app.ml.tts.judge import Judge, judge_voice
+
+    _, out_dir, _ = trained
+    with pytest.raises(ValueError, match="is a synthesis model; a judge must be a transcription model"):
+        Judge.load(out_dir, "voice:v1")
+    with pytest.raises(ValueError, match="unknown renderings"):
+        judge_voice(None, ["A."], {"vocoded": [np.zeros(160)]}, 16000)
+
+
+@needs_espeak
+def test_a_voice_lists_its_held_out_sentences(trained, corpus):
+    result, _, _ = trained
+    split = result.metrics["split"]
+    assert len(split["val_clips"]) == split["val"] >= 1
+    assert {sample["clip"] for sample in result.metrics["samples"]} <= set(split["val_clips"])
+    assert set(split["val_clips"]) <= {str(u.id) for u in corpus}
+
+
+@needs_espeak
+def test_the_voice_keeps_the_epoch_with_the_lowest_validation_mel_loss(trained):
+    result, _, epochs = trained
+    losses = [epoch["val_mel_loss"] for epoch in epochs]
+    assert result.best_epoch == result.metrics["best_epoch"] == losses.index(min(losses)) + 1
+    assert result.metrics["val_mel_loss"] == min(losses)

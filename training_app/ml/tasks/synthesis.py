@@ -66,7 +66,7 @@ def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "Validation mel loss", "value": metrics.get("val_mel_loss"), "baseline": None,
+    return {"name": "mel loss", "value": metrics.get("val_mel_loss"), "baseline": None,
             "higher_is_better": False}
 
 

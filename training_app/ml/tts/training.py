@@ -37,6 +37,10 @@ SAMPLES_DIR = "samples"
 VOICE_FILES = (WEIGHTS_FILE, TORCH_EXPORT_FILE, CONFIG_FILE, METRICS_FILE, SNAPSHOT_FILE, SAMPLES_DIR)
 EXPORT_TOLERANCE = 1e-3
 LOG_FLOOR = 1e-5
+# The epoch whose weights are kept: lowest validation mel loss (what the pages chart). The total validation loss
+# also holds the prior's likelihood, which keeps rising while a fine-tune overfits a few sentences even though
+# the decoder's mel error still falls (bench: the 50-sentence fine-tune picked epoch 5 of 100 by it).
+SELECT_ON = "val_mel_loss"
 # Alignment picture: at most this many frames x symbols (averaged down) for the chart.
 ALIGNMENT_PICTURE = 64
 
@@ -264,7 +268,8 @@ def fit_voice(cfg: VoiceConfig, utterances: Sequence[Utterance], out_dir: Path, 
         "history": history,
         "best_epoch": best_epoch,
         "epochs_run": len(history),
-        "split": {"train": len(train_indices), "val": len(val_indices), "left_out": len(notes)},
+        "split": {"train": len(train_indices), "val": len(val_indices), "left_out": len(notes),
+                  "val_clips": [str(examples[i].utterance.id) for i in val_indices]},
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "training_seconds": training_seconds,
         "fine_tuned_from": base.name if base is not None else None,
@@ -363,13 +368,13 @@ def _train(cfg: VoiceConfig, model: AcousticModel, examples: list[Example], trai
             "seconds": time.monotonic() - epoch_started,
         }
         history.append(record)
-        if record["val_loss"] < best[0]:
-            best = (record["val_loss"], epoch, copy.deepcopy(model.state_dict()))
+        if record[SELECT_ON] < best[0]:
+            best = (record[SELECT_ON], epoch, copy.deepcopy(model.state_dict()))
         elapsed = time.monotonic() - started
         callbacks.report(step / total_steps, elapsed / step * (total_steps - step), record)
     if not history:
         raise VoiceTrainingError("no training step ran")
-    callbacks.log("info", f"best epoch {best[1]} of {len(history)}: validation loss {best[0]:.4f}")
+    callbacks.log("info", f"best epoch {best[1]} of {len(history)}: validation mel loss {best[0]:.4f}")
     return history, best[1], best[2]
 
 
@@ -508,9 +513,10 @@ def mel_cepstral_distortion(reference: torch.Tensor, synthesized: torch.Tensor, 
             previous = ((i - 1, j), (i - 1, j - 1), (i, j - 1))[k]
             total[i, j] = cost[i - 1, j - 1] + options[k]
             steps[i, j] = steps[previous] + 1
-    # torchaudio's MFCC takes the DCT of dB (10*log10) mel power, i.e. (10/ln 10) x the natural-log cepstra of the
-    # usual definition MCD = (10/ln 10) * sqrt(2 * sum of squared differences), which leaves sqrt(2) here.
-    return float(np.sqrt(2) * total[len(a), len(b)] / steps[len(a), len(b)])
+    # torchaudio's MFCC takes the DCT of dB *power* (10*log10 |X|^2 = (20/ln 10) ln |X|), i.e. (20/ln 10) x the
+    # natural-log amplitude cepstra of the usual definition MCD = (10/ln 10) * sqrt(2 * sum of squared
+    # differences), which leaves sqrt(2) / 2 here.
+    return float(np.sqrt(2) / 2 * total[len(a), len(b)] / steps[len(a), len(b)])
 
 
 def export_synthesizer(synthesizer: Synthesizer, checks: list[torch.Tensor], path: Path) -> None:
