@@ -17,7 +17,8 @@ class DatasetAdmin(admin.ModelAdmin):
     list_filter = ("sample_rate", "created_at")
     search_fields = ("name", "description")
     readonly_fields = ("created_by", "created_at", "panel_link")
-    fields = ("name", "description", "sample_rate", "panel_link", "created_by", "created_at")
+    fields = ("name", "description", "sample_rate", "licence", "source", "consent_note", "panel_link", "created_by",
+              "created_at")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -91,7 +92,7 @@ class ClipAdmin(admin.ModelAdmin):
         "updated_at", "updated_by",
     )
     fieldsets = (
-        (None, {"fields": ("audio_player", "dataset", "kind", "original_name", "label", "transcript", "score", "speaker", "notes", "status")}),
+        (None, {"fields": ("audio_player", "dataset", "kind", "original_name", "label", "transcript", "score", "speaker", "notes", "source", "status")}),
         ("Audio", {"classes": ("collapse",), "fields": (
             "original_format", "duration", "source_sample_rate", "source_channels", "peak_dbfs", "rms_dbfs",
             "clipped_fraction", "content_hash",

@@ -146,7 +146,8 @@ def create_dataset(request: HttpRequest, payload: DatasetIn):
     """409 when the name is taken; 422 when it is not a safe name (names are never changed for you)."""
     require(request.user, CAN_CREATE_DATASET)
     dataset = Dataset.objects.create_dataset(
-        payload.name, payload.description, payload.sample_rate, by=Actor.from_request(request)
+        payload.name, payload.description, payload.sample_rate, by=Actor.from_request(request),
+        licence=payload.licence, source=payload.source, consent_note=payload.consent_note,
     )
     return Status(201, with_summary(dataset))
 
@@ -157,7 +158,7 @@ def get_dataset(request: HttpRequest, name: str):
     return with_summary(get_dataset_or_404(name))
 
 
-@router.patch("/{name}", response=DatasetOut, summary="Rename or describe a dataset")
+@router.patch("/{name}", response=DatasetOut, summary="Rename or describe a dataset, or set its provenance")
 def update_dataset(request: HttpRequest, name: str, payload: DatasetPatch):
     """409 for a taken name, or for a new sample rate once the dataset has clips."""
     require(request.user, CAN_EDIT_DATASET)
@@ -312,7 +313,7 @@ def get_clip(request: HttpRequest, name: str, clip_id: int):
     return get_clip_or_404(get_dataset_or_404(name), clip_id)
 
 
-@router.patch("/{name}/clips/{clip_id}", response=ClipOut, summary="Correct a clip's label, transcript, score, speaker or notes")
+@router.patch("/{name}/clips/{clip_id}", response=ClipOut, summary="Correct a clip's label, transcript, score, speaker, notes or source")
 def update_clip(request: HttpRequest, name: str, clip_id: int, payload: ClipPatch):
     """Only the fields sent change (`"score": null` clears the score); 422 names each invalid field."""
     require(request.user, CAN_EDIT_CLIPS)

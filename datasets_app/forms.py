@@ -15,14 +15,20 @@ KIND_CHOICES = [("", "Clips and backgrounds"), ("clip", "Clips"), ("background",
 class DatasetForm(forms.ModelForm):
     class Meta:
         model = Dataset
-        fields = ["name", "description", "sample_rate"]
+        fields = ["name", "description", "sample_rate", "licence", "source", "consent_note"]
         widgets = {
             "name": forms.TextInput(attrs={"placeholder": "e.g. wake-word-v2", "autocomplete": "off", "spellcheck": "false"}),
             "description": forms.Textarea(attrs={"rows": 2, "placeholder": "What is in it, where it came from"}),
+            "licence": forms.TextInput(attrs={"placeholder": "e.g. CC-BY-4.0, CC0-1.0, proprietary"}),
+            "source": forms.TextInput(attrs={"placeholder": "e.g. https://… , studio session 2026-03, in-house recordings"}),
+            "consent_note": forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. speakers signed release form v2; synthetic voices, no people"}),
         }
+        labels = {"consent_note": "Consent"}
         help_texts = {
             "name": "Lower-case letters, digits, '-' and '_'. Used in URLs and the API.",
             "sample_rate": "Every clip is stored at this rate. 16 kHz suits speech and keywords; 22.05 kHz TTS data.",
+            "licence": "Shown on the model card of every version trained on this dataset.",
+            "consent_note": "Whether and how the speakers agreed to be recorded and to this use (model cards show it).",
         }
         error_messages = {"name": {"unique": "A dataset with this name already exists: choose another name."}}
 

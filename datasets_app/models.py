@@ -54,10 +54,12 @@ SAMPLE_RATE_CHOICES = [
 
 
 class DatasetManager(models.Manager):
-    def create_dataset(self, name: str, description: str = "", sample_rate: int = 16000, by=None) -> "Dataset":
+    def create_dataset(self, name: str, description: str = "", sample_rate: int = 16000, by=None,
+                       licence: str = "", source: str = "", consent_note: str = "") -> "Dataset":
         """Validate and create; raises ValidationError for a bad name or rate, DuplicateName if it is taken."""
         actor = Actor.of(by)
         dataset = Dataset(name=name, description=description.strip(), sample_rate=sample_rate,
+                          licence=licence.strip(), source=source.strip(), consent_note=consent_note.strip(),
                           created_by=actor.user if actor else None)
         dataset.full_clean(validate_unique=False)
         if self.filter(name=name).exists():
@@ -83,6 +85,18 @@ class Dataset(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[name_validator])
     description = models.TextField(blank=True)
     sample_rate = models.PositiveIntegerField(choices=SAMPLE_RATE_CHOICES, default=16000)
+    # Provenance, shown on the model card of every version trained on the dataset.
+    licence = models.CharField(
+        max_length=100, blank=True, validators=[text_line_validator],
+        help_text="Under which terms the audio may be used, e.g. CC-BY-4.0, CC0-1.0, proprietary",
+    )
+    source = models.CharField(
+        max_length=500, blank=True, validators=[text_line_validator],
+        help_text="Where the audio comes from: a URL, a recording session, a corpus name",
+    )
+    consent_note = models.TextField(
+        blank=True, help_text="Whether and how the speakers agreed to be recorded and to this use"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -101,7 +115,7 @@ class Dataset(models.Model):
 
         return reverse("dataset-detail", args=[self.name])
 
-    EDITABLE_FIELDS = ("name", "description", "sample_rate")
+    EDITABLE_FIELDS = ("name", "description", "sample_rate", "licence", "source", "consent_note")
 
     def update(self, changes: dict, by=None) -> list[str]:
         """Apply validated changes to name/description/sample_rate. The rate is fixed once clips exist
@@ -120,8 +134,9 @@ class Dataset(models.Model):
             return []
         for key in changed:
             setattr(self, key, changes[key])
-        if "description" in changed:
-            self.description = self.description.strip()
+        for key in ("description", "licence", "source", "consent_note"):
+            if key in changed:
+                setattr(self, key, getattr(self, key).strip())
         self.full_clean(validate_unique=False)
         if "name" in changed and Dataset.objects.filter(name=self.name).exclude(pk=self.pk).exists():
             raise _duplicate_name(self.name)
@@ -352,6 +367,11 @@ class Clip(models.Model):
     score = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     speaker = models.CharField(max_length=100, blank=True, db_index=True, validators=[text_line_validator])
     notes = models.TextField(blank=True)
+    source = models.CharField(
+        max_length=255, blank=True, validators=[text_line_validator],
+        help_text="Where this clip comes from when it is not the dataset's source (a URL, a device, a logged "
+        "prediction)",
+    )
     duration = models.FloatField(help_text="Seconds")
     source_sample_rate = models.PositiveIntegerField()
     source_channels = models.PositiveSmallIntegerField()
@@ -376,7 +396,7 @@ class Clip(models.Model):
 
     objects = ClipQuerySet.as_manager()
 
-    EDITABLE_FIELDS = ("label", "transcript", "score", "speaker", "notes")
+    EDITABLE_FIELDS = ("label", "transcript", "score", "speaker", "notes", "source")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -489,7 +509,7 @@ def parse_score(value) -> float | None:
     return score
 
 
-_METADATA_DEFAULTS = {"label": "", "transcript": "", "score": None, "speaker": "", "notes": ""}
+_METADATA_DEFAULTS = {"label": "", "transcript": "", "score": None, "speaker": "", "notes": "", "source": ""}
 
 
 def clean_clip_metadata(**values) -> dict:

@@ -19,12 +19,18 @@ class DatasetIn(Schema):
     name: str = Field(..., description="1-63 lower-case letters, digits, '-' or '_'; never changed for you")
     description: str = ""
     sample_rate: int = Field(16000, description="8000, 16000, 22050, 24000, 44100 or 48000")
+    licence: str = Field("", description="Under which terms the audio may be used, e.g. CC-BY-4.0")
+    source: str = Field("", description="Where the audio comes from: a URL, a session, a corpus")
+    consent_note: str = Field("", description="Whether and how the speakers agreed to be recorded and to this use")
 
 
 class DatasetPatch(Schema):
     name: str | None = None
     description: str | None = None
     sample_rate: int | None = Field(None, description="Only while the dataset has no clips")
+    licence: str | None = None
+    source: str | None = None
+    consent_note: str | None = None
 
 
 class LabelCountOut(Schema):
@@ -41,6 +47,9 @@ class DatasetOut(Schema):
     name: str
     description: str
     sample_rate: int
+    licence: str
+    source: str
+    consent_note: str
     created_by: str | None
     created_at: datetime
     clip_count: int = Field(..., description="Active clips, background recordings included")
@@ -104,6 +113,7 @@ class ClipOut(Schema):
     score: float | None
     speaker: str
     notes: str
+    source: str = Field(..., description="Where the clip comes from, when not the dataset's source")
     duration: float
     kind: Literal["clip", "background"] = Field(..., description="'background': a long recording of ordinary audio")
     source_sample_rate: int
@@ -147,6 +157,7 @@ class ClipPatch(Schema):
     score: float | None = Field(None, description="0 to 1; null clears it")
     speaker: str | None = None
     notes: str | None = None
+    source: str | None = Field(None, description="Where the clip comes from (a URL, a device); '' clears it")
 
 
 class ClipFilter(Schema):

@@ -63,7 +63,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             try:
                 dataset = Dataset.objects.create_dataset(
-                    data["name"], data["description"], data["sample_rate"], by=Actor.from_request(request)
+                    data["name"], data["description"], data["sample_rate"], by=Actor.from_request(request),
+                    licence=data["licence"], source=data["source"], consent_note=data["consent_note"],
                 )
             except DuplicateName as exc:
                 form.add_error("name", exc.detail)

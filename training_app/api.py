@@ -1,4 +1,4 @@
-"""`/api/jobs`: create, list, inspect, cancel and re-run training jobs."""
+"""`/api/jobs`: create, list, inspect, cancel, re-run and reproduce training jobs."""
 
 from django.http import HttpRequest
 from ninja import Query, Router, Status
@@ -81,6 +81,15 @@ def cancel_job(request: HttpRequest, job_id: int):
     job = get_job_or_404(job_id)
     job.cancel(by=Actor.from_request(request))
     return job
+
+
+@router.post("/{int:job_id}/reproduce", response={201: JobDetailOut}, summary="Train a job's snapshot again")
+def reproduce_job(request: HttpRequest, job_id: int):
+    """A new job on exactly this job's frozen snapshot and configuration (seed included); once it succeeds,
+    `reproduction` says whether its metrics match. 422 when clips of the snapshot were deleted for good since."""
+    require(request.user, CAN_TRAIN)
+    job = get_job_or_404(job_id)
+    return Status(201, job.reproduce(by=Actor.from_request(request)))
 
 
 @router.post("/{int:job_id}/rerun", response={201: JobDetailOut}, summary="Run a job again")

@@ -18,6 +18,7 @@ from training_app.snapshot import (
     clip_records,
     data_summary,
     ignored_clip_count,
+    missing_snapshot_clips,
     snapshot_clips,
     snapshot_hash,
     trained_field,
@@ -196,6 +197,43 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
                 transaction.on_commit(job.enqueue)
         return job
 
+    def create_reproduction(self, source: TrainingJob, by=None, enqueue: bool = True) -> TrainingJob:
+        """A new job that trains exactly ``source``'s frozen snapshot with exactly its configuration (seed
+        included), so on the same kind of device it gives the same metrics.
+
+        The snapshot names clips by their storage names, so any worker can read them. Raises JobNotTrainable
+        (422) when clips of the snapshot were deleted for good since, Unprocessable when the configuration is
+        no longer valid (a removed external trainer), and whatever the registry raises for the model name.
+        """
+        actor = Actor.of(by)
+        if not source.snapshot:
+            raise JobNotTrainable(f"Job #{source.pk} has no data snapshot to train again.", problems=[])
+        validate_config(source.preset, source.config, source.task)
+        missing = missing_snapshot_clips(source.snapshot)
+        if missing:
+            examples = ", ".join(f"clip {entry['id']}" for entry in missing[:5])
+            problem = (f"{len(missing)} of the {len(source.snapshot)} clips of job #{source.pk}'s snapshot were "
+                       f"deleted for good since ({examples}{', …' if len(missing) > 5 else ''})")
+            raise JobNotTrainable(f"The snapshot cannot be trained again: {problem}. Run again on the dataset as "
+                                  "it is now instead.", problems=[problem])
+        job_requested.send(sender=TrainingJob, model_name=source.model_name, task=source.task)
+        with transaction.atomic():
+            job = self.create(
+                dataset=source.dataset, model_name=source.model_name, task=source.task, preset=source.preset,
+                overrides=source.overrides, config=source.config, snapshot=source.snapshot,
+                snapshot_hash=source.snapshot_hash, snapshot_size=source.snapshot_size,
+                ignored_clips=source.ignored_clips, created_by=actor.user if actor else None, reproduces=source,
+            )
+            job.log(JobLog.Level.INFO,
+                    f"Queued by {job.created_by or 'the system'}: a reproduction of job #{source.pk}, training its "
+                    f"frozen snapshot {job.snapshot_hash[:12]} ({job.snapshot_size} clips) with its configuration "
+                    f"(seed {(job.config or {}).get('seed')})")
+            if actor:
+                job._record_start(actor)
+            if enqueue:
+                transaction.on_commit(job.enqueue)
+        return job
+
     def queue_positions(self) -> dict[int, int]:
         """1-based position of every queued job, in the order workers take them."""
         queued = self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id").values_list("id", flat=True)
@@ -318,6 +356,10 @@ class TrainingJob(models.Model):
     worker = models.CharField(max_length=128, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
+    reproduces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reproductions",
+        help_text="The job whose frozen snapshot and configuration this one trains again",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -445,11 +487,26 @@ class TrainingJob(models.Model):
             self.dataset, self.model_name, self.preset, self.overrides, by, task=self.task, rerun_of=self
         )
 
+    def reproduce(self, by=None, enqueue: bool = True) -> TrainingJob:
+        """A new job on this job's frozen snapshot and configuration (TrainingJobManager.create_reproduction)."""
+        return TrainingJob.objects.create_reproduction(self, by, enqueue=enqueue)
+
+    def reproduction_check(self):
+        """How this reproduction's metrics compare with its source's (training_app.reproduce.compare_metrics):
+        None unless this job reproduces a job and both have metrics."""
+        from training_app.reproduce import compare_metrics
+
+        source = self.reproduces
+        if source is None or not self.metrics or not source.metrics:
+            return None
+        return compare_metrics(source.metrics, self.metrics)
+
     def _record_start(self, actor: Actor) -> None:
-        """`job.start`: a job was queued (new, or a re-run of an earlier one)."""
+        """`job.start`: a job was queued (new, a re-run of an earlier one, or a reproduction of one)."""
         started = {"status": self.status, "dataset": self.dataset.name, "model_name": self.model_name,
                    "preset": self.preset, "snapshot_clips": self.snapshot_size,
-                   "overrides": self.overrides or None, "rerun_of": self.rerun_of_id}
+                   "overrides": self.overrides or None, "rerun_of": self.rerun_of_id,
+                   "reproduces": self.reproduces_id}
         record("job.start", self, by=actor,
                changes={key: [None, value] for key, value in started.items() if value is not None})
 

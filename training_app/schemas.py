@@ -82,6 +82,8 @@ class JobOut(Schema):
     snapshot_hash: str
     snapshot_clips: int
     rerun_of: int | None
+    reproduces: int | None = Field(None, description="The job whose frozen snapshot and configuration this one "
+                                   "trains again (null unless it is a reproduction)")
     created_by: str | None
     worker: str
     created_at: datetime
@@ -126,8 +128,27 @@ class JobOut(Schema):
         return job.rerun_of_id
 
     @staticmethod
+    def resolve_reproduces(job) -> int | None:
+        return job.reproduces_id
+
+    @staticmethod
     def resolve_created_by(job) -> str | None:
         return job.created_by.get_username() if job.created_by else None
+
+
+class MetricDifferenceOut(Schema):
+    path: str = Field(description="Where the figure sits in the metrics, e.g. test.accuracy or history[2].val_loss")
+    expected: Any
+    actual: Any
+
+
+class ReproductionOut(Schema):
+    of_job: int
+    match: bool = Field(description="Every figure equal (timings and cache hits aside)")
+    compared: int = Field(description="How many figures were compared")
+    summary: str
+    devices: list[str] = Field(description="The device of the original run and of the reproduction")
+    differences: list[MetricDifferenceOut]
 
 
 class JobDetailOut(JobOut):
@@ -139,6 +160,9 @@ class JobDetailOut(JobOut):
     version: int | None = Field(
         description="Number of the model version this job registered (its artifacts live there); null until then"
     )
+    reproduction: ReproductionOut | None = Field(
+        None, description="For a finished reproduction: whether its metrics match those of the job it reproduces"
+    )
 
     @staticmethod
     def resolve_version(job) -> int | None:
@@ -148,6 +172,11 @@ class JobDetailOut(JobOut):
     @staticmethod
     def resolve_data(job) -> dict[str, Any]:
         return job.snapshot_summary()
+
+    @staticmethod
+    def resolve_reproduction(job) -> dict[str, Any] | None:
+        check = job.reproduction_check()
+        return {"of_job": job.reproduces_id, **check.as_dict()} if check is not None else None
 
 
 class JobLogOut(Schema):

@@ -64,6 +64,14 @@ def snapshot_hash(entries: list[dict[str, Any]]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def missing_snapshot_clips(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Snapshot entries whose audio no clip row names any more (purged for good; trashed clips keep theirs).
+    Every clip row has its file, so one query answers for every storage, local or remote."""
+    names = {entry["audio"] for entry in entries}
+    kept = set(Clip.objects.filter(audio__in=names).values_list("audio", flat=True))
+    return [entry for entry in entries if entry["audio"] not in kept]
+
+
 def clip_records(entries: list[dict[str, Any]], resolve_path=None):
     """ClipRecords for the ML checks and the trainer; ``resolve_path(audio_name)`` gives the file to read."""
     from training_app.ml.data import ClipRecord

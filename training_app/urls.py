@@ -10,4 +10,5 @@ urlpatterns = [
     path("jobs/<int:job_id>/log/", views.job_log, name="job-log"),
     path("jobs/<int:job_id>/cancel/", views.job_cancel, name="job-cancel"),
     path("jobs/<int:job_id>/rerun/", views.job_rerun, name="job-rerun"),
+    path("jobs/<int:job_id>/reproduce/", views.job_reproduce, name="job-reproduce"),
 ]

@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
@@ -49,7 +50,9 @@ def voice_samples(job: TrainingJob) -> list[dict]:
 
 
 def _get_job(job_id: int) -> TrainingJob:
-    return get_object_or_404(TrainingJob.objects.select_related("dataset", "created_by", "rerun_of"), pk=job_id)
+    return get_object_or_404(
+        TrainingJob.objects.select_related("dataset", "created_by", "rerun_of", "reproduces"), pk=job_id
+    )
 
 
 @staff_required
@@ -174,6 +177,8 @@ def _detail_context(job: TrainingJob) -> dict:
         "split": metrics.get("split"),
         "data": job.snapshot_summary(),
         "config_rows": _config_rows(job),
+        "reproduction": job.reproduction_check(),
+        "reproduction_source": f"job #{job.reproduces_id}",
     }
 
 
@@ -227,3 +232,27 @@ def job_rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     return redirect("job-detail", again.pk)
 
 
+
+
+@staff_required
+@require_POST
+@needs(CAN_TRAIN)
+def job_reproduce(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Train the job's frozen snapshot with its configuration again; on refusal, back to the page it came from
+    (the job's, or the version's in the registry)."""
+    job = _get_job(job_id)
+    try:
+        again = job.reproduce(by=Actor.from_request(request))
+    except (Unprocessable, Conflict) as error:
+        messages.error(request, f"Cannot train job #{job.pk}'s snapshot again: {error.detail}")
+        back = request.POST.get("back")
+        return redirect(back if _is_local(back) else reverse("job-detail", args=[job.pk]))
+    messages.success(request, f"Job #{again.pk} is queued: job #{job.pk}'s snapshot and configuration, trained again. "
+                              "Its page says whether the metrics match once it has finished.")
+    return redirect("job-detail", again.pk)
+
+
+def _is_local(url: str | None) -> bool:
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    return bool(url) and url_has_allowed_host_and_scheme(url, allowed_hosts=None)

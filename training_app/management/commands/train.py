@@ -1,4 +1,5 @@
-"""manage.py train DATASET --model NAME [--preset P] [--set key=value ...] [--wait | --now]"""
+"""manage.py train DATASET --model NAME [--preset P] [--set key=value ...] [--wait | --now]
+manage.py train --reproduce JOB [--wait | --now]"""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from training_app.models import TrainingJob
 
 EXIT_FAILED = 1
 EXIT_CANCELLED = 3
+EXIT_NOT_REPRODUCED = 4
 POLL_SECONDS = 1.0
 ACTOR = Actor.for_command("manage.py train")
 
@@ -24,12 +26,15 @@ class Command(BaseCommand):
     help = (
         "Start a training job on a dataset and print its id. --wait follows it with a progress bar; --now trains "
         "it in this process (no worker needed). Prints the final metrics as JSON on success; exits 1 when the "
-        "job fails and 3 when it is cancelled."
+        "job fails and 3 when it is cancelled. --reproduce JOB trains that job's frozen snapshot with its configuration "
+        "again and says whether the metrics match (exit 4 when they differ)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("dataset", help="dataset name")
-        parser.add_argument("--model", required=True, dest="model_name", help="model name to register the result as")
+        parser.add_argument("dataset", nargs="?", help="dataset name")
+        parser.add_argument("--model", dest="model_name", help="model name to register the result as")
+        parser.add_argument("--reproduce", type=int, metavar="JOB", default=None,
+                            help="train job JOB's frozen snapshot again with its configuration (no dataset or --model)")
         parser.add_argument("--preset", default="balanced", choices=sorted(PRESETS), help="default: balanced")
         parser.add_argument(
             "--set", action="append", default=[], dest="set_values", metavar="KEY=VALUE",
@@ -40,6 +45,16 @@ class Command(BaseCommand):
         mode.add_argument("--now", action="store_true", help="train in this process instead of a worker")
 
     def handle(self, *args, **options) -> None:
+        if options["reproduce"] is not None:
+            if options["dataset"] or options["model_name"] or options["set_values"]:
+                raise CommandError("--reproduce takes the job's own dataset, model name and settings; give none")
+            source = TrainingJob.objects.filter(pk=options["reproduce"]).first()
+            if source is None:
+                raise CommandError(f"No training job #{options['reproduce']}.")
+            self.reproduce(source, now=options["now"], wait=options["wait"])
+            return
+        if not options["dataset"] or not options["model_name"]:
+            raise CommandError("give a dataset and --model NAME (or --reproduce JOB)")
         dataset = Dataset.objects.filter(name=options["dataset"]).first()
         if dataset is None:
             raise CommandError(f"No dataset named '{options['dataset']}'.")
@@ -65,6 +80,24 @@ class Command(BaseCommand):
         else:
             return
         self.finish(job)
+
+    def reproduce(self, source: TrainingJob, now: bool = False, wait: bool = False, actor: Actor = ACTOR) -> TrainingJob:
+        """Queue (or with ``now`` train here) a reproduction of ``source``; with now/wait, print the outcome."""
+        try:
+            job = source.reproduce(by=actor, enqueue=not now)
+        except (Unprocessable, Conflict) as error:
+            raise CommandError(error.detail) from None
+        self.stdout.write(str(job.pk))
+        self.stderr.write(f"Job #{job.pk}: reproduces job #{source.pk} ({job.model_name}), snapshot "
+                          f"{job.snapshot_hash[:12]} of {job.snapshot_size} clips, seed {job.config.get('seed')}")
+        if now:
+            self.run_here(job)
+        elif wait:
+            self.follow(job)
+        else:
+            return job
+        self.finish(job)
+        return job
 
     def parse_settings(self, pairs: list[str]) -> dict:
         overrides = {}
@@ -129,10 +162,19 @@ class Command(BaseCommand):
     def finish(self, job: TrainingJob) -> None:
         job.refresh_from_db()
         if job.status == TrainingJob.Status.SUCCEEDED:
-            self.stdout.write(json.dumps({
+            outcome = {
                 "job": job.pk, "status": job.status, "model_name": job.model_name, "dataset": job.dataset.name,
                 "snapshot_hash": job.snapshot_hash, "version": job.model_version.version, "metrics": job.metrics,
-            }, indent=2))
+            }
+            check = job.reproduction_check()
+            if check is not None:
+                outcome["reproduction"] = {"of_job": job.reproduces_id, **check.as_dict()}
+            self.stdout.write(json.dumps(outcome, indent=2))
+            if check is not None:
+                self.stderr.write(check.summary())
+                if not check.match:
+                    raise CommandError(f"Job #{job.pk} did not reproduce job #{job.reproduces_id}: {check.summary()}",
+                                       returncode=EXIT_NOT_REPRODUCED)
             return
         if job.status == TrainingJob.Status.CANCELLED:
             raise CommandError(f"Job #{job.pk} was cancelled: {job.error}", returncode=EXIT_CANCELLED)
