@@ -39,6 +39,7 @@ CAN_VIEW_VERSIONS = "registry_app.view_modelversion"  # version pages, artifact 
 CAN_CHANGE_MODEL = "registry_app.change_registeredmodel"  # the model's description
 CAN_CHANGE_VERSION = "registry_app.change_modelversion"  # description, tags, archive / unarchive
 CAN_DELETE_VERSION = "registry_app.delete_modelversion"
+CAN_DELETE_MODEL = "registry_app.delete_registeredmodel"  # the model, its versions and their files
 CAN_MOVE_ALIAS = "registry_app.change_alias"  # promote (set or create) and roll back
 CAN_DELETE_ALIAS = "registry_app.delete_alias"
 CAN_VIEW_PREDICTIONS = "registry_app.view_predictionlog"  # the prediction log, its audio, live comparisons

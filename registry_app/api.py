@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -15,10 +16,12 @@ from ninja.pagination import paginate
 from audioml.audit import Actor
 from audioml.errors import Unprocessable
 from audioml.roles import (
-    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS,
-    CAN_REVIEW_FEEDBACK, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS, CAN_VIEW_VERSIONS, require,
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_MODEL, CAN_DELETE_VERSION,
+    CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS, CAN_REVIEW_FEEDBACK, CAN_TRAIN, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS,
+    CAN_VIEW_VERSIONS, require,
 )
 from registry_app import artifacts as artifact_store
+from registry_app.card import card_markdown, model_card
 from registry_app.errors import AudioTooLong, ImmutableVersion, ReferenceNotFound, UndecodableAudio
 from registry_app.aliases import KEEP
 from registry_app.models import Alias, ModelVersion, PredictionLog, RegisteredModel, parse_version_ref
@@ -38,6 +41,7 @@ from registry_app.schemas import (
     VersionOut,
     VersionPatch,
 )
+from training_app.schemas import JobDetailOut
 
 router = Router(tags=["models"])
 review_router = Router(tags=["review"])
@@ -124,6 +128,15 @@ def update_model(request: HttpRequest, name: str, payload: ModelPatch):
 # Versions -----------------------------------------------------------------------------------------------------
 
 
+@router.delete("/{name}", response={204: None}, summary="Delete a model")
+def delete_model(request: HttpRequest, name: str):
+    """Removes the model, all its versions and their artifacts, and its alias history. Refused with 409 while
+    any alias points at one of its versions, or while another model was fine-tuned from one of them."""
+    require(request.user, CAN_DELETE_MODEL)
+    get_model_or_404(name).remove(by=Actor.from_request(request))
+    return Status(204, None)
+
+
 @router.get("/{name}/versions", response=list[VersionOut], summary="List a model's versions")
 @paginate
 def list_versions(request: HttpRequest, name: str):
@@ -191,6 +204,35 @@ def download_artifact(request: HttpRequest, name: str, version: str, artifact: s
     target = get_version_or_404(model, version)
     entry = target.verify_artifact(artifact)
     return artifact_store.download_response(entry, f"{model.name}-v{target.version}-{entry['name'].replace('/', '-')}")
+
+
+@router.get("/{name}/versions/{version}/card", response=dict[str, Any], summary="A version's model card")
+def get_model_card(request: HttpRequest, name: str, version: str):
+    """Datasets with their licence, source and consent note, the snapshot and where its clips come from, the
+    training configuration, metrics, code version, the base it was fine-tuned from, every alias approval, any
+    reproduction and the artifacts. `card.md` is the same card as Markdown."""
+    require(request.user, CAN_VIEW_VERSIONS)
+    return model_card(get_version_or_404(get_model_or_404(name), version))
+
+
+@router.get("/{name}/versions/{version}/card.md", response={200: None}, summary="A version's model card as Markdown")
+def get_model_card_markdown(request: HttpRequest, name: str, version: str):
+    require(request.user, CAN_VIEW_VERSIONS)
+    target = get_version_or_404(get_model_or_404(name), version)
+    response = HttpResponse(card_markdown(model_card(target)), content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{name}-v{target.version}-model-card.md"'
+    return response
+
+
+@router.post("/{name}/versions/{version}/reproduce", response={201: JobDetailOut},
+             summary="Train a version's snapshot again")
+def reproduce_version(request: HttpRequest, name: str, version: str):
+    """A new training job on exactly this version's frozen snapshot and configuration (seed included). Follow
+    it at `/api/jobs/{id}`: once it succeeds it is the model's next version, and its `reproduction` says whether
+    the metrics match. 422 when clips of the snapshot were deleted for good since."""
+    require(request.user, CAN_TRAIN)
+    target = get_version_or_404(get_model_or_404(name), version)
+    return Status(201, target.reproduce(by=Actor.from_request(request)))
 
 
 # Aliases ------------------------------------------------------------------------------------------------------

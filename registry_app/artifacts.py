@@ -212,8 +212,11 @@ def delete_stored(paths: list[str]) -> None:
         except OSError:
             logger.exception("Could not delete stored artifact %s", path)
         folders.add(path.rsplit("/", 1)[0])
-    for folder in folders:
-        _remove_empty_folder(folder)
+    # Deepest first, then up the tree: a voice's samples/ folder, its version folder, the model's folder.
+    for folder in sorted(folders, key=lambda name: name.count("/"), reverse=True):
+        while "/" in folder:
+            _remove_empty_folder(folder)
+            folder = folder.rsplit("/", 1)[0]
 
 
 def clear_folder(folder: str) -> list[str]:

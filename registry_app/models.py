@@ -167,15 +167,37 @@ class RegisteredModel(models.Model):
                 audit.record("model.update", self, by=Actor.of(by), changes={"description": [before, description]})
         return True
 
-    def remove(self, by=None) -> None:
-        """Delete the model with its versions (and their files) and its alias history."""
+    def remove(self, by=None) -> int:
+        """Delete the model with its versions, their files (once committed: registry_app.receivers) and its
+        alias history; returns how many versions went. VersionAliased (409) while an alias points anywhere (it
+        may be serving predictions) or while another model's version was fine-tuned from one of its versions."""
         model_id = self.pk  # delete() clears it
         with transaction.atomic():
-            versions = list(self.locked().versions.values_list("version", flat=True))
+            locked = self.locked()
+            aliases = sorted(locked.aliases.values_list("name", flat=True))
+            if aliases:
+                raise VersionAliased(
+                    f"Model “{self.name}” cannot be deleted while {', '.join(aliases)} "
+                    f"{'points' if len(aliases) == 1 else 'point'} at its versions. Delete the aliases first.",
+                    aliases=aliases,
+                )
+            tunes = [str(tune) for tune in ModelVersion.objects.filter(base_version__model=locked)
+                     .exclude(model=locked).select_related("model")]
+            if tunes:
+                raise VersionAliased(f"Model “{self.name}” cannot be deleted: {', '.join(tunes)} "
+                                     f"{'was' if len(tunes) == 1 else 'were'} fine-tuned from its versions.",
+                                     fine_tunes=tunes)
+            versions = list(locked.versions.values_list("version", flat=True))
+            # Newest first, so a version fine-tuned from an older one of the same model goes before its base.
+            for version in locked.versions.order_by("-version"):
+                models.Model.delete(version)  # the aliases were checked above; the receiver removes the files
             self.delete()
             if by is not None:
                 audit.record("model.delete", by=Actor.of(by), object_type="registry_app.registeredmodel",
                              object_id=str(model_id), object_repr=self.name, changes={"versions": [versions, None]})
+            folder = f"models/{self.name}"
+            transaction.on_commit(lambda: artifact_store.remove_empty_folder(folder))
+        return len(versions)
 
 
 class ModelVersionQuerySet(models.QuerySet):
@@ -512,6 +534,38 @@ class ModelVersion(models.Model):
                 fine_tunes=tunes,
             )
         return super().delete(*args, **kwargs)
+
+    # Reproductions
+
+    def reproduce(self, by=None, enqueue: bool = True) -> TrainingJob:
+        """A new training job on exactly this version's frozen snapshot and configuration (seed included); when
+        it succeeds it becomes the next version, and `reproduction_of()` says whether the metrics matched."""
+        return self.job.reproduce(by=by, enqueue=enqueue)
+
+    def reproduction_of(self) -> dict[str, Any] | None:
+        """When this version's job reproduced another job: {source (the version it made, or None), job, check},
+        the check comparing this version's metrics with the source version's (else the source job's)."""
+        from training_app.reproduce import compare_metrics
+
+        source_job = self.job.reproduces
+        if source_job is None:
+            return None
+        source = ModelVersion.objects.filter(job=source_job).select_related("model").first()
+        expected = source.metrics if source is not None else source_job.metrics
+        return {"source": source, "job": source_job,
+                "check": compare_metrics(expected, self.metrics) if expected and self.metrics else None}
+
+    def reproductions(self) -> list[dict[str, Any]]:
+        """The jobs that trained this version's snapshot again, newest first: {job, version (once registered),
+        check (once succeeded: their metrics against this version's)}."""
+        from training_app.reproduce import compare_metrics
+
+        rows = []
+        for job in self.job.reproductions.select_related("created_by").order_by("-created_at", "-id"):
+            made = ModelVersion.objects.filter(job=job).select_related("model").first()
+            check = compare_metrics(self.metrics, job.metrics) if job.metrics and self.metrics else None
+            rows.append({"job": job, "version": made, "check": check})
+        return rows
 
     @property
     def pinned_ref(self) -> str:

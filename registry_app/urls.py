@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.model_list, name="model-list"),
     path("<slug:name>/", views.model_detail, name="model-detail"),
     path("<slug:name>/edit/", views.model_edit, name="model-edit"),
+    path("<slug:name>/delete/", views.model_delete, name="model-delete"),
     path("<slug:name>/try/", views.try_it, name="model-try"),
     path("<slug:name>/speak/", views.speak, name="model-speak"),
     path("<slug:name>/aliases/promote/", views.alias_promote, name="alias-promote"),
@@ -19,6 +20,8 @@ urlpatterns = [
     path("<slug:name>/v<int:number>/", views.version_detail, name="version-detail"),
     path("<slug:name>/v<int:number>/edit/", views.version_edit, name="version-edit"),
     path("<slug:name>/v<int:number>/delete/", views.version_delete, name="version-delete"),
+    path("<slug:name>/v<int:number>/card/", views.version_card, name="version-card"),
+    path("<slug:name>/v<int:number>/card.md", views.version_card_markdown, name="version-card-markdown"),
     path("<slug:name>/v<int:number>/artifacts/<path:artifact>", views.artifact_download, name="artifact-download"),
 ]
 

@@ -16,10 +16,12 @@ from audioml.audit import Actor
 from audioml.errors import DomainError
 from audioml.panel import staff_required
 from audioml.roles import (
-    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_VERSION, CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS,
-    CAN_REVIEW_FEEDBACK, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS, CAN_VIEW_VERSIONS, needs,
+    CAN_CHANGE_MODEL, CAN_CHANGE_VERSION, CAN_DELETE_ALIAS, CAN_DELETE_MODEL, CAN_DELETE_VERSION,
+    CAN_FLAG_PREDICTION, CAN_MOVE_ALIAS, CAN_REVIEW_FEEDBACK, CAN_VIEW_MODELS, CAN_VIEW_PREDICTIONS,
+    CAN_VIEW_VERSIONS, needs,
 )
 from registry_app import artifacts as artifact_store
+from registry_app.card import approvals, card_markdown, model_card
 from registry_app.errors import ArtifactDamaged, ReferenceNotFound, VersionAliased
 from registry_app.forms import (
     FlagForm, LogSettingsForm, ModelDescriptionForm, NoteForm, PromoteForm, SpeakForm, TrafficForm, TryItForm,
@@ -289,8 +291,60 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "try_form": TryItForm(model=model, initial={"ref": version.ref}),
         "speak_form": SpeakForm(model=model, initial={"ref": version.ref}) if model.task == "synthesis" else None,
         "other_versions": model.versions.exclude(pk=version.pk).order_by("-version").values_list("version", flat=True)[:20],
+        "reproduction_of": (reproduced := version.reproduction_of()),
+        "reproduction_label": (f"v{reproduced['source'].version}" if reproduced and reproduced["source"]
+                               else f"job #{version.job.reproduces_id}"),
+        "reproductions": version.reproductions(),
+        "dataset": version.job.dataset,
+        "approvals": approvals(version),
     }
     return render(request, "registry/version_detail.html", context)
+
+
+@staff_required
+@needs(CAN_VIEW_VERSIONS)
+def version_card(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    """The model card page; ``card.md`` is the same card as a Markdown download."""
+    model = _get_model(name)
+    version = _get_version(model, number)
+    card = model_card(version)
+    return render(request, "registry/model_card.html", {"model": model, "version": version, "card": card})
+
+
+@staff_required
+@needs(CAN_VIEW_VERSIONS)
+def version_card_markdown(request: HttpRequest, name: str, number: int) -> HttpResponse:
+    model = _get_model(name)
+    version = _get_version(model, number)
+    response = HttpResponse(card_markdown(model_card(version)), content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{model.name}-v{version.version}-model-card.md"'
+    return response
+
+
+@staff_required
+@needs(CAN_DELETE_MODEL)
+def model_delete(request: HttpRequest, name: str) -> HttpResponse:
+    """GET: confirmation (or why it is refused). POST with the model's name typed: delete the model, its
+    versions and their files."""
+    model = _get_model(name)
+    aliases = list(model.aliases.select_related("version").order_by("name"))
+    if request.method == "POST":
+        if request.POST.get("confirm_name", "").strip() != model.name:
+            messages.error(request, f"Type the model's name ({model.name}) to confirm the deletion.")
+            return redirect("model-delete", name=model.name)
+        try:
+            count = model.remove(by=Actor.from_request(request))
+        except DomainError as error:
+            messages.error(request, error.detail)
+            return redirect("model-detail", name=model.name)
+        messages.success(request, f"Model {model.name}, its {count} version{'s' if count != 1 else ''} and their "
+                                  "artifacts were deleted.")
+        return redirect("model-list")
+    return render(request, "registry/confirm.html", {
+        "model": model, "action": "delete-model", "refused": [alias.name for alias in aliases],
+        "version_count": model.versions.count(),
+        "title": f"{model.name} cannot be deleted" if aliases else f"Delete model {model.name}?",
+    })
 
 
 @staff_required

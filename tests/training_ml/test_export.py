@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -37,3 +39,22 @@ def test_artifact_names_and_code_version_are_stable():
                               "snapshot.json")
     assert code_version() == code_version()
     assert code_version().startswith("1.0+")
+
+
+def test_code_version_names_the_git_commit_of_a_checkout_else_the_package_version(monkeypatch):
+    import subprocess
+
+    from training_app.ml import export
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(export.__file__).parent, capture_output=True,
+                          text=True).stdout.strip()
+    assert code_version().endswith(f" git {head[:12]}")
+    export.code_origin.cache_clear()
+    monkeypatch.setattr(export, "_git_commit", lambda folder: "")
+    try:
+        assert code_version().endswith(" audioml 0.1.0")
+        monkeypatch.setenv("AUDIOML_GIT_COMMIT", "0123456789abcdef0123")
+        export.code_origin.cache_clear()
+        assert code_version().endswith(" git 0123456789ab")
+    finally:
+        export.code_origin.cache_clear()

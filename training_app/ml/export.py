@@ -6,6 +6,7 @@ folder either holds a complete, verified set of artifacts or does not exist.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -44,13 +45,42 @@ class ExportCancelled(Exception):
 
 
 def code_version() -> str:
-    """The ML package version plus a digest of its source, so artifacts name the exact code that made them."""
+    """The ML package version plus a digest of its source, so artifacts name the exact code that made them,
+    then where that code came from: ``git <commit>`` when it runs from a git checkout (or AUDIOML_GIT_COMMIT
+    names one, for images built without .git), else ``audioml <package version>``.
+    E.g. ``1.0+3fa2b1c0d9e8 git 1a2b3c4d5e6f``."""
     digest = hashlib.sha256()
     package = Path(__file__).parent
     for source in sorted(package.rglob("*.py")):
         digest.update(str(source.relative_to(package)).encode())
         digest.update(source.read_bytes())
-    return f"{ML_VERSION}+{digest.hexdigest()[:12]}"
+    return f"{ML_VERSION}+{digest.hexdigest()[:12]} {code_origin()}"
+
+
+@functools.lru_cache(maxsize=1)
+def code_origin() -> str:
+    commit = os.environ.get("AUDIOML_GIT_COMMIT", "").strip() or _git_commit(Path(__file__).resolve().parent)
+    if commit:
+        return f"git {commit[:12]}"
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - always there on 3.11
+        return "audioml unknown"
+    try:
+        return f"audioml {version('audioml')}"
+    except PackageNotFoundError:
+        return "audioml unknown"
+
+
+def _git_commit(folder: Path) -> str:
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and len(commit) >= 12 else ""
 
 
 def write_artifacts(
