@@ -16,6 +16,10 @@ On object storage the media listing comes from the bucket (sizes and times inclu
 It runs when the app starts (`scripts/run.sh` and the Docker image run `manage.py sweep`), every
 SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (the job folders and the caches
 live on the training machine's local disk), and on demand with `manage.py sweep [--dry-run]`.
+`manage.py gc [--dry-run]` runs the media half alone and reports it by kind.
+
+Dataset exports are never stored (they stream from a temporary file that is gone once sent), and folders other
+than those listed in MEDIA_FOLDERS (another feature's files) are never touched.
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ SCHEDULE_NAME = "sweep: remove files without rows"
 MEDIA_FOLDERS = ("clips", "models", "predictions")
 INCOMING = ".incoming"
 PROBES = ".ready-probe"
+# What `manage.py gc` reports, by the first folder of a storage name.
+GC_KINDS = {"clips": "Clip audio", "models": "Model artifacts", "predictions": "Logged prediction audio",
+            INCOMING: "Interrupted uploads", PROBES: "Readiness probes"}
 
 
 @dataclass
 class SweepReport:
     dry_run: bool
     removed: list[str] = field(default_factory=list)
+    media_files: list[tuple[str, int]] = field(default_factory=list)  # (storage name, bytes) of removed media
     freed_bytes: int = 0
     kept_young: int = 0  # unreferenced but recent: possibly an upload in flight
     cache_files_pruned: int = 0
@@ -50,6 +58,21 @@ class SweepReport:
     def remove(self, what: str, size: int) -> None:
         self.removed.append(what)
         self.freed_bytes += size
+
+    @staticmethod
+    def kind_of(name: str) -> str:
+        return name.split("/", 1)[0]
+
+    def as_gc_dict(self) -> dict:
+        """The media part of the report, by kind (for `manage.py gc --json`)."""
+        kinds = {kind: {"files": [], "bytes": 0} for kind in GC_KINDS}
+        for name, size in self.media_files:
+            entry = kinds.setdefault(self.kind_of(name), {"files": [], "bytes": 0})
+            entry["files"].append(name)
+            entry["bytes"] += size
+        return {"dry_run": self.dry_run, "removed": len(self.media_files),
+                "freed_bytes": sum(size for _, size in self.media_files), "kept_young": self.kept_young,
+                "kinds": kinds}
 
     def as_dict(self) -> dict:
         return {
@@ -74,6 +97,16 @@ def sweep(*, dry_run: bool = False, min_age: float | None = None, media: bool = 
             " (dry run)" if dry_run else "", len(report.removed), report.freed_bytes, report.kept_young,
             report.cache_files_pruned,
         )
+    return report
+
+
+def collect_garbage(*, dry_run: bool = False, min_age: float | None = None) -> SweepReport:
+    """Only the media storage's files without rows (what `manage.py gc` runs)."""
+    report = SweepReport(dry_run=dry_run)
+    sweep_media(report, time.time() - (settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age))
+    if report.media_files:
+        logger.info("gc%s: %d files without rows removed (%d bytes), %d recent kept", " (dry run)" if dry_run else "",
+                    len(report.media_files), report.freed_bytes, report.kept_young)
     return report
 
 
@@ -138,6 +171,7 @@ def _young(report: SweepReport, modified: float, cutoff: float) -> bool:
 
 def _delete_stored(report: SweepReport, name: str, size: int) -> None:
     report.remove(f"media:{name}", size)
+    report.media_files.append((name, size))
     if report.dry_run:
         return
     try:
