@@ -9,7 +9,16 @@ from audioml.errors import NotFound
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, require
 from datasets_app.models import Dataset
 from training_app.models import JobLog, TrainingJob
-from training_app.schemas import EpochOut, JobDetailOut, JobFilter, JobIn, JobLogOut, JobOut
+from training_app.schemas import (
+    AugmentationPreviewIn,
+    AugmentationPreviewOut,
+    EpochOut,
+    JobDetailOut,
+    JobFilter,
+    JobIn,
+    JobLogOut,
+    JobOut,
+)
 
 router = Router(tags=["jobs"])
 
@@ -34,6 +43,21 @@ def create_job(request: HttpRequest, payload: JobIn):
         dataset, payload.model_name, payload.preset, payload.overrides, by=Actor.from_request(request), task=payload.task
     )
     return Status(201, job)
+
+
+@router.post("/augmentation-preview", response=AugmentationPreviewOut, summary="Hear what training will hear")
+def augmentation_preview(request: HttpRequest, payload: AugmentationPreviewIn):
+    """One clip of the dataset with the job's augmentation settings applied, as training would hear it: the
+    reference (the clip through the same spectrogram round trip, unaugmented) and `variants` random draws, each a
+    base64 WAV and a base64 PNG of the spectrogram the network is given. Nothing is stored. 422 for invalid
+    settings or a dataset with nothing to train on; 404 for an unknown dataset or a clip the job would not use."""
+    from training_app.preview import augmentation_preview as preview
+
+    require(request.user, CAN_TRAIN)
+    dataset = Dataset.objects.filter(name=payload.dataset).first()
+    if dataset is None:
+        raise NotFound(f"No dataset named '{payload.dataset}'.", field="dataset")
+    return preview(dataset, payload.preset, payload.overrides, payload.task, payload.clip_id, payload.variants)
 
 
 @router.get("", response=list[JobOut], summary="List training jobs")

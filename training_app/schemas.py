@@ -34,6 +34,43 @@ class JobIn(Schema):
     )
 
 
+class AugmentationPreviewIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(description="Name of the dataset", min_length=1, max_length=63)
+    preset: Literal["quick", "balanced", "thorough"] = "balanced"
+    task: str = "classification"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="As for a job: time_shift, noise, "
+                                      "spec_augment, warp, seed, clip_seconds, …")
+    clip_id: int | None = Field(None, description="The clip to hear (default: one the seed picks)")
+    variants: int = Field(4, ge=1, le=8, description="How many random draws of the augmentation")
+
+
+class PreviewAudioOut(Schema):
+    wav: str = Field(description="Base64 of a 16-bit mono WAV")
+    png: str = Field(description="Base64 of a PNG of the normalised log-mel spectrogram the network is given")
+
+
+class PreviewClipOut(Schema):
+    id: int
+    label: str
+    duration: float
+    url: str
+    audio_url: str
+
+
+class AugmentationPreviewOut(Schema):
+    clip: PreviewClipOut
+    next_clip_id: int = Field(description="Another clip to preview (the next one the job trains on)")
+    clips: int = Field(description="How many clips the preview can pick from")
+    sample_rate: int
+    seed: int
+    augmentations: list[str] = Field(description="What training does to every clip, in plain words")
+    noise_source: str = Field(description="What noise augmentation mixes in ('' when it is off)")
+    reference: PreviewAudioOut = Field(description="The clip through the same spectrogram round trip, unaugmented")
+    variants: list[PreviewAudioOut]
+
+
 class JobFilter(FilterSchema):
     status: JobStatus | None = Field(None, description="Only jobs with this status")
     dataset: Annotated[str | None, FilterLookup("dataset__name")] = Field(

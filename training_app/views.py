@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from audioml.audit import Actor
-from audioml.errors import Conflict, Unprocessable
+from audioml.errors import Conflict, DomainError, Unprocessable
 from audioml.panel import staff_required
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
@@ -133,6 +133,34 @@ def _plan(form: JobForm) -> dict:
         split, strata = split_for_task(clip_records(entries), cfg)
         split = split.summary(strata)
     return {"summary": summary, "problems": problems, "config_error": None, "split": split, "task": task}
+
+
+@staff_required
+@require_POST
+@needs(CAN_TRAIN)
+def job_new_preview(request: HttpRequest) -> HttpResponse:
+    """The form's augmentation preview: a clip of the chosen dataset with the chosen settings, as training hears
+    it (htmx: the preview fragment; without htmx, the form page with the preview in it)."""
+    from training_app.preview import augmentation_preview
+
+    form = JobForm(request.POST)
+    form.is_valid()
+    dataset = form.cleaned_data.get("dataset")
+    clip = request.POST.get("preview_clip", "")
+    context: dict = {"form": form}
+    if dataset is None:
+        context["preview_error"] = "Choose a dataset first."
+    else:
+        try:
+            context["preview"] = augmentation_preview(
+                dataset, form.cleaned_data.get("preset") or "balanced", form.overrides(),
+                form.cleaned_data.get("task") or "classification", int(clip) if clip.isdigit() else None,
+            )
+        except DomainError as error:
+            context["preview_error"] = error.detail
+    if request.htmx:
+        return render(request, "training/_augment_preview.html", context)
+    return render(request, "training/job_new.html", {**context, **_plan(form)})
 
 
 @staff_required

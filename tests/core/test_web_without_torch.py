@@ -30,6 +30,17 @@ Alias.objects.create(model=registered, name="production", version=version)
 pages = ["/models/web/", "/models/web/v1/", "/api/models", "/api/models/web/versions", "/datasets/", "/datasets/web/", "/datasets/web/stats/", "/datasets/web/settings/", "/api/datasets", "/api/datasets/web/clips", "/training/", "/training/new/", "/api/jobs", "/models/", "/account/tokens/", "/api/health", "/api/openapi.json"]
 statuses = {page: client.get(page).status_code for page in pages}
 assert all(code == 200 for code in statuses.values()), statuses
+# The model card, and the augmentation preview, whose torch work runs in a child process.
+for page in ["/models/web/v1/card/", "/models/web/v1/card.md", "/api/models/web/versions/1/card"]:
+    assert client.get(page).status_code == 200, page
+from tests.factories import ClipFactory
+tones = Dataset.objects.create(name="tones")
+for index in range(6):
+    ClipFactory(dataset=tones, label="high" if index % 2 else "low", frequency=300.0 + 400 * index, seconds=0.5)
+preview = client.post("/training/new/preview/", {"dataset": "tones", "task": "classification", "preset": "quick",
+                      "clip_seconds": "0.5", "time_shift": "on", "noise": "on", "spec_augment": "on"},
+                      headers={"HX-Request": "true"})
+assert preview.status_code == 200 and b"Variant 4" in preview.content, preview.content[:500]
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("torch", "torchaudio"))
 print("LOADED", loaded)
 sys.exit(1 if loaded else 0)
