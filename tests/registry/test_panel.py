@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 
-from registry_app.models import Alias, AliasEvent, ModelVersion
+from registry_app.models import Alias, AliasEvent, ModelVersion, RegisteredModel
 from tests.registry.conftest import wav_upload
 
 
@@ -51,6 +52,24 @@ def test_model_page_compares_versions_with_production(staff_client, three):
     assert "second is better" in html  # the alias history note
     assert "Roll back to" not in html  # production has no earlier version yet
     assert 'href="/models/keywords/aliases/promote/?alias=production&amp;version=3"' in html
+
+
+def test_vs_production_is_coloured_in_the_direction_of_the_metric(staff_client, register):
+    """Fewer false rejects than production is better (green), more is worse: not the other way round."""
+    versions = [register("wake") for _ in range(3)]
+    RegisteredModel.objects.filter(name="wake").update(task="detection")
+    for version, rate in zip(versions, (0.10, 0.05, 0.20), strict=True):
+        ModelVersion.objects.filter(pk=version.pk).update(
+            metrics={**version.metrics, "task": "detection", "held_out": {"false_reject_rate": rate}})
+    Alias.point(versions[0].model, "production", versions[0])
+
+    html = staff_client.get("/models/wake/").content.decode()
+    page = staff_client.get("/models/wake/v2/").content.decode()
+
+    cells = re.findall(r'<td class="num diff ([a-z]*)">(.*?)</td>', html)
+    assert cells == [("worse", "+10.0 pts"), ("better", "−5.0 pts"), ("", '<span class="muted">—</span>')]  # v3 v2 v1
+    assert re.search(r'<div class="value diff better">−5.0 pts</div><div class="label">vs. production \(v1, 10.0%\)',
+                     page)
 
 
 def test_model_description_is_markdown_with_html_escaped(staff_client, three):
