@@ -114,7 +114,8 @@ def main() -> None:
         *([args.note, ""] if args.note else []),
         f"- Machine: {machine_line(f'torch {torch.__version__} (CPU, {args.threads} training threads)')}.",
         f"- Run: {used.line()}.",
-        f"- Data ({corpus_note}): {len(trainable)} clips of {cfg.clip_seconds:g} s from {args.voices} espeak-ng voices "
+        f"- Data ({corpus_note}): {len(trainable)} clips of {max(clip.duration for clip in trainable):g} s (the model "
+        f"sees {cfg.clip_seconds:g} s windows) from {args.voices} espeak-ng voices "
         f"({sum(1 for clip in trainable if clip.label == WAKE_LABEL)} of \"hey marlo\", the rest confusable phrases, "
         f"other words and noise) and {len(backgrounds)} background recordings of "
         f"{sum(clip.duration for clip in backgrounds) / len(backgrounds) / 60:.0f} min by other voices. Test: the "

@@ -135,9 +135,9 @@ def test_pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_
     # Which audio each figure comes from: the threshold from validation audio, the reported figures from the test's.
     figures = job_page[job_page.index('class="table detection-figures"'):]
     figures = figures[: figures.index("</table>")]
-    assert "Calibration (threshold" in figures and "positive validation clips" in figures
+    assert "<strong>Calibration</strong>" in figures and "positive validation clips" in figures
     assert "the validation split&#x27;s negative clips joined" in figures
-    assert "Reported (test, untouched by the calibration)" in figures
+    assert "<strong>Reported</strong>" in figures and "(test, untouched by the calibration)" in figures
     assert "the test split&#x27;s negative clips joined" in figures
     assert job_page.count('class="xy"') == 2 and 'class="dot marker"' in job_page  # DET with its point, ROC
     assert "Detection error trade-off" in admin_client.get("/models/marlo/v1/").content.decode()
