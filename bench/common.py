@@ -11,6 +11,7 @@ import platform
 import secrets
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,36 @@ def machine_facts() -> dict[str, str]:
 def load_note(when: str, load: tuple[float, ...] | None = None) -> str:
     one, five = (load or os.getloadavg())[:2]
     return f"load average {one:.1f} / {five:.1f} (1 / 5 min) {when}, on a machine shared with other work"
+
+
+class Resources:
+    """Wall time, this process's CPU time (user + system, its children included) and the load average over a run.
+
+    ``with Resources() as used: ...`` then ``used.line()``: the figures the training benchmarks record, so that a
+    time taken on a shared machine can be read beside how busy the machine was.
+    """
+
+    def __enter__(self) -> Resources:
+        self.load_before = os.getloadavg()
+        self.started = time.perf_counter()
+        self.cpu_started = _cpu_seconds()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.wall_seconds = time.perf_counter() - self.started
+        self.cpu_seconds = _cpu_seconds() - self.cpu_started
+        self.load_after = os.getloadavg()
+
+    def line(self) -> str:
+        return (f"wall {self.wall_seconds:.0f} s, process CPU {self.cpu_seconds:.0f} s "
+                f"({self.cpu_seconds / max(self.wall_seconds, 1e-9):.2f} cores busy on average); load average "
+                f"{self.load_before[0]:.1f} / {self.load_before[1]:.1f} (1 / 5 min) at the start and "
+                f"{self.load_after[0]:.1f} / {self.load_after[1]:.1f} at the end, on a machine shared with other work")
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def database_label(database_url: str) -> str:
@@ -165,3 +196,33 @@ def prepare_site(env: dict[str, str]) -> None:
 def distinct_tone(index: int, sample_rate: int = 16000, seconds: float = 1.0) -> np.ndarray:
     """A tone with a little noise whose audio differs for every index (so no two clips are duplicates)."""
     return tone(180.0 + (index * 7.3) % 2400, seconds, sample_rate, amplitude=0.4, noise=0.02, seed=index)
+
+
+# Demo corpora
+
+
+def demo_corpus(folder: Path | None, generate, scratch: Path) -> tuple[list[dict], float, bool]:
+    """(rows, seconds to synthesise, reused): the corpus in ``folder`` when its manifest is there (a previous run
+    kept it with --corpus), else ``generate(folder)`` into ``folder`` (or a throwaway one in ``scratch``).
+
+    Rows are the manifest's: "path" (absolute), "label", "speaker", "kind", "transcript", "score" (float or None).
+    """
+    import csv
+
+    target = Path(folder) if folder else scratch / "corpus"
+    manifest = target / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="") as handle:
+            rows = [{**row, "path": target / row["file"],
+                     "score": float(row["score"]) if row.get("score") else None} for row in csv.DictReader(handle)]
+        return rows, 0.0, True
+    started = time.perf_counter()
+    generate(target)
+    seconds = time.perf_counter() - started
+    rows, _, _ = demo_corpus(target, generate, scratch)
+    return rows, seconds, False
+
+
+def voice_order(rows: list[dict]) -> list[str]:
+    """Speakers in the order the corpus generated them (a seeded order that interleaves accents and variants)."""
+    return list(dict.fromkeys(row["speaker"] for row in rows if row.get("speaker")))

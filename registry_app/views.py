@@ -29,6 +29,7 @@ from registry_app.forms import (
 )
 from registry_app.models import DEFAULT_ALIAS, MODEL_FILE, Alias, ModelVersion, PredictionLog, RegisteredModel
 from training_app.charts import confusion_rows, per_class_rows, training_charts
+from training_app.ml.metrics import trend
 from training_app.models import task_headline
 
 HISTORY_ON_MODEL_PAGE = 25
@@ -76,12 +77,15 @@ def _difference(value: float | None, reference: float | None) -> float | None:
 
 
 def _summary(version: ModelVersion) -> dict[str, Any]:
+    """A version's headline figure ("accuracy": whatever its task leads with; "metric": its key in
+    ``training_app.ml.metrics.METRICS``, which says which way is better), macro F1, baseline and split."""
     evaluation = version.evaluation()
     headline = version.headline_metric()
     baseline = version.metrics.get("baseline") or {}
     return {
         "accuracy": headline[1] if headline else None,
         "metric_name": headline[0] if headline else "accuracy",
+        "metric": (task_headline(version.model.task, version.metrics) or {}).get("metric", "accuracy"),
         "macro_f1": version.metrics.get("macro_f1", evaluation.get("macro_f1")),
         "baseline_accuracy": (task_headline(version.model.task, version.metrics) or {}).get(
             "baseline", baseline.get("accuracy")
@@ -109,35 +113,38 @@ def _version_rows(model: RegisteredModel, production: ModelVersion | None) -> li
             "model_damaged": any(item["name"] == MODEL_FILE for item in damage),
             "is_production": production is not None and version.pk == production.pk,
             "accuracy_diff": _difference(summary["accuracy"], reference["accuracy"]) if reference else None,
+            "accuracy_trend": _trend(summary, reference),
             "f1_diff": _difference(summary["macro_f1"], reference["macro_f1"]) if reference else None,
+            "f1_trend": trend("macro_f1", summary["macro_f1"], reference["macro_f1"]) if reference else "",
         })
     return rows
 
 
-def _percent(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
+def _trend(summary: dict[str, Any], reference: dict[str, Any] | None) -> str:
+    """"better"/"worse"/"" for a version's headline figure against the reference version's, in the direction
+    the metric is better (lower for false rejects, CER, losses)."""
+    if reference is None or reference["metric"] != summary["metric"]:
+        return ""
+    return trend(summary["metric"], summary["accuracy"], reference["accuracy"])
 
 
 def _comparison(left: ModelVersion | None, right: ModelVersion) -> dict[str, Any]:
     """Side-by-side numbers of the version an alias points at now (left) and the one it would point at."""
-    from registry_app.templatetags.registry_tags import points, signed
+    from registry_app.templatetags.registry_tags import metric_diff, signed
+    from training_app.templatetags.training_tags import metric_value
 
     after = _summary(right)
     before = _summary(left) if left else {}
-
-    def trend(diff: float | None) -> str:
-        if diff is None or abs(diff) < 0.0005:
-            return ""
-        return "better" if diff > 0 else "worse"
-
     accuracy_diff = _difference(after["accuracy"], before.get("accuracy"))
     f1_diff = _difference(after["macro_f1"], before.get("macro_f1"))
     rows = [
-        {"name": after["metric_name"].capitalize(), "left": _percent(before.get("accuracy")),
-         "right": _percent(after["accuracy"]), "diff": points(accuracy_diff), "trend": trend(accuracy_diff)},
+        {"name": after["metric_name"].capitalize(), "left": metric_value(before.get("accuracy"), after["metric_name"]),
+         "right": metric_value(after["accuracy"], after["metric_name"]), "diff": metric_diff(accuracy_diff,
+                                                                                                after["metric"]),
+         "trend": _trend(after, before or None)},
         {"name": "Macro F1", "left": f"{before['macro_f1']:.3f}" if before.get("macro_f1") is not None else "—",
          "right": f"{after['macro_f1']:.3f}" if after["macro_f1"] is not None else "—",
-         "diff": signed(f1_diff), "trend": trend(f1_diff)},
+         "diff": signed(f1_diff), "trend": trend("macro_f1", after["macro_f1"], before.get("macro_f1"))},
         {"name": "Data snapshot", "left": f"{left.snapshot_size} clips" if left else "",
          "right": f"{right.snapshot_size} clips", "diff": "", "trend": ""},
         {"name": "Dataset", "left": left.job.dataset.name if left else "", "right": right.job.dataset.name,
@@ -280,6 +287,7 @@ def version_detail(request: HttpRequest, name: str, number: int) -> HttpResponse
         "reference": reference,
         "production": production.version if production else None,
         "accuracy_diff": _difference(summary["accuracy"], reference["accuracy"]) if reference else None,
+        "accuracy_trend": _trend(summary, reference),
         "aliases": [alias.name for alias in version.aliases.all()],
         "damage": damage,
         "model_damaged": MODEL_FILE in damaged_names,

@@ -83,6 +83,16 @@ def signed(value, decimals: int = 3) -> str:
 
 
 @register.filter
+def metric_diff(value, metric: str = "accuracy") -> str:
+    """A difference of a metric between two versions: percentage points for shares (accuracy, false rejects, CER),
+    three decimals for other figures (Spearman, losses), as ``training_app.ml.metrics.METRICS`` describes them."""
+    from training_app.ml.metrics import METRICS
+
+    described = METRICS.get(metric)
+    return points(value) if described is None or described.share else signed(value)
+
+
+@register.filter
 def short_hash(value: str, length: int = 12) -> str:
     return (value or "")[: int(length)]
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 from django.core.files.storage import default_storage
 
 from registry_app.models import Alias, AliasEvent, ModelVersion
+from tests.factories import TrainingJobFactory
 from tests.registry.conftest import wav_upload
 
 
@@ -51,6 +55,24 @@ def test_model_page_compares_versions_with_production(staff_client, three):
     assert "second is better" in html  # the alias history note
     assert "Roll back to" not in html  # production has no earlier version yet
     assert 'href="/models/keywords/aliases/promote/?alias=production&amp;version=3"' in html
+
+
+def test_vs_production_is_coloured_in_the_direction_of_the_metric(staff_client, trained_artifacts, tmp_path):
+    """Fewer false rejects than production is better (green), more is worse: not the other way round."""
+    versions = []
+    for index, rate in enumerate((0.10, 0.05, 0.20)):
+        folder = shutil.copytree(trained_artifacts, tmp_path / f"v{index + 1}")
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "task": "detection",
+                                                         "held_out": {"false_reject_rate": rate}}))
+        job = TrainingJobFactory(model_name="wake", task="detection")
+        versions.append(ModelVersion.objects.register_from_job(job, folder))
+    Alias.point(versions[0].model, "production", versions[0])
+
+    html = staff_client.get("/models/wake/").content.decode()
+
+    cells = re.findall(r'<td class="num diff ([a-z]*)">(.*?)</td>', html)
+    assert cells == [("worse", "+10.0 pts"), ("better", "−5.0 pts"), ("", '<span class="muted">—</span>')]  # v3 v2 v1
 
 
 def test_model_description_is_markdown_with_html_escaped(staff_client, three):

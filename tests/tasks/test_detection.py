@@ -77,7 +77,9 @@ def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_us
     metrics = trained.metrics
     calibration = metrics["calibration"]
     assert 0.0 <= calibration["threshold"] <= 1.0 and calibration["max_false_accepts_per_hour"] == 0.5
-    assert "negative clips joined" in metrics["stream"]["source"]  # the dataset has no background recordings
+    # The dataset has no background recordings: each split's negative clips make its stream.
+    assert calibration["source"].startswith("the validation split's negative clips joined")
+    assert metrics["held_out"]["source"].startswith("the test split's negative clips joined")
     assert metrics["det"] and metrics["roc"]["points"] and metrics["baseline"]["roc_auc"] is not None
     assert {"val_auc", "val_loss"} <= set(trained.epochs[0])
     version = ModelVersion.objects.get(job=trained)
@@ -130,6 +132,13 @@ def test_pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Detection error trade-off" in job_page and "Calibrated threshold" in job_page
     assert "no background recordings" in job_page
+    # Which audio each figure comes from: the threshold from validation audio, the reported figures from the test's.
+    figures = job_page[job_page.index('class="table detection-figures"'):]
+    figures = figures[: figures.index("</table>")]
+    assert "<strong>Calibration</strong>" in figures and "positive validation clips" in figures
+    assert "the validation split&#x27;s negative clips joined" in figures
+    assert "<strong>Reported</strong>" in figures and "(test, untouched by the calibration)" in figures
+    assert "the test split&#x27;s negative clips joined" in figures
     assert job_page.count('class="xy"') == 2 and 'class="dot marker"' in job_page  # DET with its point, ROC
     assert "Detection error trade-off" in admin_client.get("/models/marlo/v1/").content.decode()
 
@@ -173,7 +182,9 @@ def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(
     assert [entry["kind"] for entry in job.snapshot if "kind" in entry] == ["background", "background"]
     assert tasks.run_training_job(job.pk) == "succeeded", job.error
     job.refresh_from_db()
-    assert job.metrics["stream"]["source"] == "background recordings" and job.metrics["stream"]["recordings"] == 1
+    assert job.metrics["stream"]["source"] == "the second half of 1 held-out background recording"
+    assert job.metrics["calibration"]["source"] == "the first half of 1 held-out background recording"
+    assert job.metrics["stream"]["recordings"] == 1
     assert job.metrics["split"]["train"] + job.metrics["split"]["val"] + job.metrics["split"]["test"] == 30
     classification = create("wakewords", "classification", model_name="words").json()
     assert classification["snapshot_clips"] == 30  # classification never sees background recordings

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.audio import tone
 from training_app.ml.config import ConfigError, TrainConfig
 from training_app.ml.data import check_trainable, split_backgrounds
 from training_app.ml.tasks import detection
@@ -16,6 +17,8 @@ from training_app.ml.train import Runtime, train
 from .conftest import TINY, write_background, write_wake_clips
 
 DETECTION = {**TINY, "task": "detection", "positive_label": "wake", "epochs": 8}
+# The module's training run also trains on background windows, random and hard-mined.
+WITH_BACKGROUND_NEGATIVES = {**DETECTION, "background_negatives": 8, "hard_negatives": 4}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def trained(tmp_path_factory):
     clips = write_wake_clips(tmp_path / "clips")
     backgrounds = [write_background(tmp_path / "bg-a.wav", 30.0), write_background(tmp_path / "bg-b.wav", 45.0)]
     logs: list[str] = []
-    config = TrainConfig.from_dict("quick", DETECTION)
+    config = TrainConfig.from_dict("quick", WITH_BACKGROUND_NEGATIVES)
     result = train(config, [*clips, *backgrounds], tmp_path / "job", lambda update: None, lambda: False,
                    Runtime(tmp_path / "cache", threads=2, on_log=lambda level, message: logs.append(message)))
     return {"result": result, "logs": logs, "out_dir": tmp_path / "job"}
@@ -56,9 +59,15 @@ def test_detection_data_needs_positives_and_other_clips(tmp_path):
 def test_background_recordings_split_into_training_noise_and_held_out_streams(trained):
     metrics, logs = trained["result"].metrics, trained["logs"]
 
-    assert metrics["stream"]["source"] == "background recordings" and metrics["stream"]["recordings"] == 1
-    assert metrics["calibration"]["hours"] == pytest.approx(45.0 / 3600)  # bg-b is held out, bg-a trains
+    # bg-b is held out: its first half calibrates the threshold, its second half is reported on; bg-a trains.
+    assert metrics["stream"]["recordings"] == 1 and metrics["stream"]["from_backgrounds"]
+    assert metrics["calibration"]["source"] == "the first half of 1 held-out background recording"
+    assert metrics["held_out"]["source"] == "the second half of 1 held-out background recording"
+    assert metrics["calibration"]["hours"] == pytest.approx(22.5 / 3600)
+    assert metrics["held_out"]["hours"] == pytest.approx(22.5 / 3600)
     assert any("32 random segments of 1 background recording" in line for line in logs)
+    assert any("1600 windows of 1 training background recording(s) are negatives: 8 random and 4 of the "
+               "highest-scoring" in line for line in logs)
     assert metrics["split"]["train"] + metrics["split"]["val"] + metrics["split"]["test"] == 30  # no backgrounds
     assert [clip.id for clip in split_backgrounds([_record("b"), _record("a")])[1]] == ["b"]
 
@@ -75,7 +84,15 @@ def test_detection_calibrates_a_threshold_within_the_false_accept_budget(trained
 
     assert calibration["met_budget"] and calibration["false_accepts_per_hour"] <= 0.5
     assert 0.0 <= calibration["threshold"] <= 1.0 and 0.0 <= calibration["false_reject_rate"] <= 1.0
-    assert metrics["false_reject_rate"] == calibration["false_reject_rate"]
+    # Calibrated on validation audio, reported on the untouched test audio at that threshold.
+    held_out = metrics["held_out"]
+    assert calibration["split"] == "val" and held_out["split"] == "test" and not held_out["same_as_calibration"]
+    assert calibration["positives"] == metrics["split"]["per_label"]["wake"]["val"]
+    assert held_out["positives"] == metrics["split"]["per_label"]["wake"]["test"]
+    assert metrics["false_reject_rate"] == held_out["false_reject_rate"]
+    assert metrics["false_accepts_per_hour"] == held_out["false_accepts_per_hour"]
+    assert held_out["false_accepts_per_hour"] == held_out["false_accepts"] / held_out["hours"]
+    assert detection.headline(metrics)["value"] == held_out["false_reject_rate"]
     evaluation = metrics[metrics["evaluated_on"]]
     assert evaluation["positives"] + evaluation["negatives"] == evaluation["n"]
     assert 0.0 <= evaluation["false_reject_rate"] <= 1.0 and 0.0 <= evaluation["false_accept_rate"] <= 1.0
@@ -114,3 +131,32 @@ def test_prediction_shape_finds_events_at_their_times_and_uses_the_override():
     assert [event["start"] for event in lowered["events"]] == [1.0, 4.0]
     assert lowered["threshold_source"] == "request"
     assert detection.shape_prediction(np.zeros(60), starts, context)["detected"] is False
+
+
+def test_hard_negative_mining_revisits_the_windows_the_model_scores_highest():
+    from training_app.ml.features import LogMelFrontend
+    from training_app.ml.train import _NegativePool
+
+    class HighPitch(torch.nn.Module):
+        """A detector that scores a window by the level of its top mel bands: the highest tones are its hardest."""
+
+        def forward(self, log_mel):
+            return log_mel[:, :, -12:, :].mean(dim=(1, 2, 3)).unsqueeze(1)
+
+    config = TrainConfig.from_dict("quick", DETECTION)
+    frontend = LogMelFrontend(config.features())
+    pitches = [300.0, 2500.0, 400.0, 3500.0, 500.0, 600.0, 1800.0, 700.0]
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        powers = list(frontend.mel_power(torch.stack([torch.from_numpy(tone(pitch, 0.5, seed=index))
+                                                      for index, pitch in enumerate(pitches)])))
+    pool = _NegativePool(powers, random_count=2, hard_count=3, device=torch.device("cpu"))
+
+    first = pool.for_epoch(generator)
+    pool.mine(HighPitch(), frontend, lambda: None, generator)  # a pool this small is scored whole
+    second = pool.for_epoch(generator)
+
+    assert len(first) == len(second) == 5  # the same number of windows every epoch
+    assert pool.hardest == [3, 1, 6]  # the three highest tones, highest first
+    assert all(second[i] is powers[index] for i, index in enumerate([3, 1, 6]))
+    assert not any(window is powers[index] for window in second[3:] for index in (3, 1, 6))

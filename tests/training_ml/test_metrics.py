@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 
 from training_app.ml.metrics import (
+    METRICS,
     classification_metrics,
     positive_label_index,
     rates_at_threshold,
     roc_auc,
     threshold_for_far,
+    trend,
 )
+from training_app.ml.tasks import TASKS
 
 
 def one_hot(predicted: list[int], n_labels: int) -> np.ndarray:
@@ -92,3 +95,33 @@ def test_positive_label_is_the_one_that_is_not_noise():
     assert positive_label_index(["_background_noise_", "hey_computer"]) == 1
     assert positive_label_index(["marvin", "noise"]) == 0
     assert positive_label_index(["no", "yes"]) == 1
+
+
+@pytest.mark.parametrize(("metric", "value", "reference", "expected"), [
+    ("accuracy", 0.95, 0.90, "better"),
+    ("spearman", 0.80, 0.90, "worse"),
+    ("false_reject_rate", 0.02, 0.05, "better"),
+    ("false_accepts_per_hour", 0.8, 0.3, "worse"),
+    ("cer", 0.03, 0.05, "better"),
+    ("wer", 0.12, 0.10, "worse"),
+    ("rmse", 0.10, 0.12, "better"),
+    ("mae", 0.09, 0.08, "worse"),
+    ("val_loss", 0.40, 0.50, "better"),
+    ("val_mel_loss", 0.70, 0.60, "worse"),
+    ("false_reject_rate", 0.0502, 0.05, ""),  # within NO_CHANGE: no colour
+    ("cer", None, 0.05, ""),
+])
+def test_a_change_is_better_or_worse_in_the_direction_of_its_metric(metric, value, reference, expected):
+    assert trend(metric, value, reference) == expected
+
+
+def test_every_task_headline_names_a_described_metric_and_its_direction():
+    for name, task in TASKS.items():
+        headline = task.headline({})
+        assert headline["metric"] in METRICS, name
+        assert headline["higher_is_better"] is METRICS[headline["metric"]].higher_is_better
+    assert {name: TASKS[name].headline({})["higher_is_better"] for name in TASKS} == {
+        "classification": True, "regression": True, "detection": False, "transcription": False, "synthesis": False,
+    }
+    with pytest.raises(KeyError, match="describe it in training_app.ml.metrics.METRICS"):
+        trend("loudness", 1.0, 0.0)

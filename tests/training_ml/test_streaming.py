@@ -21,6 +21,7 @@ from training_app.ml.streaming import (
     read_blocks,
     roc_curve,
     score_stream,
+    split_in_time,
     stream_from_clips,
 )
 
@@ -93,6 +94,21 @@ def test_pure_negative_audio_has_no_false_accepts():
 
     assert detect_events(stream, threshold=0.5) == []
     assert false_accepts_per_hour([stream], threshold=0.5) == 0.0
+
+
+def test_a_stream_cut_in_time_keeps_each_half_its_own_events_and_shares_no_audio():
+    wave = quiet_stream(60, bursts=[10.0, 29.7, 45.0])  # the middle burst straddles the cut at 30 s
+    stream = score_stream([wave], loudness_scorer, RATE, WINDOW)
+
+    first, second = split_in_time(stream)
+
+    assert first.duration_seconds == second.duration_seconds == pytest.approx(30.0)
+    assert [round(event.start) for event in detect_events(first, 0.8)] == [9]
+    assert [round(event.start) for event in detect_events(second, 0.8)] == [14]  # 45 s, counted from the cut
+    # The first half's windows all end by 30 s, the second's start at 30 s or later.
+    assert (len(first.scores) - 1) * first.hop_seconds + first.window_seconds <= 30.0 + 1e-9
+    np.testing.assert_allclose(second.scores, stream.scores[300:])
+    assert false_accepts_per_hour([first, second], 0.8) == pytest.approx(2 / (60 / 3600))
 
 
 def test_a_refractory_period_counts_one_utterance_once_but_two_far_apart_twice():

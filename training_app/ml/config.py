@@ -94,6 +94,14 @@ FIELDS: dict[str, FieldSpec] = {
     "negative_weight": FieldSpec(
         float, "detection: how much more a false accept costs than a false reject in the loss", 0.1, 100.0
     ),
+    "background_negatives": FieldSpec(
+        int, "detection: random windows of the training background recordings added to every epoch as negatives "
+             "(0: background audio only feeds noise augmentation)", 0, 10000
+    ),
+    "hard_negatives": FieldSpec(
+        int, "detection: after every epoch, this many background windows that the model scores highest are trained "
+             "on again in the next epoch (hard-negative mining; 0: none)", 0, 10000
+    ),
     "text_case": FieldSpec(str, "transcription: lower-case the transcripts (lower) or keep their case (keep)",
                            choices=("lower", "keep")),
     "punctuation": FieldSpec(str, "transcription: strip punctuation except apostrophes inside words (strip) "
@@ -140,6 +148,8 @@ class TrainConfig:
     positive_label: tuple[str, ...] = ()
     target_fa_per_hour: float = 0.5
     negative_weight: float = 4.0
+    background_negatives: int = 0
+    hard_negatives: int = 0
     text_case: str = "lower"
     punctuation: str = "strip"
     numbers: str = "as_written"

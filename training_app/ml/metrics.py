@@ -1,13 +1,63 @@
-"""Classification metrics with numpy only: accuracy, F1, confusion matrix, ROC AUC, operating threshold."""
+"""The metrics every task reports, described once (``METRICS``: name, direction, share or not), and how they are
+computed with numpy only: accuracy, F1, confusion matrix, ROC AUC, operating threshold, regression errors."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .data import is_noise_label
+
+# A change smaller than this is shown as no change (±0): 0.05 percentage points, or 0.0005 of a score.
+NO_CHANGE = 0.0005
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a metric is to a reader: its title, which way is better, and whether it is a 0-1 share (shown in
+    percent, compared in percentage points) or a plain number (shown and compared with three decimals)."""
+
+    title: str
+    higher_is_better: bool
+    share: bool
+
+
+# Every metric a task names as its headline or a page compares between versions. The one place that says whether
+# a higher value is better: error rates, false accepts per hour, errors and losses are better lower.
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", True, True),
+    "macro_f1": Metric("macro F1", True, False),
+    "roc_auc": Metric("ROC AUC", True, False),
+    "spearman": Metric("Spearman", True, False),
+    "pearson": Metric("Pearson", True, False),
+    "rmse": Metric("RMSE", False, False),
+    "mae": Metric("MAE", False, False),
+    "false_reject_rate": Metric("false rejects", False, True),
+    "false_accept_rate": Metric("false accepts", False, True),
+    "false_accepts_per_hour": Metric("false accepts per hour", False, False),
+    "cer": Metric("CER", False, True),
+    "wer": Metric("WER", False, True),
+    "val_loss": Metric("validation loss", False, False),
+    "train_loss": Metric("training loss", False, False),
+    "val_mel_loss": Metric("validation mel loss", False, False),
+}
+
+
+def metric(name: str) -> Metric:
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}: describe it in training_app.ml.metrics.METRICS") from None
+
+
+def trend(name: str, value: float | None, reference: float | None) -> str:
+    """"better", "worse" or "" (no change, or a side missing) for ``value`` against ``reference``."""
+    if value is None or reference is None or abs(value - reference) < NO_CHANGE:
+        return ""
+    return "better" if (value > reference) == metric(name).higher_is_better else "worse"
 
 
 def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:

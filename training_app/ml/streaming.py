@@ -217,6 +217,22 @@ def _score_batch(scorer: Scorer, windows: np.ndarray) -> np.ndarray:
     return scores
 
 
+def split_in_time(stream: StreamScores) -> tuple[StreamScores, StreamScores]:
+    """The first and second half of a scored stream, sharing no audio: the first keeps the windows that end by
+    the middle, the second those that start at it or later (the few windows across the middle belong to neither).
+
+    A held-out background recording calibrates the threshold on its first half and is reported on its second.
+    """
+    middle_frame = int(round(stream.duration_seconds / 2 / stream.hop_seconds))
+    middle = middle_frame * stream.hop_seconds
+    window_frames = stream.window_seconds / stream.hop_seconds
+    first_count = max(0, int(math.floor(middle_frame - window_frames + 1e-9)) + 1)
+    first = StreamScores(stream.scores[:first_count], stream.hop_seconds, stream.window_seconds, middle)
+    second = StreamScores(stream.scores[middle_frame:], stream.hop_seconds, stream.window_seconds,
+                          max(0.0, stream.duration_seconds - middle))
+    return first, second
+
+
 # Events
 
 

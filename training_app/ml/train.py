@@ -73,6 +73,12 @@ _PROGRESS_INTERVAL_SECONDS = 1.0
 _EXPORT_SECONDS_ESTIMATE = 8.0
 # Random clip-length segments of the training background recordings that noise augmentation mixes in.
 _BACKGROUND_SEGMENTS = 32
+# Background windows kept as the detection task's pool of negatives (about 40 minutes of 1.5 s windows), and how many
+# are decoded or scored at once.
+_NEGATIVE_POOL_SIZE = 1600
+_POOL_CHUNK = 256
+# Mining scores the current hard negatives and this many times as many other windows of the pool.
+_MINING_FACTOR = 4
 
 
 class TrainingCancelled(Exception):
@@ -315,7 +321,8 @@ def _fit(
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
     network = KeywordCNN(run.task.n_outputs(run.labels), cfg.channels, cfg.dropout).to(run.device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(split.train) // cfg.batch_size)
+    negatives = _NegativePool.build(run, torch.Generator().manual_seed(cfg.seed + 2))
+    steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
     clock = TrainingClock(cfg.epochs)
 
@@ -323,10 +330,15 @@ def _fit(
     best = _Best()
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.monotonic()
+        extra = negatives.for_epoch(generator) if negatives else []
         train_loss = _train_one_epoch(
-            run, network, frontend, powers, split, augmenter, loss_fn, optimizer, scheduler, generator,
+            run, network, frontend, [powers[i] for i in split.train] + extra,
+            torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
+            augmenter, loss_fn, optimizer, scheduler, generator,
             lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)),
         )
+        if negatives:
+            negatives.mine(network, frontend, run.check_stop, generator)
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
@@ -346,18 +358,19 @@ def _fit(
 
 
 def _train_one_epoch(
-    run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split,
+    run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
     augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
     on_step: Callable[[int], None],
 ) -> float:
+    """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
     network.train()
-    order = torch.randperm(len(split.train), generator=generator).tolist()
+    order = torch.randperm(len(powers), generator=generator).tolist()
     loss_sum = 0.0
     for step, start in enumerate(range(0, len(order), run.cfg.batch_size), start=1):
         run.check_stop()
-        indices = [split.train[i] for i in order[start : start + run.cfg.batch_size]]
+        indices = order[start : start + run.cfg.batch_size]
         inputs = _augmented_batch(run, frontend, augmenter, [powers[i] for i in indices])
-        loss = loss_fn(network(inputs), run.targets[indices].to(run.device))
+        loss = loss_fn(network(inputs), targets[indices].to(run.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -413,6 +426,68 @@ class _Best:
             network.load_state_dict(self.state)
         log("info", f"best epoch {self.epoch} of {len(history)}: validation loss {self.loss:.4f}")
         return self.epoch
+
+
+class _NegativePool:
+    """Windows of the training background recordings, trained on as negatives (detection; openWakeWord trains on
+    hours of such audio): every epoch ``background_negatives`` random windows of the pool, plus the
+    ``hard_negatives`` windows the model scored highest after the previous epoch (random ones in the first)."""
+
+    def __init__(self, powers: list[torch.Tensor], random_count: int, hard_count: int, device: torch.device) -> None:
+        self.powers, self.random_count, self.hard_count, self.device = powers, random_count, hard_count, device
+        self.hardest: list[int] = []
+
+    @classmethod
+    def build(cls, run: TaskRun, generator: torch.Generator) -> _NegativePool | None:
+        cfg = run.cfg
+        per_epoch = cfg.background_negatives + cfg.hard_negatives
+        training_backgrounds, _ = split_backgrounds(run.backgrounds)
+        if not getattr(run.task, "TRAINS_ON_BACKGROUND", False) or not per_epoch or not training_backgrounds:
+            return None
+        size = max(_NEGATIVE_POOL_SIZE, 2 * per_epoch)
+        frontend = LogMelFrontend(run.features)
+        powers: list[torch.Tensor] = []
+        with torch.no_grad():
+            for start in range(0, size, _POOL_CHUNK):
+                run.check_stop()
+                count = min(_POOL_CHUNK, size - start)
+                powers.extend(frontend.mel_power(background_segments(training_backgrounds, run.features, count,
+                                                                     generator)))
+        run.log("info", f"{size} windows of {len(training_backgrounds)} training background recording(s) are "
+                        f"negatives: {cfg.background_negatives} random and {cfg.hard_negatives} of the highest-scoring "
+                        "(hard-negative mining) join every epoch")
+        return cls(powers, cfg.background_negatives, cfg.hard_negatives, run.device)
+
+    @property
+    def per_epoch(self) -> int:
+        return self.random_count + self.hard_count
+
+    def for_epoch(self, generator: torch.Generator) -> list[torch.Tensor]:
+        hardest = self.hardest[: self.hard_count]
+        taken = set(hardest)
+        others = [i for i in torch.randperm(len(self.powers), generator=generator).tolist() if i not in taken]
+        return [self.powers[i] for i in hardest + others[: self.per_epoch - len(hardest)]]
+
+    def mine(self, network: KeywordCNN, frontend: LogMelFrontend, check_stop: Callable[[], None],
+             generator: torch.Generator) -> None:
+        """Score the current hardest windows and a random sample of the rest (``_MINING_FACTOR`` times as many as
+        are kept, so mining costs a fraction of an epoch); the highest-scoring are revisited next epoch."""
+        if not self.hard_count:
+            return
+        taken = set(self.hardest)
+        sample = max(_MINING_FACTOR * self.hard_count, _POOL_CHUNK)
+        rest = [i for i in torch.randperm(len(self.powers), generator=generator).tolist() if i not in taken]
+        candidates = self.hardest + rest[:sample]
+        network.eval()
+        scores = []
+        with torch.no_grad():
+            for start in range(0, len(candidates), _POOL_CHUNK):
+                check_stop()
+                chunk = [self.powers[i] for i in candidates[start : start + _POOL_CHUNK]]
+                batch = stack_frames(chunk, chunk[0].shape[-1], "center")
+                scores.append(network(frontend.normalize(batch.to(self.device)))[:, 0].cpu())
+        order = torch.cat(scores).argsort(descending=True)[: self.hard_count].tolist()
+        self.hardest = [candidates[i] for i in order]
 
 
 class TrainingClock:

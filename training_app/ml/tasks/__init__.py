@@ -15,7 +15,9 @@ name, config and metrics as data and ask its module when they need more. Every t
   ``export_config(metrics, cfg)``: what predictions need besides the model (a threshold, say).
 - ``headline(metrics)``: the main figure beside its baseline, for lists and the API.
 - ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override; ``USES_BACKGROUND`` (optional): the
-  snapshot carries the dataset's background recordings (``kind: "background"``).
+  snapshot carries the dataset's background recordings (``kind: "background"``); ``TRAINS_ON_BACKGROUND``
+  (optional): the default loop adds windows of the training background recordings to every epoch as negatives
+  (target 0), random and hard-mined ones, as ``background_negatives`` and ``hard_negatives`` say.
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
   file is windowed and answered; ``prediction_answer(result)``: (answer, score) of one answer, what the
   registry's prediction log counts per version and compares between a shadow and its primary (the label,

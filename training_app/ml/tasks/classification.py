@@ -10,7 +10,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data import ClipRecord, check_label_counts
 from ..metrics import classification_metrics, positive_label_index, rates_at_threshold, roc_auc, threshold_for_far
-from .common import Fitted
+from .common import Fitted, headline_of
 
 TRAINS_ON = "label"
 DEFAULTS: dict[str, Any] = {}
@@ -140,8 +140,7 @@ def _baseline(fitted: Fitted) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "accuracy", "value": metrics.get("accuracy"),
-            "baseline": (metrics.get("baseline") or {}).get("accuracy"), "higher_is_better": True}
+    return headline_of("accuracy", "accuracy", metrics.get("accuracy"), (metrics.get("baseline") or {}).get("accuracy"))
 
 
 # Predictions -------------------------------------------------------------------------------------------------

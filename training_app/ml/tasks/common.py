@@ -62,6 +62,14 @@ class Fitted:
         return self.targets[self.split.indices(split_name)].numpy()
 
 
+def headline_of(metric: str, name: str, value: float | None, baseline: float | None) -> dict[str, Any]:
+    """A task's headline figure: ``metric`` names it in ``metrics.METRICS``, which says which way is better."""
+    from ..metrics import METRICS
+
+    return {"name": name, "metric": metric, "value": value, "baseline": baseline,
+            "higher_is_better": METRICS[metric].higher_is_better}
+
+
 def sigmoid(values: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(values, dtype=np.float64)))
 

@@ -6,37 +6,44 @@ allows: one sigmoid score per window, a binary cross-entropy in which all negati
 augmentation from the dataset's noise clips, and every non-positive label (confusable phrases, other words,
 noise) as a negative. The best epoch is the one with the lowest weighted validation loss.
 
-Background recordings (long ordinary audio) are never trained on as clips: every other one (by id) is held out as the
-negative stream of the evaluation, the others feed noise augmentation (``data.split_backgrounds``).
+Background recordings (long ordinary audio) are never trained on as clips: every other one (by id) is held out for
+the evaluation, the others feed noise augmentation (``data.split_backgrounds``).
 
-Evaluation (``training_app.ml.streaming``): per held-out clip, the false-reject and false-accept rates and the
-ROC curve; streaming, the exported model slides over held-out negative audio every 100 ms (the dataset's
-background recordings, else the negative evaluation clips joined into one stream, which the metrics say) and
-counts false accepts per hour with a 2 s refractory period. The threshold is calibrated on that same held-out
-audio: the lowest false-reject rate whose false accepts per hour stay within ``target_fa_per_hour``. It is stored
-with the version and used by every prediction unless a request overrides it.
+Evaluation (``training_app.ml.streaming``) keeps calibration and report apart. The threshold is calibrated on
+validation audio: the validation split's positive clips and the first half of each held-out background recording
+(else the validation negatives joined into a stream); it is the lowest false-reject rate whose false accepts per
+hour stay within ``target_fa_per_hour``. The figures reported are measured at that threshold on audio the
+calibration never saw: the test split's clips (false-reject and false-accept rates, ROC) and the second half of each
+held-out recording (else the test negatives joined), over which the exported model slides every 100 ms, counting
+false accepts per hour with a 2 s refractory period. The threshold is stored with the version and used by every
+prediction unless a request overrides it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
 from ..data import MIN_CLIPS_PER_LABEL, ClipRecord, holdout_problems
-from .common import Fitted, sigmoid, thin
+from .common import Fitted, headline_of, sigmoid, thin
 
 TRAINS_ON = "label"
-DEFAULTS: dict[str, Any] = {}
+# Measured on the wake-word demo corpus (docs/benchmarks.md, Detection): without background windows as negatives
+# ordinary speech scored as high as the wake phrase.
+DEFAULTS: dict[str, Any] = {"background_negatives": 128, "hard_negatives": 64}
 OUTPUT_NAME = "score"
 EPOCH_METRIC = ("val_auc", "Validation ROC AUC", True)
 USES_THRESHOLD = True
 # The snapshot also carries the dataset's background recordings (long ordinary audio), streamed, never trained on.
 USES_BACKGROUND = True
+# Windows of the training background recordings are trained on as negatives (``background_negatives``,
+# ``hard_negatives``; the default loop's ``_NegativePool``).
+TRAINS_ON_BACKGROUND = True
 HOP_SECONDS = 0.1
 REFRACTORY_SECONDS = 2.0
 # Scores over time returned with a prediction: at most this many points (a 10-minute file has 6000 hops).
@@ -141,56 +148,92 @@ def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    calibration = metrics.get("calibration") or {}
-    return {"name": "false rejects at the calibrated threshold", "value": calibration.get("false_reject_rate"),
-            "baseline": None, "higher_is_better": False}
+    held_out = metrics.get("held_out") or metrics.get("calibration") or {}  # older versions: calibration only
+    return headline_of("false_reject_rate", "false rejects at the calibrated threshold",
+                       held_out.get("false_reject_rate"), None)
 
 
 # Evaluation ----------------------------------------------------------------------------------------------------
 
 def evaluate(fitted: Fitted) -> dict[str, Any]:
+    """Calibrate the threshold on validation audio, then report on the untouched test audio at that threshold.
+
+    Calibration: the validation split's positive clips and the first half of each held-out background recording
+    (else the validation split's negative clips joined into a stream). Report: the test split's clips and the
+    second half of each held-out recording (else the test split's negative clips). Without a test split both are
+    the validation audio, and the metrics say so (``held_out.same_as_calibration``).
+    """
     from .. import streaming
 
     cfg, evaluated_on = fitted.cfg, fitted.evaluated_on
     scorer = fitted.export_model()
-    window = fitted.features.clip_samples
     hop = int(round(HOP_SECONDS * fitted.features.sample_rate))
-    eval_clips = [fitted.clips[i] for i in fitted.split.indices(evaluated_on)]
-    scores = np.array([_clip_score(clip, scorer, fitted, hop) for clip in eval_clips])
-    positives = np.array([is_positive(clip, cfg) for clip in eval_clips])
-    streams, source = _negative_streams(fitted, eval_clips, positives, scorer)
-    calibration = streaming.calibrate_threshold(scores[positives], streams, cfg.target_fa_per_hour, REFRACTORY_SECONDS)
+
+    def scored(split_name: str) -> tuple[list[ClipRecord], np.ndarray, np.ndarray]:
+        clips = [fitted.clips[i] for i in fitted.split.indices(split_name)]
+        scores = np.array([_clip_score(clip, scorer, fitted, hop) for clip in clips])
+        return clips, scores, np.array([is_positive(clip, cfg) for clip in clips], dtype=bool)
+
+    eval_clips, scores, positives = scored(evaluated_on)
+    val_clips, val_scores, val_positives = scored("val") if evaluated_on != "val" else (eval_clips, scores, positives)
+    calibrated_on = "val"
+    if not val_positives.any():  # too few positives to reach validation: calibrate on the evaluation clips
+        val_clips, val_scores, val_positives, calibrated_on = eval_clips, scores, positives, evaluated_on
+    streams = _negative_streams(fitted, scorer, {"val": val_clips, evaluated_on: eval_clips},
+                                {"val": val_positives, evaluated_on: positives})
+    calibration = streaming.calibrate_threshold(val_scores[val_positives], streams["val"].scores,
+                                                cfg.target_fa_per_hour, REFRACTORY_SECONDS)
+    test_streams = streams[evaluated_on]
+    threshold = calibration.threshold
+    false_accepts = streaming.count_false_accepts(test_streams.scores, threshold, REFRACTORY_SECONDS)
+    held_out = {
+        "split": evaluated_on,
+        "positives": int(positives.sum()),
+        "false_reject_rate": float((scores[positives] < threshold).mean()),
+        "false_accepts": false_accepts,
+        "hours": test_streams.hours,
+        "false_accepts_per_hour": false_accepts / test_streams.hours,
+        "source": test_streams.source,
+        "same_as_calibration": calibrated_on == evaluated_on,
+    }
+    held_out["within_budget"] = held_out["false_accepts_per_hour"] <= cfg.target_fa_per_hour + 1e-9
+    held_out["det_point"] = [held_out["false_accepts_per_hour"], held_out["false_reject_rate"]]
     roc = streaming.roc_curve(scores, positives)
-    det = streaming.det_curve(scores[positives], streams, refractory_seconds=REFRACTORY_SECONDS)
-    val_scores = sigmoid(fitted.outputs("val")[:, 0])
+    det = streaming.det_curve(scores[positives], test_streams.scores, refractory_seconds=REFRACTORY_SECONDS)
     results: dict[str, Any] = {
         "task": cfg.task,
         "labels": fitted.labels,
         "positive_labels": list(cfg.positive_label),
         "evaluated_on": evaluated_on,
         "seed": cfg.seed,
-        "val": {"n": len(val_scores), "roc_auc": _auc(val_scores, fitted.truth("val") > 0.5)},
+        "val": {"n": len(val_scores), "roc_auc": _auc(val_scores, val_positives)},
         evaluated_on: {
             "n": len(scores), "positives": int(positives.sum()), "negatives": int((~positives).sum()),
-            "roc_auc": roc["auc"], **streaming.clip_error_rates(scores, positives, calibration.threshold),
+            "roc_auc": roc["auc"], **streaming.clip_error_rates(scores, positives, threshold),
         },
         "calibration": {**asdict(calibration), "refractory_seconds": REFRACTORY_SECONDS,
-                        "det_point": [calibration.false_accepts_per_hour, calibration.false_reject_rate]},
-        "stream": {"source": source, "hours": calibration.hours, "recordings": len(streams),
-                   "hop_seconds": HOP_SECONDS},
+                        "split": calibrated_on,
+                        "positives": int(val_positives.sum()), "source": streams["val"].source},
+        "held_out": held_out,
+        "stream": {"source": test_streams.source, "hours": test_streams.hours, "recordings": test_streams.recordings,
+                   "from_backgrounds": bool(fitted.backgrounds), "hop_seconds": HOP_SECONDS},
         "roc": {"auc": roc["auc"], "points": thin(list(zip(roc["false_accept_rate"], roc["true_accept_rate"],
                                                                strict=True)), 400)},
         "det": [[point.false_accepts_per_hour, point.false_reject_rate, point.threshold] for point in det],
         "baseline": _baseline(fitted, positives),
     }
     results["roc_auc"] = roc["auc"]
-    results["false_reject_rate"] = calibration.false_reject_rate
-    results["false_accepts_per_hour"] = calibration.false_accepts_per_hour
-    fitted.log("info", f"threshold {calibration.threshold:.3f} for at most {cfg.target_fa_per_hour:g} false accepts "
-                       f"per hour on {calibration.hours * 60:.1f} min of {source}: false rejects "
-                       f"{calibration.false_reject_rate:.1%}, {calibration.false_accepts_per_hour:.2f} FA/h")
+    results["false_reject_rate"] = held_out["false_reject_rate"]
+    results["false_accepts_per_hour"] = held_out["false_accepts_per_hour"]
+    fitted.log("info", f"threshold {threshold:.3f} calibrated for at most {cfg.target_fa_per_hour:g} false accepts "
+                       f"per hour on {calibration.hours * 60:.1f} min of {streams['val'].source} "
+                       f"(false rejects {calibration.false_reject_rate:.1%} of {int(val_positives.sum())} "
+                       f"validation positives)")
+    fitted.log("info", f"at that threshold on {evaluated_on} audio: false rejects {held_out['false_reject_rate']:.1%} "
+                       f"of {held_out['positives']} positives, {held_out['false_accepts_per_hour']:.2f} false accepts "
+                       f"per hour on {test_streams.hours * 60:.1f} min of {test_streams.source}")
     if not calibration.met_budget:
-        fitted.log("warning", "no threshold meets the false-accept budget on the held-out audio")
+        fitted.log("warning", "no threshold meets the false-accept budget on the calibration audio")
     return results
 
 
@@ -203,20 +246,51 @@ def _clip_score(clip: ClipRecord, scorer, fitted: Fitted, hop: int) -> float:
     return streaming.clip_score(wave, scorer, fitted.features.clip_samples, hop)
 
 
-def _negative_streams(fitted: Fitted, eval_clips, positives, scorer):
-    """Held-out background recordings, else the negative evaluation clips joined end to end."""
+@dataclass(frozen=True)
+class NegativeAudio:
+    """Scored negative streams of one role (calibration or report), and where they come from in words."""
+
+    scores: list
+    source: str
+    recordings: int
+
+    @property
+    def hours(self) -> float:
+        return sum(stream.hours for stream in self.scores)
+
+
+def _negative_streams(fitted: Fitted, scorer, clips: dict[str, list], positives: dict[str, np.ndarray]):
+    """Per split name ("val" and the evaluated one): the negative audio its figures are measured on.
+
+    Held-out background recordings are scored once and cut in time: the first half of each calibrates (val),
+    the second half is reported on. Without background recordings, each split's negative clips joined end to end.
+    """
     from .. import streaming
 
     rate, window = fitted.features.sample_rate, fitted.features.clip_samples
     backgrounds = list(fitted.backgrounds)
     if backgrounds:
-        blocks = [streaming.read_blocks(clip.path, rate) for clip in backgrounds]
-        source = "background recordings"
-    else:
-        negatives = [clip.path for clip, positive in zip(eval_clips, positives, strict=True) if not positive]
-        blocks = [streaming.stream_from_clips(negatives, rate)]
-        source = f"the {fitted.evaluated_on} split's negative clips joined end to end (no background recordings)"
-    return [streaming.score_stream(stream, scorer, rate, window, HOP_SECONDS) for stream in blocks], source
+        halves = [streaming.split_in_time(streaming.score_stream(streaming.read_blocks(clip.path, rate), scorer, rate,
+                                                                 window, HOP_SECONDS))
+                  for clip in backgrounds]
+        count = f"{len(backgrounds)} held-out background recording{'s' if len(backgrounds) != 1 else ''}"
+        audio = {"val": NegativeAudio([first for first, _ in halves], f"the first half of {count}", len(halves)),
+                 fitted.evaluated_on: NegativeAudio([second for _, second in halves], f"the second half of {count}",
+                                                    len(halves))}
+        if fitted.evaluated_on == "val":  # no test split: calibrate and report on the whole recordings
+            whole = [streaming.score_stream(streaming.read_blocks(clip.path, rate), scorer, rate, window, HOP_SECONDS)
+                     for clip in backgrounds]
+            audio = {"val": NegativeAudio(whole, count, len(whole))}
+        return audio
+    audio = {}
+    for name, split_clips in clips.items():
+        negatives = [clip.path for clip, positive in zip(split_clips, positives[name], strict=True) if not positive]
+        stream = streaming.score_stream(streaming.stream_from_clips(negatives, rate), scorer, rate, window,
+                                        HOP_SECONDS)
+        title = "validation" if name == "val" else name
+        audio[name] = NegativeAudio([stream], f"the {title} split's negative clips joined end to end "
+                                              "(no background recordings)", 0)
+    return audio
 
 
 def _auc(scores: np.ndarray, positives: np.ndarray) -> float | None:

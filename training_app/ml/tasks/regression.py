@@ -16,7 +16,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..data import ClipRecord
 from ..metrics import regression_metrics
-from .common import Fitted, sigmoid, thin
+from .common import Fitted, headline_of, sigmoid, thin
 
 TRAINS_ON = "score"
 # Mixing in noise changes what a listener hears, and with it the rating (a quality score falls with noise),
@@ -160,8 +160,7 @@ def residual_histogram(residuals: np.ndarray) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "Spearman", "value": metrics.get("spearman"),
-            "baseline": (metrics.get("baseline") or {}).get("spearman"), "higher_is_better": True}
+    return headline_of("spearman", "Spearman", metrics.get("spearman"), (metrics.get("baseline") or {}).get("spearman"))
 
 
 # Predictions -------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..data import ClipRecord
+from .common import headline_of
 
 TRAINS_ON = "transcript"
 FINE_TUNES = True
@@ -66,8 +67,7 @@ def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "mel loss", "value": metrics.get("val_mel_loss"), "baseline": None,
-            "higher_is_better": False}
+    return headline_of("val_mel_loss", "mel loss", metrics.get("val_mel_loss"), None)
 
 
 def voice_config(cfg: TrainConfig):

@@ -20,6 +20,7 @@ from ..data import ClipRecord, holdout_problems
 from ..text import (
     TextNormalization, beam_search, ctc_frames, decode, emissions_text, emissions_words, text_steps, words_with_times,
 )
+from .common import headline_of
 
 TRAINS_ON = "transcript"
 # Noise mixing and time shifts are for fixed windows; speech is augmented by SpecAugment and the speed and
@@ -100,8 +101,7 @@ def fit(run):
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {"name": "CER", "value": metrics.get("cer"),
-            "baseline": (metrics.get("reference") or {}).get("cer"), "higher_is_better": False}
+    return headline_of("cer", "CER", metrics.get("cer"), (metrics.get("reference") or {}).get("cer"))
 
 
 # Predictions -------------------------------------------------------------------------------------------------
