@@ -61,7 +61,8 @@ def class_weights(train_targets, n_labels: int):
 def loss_function(train_targets, names: list[str], cfg: TrainConfig, device):
     from torch import nn
 
-    return nn.CrossEntropyLoss(weight=class_weights(train_targets, len(names)).to(device))
+    return nn.CrossEntropyLoss(weight=class_weights(train_targets, len(names)).to(device),
+                               label_smoothing=cfg.label_smoothing)
 
 
 def epoch_metrics(outputs, truth) -> dict[str, float]:
