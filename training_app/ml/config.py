@@ -88,6 +88,8 @@ FIELDS: dict[str, FieldSpec] = {
     "label_smoothing": FieldSpec(float, "classification: share of each target spread over the other labels", 0.0, 0.5),
     "mixup": FieldSpec(float, "classification: mixup strength, the Beta(a, a) of the mixing weight (0: off)", 0.0,
                        2.0),
+    "reversed_unknowns": FieldSpec(float, "classification with an unknown label: share of keyword clips in each batch "
+                                          "played backwards and taught as unknown (0: off)", 0.0, 0.5),
     "refit": FieldSpec(bool, "classification: once validation has chosen the epoch count, train again on the "
                              "training and validation speakers together and register that model"),
     "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
@@ -145,6 +147,7 @@ class TrainConfig:
     convs_per_block: int = 1
     label_smoothing: float = 0.0
     mixup: float = 0.0
+    reversed_unknowns: float = 0.0
     refit: bool = False
     target_far: float = 0.01
     holdout_speakers: tuple[str, ...] = ()

@@ -42,6 +42,7 @@ from .data import (
     NotTrainable,
     check_trainable,
     is_noise_label,
+    is_unknown_label,
     split_backgrounds,
     trainable_clips,
 )
@@ -430,6 +431,27 @@ def _with_refit(run: TaskRun, metrics: dict[str, Any], selection: dict[str, Any]
     return metrics
 
 
+def _reversed_unknowns(
+    run: TaskRun, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Play a share of the batch's keyword clips backwards and label them unknown: speech-like sounds with the
+    keywords' own voices and vowels that are not keywords, so the unknown class learns more than the few other
+    words the data holds (classification with an unknown label only)."""
+    if run.cfg.task != "classification":
+        return inputs, targets
+    unknown = [index for index, label in enumerate(run.labels) if is_unknown_label(label)]
+    if not unknown:
+        return inputs, targets
+    keyword = torch.tensor([not (is_unknown_label(label) or is_noise_label(label)) for label in run.labels])
+    chosen = keyword[targets.cpu()] & (torch.rand(len(targets), generator=generator) < run.cfg.reversed_unknowns)
+    if not bool(chosen.any()):
+        return inputs, targets
+    chosen = chosen.to(inputs.device)
+    inputs = torch.where(chosen.view(-1, 1, 1, 1), inputs.flip(-1), inputs)
+    targets = torch.where(chosen, torch.full_like(targets, unknown[0]), targets)
+    return inputs, targets
+
+
 def _mixer(run: TaskRun) -> np.random.Generator | None:
     """Mixing weights for mixup (classification only), or None when it is off."""
     if run.cfg.mixup <= 0 or run.cfg.task != "classification":
@@ -450,6 +472,8 @@ def _train_one_epoch(
         indices = [train[i] for i in order[start : start + run.cfg.batch_size]]
         inputs = _augmented_batch(run, frontend, augmenter, [powers[i] for i in indices])
         targets = run.targets[indices].to(run.device)
+        if run.cfg.reversed_unknowns > 0:
+            inputs, targets = _reversed_unknowns(run, inputs, targets, augmenter.generator)
         if mixer is not None and len(indices) > 1:
             # Mixup: blend each input with another of the batch; the loss blends the two targets' losses alike.
             weight = float(mixer.beta(run.cfg.mixup, run.cfg.mixup))
