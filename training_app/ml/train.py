@@ -270,7 +270,7 @@ def _execute(run: TaskRun) -> TrainResult:
         run.timings["training_seconds"] += run.timings["refit_seconds"]
         mark = time.monotonic()
     run.report("evaluating", 0.0, _EXPORT_SECONDS_ESTIMATE)
-    fitted = _fitted(run, frontend, network, powers, split)
+    fitted = _fitted(run, frontend, network, powers, split, _calibration(selection))
     metrics = {
         **run.task.evaluate(fitted),
         **_run_summary(run, network, split, history, best_epoch, stopped_early, cache_stats),
@@ -413,8 +413,9 @@ def _with_refit(run: TaskRun, metrics: dict[str, Any], selection: dict[str, Any]
     on the validation clips, so only the selected model's validation scores are unseen-data scores."""
     metrics = dict(metrics)
     metrics["val"] = selection["val"]
-    if selection.get("binary") is not None:
-        metrics["binary"] = selection["binary"]
+    for name in ("binary", "open_set"):  # their validation figures too are the selection run's
+        if (metrics.get(name) or {}).get("val") is not None and selection.get(name):
+            metrics[name]["val"] = selection[name]["val"]
     metrics["registered_model"] = (f"refit on {len(split.train) + len(split.val)} training + validation clips for "
                                    f"{best_epoch} epochs (the epoch count validation chose)")
     metrics["refit"] = {
@@ -423,8 +424,8 @@ def _with_refit(run: TaskRun, metrics: dict[str, Any], selection: dict[str, Any]
         "history": history,
         "seconds": run.timings["refit_seconds"],
         "selection_test_accuracy": (selection.get("test") or {}).get("accuracy"),
-        "note": "test metrics are the refit (registered) model's; validation metrics are the selected model's, "
-                "since the refit trained on the validation clips",
+        "note": "test metrics are the refit (registered) model's; validation metrics and the thresholds calibrated "
+                "on validation are the selected model's, since the refit trained on the validation clips",
     }
     run.log("info", f"registered the refit model: test accuracy {metrics['accuracy']:.3f} "
                     f"(the selected model scored {metrics['refit']['selection_test_accuracy']:.3f})")
@@ -590,8 +591,19 @@ def _noise_sources(run: TaskRun, powers: list[torch.Tensor], train: list[int], g
     return gaussian_noise_powers(LogMelFrontend(run.features), run.features, 8, generator)
 
 
+def _calibration(selection: dict[str, Any] | None) -> dict[str, float]:
+    """Thresholds of the selection run, for a refit whose own validation outputs are of clips it trained on."""
+    found = {}
+    if selection and selection.get("open_set"):
+        found["open_set"] = selection["open_set"]["threshold"]
+    if selection and (selection.get("binary") or {}).get("threshold") is not None:
+        found["binary"] = selection["binary"]["threshold"]
+    return found
+
+
 def _fitted(
-    run: TaskRun, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split,
+    calibration: dict[str, float] | None = None,
 ) -> Fitted:
     def log_mels(indices: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -607,7 +619,7 @@ def _fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
-        backgrounds=split_backgrounds(run.backgrounds)[1],
+        backgrounds=split_backgrounds(run.backgrounds)[1], calibration=calibration or {},
     )
 
 

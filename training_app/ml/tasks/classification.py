@@ -99,7 +99,8 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
     results["accuracy"] = results[evaluated_on]["accuracy"]
     results["macro_f1"] = results[evaluated_on]["macro_f1"]
     results["binary"] = _binary(fitted, probabilities, truths) if len(fitted.labels) == 2 else None
-    results["open_set"] = open_set(fitted.labels, probabilities, truths, evaluated_on)
+    results["open_set"] = open_set(fitted.labels, probabilities, truths, evaluated_on,
+                                   fitted.calibration.get("open_set"))
     results["baseline"] = _baseline(fitted)
     fitted.log("info", f"{evaluated_on} accuracy {results['accuracy']:.3f} "
                        f"(baseline {results['baseline']['accuracy']:.3f}), macro F1 {results['macro_f1']:.3f}")
@@ -112,19 +113,21 @@ def keyword_indices(labels: Sequence[str]) -> list[int]:
 
 
 def open_set(labels: list[str], probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
-             evaluated_on: str) -> dict[str, Any] | None:
+             evaluated_on: str, threshold: float | None = None) -> dict[str, Any] | None:
     """The unsure threshold, calibrated on validation: the top score below which a keyword answer is unsure. It
     keeps ``OPEN_SET_KEEP`` of the validation keyword clips the model gets right, so it costs about 2% of keyword
     recall; what it would do on the evaluation clips is reported beside it (answers under it, unknown words it
-    catches, keyword clips it loses). None without keywords or with too few right validation keyword clips."""
+    catches, keyword clips it loses). None without keywords or with too few right validation keyword clips.
+    ``threshold``: one calibrated already (on the validation outputs of the run a refit took its epochs from)."""
     keywords = keyword_indices(labels)
     val = probabilities.get("val")
     if not keywords or val is None or not len(val):
         return None
     right = np.isin(truths["val"], keywords) & (val.argmax(axis=1) == truths["val"])
-    if right.sum() < 5:
-        return None
-    threshold = float(np.quantile(val[right].max(axis=1), 1 - OPEN_SET_KEEP))
+    if threshold is None:
+        if right.sum() < 5:
+            return None
+        threshold = float(np.quantile(val[right].max(axis=1), 1 - OPEN_SET_KEEP))
     unknown = next((label for label in labels if is_unknown_label(label)), None)
     scores, truth = probabilities[evaluated_on], truths[evaluated_on]
     predicted = scores.argmax(axis=1)
@@ -155,6 +158,8 @@ def _binary(fitted: Fitted, probabilities: dict[str, np.ndarray], truths: dict[s
     positive = positive_label_index(fitted.labels)
     val_scores = probabilities["val"][:, positive]
     operating = threshold_for_far(val_scores, truths["val"] == positive, fitted.cfg.target_far)
+    if "binary" in fitted.calibration:
+        operating = {"threshold": fitted.calibration["binary"]}
     result: dict[str, Any] = {
         "positive_label": fitted.labels[positive],
         "target_far": fitted.cfg.target_far,
