@@ -7,6 +7,8 @@
 - ``generate_scores_corpus`` (regression): the same words buried in noise at a known SNR, scored by it.
 - ``generate_wakeword_corpus`` (detection): a wake phrase, confusable phrases, other words, noise and long
   background recordings.
+- ``generate_hard_corpus`` (classification, the hard benchmark): keyword pairs that differ by one sound, an
+  ``unknown`` class whose held-out voices say words no training voice says, noise, and speech down to 8 dB SNR.
 
 Every speaker is recorded on its clips, so voices can be held out.
 """
@@ -58,6 +60,24 @@ BACKGROUND_WORDS = (
     "car", "marble", "harbour", "carpet", "hallo", "money", "mellow", "tomato", "pillow", "yellow", "follow",
 )
 BACKGROUND_FOLDER = "background"
+
+# --kind hard: what users' keyword data looks like. Each pair differs by one sound.
+HARD_PAIRS = (("bottle", "battle"), ("cable", "table"), ("light", "night"), ("fan", "van"), ("coat", "goat"))
+HARD_WORDS = tuple(word for pair in HARD_PAIRS for word in pair)
+UNKNOWN_LABEL = "unknown"
+# Other words: the training voices say the first list, the held-out voices only the second, so every unknown
+# word heard at test time is new to the model (the open set). Both lists hold near-misses of the keywords.
+UNKNOWN_TRAIN_WORDS = (
+    "apple", "river", "garden", "window", "pencil", "yellow", "seven", "music", "paper", "rocket", "silver",
+    "monkey", "doctor", "pillow", "orange", "basket", "summer", "wagon", "saddle", "fable", "bite", "man", "boat",
+    "little",
+)
+UNKNOWN_TEST_WORDS = (
+    "candle", "dinner", "marble", "puppet", "finger", "ladder", "hammer", "cotton", "kitten", "jacket", "lemon",
+    "sugar", "turtle", "pepper", "rabbit", "tunnel", "velvet", "market", "rattle", "label", "kite", "pan", "note",
+    "metal",
+)
+HARD_SNR_RANGE_DB = (8.0, 25.0)
 WAKEWORD_CLIP_SECONDS = 1.5
 
 
@@ -238,6 +258,61 @@ def generate_wakeword_corpus(
 
     columns = ("label", "transcript", "speaker", "kind")
     return _make_all(out_dir, len(jobs) + n_backgrounds, make, columns, progress, workers)
+
+
+def hard_holdout_voices(n_voices: int, n_holdout: int, seed: int = 0) -> list[str]:
+    """The speakers of ``generate_hard_corpus`` that say the unseen unknown words: the last ``n_holdout``."""
+    return [voice.speaker for voice in available_voices(seed)[n_voices - n_holdout : n_voices]] if n_holdout else []
+
+
+def generate_hard_corpus(
+    out_dir: Path,
+    n_voices: int = 48,
+    n_holdout: int = 12,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+    unknown_takes: int = 3,
+    n_noise_clips: int | None = None,
+    workers: int = 2,
+) -> list[dict]:
+    """The hard keyword benchmark: every voice says the ten ``HARD_WORDS`` (five pairs a sound apart) once and
+    ``unknown_takes`` other words (label ``unknown``), each over noise at 8-25 dB SNR and a level anywhere from
+    quiet to loud; plus ``noise`` clips (as many as one keyword's clips by default).
+
+    The last ``n_holdout`` voices (``hard_holdout_voices``) are meant as the test set
+    (``holdout_speakers``): their unknown words come from ``UNKNOWN_TEST_WORDS``, which no other voice says, so
+    the test measures unknown words never heard in training. ``manifest.csv`` has file,label,transcript,speaker.
+    """
+    espeak = _espeak()
+    voices = _check_voices(n_voices, seed)
+    if not 0 <= n_holdout < n_voices:
+        raise DemoCorpusError(f"n_holdout must be between 0 and {n_voices - 1}, got {n_holdout}")
+    if not 0 <= unknown_takes <= min(len(UNKNOWN_TRAIN_WORDS), len(UNKNOWN_TEST_WORDS)):
+        raise DemoCorpusError(f"unknown_takes must be between 0 and {len(UNKNOWN_TEST_WORDS)}, got {unknown_takes}")
+    n_noise = n_voices if n_noise_clips is None else n_noise_clips
+    held = set(hard_holdout_voices(n_voices, n_holdout, seed))
+    choices = random.Random(seed)
+    jobs: list[tuple[str, str, Voice | None, int]] = []
+    for voice in voices[:n_voices]:
+        jobs += [(word, word, voice, 0) for word in HARD_WORDS]
+        pool = UNKNOWN_TEST_WORDS if voice.speaker in held else UNKNOWN_TRAIN_WORDS
+        jobs += [(UNKNOWN_LABEL, word, voice, take) for take, word in enumerate(choices.sample(pool, unknown_takes))]
+    jobs += [(NOISE_LABEL, "", None, index) for index in range(n_noise)]
+    out_dir = Path(out_dir)
+
+    def make(position: int) -> dict:
+        label, text, voice, take = jobs[position]
+        rng = np.random.default_rng([seed, position])
+        if voice is None:
+            return _noise_row(out_dir, take, sample_rate, rng)
+        snr_db = float(rng.uniform(*HARD_SNR_RANGE_DB))
+        audio = _spoken_clip(espeak, text, voice, sample_rate, rng, snr_db=snr_db, peak=(0.08, 0.9))
+        path = out_dir / label / f"{label}_{_slug(text)}_{_slug(voice.speaker)}.wav"
+        _write_clip(path, audio, sample_rate)
+        return {"path": path, "label": label, "transcript": text, "speaker": voice.speaker, "snr_db": snr_db}
+
+    return _make_all(out_dir, len(jobs), make, ("label", "transcript", "speaker"), progress, workers)
 
 
 def _write_background(

@@ -11,6 +11,7 @@ from django_q.models import OrmQ
 
 from datasets_app.models import Dataset
 from tests.training.conftest import TINY
+from training_app.demo_corpus import HARD_WORDS, hard_holdout_voices
 from training_app.models import TrainingJob
 
 TINY_ARGS = [f"--set={key}={value}" for key, value in TINY.items()]
@@ -160,3 +161,16 @@ def test_make_demo_dataset_phrases_kind_imports_transcribed_phrases_from_each_vo
     assert len({clip.speaker for clip in clips}) == 2
     assert all(clip.duration > 0.5 for clip in clips)
     assert "--set task=transcription" in out
+
+
+def test_make_demo_dataset_hard_kind_names_the_test_voices_to_hold_out(db):
+    out, _ = run("make_demo_dataset", "--kind", "hard", "--voices", "3", "--holdout", "1", "--takes", "1",
+                 "--seed", "3")
+
+    dataset = Dataset.objects.get(name="hard-keywords-demo")
+    held = hard_holdout_voices(3, 1, seed=3)
+    assert dataset.clips.count() == 3 * (len(HARD_WORDS) + 1) + 3
+    assert dataset.clips.filter(label="unknown").count() == 3
+    assert dataset.clips.filter(label="bottle", transcript="bottle").count() == 3
+    assert held[0] in dataset.description
+    assert f"--set holdout_speakers={held[0]}" in out

@@ -10,16 +10,23 @@ import soundfile
 from training_app.demo_corpus import (
     CONFUSABLE_LABEL,
     CONFUSABLE_PHRASES,
+    HARD_SNR_RANGE_DB,
+    HARD_WORDS,
     NOISE_LABEL,
     OTHER_LABEL,
+    UNKNOWN_LABEL,
+    UNKNOWN_TEST_WORDS,
+    UNKNOWN_TRAIN_WORDS,
     WAKE_LABEL,
     WAKE_PHRASE,
     WAKEWORD_CLIP_SECONDS,
     DemoCorpusError,
     available_voices,
     generate_demo_corpus,
+    generate_hard_corpus,
     generate_scores_corpus,
     generate_wakeword_corpus,
+    hard_holdout_voices,
     snr_to_score,
 )
 
@@ -135,3 +142,24 @@ def test_wakeword_corpus_refuses_impossible_counts(tmp_path):
         generate_wakeword_corpus(tmp_path / "wake", positive_takes=0)
     with pytest.raises(DemoCorpusError, match="at most"):
         generate_wakeword_corpus(tmp_path / "wake", confusable_takes=len(CONFUSABLE_PHRASES) + 1)
+
+
+@needs_espeak
+def test_hard_corpus_has_confusable_pairs_noise_and_unknown_words_the_test_voices_alone_say(tmp_path):
+    rows = generate_hard_corpus(tmp_path / "hard", n_voices=4, n_holdout=2, unknown_takes=2, seed=2)
+
+    held = set(hard_holdout_voices(4, 2, seed=2))
+    assert held == {voice.speaker for voice in available_voices(2)[2:4]}
+    assert {row["label"] for row in rows} == {*HARD_WORDS, UNKNOWN_LABEL, NOISE_LABEL}
+    assert len(rows) == 4 * (len(HARD_WORDS) + 2) + 4
+    unknown = [row for row in rows if row["label"] == UNKNOWN_LABEL]
+    heard_in_training = {row["transcript"] for row in unknown if row["speaker"] not in held}
+    heard_in_test = {row["transcript"] for row in unknown if row["speaker"] in held}
+    assert heard_in_training <= set(UNKNOWN_TRAIN_WORDS) and heard_in_test <= set(UNKNOWN_TEST_WORDS)
+    assert not heard_in_training & heard_in_test and len(heard_in_test) >= 2
+    assert all(HARD_SNR_RANGE_DB[0] <= row["snr_db"] <= HARD_SNR_RANGE_DB[1] for row in rows if "snr_db" in row)
+    with open(tmp_path / "hard" / "manifest.csv", newline="") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert {(m["label"], m["transcript"]) for m in manifest if m["label"] == "bottle"} == {("bottle", "bottle")}
+    with pytest.raises(DemoCorpusError):
+        generate_hard_corpus(tmp_path / "bad", n_voices=2, n_holdout=2)

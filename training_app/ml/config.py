@@ -83,6 +83,15 @@ FIELDS: dict[str, FieldSpec] = {
     ),
     "channels": FieldSpec(int, "width of the first convolution block (later blocks are wider)", 8, 128),
     "dropout": FieldSpec(float, "dropout before the classifier layer", 0.0, 0.9),
+    "convs_per_block": FieldSpec(int, "convolutions in each of the four blocks (2: a second one on a residual path)",
+                                 1, 2),
+    "label_smoothing": FieldSpec(float, "classification: share of each target spread over the other labels", 0.0, 0.5),
+    "mixup": FieldSpec(float, "classification: mixup strength, the Beta(a, a) of the mixing weight (0: off)", 0.0,
+                       2.0),
+    "reversed_unknowns": FieldSpec(float, "classification with an unknown label: share of keyword clips in each batch "
+                                          "played backwards and taught as unknown (0: off)", 0.0, 0.5),
+    "refit": FieldSpec(bool, "classification: once validation has chosen the epoch count, train again on the "
+                             "training and validation speakers together and register that model"),
     "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
     "holdout_speakers": FieldSpec(tuple, "speakers whose clips all go to the test split"),
     "positive_label": FieldSpec(
@@ -143,6 +152,11 @@ class TrainConfig:
     early_stopping_patience: int = 15
     channels: int = 24
     dropout: float = 0.2
+    convs_per_block: int = 1
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    reversed_unknowns: float = 0.0
+    refit: bool = False
     target_far: float = 0.01
     holdout_speakers: tuple[str, ...] = ()
     positive_label: tuple[str, ...] = ()
@@ -177,7 +191,10 @@ class TrainConfig:
         from .tasks import task_module  # the task modules import this one
 
         task = _validate("task", overrides.get("task", cls.task))
-        values: dict[str, Any] = {**PRESETS[preset], **task_module(task).DEFAULTS, **overrides}
+        module = task_module(task)
+        # A task may tune the presets for itself (TASK_PRESETS); its DEFAULTS hold whatever preset is chosen.
+        values: dict[str, Any] = {**PRESETS[preset], **getattr(module, "TASK_PRESETS", {}).get(preset, {}),
+                                  **module.DEFAULTS, **overrides}
         clean = {name: _validate(name, value) for name, value in values.items()}
         config = cls(preset=preset, **clean)
         config._check_consistency()

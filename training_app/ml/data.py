@@ -15,6 +15,7 @@ from .config import TrainConfig
 MIN_CLIPS_PER_LABEL = 5
 BACKGROUND = "background"
 NOISE_LABELS = ("noise", "background", "_background_noise_", "background_noise", "silence")
+UNKNOWN_LABELS = ("unknown", "_unknown_", "other", "others")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ class NotTrainable(ValueError):
 
 def is_noise_label(label: str) -> bool:
     return label.strip().lower() in NOISE_LABELS
+
+
+def is_unknown_label(label: str) -> bool:
+    """The open-set class: other words than the keywords (Speech Commands' ``_unknown_``)."""
+    return label.strip().lower() in UNKNOWN_LABELS
 
 
 def check_trainable(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:

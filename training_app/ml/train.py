@@ -42,6 +42,7 @@ from .data import (
     NotTrainable,
     check_trainable,
     is_noise_label,
+    is_unknown_label,
     split_backgrounds,
     trainable_clips,
 )
@@ -261,15 +262,27 @@ def _execute(run: TaskRun) -> TrainResult:
 
     powers, cache_stats = _timed(run, "features_seconds", _load_powers, run)
     frontend = LogMelFrontend(run.features).to(run.device)
-    network, history, best_epoch, stopped_early = _timed(run, "training_seconds", _fit, run, frontend, powers, split)
+    refits = _refits(run, split)
+    network, history, best_epoch, stopped_early = _timed(
+        run, "training_seconds", _fit, run, frontend, powers, split, 0.5 if refits else 1.0
+    )
 
     mark = time.monotonic()
+    selection = None
+    if refits:
+        # Judge the selected model first (its validation metrics are the honest ones), then train the final one.
+        selection = run.task.evaluate(_fitted(run, frontend, network, powers, split))
+        network, refit_history = _timed(run, "refit_seconds", _refit, run, frontend, powers, split, best_epoch)
+        run.timings["training_seconds"] += run.timings["refit_seconds"]
+        mark = time.monotonic()
     run.report("evaluating", 0.0, _EXPORT_SECONDS_ESTIMATE)
-    fitted = _fitted(run, frontend, network, powers, split)
+    fitted = _fitted(run, frontend, network, powers, split, _calibration(selection))
     metrics = {
         **run.task.evaluate(fitted),
         **_run_summary(run, network, split, history, best_epoch, stopped_early, cache_stats),
     }
+    if selection is not None:
+        metrics = _with_refit(run, metrics, selection, split, best_epoch, refit_history)
     metrics["prediction"] = run.task.export_config(metrics, run.cfg)
     run.timings["evaluating_seconds"] = time.monotonic() - mark
     metrics["timings"] = dict(run.timings)
@@ -310,21 +323,29 @@ def _load_powers(run: TaskRun) -> tuple[list[torch.Tensor], dict[str, int]]:
     return powers, {"hits": hits, "misses": misses}
 
 
+def _network(run: TaskRun) -> KeywordCNN:
+    cfg = run.cfg
+    return KeywordCNN(run.task.n_outputs(run.labels), cfg.channels, cfg.dropout, cfg.convs_per_block).to(run.device)
+
+
 def _fit(
-    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0
 ) -> tuple[KeywordCNN, list[dict[str, Any]], int, bool]:
-    """Train epoch by epoch; keep the weights of the epoch with the lowest validation loss."""
+    """Train epoch by epoch; keep the weights of the epoch with the lowest validation loss.
+
+    ``share``: the part of the training phase's progress bar this pass fills (a refit follows it)."""
     cfg = run.cfg
     generator = torch.Generator().manual_seed(cfg.seed)
-    augmenter = _augmenter(run, powers, split, torch.Generator().manual_seed(cfg.seed + 1))
+    augmenter = _augmenter(run, powers, split.train, torch.Generator().manual_seed(cfg.seed + 1))
     val_inputs, val_targets = _validation_batch(run, frontend, powers, split)
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
-    network = KeywordCNN(run.task.n_outputs(run.labels), cfg.channels, cfg.dropout).to(run.device)
+    network = _network(run)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     negatives = _NegativePool.build(run, torch.Generator().manual_seed(cfg.seed + 2))
     steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
-    clock = TrainingClock(cfg.epochs)
+    clock = TrainingClock(cfg.epochs, share)
+    mixer = _mixer(run)
 
     history: list[dict[str, Any]] = []
     best = _Best()
@@ -335,7 +356,7 @@ def _fit(
             run, network, frontend, [powers[i] for i in split.train] + extra,
             torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
             augmenter, loss_fn, optimizer, scheduler, generator,
-            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)),
+            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer,
         )
         if negatives:
             negatives.mine(network, frontend, run.check_stop, generator)
@@ -357,10 +378,105 @@ def _fit(
     return network.eval(), history, best_epoch, len(history) < cfg.epochs
 
 
+def _refits(run: TaskRun, split: Split) -> bool:
+    """Whether this run refits: asked for, a classification run, and a test split to judge the refit model on
+    (without one, the only unseen clips would be validation clips the refit trains on)."""
+    if not run.cfg.refit or run.cfg.task != "classification":
+        return False
+    if not split.test:
+        run.log("info", "refit skipped: there is no test split to judge a model trained on the validation clips, "
+                        "so the model validation chose is registered")
+        return False
+    return True
+
+
+def _refit(
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, epochs: int
+) -> tuple[KeywordCNN, list[dict[str, Any]]]:
+    """A fresh network trained on the training and validation clips together for the ``epochs`` validation chose
+    (the one-cycle schedule fitted to that length); the test clips stay unseen."""
+    cfg = run.cfg
+    indices = sorted(split.train + split.val)
+    run.log("info", f"refit: training a new model on {len(indices)} training + validation clips for {epochs} epochs")
+    generator = torch.Generator().manual_seed(cfg.seed + 7)
+    augmenter = _augmenter(run, powers, indices, torch.Generator().manual_seed(cfg.seed + 8))
+    loss_fn = run.task.loss_function(run.targets[indices], run.labels, cfg, run.device)
+    torch.manual_seed(cfg.seed + 9)
+    network = _network(run)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(indices) // cfg.batch_size)
+    scheduler = one_cycle(optimizer, cfg.learning_rate, epochs * steps_per_epoch)
+    clock = TrainingClock(epochs, 0.5, offset=0.5)
+    mixer = _mixer(run)
+    history = []
+    for epoch in range(1, epochs + 1):
+        epoch_started = time.monotonic()
+        train_loss = _train_one_epoch(
+            run, network, frontend, [powers[i] for i in indices], run.targets[indices], augmenter, loss_fn, optimizer,
+            scheduler, generator, lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)),
+            mixer,
+        )
+        history.append({"epoch": epoch, "train_loss": train_loss, "seconds": time.monotonic() - epoch_started})
+    return network.eval(), history
+
+
+def _with_refit(run: TaskRun, metrics: dict[str, Any], selection: dict[str, Any], split: Split, best_epoch: int,
+                history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The refit model's metrics (test, baseline) with the selection model's validation metrics: the refit trained
+    on the validation clips, so only the selected model's validation scores are unseen-data scores."""
+    metrics = dict(metrics)
+    metrics["val"] = selection["val"]
+    for name in ("binary", "open_set"):  # their validation figures too are the selection run's
+        if (metrics.get(name) or {}).get("val") is not None and selection.get(name):
+            metrics[name]["val"] = selection[name]["val"]
+    metrics["registered_model"] = (f"refit on {len(split.train) + len(split.val)} training + validation clips for "
+                                   f"{best_epoch} epochs (the epoch count validation chose)")
+    metrics["refit"] = {
+        "epochs": best_epoch,
+        "clips": len(split.train) + len(split.val),
+        "history": history,
+        "seconds": run.timings["refit_seconds"],
+        "selection_test_accuracy": (selection.get("test") or {}).get("accuracy"),
+        "note": "test metrics are the refit (registered) model's; validation metrics and the thresholds calibrated "
+                "on validation are the selected model's, since the refit trained on the validation clips",
+    }
+    run.log("info", f"registered the refit model: test accuracy {metrics['accuracy']:.3f} "
+                    f"(the selected model scored {metrics['refit']['selection_test_accuracy']:.3f})")
+    return metrics
+
+
+def _reversed_unknowns(
+    run: TaskRun, inputs: torch.Tensor, targets: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Play a share of the batch's keyword clips backwards and label them unknown: speech-like sounds with the
+    keywords' own voices and vowels that are not keywords, so the unknown class learns more than the few other
+    words the data holds (classification with an unknown label only)."""
+    if run.cfg.task != "classification":
+        return inputs, targets
+    unknown = [index for index, label in enumerate(run.labels) if is_unknown_label(label)]
+    if not unknown:
+        return inputs, targets
+    keyword = torch.tensor([not (is_unknown_label(label) or is_noise_label(label)) for label in run.labels])
+    chosen = keyword[targets.cpu()] & (torch.rand(len(targets), generator=generator) < run.cfg.reversed_unknowns)
+    if not bool(chosen.any()):
+        return inputs, targets
+    chosen = chosen.to(inputs.device)
+    inputs = torch.where(chosen.view(-1, 1, 1, 1), inputs.flip(-1), inputs)
+    targets = torch.where(chosen, torch.full_like(targets, unknown[0]), targets)
+    return inputs, targets
+
+
+def _mixer(run: TaskRun) -> np.random.Generator | None:
+    """Mixing weights for mixup (classification only), or None when it is off."""
+    if run.cfg.mixup <= 0 or run.cfg.task != "classification":
+        return None
+    return np.random.default_rng(run.cfg.seed + 3)
+
+
 def _train_one_epoch(
     run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
     augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-    on_step: Callable[[int], None],
+    on_step: Callable[[int], None], mixer: np.random.Generator | None = None,
 ) -> float:
     """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
     network.train()
@@ -370,7 +486,17 @@ def _train_one_epoch(
         run.check_stop()
         indices = order[start : start + run.cfg.batch_size]
         inputs = _augmented_batch(run, frontend, augmenter, [powers[i] for i in indices])
-        loss = loss_fn(network(inputs), targets[indices].to(run.device))
+        batch_targets = targets[indices].to(run.device)
+        if run.cfg.reversed_unknowns > 0:
+            inputs, batch_targets = _reversed_unknowns(run, inputs, batch_targets, augmenter.generator)
+        if mixer is not None and len(indices) > 1:
+            # Mixup: blend each input with another of the batch; the loss blends the two targets' losses alike.
+            weight = float(mixer.beta(run.cfg.mixup, run.cfg.mixup))
+            partner = torch.from_numpy(mixer.permutation(len(indices))).to(run.device)
+            outputs = network(weight * inputs + (1 - weight) * inputs[partner])
+            loss = weight * loss_fn(outputs, batch_targets) + (1 - weight) * loss_fn(outputs, batch_targets[partner])
+        else:
+            loss = loss_fn(network(inputs), batch_targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -491,33 +617,39 @@ class _NegativePool:
 
 
 class TrainingClock:
-    """(fraction of training done, ETA in seconds) for a number of epochs done."""
+    """(fraction of training done, ETA in seconds) for a number of epochs done, of a pass that fills ``share``
+    of the training phase from ``offset`` on (a refit is the second half)."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, share: float = 1.0, offset: float = 0.0) -> None:
         self.epochs = epochs
+        self.share = share
+        self.offset = offset
         self.started = time.monotonic()
 
     def at(self, epochs_done: float) -> tuple[float, float | None]:
         done = min(epochs_done / self.epochs, 1.0)
+        overall = self.offset + self.share * done
         if done <= 0:
-            return done, None
+            return overall, None
         elapsed = time.monotonic() - self.started
-        return done, elapsed / done * (1 - done) + _EXPORT_SECONDS_ESTIMATE
+        # A pass followed by a refit takes about as long again (at most as many epochs on a little more data).
+        remaining = elapsed / done * ((1 - done) + (1 - self.offset - self.share) / self.share)
+        return overall, remaining + _EXPORT_SECONDS_ESTIMATE
 
 
-def _augmenter(run: TaskRun, powers: list[torch.Tensor], split: Split, generator: torch.Generator) -> Augmenter:
+def _augmenter(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator) -> Augmenter:
     cfg = run.cfg
     return Augmenter(
         time_shift=cfg.time_shift,
         noise=cfg.noise,
         spec_augment=cfg.spec_augment,
         warp=cfg.warp,
-        noise_powers=_noise_sources(run, powers, split, generator),
+        noise_powers=_noise_sources(run, powers, train, generator),
         generator=generator,
     )
 
 
-def _noise_sources(run: TaskRun, powers: list[torch.Tensor], split: Split, generator: torch.Generator):
+def _noise_sources(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator):
     if not run.cfg.noise:
         return []
     training_backgrounds, _ = split_backgrounds(run.backgrounds)
@@ -527,7 +659,7 @@ def _noise_sources(run: TaskRun, powers: list[torch.Tensor], split: Split, gener
                         f"{len(training_backgrounds)} background recording(s) kept for training")
         with torch.no_grad():
             return list(LogMelFrontend(run.features).mel_power(segments))
-    noise_clips = [powers[i] for i in split.train if is_noise_label(run.clips[i].label)]
+    noise_clips = [powers[i] for i in train if is_noise_label(run.clips[i].label)]
     if noise_clips:
         run.log("info", f"noise augmentation mixes {len(noise_clips)} training clips of the noise label")
         return noise_clips
@@ -535,8 +667,19 @@ def _noise_sources(run: TaskRun, powers: list[torch.Tensor], split: Split, gener
     return gaussian_noise_powers(LogMelFrontend(run.features), run.features, 8, generator)
 
 
+def _calibration(selection: dict[str, Any] | None) -> dict[str, float]:
+    """Thresholds of the selection run, for a refit whose own validation outputs are of clips it trained on."""
+    found = {}
+    if selection and selection.get("open_set"):
+        found["open_set"] = selection["open_set"]["threshold"]
+    if selection and (selection.get("binary") or {}).get("threshold") is not None:
+        found["binary"] = selection["binary"]["threshold"]
+    return found
+
+
 def _fitted(
-    run: TaskRun, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split
+    run: TaskRun, frontend: LogMelFrontend, network: KeywordCNN, powers: list[torch.Tensor], split: Split,
+    calibration: dict[str, float] | None = None,
 ) -> Fitted:
     def log_mels(indices: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -552,7 +695,7 @@ def _fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
-        backgrounds=split_backgrounds(run.backgrounds)[1],
+        backgrounds=split_backgrounds(run.backgrounds)[1], calibration=calibration or {},
     )
 
 
@@ -582,6 +725,7 @@ def _export(run: TaskRun, model: ExportedModel, metrics: dict[str, Any]) -> list
         "name": "KeywordCNN",
         "channels": run.cfg.channels,
         "dropout": run.cfg.dropout,
+        "convs_per_block": run.cfg.convs_per_block,
         "n_parameters": metrics["n_parameters"],
     }
     config = build_config(run.labels, run.cfg.task, run.features, run.cfg.to_dict(), architecture,

@@ -1,5 +1,5 @@
-"""manage.py make_demo_dataset [--kind keywords|scores|wakeword|commands|voice] [--name N] [--voices N] [--seed S]:
-a demo dataset (voice: one speaker's sentences with transcripts, for the synthesis task)."""
+"""manage.py make_demo_dataset [--kind keywords|hard|scores|wakeword|commands|voice] [--name N] [--voices N] [--seed S]:
+a demo dataset (hard: the hard keyword benchmark; voice: one speaker's sentences with transcripts, for synthesis)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from datasets_app.models import Dataset
 
-KINDS = ("keywords", "scores", "wakeword", "commands", "voice")
-DEFAULT_NAMES = {"keywords": "speech-commands-demo", "scores": "speech-quality-demo", "wakeword": "wake-word-demo",
-                 "commands": "spoken-commands-demo", "voice": "voice-demo"}
+KINDS = ("keywords", "hard", "scores", "wakeword", "commands", "voice")
+DEFAULT_NAMES = {"keywords": "speech-commands-demo", "hard": "hard-keywords-demo", "scores": "speech-quality-demo",
+                 "wakeword": "wake-word-demo", "commands": "spoken-commands-demo", "voice": "voice-demo"}
+DEFAULT_VOICES = {"hard": 48}
 
 
 class Command(BaseCommand):
     help = (
         "Synthesise a demo corpus spoken by espeak-ng voices (the speaker recorded on every clip) and import it "
-        "into a dataset. --kind keywords (the default): ten command words plus background noise (classification); scores: the "
+        "into a dataset. --kind keywords (the default): ten command words plus background noise (classification); hard: "
+        "five keyword pairs a sound apart, an 'unknown' class whose held-out voices say words no other voice says, "
+        "noise, speech down to 8 dB SNR (the hard classification benchmark); scores: the "
         "words buried in noise at a known SNR, scored 0-1 by how clean they sound (regression); wakeword: 'hey "
         "marlo', confusable phrases, other words, noise and long background recordings (detection); commands: spoken "
         "command phrases with transcripts, labelled by intent (transcription). Needs "
@@ -29,9 +32,13 @@ class Command(BaseCommand):
         parser.add_argument("--kind", choices=KINDS, default="keywords", help="which corpus (default keywords)")
         parser.add_argument("--name", default="", help="dataset name (default: " + ", ".join(
             f"{name} for {kind}" for kind, name in DEFAULT_NAMES.items()) + ")")
-        parser.add_argument("--voices", type=int, default=20, help="number of synthetic speakers (default 20)")
+        parser.add_argument("--voices", type=int, default=None,
+                            help="number of synthetic speakers (default 20; hard: 48)")
+        parser.add_argument("--holdout", type=int, default=12,
+                            help="hard: voices whose unknown words no other voice says, to hold out for the test "
+                                 "(default 12)")
         parser.add_argument("--takes", type=int, default=None, help="recordings of each word per voice (default 1; "
-                            "wakeword: of the wake phrase, default 4)")
+                            "hard: unknown words per voice, default 3; wakeword: of the wake phrase, default 4)")
         parser.add_argument("--words", default="", help="comma-separated words instead of the ten commands")
         parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         parser.add_argument("--phrases", type=int, default=30,
@@ -50,6 +57,8 @@ class Command(BaseCommand):
         from training_app.demo_corpus import DemoCorpusError
 
         kind = options["kind"]
+        if options["voices"] is None:
+            options["voices"] = DEFAULT_VOICES.get(kind, 20)
         name = options["name"] or DEFAULT_NAMES[kind]
         dataset, created = Dataset.objects.get_or_create(
             name=name, defaults={"description": self._description(kind, options), "sample_rate": 16000},
@@ -96,13 +105,14 @@ class Command(BaseCommand):
             + "."
         ))
         self.stdout.write("Labels: " + ", ".join(f"{label} ({n})" for label, n in sorted(counts.items())))
-        self.stdout.write("Train it: " + self._train_hint(kind, dataset.name))
+        self.stdout.write("Train it: " + self._train_hint(kind, dataset.name, options))
         if failed:
             raise CommandError(f"{len(failed)} clips could not be imported.")
 
     def _generate(self, kind: str, folder: Path, options: dict, progress) -> None:
         from training_app.demo_corpus import (
-            DEFAULT_WORDS, generate_demo_corpus, generate_scores_corpus, generate_wakeword_corpus,
+            DEFAULT_WORDS, generate_demo_corpus, generate_hard_corpus, generate_scores_corpus,
+            generate_wakeword_corpus,
         )
 
         words = [w.strip() for w in options["words"].split(",") if w.strip()] or list(DEFAULT_WORDS)
@@ -115,6 +125,9 @@ class Command(BaseCommand):
                                   seed=options["seed"], progress=progress)
         elif kind == "keywords":
             generate_demo_corpus(folder, words=words, takes_per_voice=takes or 1, **common)
+        elif kind == "hard":
+            generate_hard_corpus(folder, n_holdout=options["holdout"], unknown_takes=3 if takes is None else takes,
+                                 **common)
         elif kind == "commands":
             from training_app.demo_commands import generate_command_corpus
 
@@ -136,6 +149,14 @@ class Command(BaseCommand):
         if kind == "commands":
             return (f"Spoken command phrases with transcripts ({options['phrases']} per voice, labelled by intent) "
                     f"from {options['voices']} espeak-ng voices; {made_by}")
+        if kind == "hard":
+            from training_app.demo_corpus import HARD_PAIRS, hard_holdout_voices
+
+            pairs = ", ".join(f"{a}/{b}" for a, b in HARD_PAIRS)
+            held = hard_holdout_voices(options["voices"], options["holdout"], options["seed"])
+            return (f"Hard synthetic keywords: pairs a sound apart ({pairs}), 'unknown' (other words), noise; speech "
+                    f"at 8-25 dB SNR; {options['voices']} espeak-ng voices. The test voices, whose unknown words no "
+                    f"other voice says: {', '.join(held)} (hold them out with holdout_speakers); {made_by}")
         if kind == "voice":
             return (f"{options['sentences']} sentences spoken by the espeak-ng voice {options['voice']} (one speaker, "
                     "with transcripts), for task=synthesis; made by manage.py make_demo_dataset --kind voice.")
@@ -150,7 +171,7 @@ class Command(BaseCommand):
                 f"{made_by}")
 
     @staticmethod
-    def _train_hint(kind: str, name: str) -> str:
+    def _train_hint(kind: str, name: str, options: dict) -> str:
         if kind == "scores":
             return f"python manage.py train {name} --model speech-quality --set task=regression --wait"
         if kind == "commands":
@@ -160,4 +181,9 @@ class Command(BaseCommand):
         if kind == "wakeword":
             return (f"python manage.py train {name} --model hey-marlo --set task=detection "
                     "--set positive_label=hey_marlo --set clip_seconds=1.5 --wait")
+        if kind == "hard":
+            from training_app.demo_corpus import hard_holdout_voices
+
+            held = ",".join(hard_holdout_voices(options["voices"], options["holdout"], options["seed"]))
+            return f"python manage.py train {name} --model hard-keywords --set holdout_speakers={held} --wait"
         return f"python manage.py train {name} --model commands --wait"

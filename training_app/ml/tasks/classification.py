@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..config import TrainConfig
-from ..data import ClipRecord, check_label_counts
+from ..data import ClipRecord, check_label_counts, is_noise_label, is_unknown_label
 from ..metrics import classification_metrics, positive_label_index, rates_at_threshold, roc_auc, threshold_for_far
 from .common import Fitted, headline_of
 
@@ -18,6 +18,8 @@ EPOCH_METRIC = ("val_accuracy", "Validation accuracy", True)
 OUTPUT_NAME = "probabilities"
 # A file longer than the model's clip is scored in windows this share of a clip apart; probabilities averaged.
 WINDOW_HOP_FRACTION = 0.5
+# Open set: the unsure threshold keeps this share of the validation keyword clips the model gets right.
+OPEN_SET_KEEP = 0.98
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -61,7 +63,8 @@ def class_weights(train_targets, n_labels: int):
 def loss_function(train_targets, names: list[str], cfg: TrainConfig, device):
     from torch import nn
 
-    return nn.CrossEntropyLoss(weight=class_weights(train_targets, len(names)).to(device))
+    return nn.CrossEntropyLoss(weight=class_weights(train_targets, len(names)).to(device),
+                               label_smoothing=cfg.label_smoothing)
 
 
 def epoch_metrics(outputs, truth) -> dict[str, float]:
@@ -75,7 +78,9 @@ def output_layer():
 
 
 def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
-    return {}
+    """The open-set threshold predictions mark unsure answers with (none when it could not be calibrated)."""
+    found = metrics.get("open_set")
+    return {"unsure_below": found["threshold"]} if found else {}
 
 
 def evaluate(fitted: Fitted) -> dict[str, Any]:
@@ -94,10 +99,54 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
     results["accuracy"] = results[evaluated_on]["accuracy"]
     results["macro_f1"] = results[evaluated_on]["macro_f1"]
     results["binary"] = _binary(fitted, probabilities, truths) if len(fitted.labels) == 2 else None
+    results["open_set"] = open_set(fitted.labels, probabilities, truths, evaluated_on,
+                                   fitted.calibration.get("open_set"))
     results["baseline"] = _baseline(fitted)
     fitted.log("info", f"{evaluated_on} accuracy {results['accuracy']:.3f} "
                        f"(baseline {results['baseline']['accuracy']:.3f}), macro F1 {results['macro_f1']:.3f}")
     return results
+
+
+def keyword_indices(labels: Sequence[str]) -> list[int]:
+    """The labels a model is asked to spot: every label but noise and unknown (the open-set classes)."""
+    return [index for index, label in enumerate(labels) if not (is_noise_label(label) or is_unknown_label(label))]
+
+
+def open_set(labels: list[str], probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
+             evaluated_on: str, threshold: float | None = None) -> dict[str, Any] | None:
+    """The unsure threshold, calibrated on validation: the top score below which a keyword answer is unsure. It
+    keeps ``OPEN_SET_KEEP`` of the validation keyword clips the model gets right, so it costs about 2% of keyword
+    recall; what it would do on the evaluation clips is reported beside it (answers under it, unknown words it
+    catches, keyword clips it loses). None without keywords or with too few right validation keyword clips.
+    ``threshold``: one calibrated already (on the validation outputs of the run a refit took its epochs from)."""
+    keywords = keyword_indices(labels)
+    val = probabilities.get("val")
+    if not keywords or val is None or not len(val):
+        return None
+    right = np.isin(truths["val"], keywords) & (val.argmax(axis=1) == truths["val"])
+    if threshold is None:
+        if right.sum() < 5:
+            return None
+        threshold = float(np.quantile(val[right].max(axis=1), 1 - OPEN_SET_KEEP))
+    unknown = next((label for label in labels if is_unknown_label(label)), None)
+    scores, truth = probabilities[evaluated_on], truths[evaluated_on]
+    predicted = scores.argmax(axis=1)
+    unsure = np.isin(predicted, keywords) & (scores.max(axis=1) < threshold)
+    is_keyword = np.isin(truth, keywords)
+    result: dict[str, Any] = {
+        "threshold": round(threshold, 4),
+        "keep": OPEN_SET_KEEP,
+        "unknown_label": unknown,
+        "evaluated_on": evaluated_on,
+        "unsure": int(unsure.sum()),
+        "n": int(len(truth)),
+        "keyword_clips_lost": int((unsure & is_keyword & (predicted == truth)).sum()),
+        "wrong_answers_caught": int((unsure & (predicted != truth)).sum()),
+    }
+    if unknown is not None:
+        with_rule = np.where(unsure, labels.index(unknown), predicted)
+        result["accuracy_with_rule"] = float((with_rule == truth).mean()) if len(truth) else 0.0
+    return result
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -109,6 +158,8 @@ def _binary(fitted: Fitted, probabilities: dict[str, np.ndarray], truths: dict[s
     positive = positive_label_index(fitted.labels)
     val_scores = probabilities["val"][:, positive]
     operating = threshold_for_far(val_scores, truths["val"] == positive, fitted.cfg.target_far)
+    if "binary" in fitted.calibration:
+        operating = {"threshold": fitted.calibration["binary"]}
     result: dict[str, Any] = {
         "positive_label": fitted.labels[positive],
         "target_far": fitted.cfg.target_far,
@@ -153,11 +204,17 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
     """Window probabilities (n_windows, n_labels) are averaged, so the scores still sum to 1."""
     names = context["labels"]
     scores = np.asarray(outputs, dtype=np.float64).reshape(len(starts), len(names)).mean(axis=0)
-    return {
-        "label": names[int(np.argmax(scores))],
+    best = int(np.argmax(scores))
+    answer = {
+        "label": names[best],
         "scores": {label: round(float(score), 6) for label, score in zip(names, scores, strict=True)},
         "aggregation": "mean" if len(starts) > 1 else None,
     }
+    unsure_below = (context.get("prediction") or {}).get("unsure_below")
+    if unsure_below is not None:
+        # A keyword answer under the open-set threshold: maybe a word the model never heard.
+        answer["unsure"] = best in keyword_indices(names) and float(scores[best]) < unsure_below
+    return answer
 
 
 def prediction_answer(result: dict[str, Any]) -> tuple[str, float | None]:

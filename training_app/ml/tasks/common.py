@@ -24,6 +24,7 @@ class Fitted:
     ``log_mels`` holds each split's dB log-mel images (n, 1, n_mels, frames), centred like inference does.
     ``export_model()`` is the eager waveform-in module that is exported (front end, network, task output).
     ``backgrounds`` are the dataset's long background recordings held out for evaluation (``split_backgrounds``).
+    ``calibration``: thresholds to use instead of calibrating on this model's validation outputs.
     """
 
     cfg: TrainConfig
@@ -38,6 +39,9 @@ class Fitted:
     export_model: Callable[[], Any]
     log: Callable[[str, str], None]
     backgrounds: list[ClipRecord] = field(default_factory=list)
+    # Thresholds calibrated on another model's validation outputs (a refit trained on the validation clips, so it
+    # takes those of the run that chose its epoch count): name -> threshold.
+    calibration: dict[str, float] = field(default_factory=dict)
 
     @property
     def evaluated_on(self) -> str:
