@@ -163,6 +163,14 @@ class StopOnSigterm:
         signal.signal(signal.SIGTERM, self.previous)  # a second SIGTERM ends the process at once
 
 
+def reap_stale_jobs() -> dict[str, list[int]]:
+    """Scheduled every minute on the default cluster (training_app/apps.py): fail jobs of lost workers and keep
+    the queue moving (tasks a lost worker held are released, or enqueued again on Redis)."""
+    reaped = TrainingJob.objects.reap_stale()
+    recovered = TrainingJob.objects.recover_queue()
+    return {"reaped": reaped, "recovered": recovered}
+
+
 def sweep_this_machine() -> None:
     """Finished jobs' folders and the feature cache's size limit live on this worker's local disk."""
     from audioml.sweep import sweep

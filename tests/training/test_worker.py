@@ -50,20 +50,21 @@ def test_worker_trains_a_queued_job_to_success(tones, submit):
     assert messages[-1].startswith("Succeeded in")
 
 
-def test_running_the_task_twice_trains_once(tones, submit):
+def test_running_the_task_twice_trains_once(tones, submit, broker):
     job = submit(tones)
-    assert tasks.run_training_job(job.pk) == "succeeded"
+    (task,) = broker.pending()
+    assert broker.deliver(task) == "succeeded"
     finished_at = TrainingJob.objects.get(pk=job.pk).finished_at
-    assert tasks.run_training_job(job.pk) == "skipped"
+    assert broker.deliver(task) == "skipped"  # delivered again (a broker's retry): the job is not queued
     job.refresh_from_db()
     assert job.finished_at == finished_at
     assert ModelVersion.objects.count() == 1
 
 
-def test_task_refuses_a_job_another_worker_claimed(tones, submit):
+def test_task_refuses_a_job_another_worker_claimed(tones, submit, broker):
     job = submit(tones)
     TrainingJob.objects.filter(pk=job.pk).update(status="running", worker="elsewhere:1")
-    assert tasks.run_training_job(job.pk) == "skipped"
+    assert broker.deliver(broker.pull()) == "skipped"
     job.refresh_from_db()
     assert (job.status, job.worker, job.epochs) == ("running", "elsewhere:1", [])
 
@@ -72,7 +73,7 @@ def test_task_for_a_deleted_job_does_nothing(db):
     assert tasks.run_training_job(987654) == "skipped"
 
 
-def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monkeypatch, staff_user):
+def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monkeypatch, staff_user, broker):
     monkeypatch.setattr(tasks, "CANCEL_POLL_SECONDS", 0.0)
     job = submit(tones, epochs=40)
     seen = []
@@ -82,6 +83,7 @@ def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monk
         if progress.epoch is not None and progress.epoch["epoch"] == 1:
             TrainingJob.objects.get(pk=running_job.pk).cancel(staff_user)
 
+    assert broker.unpack(broker.pull())["args"] == (job.pk,)
     assert tasks.run_training_job(job.pk, progress_hook=cancel_after_first_epoch) == "cancelled"
     job.refresh_from_db()
     assert job.status == "cancelled"
