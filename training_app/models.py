@@ -348,6 +348,8 @@ class TrainingJob(models.Model):
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
     worker = models.CharField(max_length=128, blank=True)
+    device = models.CharField(max_length=16, blank=True, help_text="Where it trained: cpu, cuda:0, …")
+    device_name = models.CharField(max_length=128, blank=True, help_text="The GPU's (or CPU's) model name")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     reproduces = models.ForeignKey(

@@ -184,3 +184,33 @@ def test_worker_uses_its_share_of_the_cores(settings, monkeypatch):
     assert tasks.training_threads() == 2
     settings.Q_WORKERS = 16
     assert tasks.training_threads() == 1
+
+
+def test_the_job_records_the_device_it_trained_on_and_shows_it(tones, submit, settings, staff_client, api):
+    from training_app.ml.device import cpu_name
+
+    settings.TRAINING_DEVICE = "cpu"  # forced: on a GPU machine auto would take the GPU (tests/gpu/ checks that)
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert (job.device, job.device_name) == ("cpu", cpu_name())
+    assert job.metrics["device"] == "cpu" and job.metrics["precision"] == "fp32"
+    assert job.logs.filter(message=f"Training on the CPU ({cpu_name()}).").exists()
+    page = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert f"Trained on the CPU: {cpu_name()} · full precision (fp32)" in page
+    body = api.get(f"/api/jobs/{job.pk}").json()
+    assert (body["device"], body["device_name"], body["precision"]) == ("cpu", cpu_name(), "fp32")
+
+
+def test_a_gpu_the_machine_lacks_fails_the_job_saying_so(tones, submit, settings):
+    import torch
+
+    if torch.cuda.is_available():
+        settings.TRAINING_DEVICE = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU
+    else:
+        settings.TRAINING_DEVICE = "cuda"
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error.startswith(f"DeviceUnavailable: TRAINING_DEVICE={settings.TRAINING_DEVICE}, but this machine has")
+    assert not ModelVersion.objects.exists()

@@ -45,6 +45,7 @@ from .data import (
     split_backgrounds,
     trainable_clips,
 )
+from .device import GradScaler, autocast, precision_name
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
 from .model import ExportedModel, KeywordCNN
@@ -148,6 +149,7 @@ class TaskRun:
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     feature_config: FeatureConfig | None = None  # a task's own (transcription: clips of any length)
+    precision: str = "fp32"  # what the network trained in: "bf16"/"fp16" under CUDA autocast (ml/device.py)
 
     @property
     def features(self) -> FeatureConfig:
@@ -321,6 +323,8 @@ def _fit(
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
     network = KeywordCNN(run.task.n_outputs(run.labels), cfg.channels, cfg.dropout).to(run.device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = GradScaler(run.device)
+    run.precision = precision_name(run.device)
     negatives = _NegativePool.build(run, torch.Generator().manual_seed(cfg.seed + 2))
     steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
@@ -334,7 +338,7 @@ def _fit(
         train_loss = _train_one_epoch(
             run, network, frontend, [powers[i] for i in split.train] + extra,
             torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
-            augmenter, loss_fn, optimizer, scheduler, generator,
+            augmenter, loss_fn, optimizer, scaler, scheduler, generator,
             lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)),
         )
         if negatives:
@@ -359,8 +363,8 @@ def _fit(
 
 def _train_one_epoch(
     run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
-    augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-    on_step: Callable[[int], None],
+    augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scaler: GradScaler, scheduler,
+    generator: torch.Generator, on_step: Callable[[int], None],
 ) -> float:
     """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
     network.train()
@@ -370,10 +374,11 @@ def _train_one_epoch(
         run.check_stop()
         indices = order[start : start + run.cfg.batch_size]
         inputs = _augmented_batch(run, frontend, augmenter, [powers[i] for i in indices])
-        loss = loss_fn(network(inputs), targets[indices].to(run.device))
+        with autocast(run.device):  # the CNN in bf16/fp16 on CUDA; the loss below in fp32
+            outputs = network(inputs)
+        loss = loss_fn(outputs.float(), targets[indices].to(run.device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.step(loss, optimizer)
         scheduler.step()
         loss_sum += loss.item() * len(indices)
         on_step(step)
@@ -567,6 +572,7 @@ def _run_summary(
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "device": str(run.device),
+        "precision": run.precision,
         "threads": torch.get_num_threads(),
         "n_parameters": sum(parameter.numel() for parameter in network.parameters()),
         "feature_cache": cache_stats,
