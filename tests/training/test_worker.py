@@ -197,7 +197,7 @@ def test_the_job_records_the_device_it_trained_on_and_shows_it(tones, submit, se
     assert job.metrics["device"] == "cpu" and job.metrics["precision"] == "fp32"
     assert job.logs.filter(message=f"Training on the CPU ({cpu_name()}).").exists()
     page = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
-    assert f"Trained on the CPU: {cpu_name()} · full precision (fp32)" in page
+    assert f"Trained on {cpu_name()} (CPU) · full precision (fp32)" in page
     body = api.get(f"/api/jobs/{job.pk}").json()
     assert (body["device"], body["device_name"], body["precision"]) == ("cpu", cpu_name(), "fp32")
 
