@@ -285,7 +285,8 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
         touched = []
         for job in queued:
             task = tasks.get(job.task_id) if job.task_id else None
-            if task is None and job.created_at < now - timedelta(seconds=60):
+            # A job without a task id may still be between its commit and its enqueue: give it a minute.
+            if task is None and (job.task_id or job.created_at < now - timedelta(seconds=60)):
                 spare_tasks -= 1
                 if spare_tasks >= 0:
                     continue
