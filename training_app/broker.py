@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
-from django_q.signing import BadSignature, SignedPackage
 
 # django-q2 cluster that runs training tasks (Q_CLUSTER["ALT_CLUSTERS"]["training"]).
 TRAINING_CLUSTER = "training"
@@ -62,6 +61,8 @@ class RedisQueue:
 
     @staticmethod
     def _task_id(payload: bytes) -> str | None:
+        from django_q.signing import BadSignature, SignedPackage
+
         try:
             return SignedPackage.loads(payload)["id"]
         except (BadSignature, KeyError, TypeError):
