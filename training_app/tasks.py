@@ -366,7 +366,7 @@ class JobRun:
         try:
             outcome = run_external_trainer(spec, cfg.task, exported, cfg.to_dict(), self.job.dataset.sample_rate,
                                            out_dir, progress, self.on_log, self.should_stop, runtime.snapshot,
-                                           runtime.base_dir, settings.WORK_DIR)
+                                           runtime.base_dir, settings.WORK_DIR, device=runtime.device or "cpu")
         except ExternalTrainerCancelled:
             raise TrainingCancelled("cancelled: the external trainer was sent SIGTERM") from None
         history = outcome.history
