@@ -125,7 +125,7 @@ class JobOut(Schema):
     worker: str
     device: str = Field(description="Where the job trained: cpu, cuda:0, … (empty until it starts)")
     device_name: str = Field(description="That device's model name: the GPU's (NVIDIA H200) or the CPU's")
-    precision: str | None = Field(
+    training_precision: str | None = Field(
         description="What the network trained in once succeeded: fp32, or bf16/fp16 (CUDA mixed precision)"
     )
     created_at: datetime
@@ -134,8 +134,8 @@ class JobOut(Schema):
     heartbeat_at: datetime | None
 
     @staticmethod
-    def resolve_precision(job) -> str | None:
-        return (job.metrics or {}).get("precision")
+    def resolve_training_precision(job) -> str | None:
+        return (job.metrics or {}).get("training_precision")
 
     @staticmethod
     def resolve_url(job) -> str:

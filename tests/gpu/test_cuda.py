@@ -122,7 +122,7 @@ def test_each_task_trains_on_the_gpu_in_mixed_precision_and_predicts_there(task,
     assert (job.device, job.device_name) == ("cuda:0", gpu_name)
     assert job.metrics["device"] == "cuda:0"
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(torch.device("cuda", 0))]
-    assert job.metrics["precision"] == ("fp32" if task == "synthesis" else amp)
+    assert job.metrics["training_precision"] == ("fp32" if task == "synthesis" else amp)
     assert job.logs.filter(message=f"Training on GPU cuda:0 ({gpu_name}).").exists()
     assert f"Trained on {gpu_name} (GPU <code>cuda:0</code>)" in staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
     assert api.get(f"/api/jobs/{job.pk}").json()["device_name"] == gpu_name

@@ -194,12 +194,12 @@ def test_the_job_records_the_device_it_trained_on_and_shows_it(tones, submit, se
     assert tasks.run_training_job(job.pk) == "succeeded"
     job.refresh_from_db()
     assert (job.device, job.device_name) == ("cpu", cpu_name())
-    assert job.metrics["device"] == "cpu" and job.metrics["precision"] == "fp32"
+    assert job.metrics["device"] == "cpu" and job.metrics["training_precision"] == "fp32"
     assert job.logs.filter(message=f"Training on the CPU ({cpu_name()}).").exists()
     page = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
     assert f"Trained on {cpu_name()} (CPU) · full precision (fp32)" in page
     body = api.get(f"/api/jobs/{job.pk}").json()
-    assert (body["device"], body["device_name"], body["precision"]) == ("cpu", cpu_name(), "fp32")
+    assert (body["device"], body["device_name"], body["training_precision"]) == ("cpu", cpu_name(), "fp32")
 
 
 def test_a_gpu_the_machine_lacks_fails_the_job_saying_so(tones, submit, settings):

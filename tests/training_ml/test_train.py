@@ -116,7 +116,7 @@ def test_metrics_report_network_baseline_and_split(trained):
     assert len(metrics["history"]) == metrics["epochs_run"] == 2
     # No device was named: train() takes CUDA when the machine has it (the gpu tests check that side).
     assert metrics["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and metrics["threads"] == 2
-    assert metrics["precision"] == ("fp32" if metrics["device"] == "cpu" else metrics["precision"])
+    assert metrics["training_precision"] in (("fp32",) if metrics["device"] == "cpu" else ("bf16", "fp16"))
     assert metrics["binary"] is None
     assert metrics["feature_cache"] == {"hits": 0, "misses": 18}
 

@@ -572,7 +572,7 @@ def _run_summary(
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "device": str(run.device),
-        "precision": run.precision,
+        "training_precision": run.precision,
         "threads": torch.get_num_threads(),
         "n_parameters": sum(parameter.numel() for parameter in network.parameters()),
         "feature_cache": cache_stats,
