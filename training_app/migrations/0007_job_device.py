@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training_app', '0005_synthesis_task'),
+        ('training_app', '0006_remove_job_artifacts_dir'),
     ]
 
     operations = [
