@@ -124,7 +124,8 @@ def test_each_task_trains_on_the_gpu_in_mixed_precision_and_predicts_there(task,
     amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(torch.device("cuda", 0))]
     assert job.metrics["training_precision"] == ("fp32" if task == "synthesis" else amp)
     assert job.logs.filter(message=f"Training on GPU cuda:0 ({gpu_name}).").exists()
-    assert f"Trained on {gpu_name} (GPU <code>cuda:0</code>)" in staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    page = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert f"Trained on {gpu_name} (GPU <code>cuda:0</code>)" in page
     assert api.get(f"/api/jobs/{job.pk}").json()["device_name"] == gpu_name
 
     # The exported model predicts on the GPU (constants made while tracing moved too) as it does on the CPU.

@@ -1,10 +1,10 @@
-"""Two training machines on one queue: two real `qcluster` processes, each with a work folder of its own.
+"""Two training machines on one queue and no shared disk: two real `qcluster` processes, each with a work folder
+and an (empty) media folder of its own, sharing only the database, the broker and an S3 bucket (moto_server).
 
-Each "machine" is a training cluster started with its own AUDIOML_WORK_DIR (its job folders, its feature
-cache, its GPU claims); they share only the database and the broker, on each broker. One of them is killed
-with SIGKILL in the middle of a long job, the way a machine dies: the job is failed as "worker lost" by the
-reaper, and the other machine runs the rest of the queue, including the task the dead one had already pulled.
-Every job runs exactly once.
+Each "machine" keeps its own clip cache, feature cache, job folders and GPU claims. One of them is killed with
+SIGKILL in the middle of a long job, the way a machine dies: the job is failed as "worker lost" by the reaper,
+and the other machine runs the rest of the queue, including the task the dead one had already pulled. Every job
+runs exactly once. On each broker (ORM and Redis).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from datasets_app.models import Clip
 from registry_app.models import ModelVersion
 from tests.factories import DatasetFactory
 from tests.ops.servers import start_qcluster, stop, wait_for
@@ -31,11 +32,15 @@ HEARTBEAT_STALE_SECONDS = 45
 
 
 def machine_env(subprocess_env: dict, broker, root: Path) -> dict:
-    work = root / "work"
+    work, media = root / "work", root / "media"
     work.mkdir(parents=True)
-    return {**subprocess_env, **broker.env(), "AUDIOML_WORK_DIR": str(work),
+    return {**subprocess_env, **broker.env(), "AUDIOML_WORK_DIR": str(work), "MEDIA_ROOT": str(media),
             "FILE_UPLOAD_TEMP_DIR": str(work / "uploads"),
             "HEARTBEAT_STALE_SECONDS": str(HEARTBEAT_STALE_SECONDS)}
+
+
+def files_under(root: Path) -> set[str]:
+    return {path.relative_to(root).as_posix() for path in root.rglob("*") if path.is_file()} if root.exists() else set()
 
 
 def jobs_by_pk(*jobs: TrainingJob) -> dict[int, TrainingJob]:
@@ -43,16 +48,20 @@ def jobs_by_pk(*jobs: TrainingJob) -> dict[int, TrainingJob]:
 
 
 def starts(job: TrainingJob) -> list[str]:
-    return list(JobLog.objects.filter(job=job, message__startswith="Started on worker").values_list("message", flat=True))
+    started = JobLog.objects.filter(job=job, message__startswith="Started on worker")
+    return list(started.values_list("message", flat=True))
 
 
-def cache_entries(env: dict) -> set[str]:
-    cache = Path(env["AUDIOML_WORK_DIR"]) / "feature-cache"
-    return {path.name for path in cache.rglob("*") if path.is_file()} if cache.exists() else set()
+def work_files(env: dict, folder: str) -> set[str]:
+    return files_under(Path(env["AUDIOML_WORK_DIR"]) / folder)
+
+
+def clip_log(job: TrainingJob) -> str:
+    return JobLog.objects.filter(job=job, message__startswith="Clips: ").values_list("message", flat=True).get()
 
 
 def test_two_machines_share_one_queue_and_the_survivor_takes_over_when_one_dies(
-        subprocess_env, broker, settings, tmp_path):
+        s3_storage, subprocess_env, broker, settings, tmp_path):
     settings.HEARTBEAT_STALE_SECONDS = HEARTBEAT_STALE_SECONDS  # the reaper this test runs in its own process
     dataset = DatasetFactory(name="tones")
     add_clips(dataset, "low", 6, 300.0)
@@ -98,11 +107,21 @@ def test_two_machines_share_one_queue_and_the_survivor_takes_over_when_one_dies(
     for job in (long_job, *short_jobs):
         assert len(starts(job)) == 1, starts(job)  # each job ran exactly once
 
-    # Each machine has a feature cache of its own: B computed the clips' features once for itself and reused
-    # them; A's cache (filled before it died) was never B's.
+    # Each machine has caches of its own: B fetched the clips from the bucket and computed their features once
+    # for itself, then reused both; what A had fetched and computed before it died was never B's.
     first, *later = sorted(short_jobs, key=lambda job: jobs[job.pk].started_at)
+    assert clip_log(first).startswith("Clips: 0 already in this machine's clip cache, 12 fetched")
+    assert all(clip_log(job).startswith("Clips: 12 already in this machine's clip cache, 0 fetched") for job in later)
     assert jobs[first.pk].metrics["feature_cache"] == {"hits": 0, "misses": 12}
     assert all(jobs[job.pk].metrics["feature_cache"] == {"hits": 12, "misses": 0} for job in later)
-    entries_a, entries_b = cache_entries(env_a), cache_entries(env_b)
-    assert entries_a and entries_b and entries_a == entries_b  # the same clips, cached twice: once per machine
-    assert not list((Path(env_b["AUDIOML_WORK_DIR"]) / "jobs").glob("*"))  # B's job folders removed after use
+    clips = set(Clip.objects.values_list("audio", flat=True))
+    assert work_files(env_a, "clip-cache") == work_files(env_b, "clip-cache") == clips  # once per machine
+    features_a = work_files(env_a, "feature-cache")
+    assert features_a and features_a == work_files(env_b, "feature-cache")
+    assert work_files(env_b, "jobs") == set()  # B's job folders removed once their versions were registered
+
+    # Nothing but the bucket held the data: the models are there, and no media folder received a file.
+    for job in short_jobs:
+        assert f"models/{job.model_name}/v1/model.pt2" in s3_storage.keys("models/")
+    for folder in (Path(env_a["MEDIA_ROOT"]), Path(env_b["MEDIA_ROOT"]), Path(settings.MEDIA_ROOT)):
+        assert files_under(folder) == set()
