@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('training_app', '0006_remove_job_artifacts_dir'),
+        ('training_app', '0007_job_reproduces'),
     ]
 
     operations = [
