@@ -45,6 +45,16 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
 
 
+def envdevice(name: str, default: str) -> str:
+    """A torch device for training or predictions: auto, cpu, cuda or cuda:N (checked without importing torch)."""
+    import re
+
+    value = os.getenv(name, default).strip()
+    if not re.fullmatch(r"auto|cpu|cuda|cuda:\d+", value):
+        raise ImproperlyConfigured(f"{name}={value!r}: use auto, cpu, cuda or cuda:N")
+    return value
+
+
 def envtrainers(name: str) -> dict:
     """External trainers as JSON: {"piper": {"command": ["..."], "layout": "ljspeech", "tasks": ["synthesis"],
     "timeout": 21600, "silence_timeout": 600}}; each is checked now, so a typo stops the start."""
@@ -327,6 +337,12 @@ TRAINING_TIMEOUT = envint("TRAINING_TIMEOUT", 6 * 3600, minimum=60)
 # Admin-configured external trainers a job may run instead of the built-in one (training_app/external.py).
 EXTERNAL_TRAINERS = envtrainers("AUDIOML_EXTERNAL_TRAINERS")
 Q_WORKERS = envint("Q_WORKERS", 1, minimum=1)
+# Where training runs (training_app/ml/device.py): auto = a free GPU of this machine when it has one (several
+# workers on a machine with several GPUs each take their own), else the CPU; cpu; cuda (a free GPU, required);
+# cuda:N (that GPU). Predictions in the web process run on INFERENCE_DEVICE (the tiny models answer fast on one
+# CPU thread; auto = the first GPU when there is one).
+TRAINING_DEVICE = envdevice("TRAINING_DEVICE", "auto")
+INFERENCE_DEVICE = envdevice("INFERENCE_DEVICE", "cpu")
 HEARTBEAT_STALE_SECONDS = envint("HEARTBEAT_STALE_SECONDS", 120, minimum=10)
 _q_base = {
     "orm": "default",

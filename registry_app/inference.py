@@ -154,8 +154,7 @@ def load_version(version: ModelVersion) -> LoadedModel:
     if len(data) != entry["size"] or actual != entry["sha256"]:
         logger.error("Refusing to load %s: SHA-256 %s, registered %s", entry["path"], actual, entry["sha256"])
         raise _damaged(version, f"{MODEL_FILE} has SHA-256 {actual[:12]}…, but {entry['sha256'][:12]}… was registered")
-    with DESERIALIZE_LOCK:  # torch.export.load keeps global state: two threads loading at once fail
-        module = torch.export.load(io.BytesIO(data)).module()
+    module = load_exported(data)
     clip_samples = int(version.feature_config["clip_samples"])
     with torch.inference_mode():
         module(torch.zeros(1, clip_samples))  # the first call is slow; pay it here, not in a user's request
@@ -181,6 +180,47 @@ _torch_configured = False
 # models at once (a request thread and the shadow pool, or two requests for different versions) fail with
 # "_CURRENT_DESERIALIZER is already set". Loads are rare (the cache keeps models), so they take turns.
 DESERIALIZE_LOCK = threading.Lock()
+_device = None
+
+
+def inference_device():
+    """INFERENCE_DEVICE as a torch.device for this process (``auto``: the first GPU when there is one)."""
+    global _device
+    if _device is None:
+        from training_app.ml.device import resolve_inference_device
+
+        _device = resolve_inference_device(settings.INFERENCE_DEVICE)
+        logger.info("Predictions run on %s", _device)
+    return _device
+
+
+class OnDevice:
+    """An exported module on a GPU, called like the CPU one: tensors in from the CPU, tensors back on the CPU."""
+
+    def __init__(self, module, device) -> None:
+        self.module, self.device = module, device
+
+    def __call__(self, *inputs):
+        output = self.module(*(item.to(self.device) for item in inputs))
+        if isinstance(output, (tuple, list)):
+            return type(output)(item.cpu() for item in output)
+        return output.cpu()
+
+
+def load_exported(data: bytes):
+    """An exported program (model.pt2 bytes) ready to call on INFERENCE_DEVICE. On a GPU the whole program is
+    moved, constants made while tracing included (torch.export.passes.move_to_device_pass)."""
+    import torch
+
+    from torch.export.passes import move_to_device_pass
+
+    device = inference_device()
+    with DESERIALIZE_LOCK:  # torch.export.load keeps global state: two threads loading at once fail
+        program = torch.export.load(io.BytesIO(data))
+        if device.type == "cpu":
+            return program.module()
+        moved = move_to_device_pass(program, device).module()
+    return OnDevice(moved, device)
 
 
 def _configure_torch(torch) -> None:

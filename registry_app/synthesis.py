@@ -88,7 +88,7 @@ cache = _VoiceCache()
 def load_voice(version: ModelVersion) -> LoadedVoice:
     import torch
 
-    from registry_app.inference import DESERIALIZE_LOCK, _configure_torch
+    from registry_app.inference import _configure_torch, load_exported
 
     _configure_torch(torch)
     model_entry = version.verify_artifact(MODEL_FILE)
@@ -96,9 +96,7 @@ def load_voice(version: ModelVersion) -> LoadedVoice:
     with default_storage.open(config_entry["path"], "rb") as handle:
         config = json.loads(handle.read())
     with default_storage.open(model_entry["path"], "rb") as handle:
-        data = handle.read()
-    with DESERIALIZE_LOCK:  # torch.export.load is not safe to run in two threads at once
-        module = torch.export.load(io.BytesIO(data)).module()
+        module = load_exported(handle.read())
     return LoadedVoice(version.pk, model_entry["sha256"], module, TextFrontend.from_config(config["text_frontend"]),
                        int(config["sample_rate"]),
                        int((config.get("prediction") or {}).get("max_text_characters") or MAX_TEXT_CHARACTERS))

@@ -243,3 +243,14 @@ def subprocess_env(request, settings, transactional_db):
         "SECRET_KEY": settings.SECRET_KEY,
         "DJANGO_ALLOW_ASYNC_UNSAFE": "",
     }
+
+
+@pytest.fixture(params=["orm", "redis"])
+def broker(request, monkeypatch):
+    """Run the test once on each django-q2 broker: the ORM and Redis (tests/brokers.py)."""
+    from tests.brokers import BrokerUnderTest
+
+    under_test = BrokerUnderTest(request.param)
+    under_test.configure(monkeypatch)
+    yield under_test
+    under_test.clear()

@@ -136,7 +136,7 @@ def run_external_trainer(
     spec: TrainerSpec, task: str, clips: Sequence[ExportedClip], settings: dict[str, Any], sample_rate: int,
     out_dir: Path, on_progress: Callable[[float, dict[str, Any] | None], None], on_log: Callable[[str, str], None],
     should_stop: Callable[[], bool], snapshot: dict[str, Any] | None = None, init_from: Path | None = None,
-    work_root: Path | None = None,
+    work_root: Path | None = None, device: str = "cpu",
 ) -> ExternalResult:
     """Run the trainer on the clips and move its output, completed by AudioML's config.json and snapshot.json,
     into ``out_dir`` (all or nothing). Raises ExternalTrainerError or ExternalTrainerCancelled."""
@@ -154,10 +154,11 @@ def run_external_trainer(
             "contract_version": CONTRACT_VERSION, "task": task, "trainer": spec.name, "layout": spec.layout,
             "data_dir": str(data_dir), "output_dir": str(output_dir), "sample_rate": sample_rate, "clips": n_clips,
             "settings": settings, "init_from": str(init_from) if init_from else None,
+            "device": "cpu" if device == "cpu" else "cuda",
         }, indent=2))
         on_log("info", f"external trainer {spec.name}: {n_clips} clips exported ({spec.layout}); running "
                        f"{' '.join(spec.command)}")
-        history = _run(spec, config_path, work, on_progress, on_log, should_stop)
+        history = _run(spec, config_path, work, on_progress, on_log, should_stop, device_env(device))
         metrics = _read_metrics(output_dir)
         _complete_output(output_dir, spec, task, settings, sample_rate, snapshot)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -170,8 +171,16 @@ def run_external_trainer(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(spec: TrainerSpec, config_path: Path, work: Path, on_progress, on_log, should_stop) -> list[dict[str, Any]]:
-    env = {**os.environ, "AUDIOML_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
+def device_env(device: str) -> dict[str, str]:
+    """The trainer sees only the GPU its job claimed (as its ``cuda``), or none when the job runs on the CPU."""
+    if device == "cpu":
+        return {"CUDA_VISIBLE_DEVICES": ""}
+    return {"CUDA_VISIBLE_DEVICES": device.split(":", 1)[1]} if ":" in device else {}
+
+
+def _run(spec: TrainerSpec, config_path: Path, work: Path, on_progress, on_log, should_stop,
+         extra_env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    env = {**os.environ, **(extra_env or {}), "AUDIOML_CONFIG": str(config_path), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen([*spec.command, str(config_path)], cwd=work, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, bufsize=1, start_new_session=True)
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audioml.audit import Actor, record
 from audioml.errors import Conflict, Unprocessable
 from datasets_app.models import Clip, Dataset, name_validator
+from training_app.broker import TRAINING_CLUSTER, training_queue
 from training_app.signals import job_requested
 from training_app.snapshot import (
     clip_records,
@@ -25,9 +26,6 @@ from training_app.snapshot import (
 )
 
 logger = logging.getLogger("training_app")
-
-# django-q2 cluster that runs training tasks (Q_CLUSTER["ALT_CLUSTERS"]["training"]).
-TRAINING_CLUSTER = "training"
 
 
 class JobNotTrainable(Unprocessable):
@@ -268,38 +266,35 @@ class TrainingJobManager(models.Manager.from_queryset(TrainingJobQuerySet)):
     def recover_queue(self, now: datetime | None = None) -> list[int]:
         """Make every queued job reachable by a worker again; returns the ids it touched.
 
-        A training cluster prefetches the next task while it trains (django-q2's pusher locks the broker row
-        until ``retry``, hours away), so when that cluster dies the next jobs would wait for hours. When no
-        worker is visibly busy, locked tasks of queued jobs are released and queued jobs whose task vanished
-        from the queue are enqueued again. A task delivered twice is harmless: the task claims its job
-        atomically and skips jobs that are not queued.
+        A training cluster prefetches the next task while it trains. When that cluster dies, the ORM broker
+        keeps the task locked until ``retry`` (hours away) and Redis has lost it (a popped task has no receipt;
+        training_app/broker.py). When no worker is visibly busy, held tasks of queued jobs are released and
+        queued jobs whose task vanished from the queue are enqueued again. A task delivered twice is harmless:
+        the task claims its job atomically and skips jobs that are not queued.
         """
-        from django_q.brokers import get_broker
-        from django_q.brokers.orm import ORM
-        from django_q.models import OrmQ
-
         now = now or timezone.now()
-        if not isinstance(get_broker(TRAINING_CLUSTER), ORM):
-            return []
+        queue = training_queue()
         cutoff = now - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS)
         if self.filter(status=TrainingJob.Status.RUNNING, heartbeat_at__gte=cutoff).exists():
             return []  # a live worker may hold the next task in memory; leave the queue alone
-        rows = {row.task_id(): row for row in OrmQ.objects.filter(key=TRAINING_CLUSTER)}
+        tasks = {task.task_id: task for task in queue.tasks(now)}
         queued = list(self.filter(status=TrainingJob.Status.QUEUED).order_by("created_at", "id"))
         # Tasks train the head of the queue: a task whose own job another task trained will train another job.
-        spare_tasks = len(set(rows) - {job.task_id for job in queued})
-        OrmQ.objects.filter(pk__in=[row.pk for row in rows.values()], lock__gt=now).update(lock=now)
+        spare_tasks = len(set(tasks) - {job.task_id for job in queued})
+        queue.release_held(now)
         touched = []
         for job in queued:
-            row = rows.get(job.task_id) if job.task_id else None
-            if row is None and job.created_at < now - timedelta(seconds=60):
+            task = tasks.get(job.task_id) if job.task_id else None
+            # A job without a task id may still be between its commit and its enqueue: give it a minute.
+            if task is None and (job.task_id or job.created_at < now - timedelta(seconds=60)):
                 spare_tasks -= 1
                 if spare_tasks >= 0:
                     continue
                 job.enqueue()
-                job.log(JobLog.Level.WARNING, "Its task was missing from the queue; queued again.")
+                job.log(JobLog.Level.WARNING, "Its task was missing from the queue (a lost worker had taken it); "
+                        "queued again.")
                 touched.append(job.pk)
-            elif row is not None and row.lock and row.lock > now:
+            elif task is not None and task.held:
                 job.log(JobLog.Level.INFO, "Released from a lost worker; waiting for the next worker.")
                 touched.append(job.pk)
         return touched
@@ -354,6 +349,8 @@ class TrainingJob(models.Model):
     cancel_requested = models.BooleanField(default=False)
     task_id = models.CharField(max_length=64, blank=True, help_text="django-q2 task id")
     worker = models.CharField(max_length=128, blank=True)
+    device = models.CharField(max_length=16, blank=True, help_text="Where it trained: cpu, cuda:0, …")
+    device_name = models.CharField(max_length=128, blank=True, help_text="The GPU's (or CPU's) model name")
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     rerun_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns")
     reproduces = models.ForeignKey(
@@ -425,16 +422,10 @@ class TrainingJob(models.Model):
         return self.task_id
 
     def remove_from_queue(self) -> int:
-        """Delete this job's task from the ORM broker's queue (tasks not yet finished by a worker)."""
-        from django_q.models import OrmQ
-
+        """Delete this job's task from the broker's queue (tasks not yet pulled by a worker)."""
         if not self.task_id:
             return 0
-        removed = 0
-        for row in OrmQ.objects.filter(key=TRAINING_CLUSTER):
-            if row.task_id() == self.task_id:
-                removed += OrmQ.objects.filter(pk=row.pk).delete()[0]
-        return removed
+        return training_queue().remove(self.task_id)
 
     def remove_working_files(self) -> None:
         """Remove the job's working folder and any half-written export next to it."""

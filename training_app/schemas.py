@@ -123,10 +123,19 @@ class JobOut(Schema):
                                    "trains again (null unless it is a reproduction)")
     created_by: str | None
     worker: str
+    device: str = Field(description="Where the job trained: cpu, cuda:0, … (empty until it starts)")
+    device_name: str = Field(description="That device's model name: the GPU's (NVIDIA H200) or the CPU's")
+    training_precision: str | None = Field(
+        description="What the network trained in once succeeded: fp32, or bf16/fp16 (CUDA mixed precision)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     heartbeat_at: datetime | None
+
+    @staticmethod
+    def resolve_training_precision(job) -> str | None:
+        return (job.metrics or {}).get("training_precision")
 
     @staticmethod
     def resolve_url(job) -> str:

@@ -163,6 +163,14 @@ class StopOnSigterm:
         signal.signal(signal.SIGTERM, self.previous)  # a second SIGTERM ends the process at once
 
 
+def reap_stale_jobs() -> dict[str, list[int]]:
+    """Scheduled every minute on the default cluster (training_app/apps.py): fail jobs of lost workers and keep
+    the queue moving (tasks a lost worker held are released, or enqueued again on Redis)."""
+    reaped = TrainingJob.objects.reap_stale()
+    recovered = TrainingJob.objects.recover_queue()
+    return {"reaped": reaped, "recovered": recovered}
+
+
 def sweep_this_machine() -> None:
     """Finished jobs' folders and the feature cache's size limit live on this worker's local disk."""
     from audioml.sweep import sweep
@@ -238,6 +246,7 @@ class JobRun:
         self.parent_pid = os.getppid() if watch_parent else None
         self.phase = TrainingJob.Phase.PREPARING
         self.temp_dir: Path | None = None
+        self.device_claim = None
 
     def execute(self) -> str:
         from training_app.ml.config import TrainConfig
@@ -255,8 +264,9 @@ class JobRun:
             sweep_this_machine()
             cfg = TrainConfig.from_dict(job.preset, job.config)
             clips = self.snapshot_records()
+            device = self.claim_device()
             runtime = Runtime(settings.WORK_DIR / "feature-cache", self.snapshot_document(), self.on_log, threads,
-                              base_dir=self.base_artifacts(cfg.init_from))
+                              device=device, base_dir=self.base_artifacts(cfg.init_from))
             if cfg.trainer:
                 result = self.run_external(cfg, clips, out_dir, runtime)
             else:
@@ -269,12 +279,24 @@ class JobRun:
         except Exception as error:  # noqa: BLE001 - every failure is recorded on the job
             return self.finish_failed(error)
         finally:
+            if self.device_claim is not None:
+                self.device_claim.release()
             if self.temp_dir is not None:
                 shutil.rmtree(self.temp_dir, ignore_errors=True)
         status = self.finish_succeeded(result, version)
         job.remove_working_files()  # its artifacts now live in the registry
         sweep_this_machine()
         return status
+
+    def claim_device(self) -> str:
+        """This machine's device for the job (TRAINING_DEVICE; a GPU no other job here holds), recorded on it."""
+        from training_app.ml.device import claim_device
+
+        self.device_claim = claim = claim_device(settings.TRAINING_DEVICE, settings.WORK_DIR / "devices")
+        self.write(device=str(claim.device), device_name=claim.name)
+        where = f"GPU {claim.device} ({claim.name})" if claim.is_cuda else f"the CPU ({claim.name})"
+        self.job.log(JobLog.Level.INFO, f"Training on {where}" + (f"; {claim.note}" if claim.note else "") + ".")
+        return str(claim.device)
 
     # Data --------------------------------------------------------------------------------------------------
 
@@ -344,7 +366,7 @@ class JobRun:
         try:
             outcome = run_external_trainer(spec, cfg.task, exported, cfg.to_dict(), self.job.dataset.sample_rate,
                                            out_dir, progress, self.on_log, self.should_stop, runtime.snapshot,
-                                           runtime.base_dir, settings.WORK_DIR)
+                                           runtime.base_dir, settings.WORK_DIR, device=runtime.device or "cpu")
         except ExternalTrainerCancelled:
             raise TrainingCancelled("cancelled: the external trainer was sent SIGTERM") from None
         history = outcome.history

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from audioml.settings import database_from_url, envbool, envint
+from audioml.settings import database_from_url, envbool, envdevice, envint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,16 @@ def test_envint_rejects_garbage(monkeypatch):
     monkeypatch.setenv("Q_WORKERS", "many")
     with pytest.raises(ImproperlyConfigured, match="whole number"):
         envint("Q_WORKERS", 1)
+
+
+def test_device_settings_are_checked_without_importing_torch(monkeypatch):
+    monkeypatch.delenv("TRAINING_DEVICE", raising=False)
+    assert envdevice("TRAINING_DEVICE", "auto") == "auto"
+    monkeypatch.setenv("TRAINING_DEVICE", "cuda:1")
+    assert envdevice("TRAINING_DEVICE", "auto") == "cuda:1"
+    monkeypatch.setenv("INFERENCE_DEVICE", "gpu0")
+    with pytest.raises(ImproperlyConfigured, match="INFERENCE_DEVICE='gpu0': use auto, cpu, cuda or cuda:N"):
+        envdevice("INFERENCE_DEVICE", "cpu")
 
 
 def test_database_url_parsing(tmp_path):

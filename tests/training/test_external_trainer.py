@@ -14,7 +14,7 @@ from registry_app.models import ModelVersion
 from tests.factories import ClipFactory, DatasetFactory
 from training_app import tasks
 from training_app.external import (
-    ExportedClip, ExternalTrainerCancelled, ExternalTrainerError, TrainerSpec, run_external_trainer,
+    ExportedClip, ExternalTrainerCancelled, ExternalTrainerError, TrainerSpec, device_env, run_external_trainer,
 )
 from training_app.models import TrainingJob
 
@@ -156,3 +156,8 @@ def test_the_new_job_form_offers_the_configured_trainers(trainers, sentences_dat
     response = admin_client.post("/training/new/", {"dataset": "anna", "model_name": "rate-voice", "task": "synthesis",
                                                      "preset": "quick", "trainer": "labels-only"})
     assert b"trains classification, not synthesis" in response.content and not TrainingJob.objects.exists()
+
+
+def test_a_trainer_sees_only_the_gpu_its_job_claimed():
+    assert device_env("cuda:2") == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert device_env("cpu") == {"CUDA_VISIBLE_DEVICES": ""}

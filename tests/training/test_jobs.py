@@ -17,11 +17,7 @@ from training_app.apps import REAPER_SCHEDULE_NAME, ensure_reaper_schedule
 from training_app.models import JobLog, TrainingJob, snapshot_hash
 
 
-def queued_task_ids() -> list[str]:
-    return [row.task_id() for row in OrmQ.objects.filter(key="training")]
-
-
-def test_create_job_freezes_snapshot_and_enqueues_on_the_training_cluster(tones, submit, admin_user):
+def test_create_job_freezes_snapshot_and_enqueues_on_the_training_cluster(tones, submit, admin_user, broker):
     job = submit(tones)
     assert job.status == "queued"
     assert job.phase == "waiting"
@@ -39,21 +35,23 @@ def test_create_job_freezes_snapshot_and_enqueues_on_the_training_cluster(tones,
     assert job.overrides == TINY
     job.refresh_from_db()
     assert job.task_id
-    row = OrmQ.objects.get(key="training")
-    assert row.task_id() == job.task_id
-    assert row.task["func"] == "training_app.tasks.run_training_job"
-    assert row.task["args"] == (job.pk,)
-    assert row.name() == f"training-job-{job.pk}"
+    (payload,) = broker.pending()
+    task = broker.unpack(payload)
+    assert task["id"] == job.task_id
+    assert task["func"] == "training_app.tasks.run_training_job"
+    assert task["args"] == (job.pk,)
+    assert task["name"] == f"training-job-{job.pk}"
     assert job.logs.filter(message__contains="Queued by admin-persona").exists()
 
 
-def test_job_is_enqueued_only_after_the_transaction_commits(tones, django_capture_on_commit_callbacks, admin_user):
+def test_job_is_enqueued_only_after_the_transaction_commits(tones, django_capture_on_commit_callbacks, admin_user,
+                                                            broker):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         job = TrainingJob.objects.create_job(tones, "m", "quick", TINY, admin_user)
-    assert OrmQ.objects.count() == 0
+    assert broker.pending() == []
     assert len(callbacks) == 1
     callbacks[0]()
-    assert queued_task_ids() == [TrainingJob.objects.get(pk=job.pk).task_id]
+    assert broker.task_ids() == [TrainingJob.objects.get(pk=job.pk).task_id]
 
 
 @pytest.mark.parametrize(
@@ -165,13 +163,13 @@ def test_queue_positions_follow_submission_order(tones, submit):
     assert jobs[2].queue_position() == 2
 
 
-def test_cancelling_a_queued_job_removes_its_task_from_the_queue(tones, submit, staff_user):
+def test_cancelling_a_queued_job_removes_its_task_from_the_queue(tones, submit, staff_user, broker):
     job, other = submit(tones), submit(tones)
-    assert len(queued_task_ids()) == 2
+    assert len(broker.task_ids()) == 2
     job.cancel(staff_user)
     assert job.status == "cancelled"
     assert job.finished_at is not None
-    assert queued_task_ids() == [TrainingJob.objects.get(pk=other.pk).task_id]
+    assert broker.task_ids() == [TrainingJob.objects.get(pk=other.pk).task_id]
     assert job.logs.filter(level="warning", message__contains="Cancelled by staff-persona while queued").exists()
 
 
@@ -211,7 +209,7 @@ def test_run_again_takes_a_fresh_snapshot_with_the_same_settings(tones, submit, 
     assert again.snapshot_hash != job.snapshot_hash
 
 
-def test_reaper_fails_running_jobs_whose_worker_went_silent(tones, submit):
+def test_reaper_fails_running_jobs_whose_worker_went_silent(tones, submit, broker):
     now = timezone.now()
     stale, fresh = submit(tones), submit(tones)
     silent_since = now - timedelta(seconds=settings.HEARTBEAT_STALE_SECONDS + 5)
@@ -232,37 +230,62 @@ def test_reaper_fails_running_jobs_whose_worker_went_silent(tones, submit):
     assert TrainingJob.objects.reap_stale(now) == []
 
 
-def test_after_a_lost_worker_the_next_queued_task_is_released(tones, submit):
-    """A dead cluster had already pulled the next task (locked for hours); reaping hands it back."""
+def test_after_a_lost_worker_the_next_queued_task_is_handed_back(tones, submit, broker):
+    """A dead cluster had already pulled the next task (ORM: locked for hours; Redis: popped, gone with the
+    cluster); reaping hands it back to the queue."""
     now = timezone.now()
     running, waiting = submit(tones), submit(tones)
     long_ago = now - timedelta(hours=1)
-    TrainingJob.objects.filter(pk=running.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
-    OrmQ.objects.filter(key="training").update(lock=now + timedelta(hours=18))
-    TrainingJob.objects.reap_stale(now)
+    TrainingJob.objects.filter(pk=running.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago,
+                                                     created_at=long_ago)
+    TrainingJob.objects.filter(pk=waiting.pk).update(created_at=long_ago)
+    broker.pull(), broker.pull()  # the task that started `running`, and the next one, prefetched
+    assert TrainingJob.objects.reap_stale(now) == [running.pk]
     waiting.refresh_from_db()
-    assert OrmQ.objects.get(key="training").task_id() == waiting.task_id
-    assert OrmQ.objects.get(key="training").lock <= now
-    assert waiting.logs.filter(message__contains="Released from a lost worker").exists()
+    assert broker.task_ids() == [waiting.task_id]
+    if broker.name == "orm":
+        assert OrmQ.objects.get(key="training").lock <= now
+        assert waiting.logs.filter(message__contains="Released from a lost worker").exists()
+    else:
+        assert waiting.logs.filter(message__contains="missing from the queue (a lost worker had taken it)").exists()
 
 
-def test_queue_is_left_alone_while_a_worker_is_busy(tones, submit):
+def test_queue_is_left_alone_while_a_worker_is_busy(tones, submit, broker):
     now = timezone.now()
+    long_ago = now - timedelta(hours=1)
     running, waiting = submit(tones), submit(tones)
     TrainingJob.objects.filter(pk=running.pk).update(status="running", started_at=now, heartbeat_at=now)
-    locked_until = now + timedelta(hours=18)
-    OrmQ.objects.filter(key="training").update(lock=locked_until)
+    TrainingJob.objects.filter(pk=waiting.pk).update(created_at=long_ago)
+    broker.acknowledge(broker.pull())
+    prefetched = broker.pull()  # held by the busy cluster, which will run it next
     assert TrainingJob.objects.recover_queue(now) == []
-    assert OrmQ.objects.filter(lock=locked_until).count() == 2
+    assert broker.task_ids() == ([broker.unpack(prefetched)["id"]] if broker.name == "orm" else [])
+    if broker.name == "orm":
+        assert OrmQ.objects.get(key="training").lock > now
 
 
-def test_a_queued_job_whose_task_vanished_is_queued_again(tones, submit, django_capture_on_commit_callbacks):
+def test_a_queued_job_whose_task_vanished_is_queued_again(tones, submit, broker):
     job = submit(tones)
-    OrmQ.objects.all().delete()
+    broker.acknowledge(broker.pending()[0])
+    assert broker.pending() == []
     later = timezone.now() + timedelta(minutes=5)
     assert TrainingJob.objects.recover_queue(later) == [job.pk]
     job.refresh_from_db()
-    assert queued_task_ids() == [job.task_id]
+    assert broker.task_ids() == [job.task_id]
+
+
+def test_the_scheduled_reaper_fails_lost_jobs_and_recovers_the_queue(tones, submit, broker):
+    from training_app.tasks import reap_stale_jobs
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    lost, waiting = submit(tones), submit(tones)
+    TrainingJob.objects.filter(pk=lost.pk).update(status="running", started_at=long_ago, heartbeat_at=long_ago)
+    TrainingJob.objects.filter(pk=waiting.pk).update(created_at=long_ago)
+    broker.acknowledge(broker.pending()[1])  # the lost worker had pulled waiting's task
+    outcome = reap_stale_jobs()
+    assert outcome["reaped"] == [lost.pk]
+    assert TrainingJob.objects.get(pk=lost.pk).status == "failed"
+    assert broker.task_ids() == [TrainingJob.objects.get(pk=waiting.pk).task_id]
 
 
 def test_reaper_schedule_is_created_once_for_the_default_cluster(db):

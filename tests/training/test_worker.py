@@ -50,20 +50,21 @@ def test_worker_trains_a_queued_job_to_success(tones, submit):
     assert messages[-1].startswith("Succeeded in")
 
 
-def test_running_the_task_twice_trains_once(tones, submit):
+def test_running_the_task_twice_trains_once(tones, submit, broker):
     job = submit(tones)
-    assert tasks.run_training_job(job.pk) == "succeeded"
+    (task,) = broker.pending()
+    assert broker.deliver(task) == "succeeded"
     finished_at = TrainingJob.objects.get(pk=job.pk).finished_at
-    assert tasks.run_training_job(job.pk) == "skipped"
+    assert broker.deliver(task) == "skipped"  # delivered again (a broker's retry): the job is not queued
     job.refresh_from_db()
     assert job.finished_at == finished_at
     assert ModelVersion.objects.count() == 1
 
 
-def test_task_refuses_a_job_another_worker_claimed(tones, submit):
+def test_task_refuses_a_job_another_worker_claimed(tones, submit, broker):
     job = submit(tones)
     TrainingJob.objects.filter(pk=job.pk).update(status="running", worker="elsewhere:1")
-    assert tasks.run_training_job(job.pk) == "skipped"
+    assert broker.deliver(broker.pull()) == "skipped"
     job.refresh_from_db()
     assert (job.status, job.worker, job.epochs) == ("running", "elsewhere:1", [])
 
@@ -72,7 +73,7 @@ def test_task_for_a_deleted_job_does_nothing(db):
     assert tasks.run_training_job(987654) == "skipped"
 
 
-def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monkeypatch, staff_user):
+def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monkeypatch, staff_user, broker):
     monkeypatch.setattr(tasks, "CANCEL_POLL_SECONDS", 0.0)
     job = submit(tones, epochs=40)
     seen = []
@@ -82,6 +83,7 @@ def test_cancelling_a_running_job_stops_it_without_artifacts(tones, submit, monk
         if progress.epoch is not None and progress.epoch["epoch"] == 1:
             TrainingJob.objects.get(pk=running_job.pk).cancel(staff_user)
 
+    assert broker.unpack(broker.pull())["args"] == (job.pk,)
     assert tasks.run_training_job(job.pk, progress_hook=cancel_after_first_epoch) == "cancelled"
     job.refresh_from_db()
     assert job.status == "cancelled"
@@ -182,3 +184,33 @@ def test_worker_uses_its_share_of_the_cores(settings, monkeypatch):
     assert tasks.training_threads() == 2
     settings.Q_WORKERS = 16
     assert tasks.training_threads() == 1
+
+
+def test_the_job_records_the_device_it_trained_on_and_shows_it(tones, submit, settings, staff_client, api):
+    from training_app.ml.device import cpu_name
+
+    settings.TRAINING_DEVICE = "cpu"  # forced: on a GPU machine auto would take the GPU (tests/gpu/ checks that)
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert (job.device, job.device_name) == ("cpu", cpu_name())
+    assert job.metrics["device"] == "cpu" and job.metrics["training_precision"] == "fp32"
+    assert job.logs.filter(message=f"Training on the CPU ({cpu_name()}).").exists()
+    page = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert f"Trained on {cpu_name()} (CPU) · full precision (fp32)" in page
+    body = api.get(f"/api/jobs/{job.pk}").json()
+    assert (body["device"], body["device_name"], body["training_precision"]) == ("cpu", cpu_name(), "fp32")
+
+
+def test_a_gpu_the_machine_lacks_fails_the_job_saying_so(tones, submit, settings):
+    import torch
+
+    if torch.cuda.is_available():
+        settings.TRAINING_DEVICE = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU
+    else:
+        settings.TRAINING_DEVICE = "cuda"
+    job = submit(tones)
+    assert tasks.run_training_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error.startswith(f"DeviceUnavailable: TRAINING_DEVICE={settings.TRAINING_DEVICE}, but this machine has")
+    assert not ModelVersion.objects.exists()

@@ -22,6 +22,7 @@ from torch import nn
 from torch.export import Dim
 
 from .config import FeatureConfig
+from .device import GradScaler, autocast, precision_name
 from .export import MAX_BATCH, ExportCancelled, build_config, write_artifacts
 from .features import LogMelFrontend
 from .model import ExportedTranscriber, SpeechCTC
@@ -80,6 +81,8 @@ def fit(run):
     generator = torch.Generator().manual_seed(cfg.seed)
     batches_per_epoch = -(-len(split.train) // cfg.batch_size)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = GradScaler(run.device)
+    run.precision = precision_name(run.device)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * batches_per_epoch)
     clock = TrainingClock(cfg.epochs)
     mark = time.monotonic()
@@ -87,8 +90,9 @@ def fit(run):
     best = _Best()
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.monotonic()
-        train_loss = _train_epoch(run, network, frontend, powers, data, split.train, optimizer, scheduler, generator,
-                                  lambda step: run.report("training", *clock.at(epoch - 1 + step / batches_per_epoch)))
+        train_loss = _train_epoch(
+            run, network, frontend, powers, data, split.train, optimizer, scaler, scheduler, generator,
+            lambda step: run.report("training", *clock.at(epoch - 1 + step / batches_per_epoch)))
         validation = _evaluate(network, log_mels, data, split.val, run.device)
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": validation["loss"],
                   "val_cer": validation["rates"]["cer"], "val_wer": validation["rates"]["wer"],
@@ -173,7 +177,7 @@ def _padded(log_mels: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _ctc_loss(logits: torch.Tensor, lengths: torch.Tensor, tokens: Sequence[list[int]]) -> torch.Tensor:
-    log_probs = torch.log_softmax(logits, dim=-1).transpose(0, 1)  # (frames, batch, tokens)
+    log_probs = torch.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, tokens), in fp32
     targets = torch.tensor([token for item in tokens for token in item], dtype=torch.long)
     target_lengths = torch.tensor([len(item) for item in tokens], dtype=torch.long)
     return nn.functional.ctc_loss(log_probs, targets.to(logits.device), SpeechCTC.output_frames(lengths),
@@ -230,7 +234,7 @@ def _spec_augment(log_mel: torch.Tensor, generator: torch.Generator) -> torch.Te
 # Training and evaluation --------------------------------------------------------------------------------------------
 
 def _train_epoch(run, network: SpeechCTC, frontend: LogMelFrontend, powers: Sequence[torch.Tensor], data: Utterances,
-                 indices: Sequence[int], optimizer, scheduler, generator: torch.Generator,
+                 indices: Sequence[int], optimizer, scaler: GradScaler, scheduler, generator: torch.Generator,
                  on_step: Callable[[int], None]) -> float:
     network.train()
     lengths = [power.shape[-1] for power in powers]
@@ -242,11 +246,11 @@ def _train_epoch(run, network: SpeechCTC, frontend: LogMelFrontend, powers: Sequ
                 _augmented(frontend, powers[i].to(run.device), text_steps(data.texts[i]), run.cfg, generator)
                 for i in batch
             ])
-        loss = _ctc_loss(network(inputs, input_lengths), input_lengths, [data.tokens[i] for i in batch])
+        with autocast(run.device):  # the convolutions in bf16/fp16 on CUDA; the CTC loss in fp32
+            logits = network(inputs, input_lengths)
+        loss = _ctc_loss(logits, input_lengths, [data.tokens[i] for i in batch])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
-        optimizer.step()
+        scaler.step(loss, optimizer, clip_norm=GRAD_CLIP)
         scheduler.step()
         loss_sum += loss.item() * len(batch)
         count += len(batch)

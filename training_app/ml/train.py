@@ -46,6 +46,7 @@ from .data import (
     split_backgrounds,
     trainable_clips,
 )
+from .device import GradScaler, autocast, precision_name
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
 from .model import ExportedModel, KeywordCNN
@@ -149,6 +150,7 @@ class TaskRun:
     timings: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     feature_config: FeatureConfig | None = None  # a task's own (transcription: clips of any length)
+    precision: str = "fp32"  # what the network trained in: "bf16"/"fp16" under CUDA autocast (ml/device.py)
 
     @property
     def features(self) -> FeatureConfig:
@@ -341,6 +343,8 @@ def _fit(
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
     network = _network(run)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = GradScaler(run.device)
+    run.precision = precision_name(run.device)
     negatives = _NegativePool.build(run, torch.Generator().manual_seed(cfg.seed + 2))
     steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
@@ -355,7 +359,7 @@ def _fit(
         train_loss = _train_one_epoch(
             run, network, frontend, [powers[i] for i in split.train] + extra,
             torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
-            augmenter, loss_fn, optimizer, scheduler, generator,
+            augmenter, loss_fn, optimizer, scaler, scheduler, generator,
             lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer,
         )
         if negatives:
@@ -404,6 +408,7 @@ def _refit(
     torch.manual_seed(cfg.seed + 9)
     network = _network(run)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scaler = GradScaler(run.device)
     steps_per_epoch = -(-len(indices) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, epochs * steps_per_epoch)
     clock = TrainingClock(epochs, 0.5, offset=0.5)
@@ -413,8 +418,8 @@ def _refit(
         epoch_started = time.monotonic()
         train_loss = _train_one_epoch(
             run, network, frontend, [powers[i] for i in indices], run.targets[indices], augmenter, loss_fn, optimizer,
-            scheduler, generator, lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)),
-            mixer,
+            scaler, scheduler, generator,
+            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer,
         )
         history.append({"epoch": epoch, "train_loss": train_loss, "seconds": time.monotonic() - epoch_started})
     return network.eval(), history
@@ -475,8 +480,8 @@ def _mixer(run: TaskRun) -> np.random.Generator | None:
 
 def _train_one_epoch(
     run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
-    augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scheduler, generator: torch.Generator,
-    on_step: Callable[[int], None], mixer: np.random.Generator | None = None,
+    augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scaler: GradScaler, scheduler,
+    generator: torch.Generator, on_step: Callable[[int], None], mixer: np.random.Generator | None = None,
 ) -> float:
     """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
     network.train()
@@ -489,17 +494,20 @@ def _train_one_epoch(
         batch_targets = targets[indices].to(run.device)
         if run.cfg.reversed_unknowns > 0:
             inputs, batch_targets = _reversed_unknowns(run, inputs, batch_targets, augmenter.generator)
+        partner = None
         if mixer is not None and len(indices) > 1:
             # Mixup: blend each input with another of the batch; the loss blends the two targets' losses alike.
             weight = float(mixer.beta(run.cfg.mixup, run.cfg.mixup))
             partner = torch.from_numpy(mixer.permutation(len(indices))).to(run.device)
-            outputs = network(weight * inputs + (1 - weight) * inputs[partner])
+            inputs = weight * inputs + (1 - weight) * inputs[partner]
+        with autocast(run.device):  # the CNN in bf16/fp16 on CUDA; the loss below in fp32
+            outputs = network(inputs).float()
+        if partner is not None:
             loss = weight * loss_fn(outputs, batch_targets) + (1 - weight) * loss_fn(outputs, batch_targets[partner])
         else:
-            loss = loss_fn(network(inputs), batch_targets)
+            loss = loss_fn(outputs, batch_targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.step(loss, optimizer)
         scheduler.step()
         loss_sum += loss.item() * len(indices)
         on_step(step)
@@ -710,6 +718,7 @@ def _run_summary(
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "device": str(run.device),
+        "training_precision": run.precision,
         "threads": torch.get_num_threads(),
         "n_parameters": sum(parameter.numel() for parameter in network.parameters()),
         "feature_cache": cache_stats,

@@ -149,13 +149,13 @@ class Synthesizer(nn.Module):
 
     def mel(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(normalised log-mel (1, n_mels, frames), durations (1, symbols))."""
-        lengths = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64)
+        lengths = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64, device=ids.device)
         hidden, prior, log_durations, mask = self.acoustic.encode(ids, lengths)
         durations = predicted_durations(log_durations, mask, self.length_scale)
         n_frames = durations.sum().item()  # data-dependent: torch.export keeps it symbolic
         torch._check(n_frames >= 1)
         path = path_from_durations(durations, n_frames)
-        mel, _ = self.acoustic.decode(hidden, prior, path, torch.ones(1, 1, n_frames))
+        mel, _ = self.acoustic.decode(hidden, prior, path, torch.ones(1, 1, n_frames, device=ids.device))
         return mel, durations
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
