@@ -131,6 +131,9 @@ class GriffinLimVocoder(nn.Module):
         self.register_buffer("inverse_filter_bank", torch.linalg.pinv(filter_bank.T.double()).float())
         self.griffin_lim = torchaudio.transforms.GriffinLim(
             n_fft=n_fft, hop_length=hop, win_length=n_fft, power=1.0, n_iter=n_iter, rand_init=False)
+        # The fewest frames Griffin-Lim's inverse STFT and its reflection padding accept: the waveform of
+        # (frames - 1) hops must be longer than half a window.
+        self.min_frames = n_fft // (2 * hop) + 2
 
     def forward(self, normalized_log_mel: torch.Tensor) -> torch.Tensor:
         magnitude_mel = torch.exp(normalized_log_mel * self.mel_std + self.mel_mean)
@@ -152,8 +155,14 @@ class Synthesizer(nn.Module):
         lengths = torch.full((ids.shape[0],), ids.shape[1], dtype=torch.int64, device=ids.device)
         hidden, prior, log_durations, mask = self.acoustic.encode(ids, lengths)
         durations = predicted_durations(log_durations, mask, self.length_scale)
+        # A very short text could predict fewer frames than the vocoder accepts: the last symbol is held longer.
+        # Checking the minimum afterwards also tells torch.export the frame count is large enough, which older
+        # torch releases (2.11) need to trace the vocoder's padding with a data-dependent frame count.
+        shortfall = (self.vocoder.min_frames - durations.sum()).clamp(min=0)
+        last = torch.arange(ids.shape[1], device=ids.device) == ids.shape[1] - 1
+        durations = durations + last.to(durations.dtype)[None] * shortfall
         n_frames = durations.sum().item()  # data-dependent: torch.export keeps it symbolic
-        torch._check(n_frames >= 1)
+        torch._check(n_frames >= self.vocoder.min_frames)
         path = path_from_durations(durations, n_frames)
         mel, _ = self.acoustic.decode(hidden, prior, path, torch.ones(1, 1, n_frames, device=ids.device))
         return mel, durations
