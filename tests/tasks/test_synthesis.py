@@ -71,6 +71,7 @@ def test_a_voice_trains_through_the_worker_and_is_fine_tuned_from_its_version(db
     assert [epoch["epoch"] for epoch in history] == [1, 2]
     assert all(np.isfinite(epoch["val_mel_loss"]) and np.isfinite(epoch["val_duration_error"]) for epoch in history)
     assert job.metrics["alignment"]["durations"] and job.metrics["samples"][0]["synthesized"].startswith("samples/")
+    assert job.metrics["device"] == job.device and job.metrics["training_precision"] == "fp32"
 
     assert "synthesis · quick" in admin_client.get("/training/").content.decode()
     page = admin_client.get(f"/training/jobs/{job.pk}/")

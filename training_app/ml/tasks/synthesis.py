@@ -108,7 +108,8 @@ def fit(run):
     )
     def more_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         return {"prediction": export_config(metrics, cfg), "timings": dict(run.timings), "evaluated_on": "val",
-                "training_precision": run.precision,  # the voice trains in fp32 on every device (its flows and alignment)
+                # The voice trains in fp32 on every device (its flows and alignment).
+                "device": str(run.device), "training_precision": run.precision,
                 "labels": [], "text_frontend": cfg.text_frontend, "init_from": cfg.init_from or None}
 
     result = fit_voice(voice_config(cfg), utterances, run.out_dir, callbacks, base, run.runtime.snapshot,
