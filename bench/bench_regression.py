@@ -25,11 +25,11 @@ import audioml  # noqa: E402, F401  (before torch: sets OMP_WAIT_POLICY, see aud
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import Resources, demo_corpus, machine_line, publish, timestamp, voice_order  # noqa: E402
+from bench.common import demo_corpus, machine_line, publish, timestamp, train_measured, voice_order  # noqa: E402
 from training_app.demo_corpus import SCORE_SNR_RANGE_DB, generate_scores_corpus  # noqa: E402
 from training_app.ml.config import TrainConfig, parse_override  # noqa: E402
 from training_app.ml.data import ClipRecord  # noqa: E402
-from training_app.ml.train import Runtime, default_threads, train  # noqa: E402
+from training_app.ml.train import default_threads  # noqa: E402
 
 SECTION = "## Regression"
 INTRO = ("Produced by `bench/bench_regression.py`: the regression task trained on the speech-quality demo corpus "
@@ -75,16 +75,7 @@ def main() -> None:
         cfg = TrainConfig.from_dict(args.preset, {"task": "regression", "holdout_speakers": held_out,
                                                   "test_fraction": 0.0, "seed": args.seed, **overrides})
 
-        def on_progress(progress) -> None:
-            if progress.epoch:
-                epoch = progress.epoch
-                print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.4f}  val {epoch['val_loss']:.4f}  "
-                      f"MAE {epoch['val_mae']:.3f}  {epoch['seconds']:.1f} s", flush=True)
-
-        with Resources() as used:
-            result = train(cfg, clips, Path(tmp) / "model", on_progress, lambda: False,
-                           Runtime(Path(tmp) / "cache", None, lambda level, message: print(f"  [{level}] {message}"),
-                                   args.threads))
+        result, used = train_measured(cfg, clips, Path(tmp), args.threads, ("val_mae", "MAE"))
     metrics = result.metrics
     test = metrics["test"]
     spearman = test["spearman"]

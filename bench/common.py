@@ -89,6 +89,26 @@ class Resources:
                 f"{self.load_after[0]:.1f} / {self.load_after[1]:.1f} at the end, on a machine shared with other work")
 
 
+def train_measured(cfg, clips, work_dir: Path, threads: int, metric: tuple[str, str]):
+    """Train in this process as a worker does, printing each epoch (losses and ``metric``: (history key, title)).
+
+    Returns (TrainResult, Resources)."""
+    from training_app.ml.train import Runtime, train
+
+    key, title = metric
+
+    def on_progress(progress) -> None:
+        if progress.epoch:
+            epoch = progress.epoch
+            print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.4f}  val {epoch['val_loss']:.4f}  "
+                  f"{title} {epoch[key]:.4f}  {epoch['seconds']:.1f} s", flush=True)
+
+    with Resources() as used:
+        result = train(cfg, clips, work_dir / "model", on_progress, lambda: False,
+                       Runtime(work_dir / "cache", None, lambda level, message: print(f"  [{level}] {message}"), threads))
+    return result, used
+
+
 def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system

@@ -16,7 +16,7 @@ from registry_app import inference, synthesis
 from registry_app.models import ModelVersion
 from tests.audio import tone
 from tests.factories import ClipFactory, DatasetFactory
-from tests.tasks.conftest import add_scored_clips, centred, score_tone
+from tests.tasks.conftest import add_scored_clips, centred, score_tone, spoken_dataset
 from tests.training.conftest import TINY as TINY_CLASSIFIER, add_clips
 from tests.training_ml.conftest import (
     TONE_SENTENCES,
@@ -60,14 +60,7 @@ def detection_data():
 
 
 def transcription_data():
-    dataset = DatasetFactory(name="spoken")
-    for number in range(30):
-        sentence = TONE_SENTENCES[number % len(TONE_SENTENCES)]
-        speaker = number % 5
-        wave = tone_sentence(sentence, 1 + 0.02 * (speaker - 2), seed=number)
-        ClipFactory(dataset=dataset, label="", transcript=sentence_transcript(sentence), speaker=f"voice-{speaker}",
-                    samples=wave, duration=len(wave) / 16000)
-    return dataset, {"epochs": 4, "batch_size": 4, "learning_rate": 0.01}, tone_sentence("abc")
+    return spoken_dataset(), {"epochs": 4, "batch_size": 4, "learning_rate": 0.01}, tone_sentence("abc")
 
 
 def synthesis_data():

@@ -90,9 +90,8 @@ def copy_artifacts(version, folder):
     return folder
 
 
-@pytest.fixture
-def spoken(db):
-    """30 tone "sentences" with transcripts from five voices, plus two clips without a transcript."""
+def spoken_dataset():
+    """A dataset "spoken" of 30 tone "sentences" with transcripts from five voices (a transcription task's data)."""
     from tests.training_ml.conftest import TONE_SENTENCES, sentence_transcript, tone_sentence
 
     dataset = DatasetFactory(name="spoken")
@@ -102,6 +101,13 @@ def spoken(db):
         wave = tone_sentence(sentence, 1 + 0.02 * (speaker - 2), seed=number)
         ClipFactory(dataset=dataset, label="", transcript=sentence_transcript(sentence), speaker=f"voice-{speaker}",
                     samples=wave, duration=len(wave) / 16000)
+    return dataset
+
+
+@pytest.fixture
+def spoken(db):
+    """spoken_dataset(), plus two clips without a transcript."""
+    dataset = spoken_dataset()
     for index in range(2):
         ClipFactory(dataset=dataset, label="", speaker="voice-0", frequency=500.0 + index, seconds=0.5)
     return dataset

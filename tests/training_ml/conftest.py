@@ -163,20 +163,3 @@ def tone_sentence(sentence: str, detune: float = 1.0, seed: int = 0, letter_seco
 def sentence_transcript(sentence: str) -> str:
     """As a person would type it (capital, full stop), so normalisation has work to do."""
     return sentence[:1].upper() + sentence[1:] + "."
-
-
-def write_tone_sentences(root: Path, per_sentence: int = 3, speakers: int = 5) -> list[ClipRecord]:
-    """``per_sentence`` clips of each sentence with transcripts, spread over ``speakers`` speakers whose
-    letters are slightly detuned."""
-    root.mkdir(parents=True, exist_ok=True)
-    clips = []
-    for number, (sentence, _) in enumerate((s, t) for s in TONE_SENTENCES for t in range(per_sentence)):
-        speaker = number % speakers
-        wave = tone_sentence(sentence, 1 + 0.02 * (speaker - speakers // 2), seed=number)
-        path = root / f"sentence_{number:03d}.wav"
-        soundfile.write(path, wave, SAMPLE_RATE, subtype="PCM_16")
-        clips.append(ClipRecord(
-            id=f"s{number:03d}", path=path, label="", content_hash=hashlib.sha256(path.read_bytes()).hexdigest(),
-            speaker=f"speaker-{speaker}", duration=len(wave) / SAMPLE_RATE, transcript=sentence_transcript(sentence),
-        ))
-    return clips
