@@ -446,7 +446,7 @@ def predict_uploads(
     request = prepare(model, ref, threshold, key)
     file_limit = settings.PREDICT_MAX_FILE_SECONDS
     budget = settings.PREDICT_MAX_REQUEST_SECONDS
-    results = []
+    results, answered = [], []
     for upload in uploads:
         name = os.path.basename(upload.name or "") or "upload"
         limit = min(file_limit, budget)
@@ -460,8 +460,11 @@ def predict_uploads(
             results.append(file_error(name, error))
         else:
             budget -= result["duration"]
-            log_and_shadow(request, result, decoded, user=user, channel=channel)
+            answered.append((result, decoded))
             results.append(result)
+    # Only once the whole request is answered: a request refused part-way (413) logs and shadows nothing.
+    for result, decoded in answered:
+        log_and_shadow(request, result, decoded, user=user, channel=channel)
     failed = sum(1 for result in results if "error" in result)
     return {
         **request.base(),
