@@ -1,5 +1,6 @@
 """`/api/datasets`: datasets, their clips, uploads and imports, statistics, exports and audio."""
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import HttpRequest
 from ninja import File, Form, Query, Router, Status
@@ -16,7 +17,7 @@ from datasets_app.audio_http import audio_response
 from datasets_app.export import export_response
 from datasets_app.importing import ImportRejected
 from datasets_app.ingest import IngestItem
-from datasets_app.models import Clip, Dataset
+from datasets_app.models import Clip, Dataset, clean_clip_metadata
 from datasets_app.schemas import (
     BulkOut,
     ClipFilter,
@@ -227,6 +228,14 @@ def _per_file(values: list[str] | None, count: int, field: str) -> list[str | No
     )
 
 
+def _check_source(value: str) -> str:
+    """A clip source sent with an upload, checked before any file is read: 422 naming `source` when invalid."""
+    try:
+        return clean_clip_metadata(source=value)["source"]
+    except ValidationError as exc:
+        raise Unprocessable(f"source: {' '.join(exc.message_dict['source'])}", field="source") from None
+
+
 @router.post("/{name}/clips", response=IngestReportOut, summary="Upload clips")
 def upload_clips(
     request: HttpRequest,
@@ -237,6 +246,7 @@ def upload_clips(
     score: Form[list[str]] = None,
     speaker: Form[list[str]] = None,
     notes: Form[list[str]] = None,
+    source: Form[list[str]] = None,
     background: Form[bool] = False,
 ):
     """Multipart upload of one or many audio files (`files`, repeated). Each metadata field may be sent once
@@ -246,13 +256,20 @@ def upload_clips(
 
     `background=true` stores every file of the request as a long background recording (`kind` background:
     minutes to hours of ordinary audio, up to BACKGROUND_MAX_SECONDS instead of CLIP_MAX_SECONDS), converted
-    a block at a time and left out of classification training."""
+    a block at a time and left out of classification training.
+
+    `source` says where the files come from when it is not the dataset's source (a URL, a device, a corpus); an
+    invalid one (over 255 characters, a line break or another control character) is a 422 naming `source`
+    before anything is stored."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     count = len(files)
+    for value in source or []:
+        _check_source(value)
     columns = {
         field: _per_file(values, count, field)
-        for field, values in (("label", label), ("transcript", transcript), ("score", score), ("speaker", speaker), ("notes", notes))
+        for field, values in (("label", label), ("transcript", transcript), ("score", score), ("speaker", speaker), ("notes", notes),
+                                ("source", source))
     }
     items = [
         IngestItem(
@@ -268,16 +285,19 @@ def upload_clips(
 
 
 @router.post("/{name}/import", response=IngestReportOut, summary="Import a zip archive")
-def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label: Form[str] = ""):
+def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label: Form[str] = "",
+               source: Form[str] = ""):
     """A zip with a folder per label (`yes/001.wav`), or audio plus a manifest: `manifest.csv` (header among
-    file,label,transcript,score,speaker,notes) or LJSpeech `metadata.csv`. `label` labels files the layout
-    leaves unlabelled. Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422, and
+    file,label,transcript,score,speaker,notes,source,kind) or LJSpeech `metadata.csv`. `label` labels files the
+    layout leaves unlabelled; `source` is the source of every file whose manifest row names none (an invalid one
+    is a 422 naming `source`; an invalid `source` cell rejects that file). Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422, and
     so does an archive from which no clip was added (the 422 problem carries the per-file report)."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
+    source = _check_source(source)
     try:
         report = dataset.import_archive(file, by=Actor.from_request(request), default_label=label.strip(),
-                                        archive=file.name)
+                                        default_source=source, archive=file.name)
     except ImportRejected as exc:
         raise ArchiveRefused(f"Archive refused: {exc.reason}.") from None
     return report_or_refusal(report, "The archive", "file")

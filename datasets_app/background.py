@@ -184,7 +184,8 @@ def ingest_background(dataset: Dataset, item: IngestItem, user=None) -> FileResu
     """Convert, check and store one background recording; accepted (clip id) or rejected (reason), never half."""
     try:
         metadata = clean_clip_metadata(
-            label=item.label, transcript=item.transcript, score=item.score, speaker=item.speaker, notes=item.notes
+            label=item.label, transcript=item.transcript, score=item.score, speaker=item.speaker, notes=item.notes,
+            source=item.source,
         )
     except ValidationError as exc:
         field_name, messages = next(iter(exc.message_dict.items()))

@@ -97,6 +97,7 @@ def _write_labels(clips: QuerySet, archive: zipfile.ZipFile) -> ExportSummary:
             "score": "" if clip.score is None else clip.score,
             "speaker": clip.speaker,
             "notes": clip.notes,
+            "source": clip.source,
             "duration": f"{clip.duration:.3f}",
             "original_name": clip.original_name,
             "clip_id": clip.pk,

@@ -166,12 +166,16 @@ class UploadForm(forms.Form):
     transcript = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 1}))
     speaker = forms.CharField(required=False, max_length=100)
     score = forms.CharField(required=False, help_text="0 to 1")
+    source = forms.CharField(required=False, strip=False, help_text="Where these files come from, when not the "
+                             "dataset's source (a URL, a device, a corpus); a zip manifest's source column wins")
     background = forms.BooleanField(required=False, label="Long background recordings")
+
+    METADATA = ("label", "transcript", "speaker", "score", "source")
 
     def clean(self):
         cleaned = super().clean()
         try:
-            clean_clip_metadata(**{name: cleaned.get(name, "") for name in ("label", "transcript", "speaker", "score")})
+            clean_clip_metadata(**{name: cleaned.get(name, "") for name in self.METADATA})
         except ValidationError as exc:
             for name, messages in exc.message_dict.items():
                 self.add_error(name, messages)

@@ -49,7 +49,7 @@ class ImportRejected(Exception):
 
 
 MANIFEST_NAMES = ("manifest.csv", "metadata.csv")
-MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes", "kind")
+MANIFEST_COLUMNS = ("file", "label", "transcript", "score", "speaker", "notes", "source", "kind")
 
 
 def skipped_file_rule() -> dict[str, list[str]]:
@@ -72,10 +72,12 @@ def import_path(
     progress: Progress | None = None,
     default_label: str = "",
     background: bool = False,
+    default_source: str = "",
 ) -> IngestReport:
     """Import a folder or a zip archive on this machine (both layouts: folder-per-label, or a manifest CSV /
-    LJSpeech metadata.csv). `default_label` labels files that get no label from the layout; `background` makes
-    every file a background recording (otherwise a manifest's `kind` column says which are)."""
+    LJSpeech metadata.csv). `default_label` labels files that get no label from the layout and `default_source`
+    is the source of files whose manifest row names none; `background` makes every file a background recording
+    (otherwise a manifest's `kind` column says which are)."""
     path = Path(path)
     if path.is_dir():
         entries = [
@@ -83,10 +85,10 @@ def import_path(
             for file in sorted(path.rglob("*"))
             if file.is_file() and not _is_hidden(file.relative_to(path).as_posix())
         ]
-        return _import_entries(dataset, entries, user, progress, default_label, background)
+        return _import_entries(dataset, entries, user, progress, default_label, background, default_source)
     if path.is_file():
         with open(path, "rb") as archive:
-            return import_archive(dataset, archive, user, progress, default_label, background)
+            return import_archive(dataset, archive, user, progress, default_label, background, default_source)
     raise FileNotFoundError(f"{path} is neither a folder nor a file")
 
 
@@ -97,6 +99,7 @@ def import_archive(
     progress: Progress | None = None,
     default_label: str = "",
     background: bool = False,
+    default_source: str = "",
 ) -> IngestReport:
     """Import a zip archive (file object). Raises ImportRejected for unsafe or oversized archives."""
     try:
@@ -123,7 +126,7 @@ def import_archive(
                     logger.info("Archive member %r unreadable: %s", info.filename, exc)
                     continue
                 entries.append(_Entry(info.filename, target))
-            return _import_entries(dataset, entries, user, progress, default_label, background)
+            return _import_entries(dataset, entries, user, progress, default_label, background, default_source)
 
 
 def check_archive(zf: zipfile.ZipFile, archive_size: int) -> list[zipfile.ZipInfo]:
@@ -201,7 +204,7 @@ def _is_hidden(relative: str) -> bool:
 
 def _import_entries(
     dataset: Dataset, entries: list[_Entry], user, progress: Progress | None, default_label: str,
-    background: bool = False,
+    background: bool = False, default_source: str = "",
 ) -> IngestReport:
     entries = _strip_common_root(entries)
     manifest = _find_manifest(entries)
@@ -209,7 +212,7 @@ def _import_entries(
     readable = [entry for entry in entries if entry.path is not None]
     skipped: list[str] = []
     if manifest is not None:
-        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label, background)
+        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label, background, default_source)
         skipped = [entry.relative for entry in readable if entry is not manifest and _is_document(entry.relative)]
     else:
         layout, extra_results = "folders", []
@@ -220,7 +223,8 @@ def _import_entries(
                 continue
             parent = PurePosixPath(entry.relative).parent
             label = parent.name if parent.name else default_label
-            items.append(IngestItem(name=entry.relative, path=entry.path, label=label, background=background))
+            items.append(IngestItem(name=entry.relative, path=entry.path, label=label, source=default_source,
+                                    background=background))
     report = ingest_files(dataset, items, user=user, progress=progress)
     report.files.extend(extra_results)
     report.files.extend(
@@ -292,9 +296,10 @@ def _header_columns(text: str) -> list[str]:
 
 
 def _items_from_manifest(
-    manifest: _Entry, entries: list[_Entry], default_label: str, background: bool = False
+    manifest: _Entry, entries: list[_Entry], default_label: str, background: bool = False, default_source: str = ""
 ) -> tuple[str, list[IngestItem], list[FileResult]]:
-    """Items for the audio files a manifest lists; listed-but-missing and unlisted audio files are reported."""
+    """Items for the audio files a manifest lists; listed-but-missing and unlisted audio files are reported.
+    A row's own `source` wins over `default_source` (the batch's)."""
     manifest_name = PurePosixPath(manifest.relative).name
     text = _read_text(manifest.path, manifest_name)
     base = posixpath.dirname(manifest.relative)
@@ -324,6 +329,7 @@ def _items_from_manifest(
                 "score": row.get("score"),
                 "speaker": row.get("speaker") or "",
                 "notes": row.get("notes") or "",
+                "source": (row.get("source") or "").strip() or default_source,
                 "kind": "background" if background else (row.get("kind") or "").strip().lower() or "clip",
             })
     elif manifest_name.lower() == "metadata.csv":
@@ -341,7 +347,7 @@ def _items_from_manifest(
                 "candidates": [f"wavs/{clip_id}.wav", f"{clip_id}.wav", f"wavs/{clip_id}", clip_id],
                 "label": default_label,
                 "transcript": (normalised or raw).strip(),
-                "score": None, "speaker": "", "notes": "", "kind": "background" if background else "clip",
+                "score": None, "speaker": "", "notes": "", "source": default_source, "kind": "background" if background else "clip",
             })
     else:
         raise ImportRejected(
@@ -374,7 +380,7 @@ def _items_from_manifest(
             continue
         items.append(IngestItem(
             name=found.relative, path=found.path, label=row["label"], transcript=row["transcript"],
-            score=row["score"], speaker=row["speaker"], notes=row["notes"], background=row["kind"] == "background",
+            score=row["score"], speaker=row["speaker"], notes=row["notes"], source=row["source"], background=row["kind"] == "background",
         ))
     for relative in sorted(set(audio_entries) - used):
         extra.append(FileResult(

@@ -56,9 +56,11 @@ class IngestItem:
     score: float | str | None = None
     speaker: str | None = ""
     notes: str | None = ""
+    source: str | None = ""  # where the clip comes from, when not the dataset's source (Clip.source)
     background: bool = False  # a long background recording (datasets_app.background), not a clip
 
-    def source(self):
+    def readable(self):
+        """What the decoder reads: the path, the file object or the bytes."""
         if self.path is not None:
             return self.path
         if self.file is not None:
@@ -218,7 +220,8 @@ def _prepare_group(items: list[IngestItem], sample_rate: int) -> list[_Prepared 
     for index, item in enumerate(items):
         try:
             metadata[index] = clean_clip_metadata(
-                label=item.label, transcript=item.transcript, score=item.score, speaker=item.speaker, notes=item.notes
+                label=item.label, transcript=item.transcript, score=item.score, speaker=item.speaker, notes=item.notes,
+                source=item.source,
             )
         except ValidationError as exc:
             field_name, messages = next(iter(exc.message_dict.items()))
@@ -226,14 +229,14 @@ def _prepare_group(items: list[IngestItem], sample_rate: int) -> list[_Prepared 
     valid = sorted(metadata)
     try:
         decoded_list = decode_audio_many(
-            [(items[index].source(), items[index].name) for index in valid], sample_rate, max_seconds=settings.CLIP_MAX_SECONDS
+            [(items[index].readable(), items[index].name) for index in valid], sample_rate, max_seconds=settings.CLIP_MAX_SECONDS
         )
     except Exception:  # noqa: BLE001 - retried file by file, so one bad file cannot sink the group
         logger.exception("Decoding a group of %d files failed; decoding them one by one", len(valid))
         decoded_list = []
         for index in valid:
             try:
-                decoded_list.append(decode_audio(items[index].source(), sample_rate, max_seconds=settings.CLIP_MAX_SECONDS, name_hint=items[index].name))
+                decoded_list.append(decode_audio(items[index].readable(), sample_rate, max_seconds=settings.CLIP_MAX_SECONDS, name_hint=items[index].name))
             except Exception as exc:  # noqa: BLE001
                 decoded_list.append(exc)
     for index, decoded in zip(valid, decoded_list, strict=True):

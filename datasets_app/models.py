@@ -189,17 +189,19 @@ class Dataset(models.Model):
         self._record_upload(report, actor, **details)
         return report
 
-    def import_archive(self, file, by=None, default_label: str = "", **details):
+    def import_archive(self, file, by=None, default_label: str = "", default_source: str = "", **details):
         """Import a zip archive (`datasets_app.importing.import_archive`) and record the upload."""
         from datasets_app.importing import import_archive
 
         actor = Actor.of(by)
-        report = import_archive(self, file, user=actor.user if actor else None, default_label=default_label)
+        report = import_archive(self, file, user=actor.user if actor else None, default_label=default_label,
+                                default_source=default_source)
         self._record_upload(report, actor, **details)
         return report
 
     def import_path(
-        self, path, by=None, default_label: str = "", progress=None, background: bool = False, **details
+        self, path, by=None, default_label: str = "", progress=None, background: bool = False,
+        default_source: str = "", **details
     ):
         """Import a folder or zip on this machine (`datasets_app.importing.import_path`) and record the upload;
         `background` imports every file as a background recording."""
@@ -207,7 +209,7 @@ class Dataset(models.Model):
 
         actor = Actor.of(by)
         report = import_path(self, path, user=actor.user if actor else None, progress=progress,
-                             default_label=default_label, background=background)
+                             default_label=default_label, background=background, default_source=default_source)
         self._record_upload(report, actor, **details)
         return report
 

@@ -25,7 +25,7 @@ from datasets_app.export import LAYOUTS, export_response
 from datasets_app.forms import BulkForm, ClipFilterForm, ClipForm, DatasetForm, ExportForm, InlineFieldForm, UploadForm
 from datasets_app.importing import ImportRejected, skipped_file_rule
 from datasets_app.ingest import IngestItem, IngestReport
-from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset
+from datasets_app.models import CLIPPED_FRACTION, NEAR_SILENT_RMS_DBFS, Clip, Dataset, clean_clip_metadata
 from datasets_app.stats import dataset_stats, training_needs
 
 CLIPS_PER_PAGE = 50
@@ -237,14 +237,15 @@ def dataset_upload(request: HttpRequest, name: str) -> HttpResponse:
         context.update(_page_context(dataset, form))
         return render(request, "datasets/dataset_detail.html", context, status=400)
     actor = Actor.from_request(request)
-    metadata = {key: form.cleaned_data[key] for key in ("label", "transcript", "speaker", "score")}
+    metadata = clean_clip_metadata(**{key: form.cleaned_data[key] for key in UploadForm.METADATA})
     background = form.cleaned_data["background"]
     reports: list[tuple[str, IngestReport | None, str]] = []
     audio = []
     for upload in form.cleaned_data["files"]:
         if (upload.name or "").lower().endswith(".zip"):
             try:
-                report = dataset.import_archive(upload, by=actor, default_label=metadata["label"], archive=upload.name)
+                report = dataset.import_archive(upload, by=actor, default_label=metadata["label"],
+                                                default_source=metadata["source"], archive=upload.name)
                 reports.append((upload.name, report, ""))
             except ImportRejected as exc:
                 reports.append((upload.name, None, f"Archive refused: {exc.reason}."))

@@ -57,7 +57,7 @@
     const background = this.form.querySelector("[name=background]");
     return {
       label: value("label").trim(), transcript: value("transcript").trim(), speaker: value("speaker").trim(),
-      score: value("score").trim(), background: background && background.checked ? "true" : "",
+      score: value("score").trim(), source: value("source").trim(), background: background && background.checked ? "true" : "",
     };
   };
 
@@ -79,6 +79,7 @@
   // `files` holds File objects, or {file, path, label} for files found in dropped folders.
   Uploader.prototype.add = function (files, metadata) {
     metadata = metadata || this.metadata();
+    this.clearFieldErrors();
     const audio = [];
     for (const given of files) {
       const entry = given instanceof File ? { file: given, path: given.name, label: null } : given;
@@ -172,6 +173,7 @@
           if (batch.kind === "zip" && !report.files.length) batch.files[0].view.status.textContent = report.detail;
         } else {
           this.fail(batch, problemMessage(xhr));
+          if (xhr.status === 422 && report && report.field) this.fieldError(report.field, report.detail);
         }
         resolve();
       });
@@ -233,6 +235,28 @@
       });
     }
     this.showSummary();
+  };
+
+  // A 422 that names one of the form's fields (an invalid source) is shown under that field as well.
+  Uploader.prototype.fieldError = function (name, message) {
+    const input = this.form.querySelector("[name=" + name + "]");
+    const field = input && input.closest(".field");
+    if (!field) return;
+    field.classList.add("has-error");
+    let error = field.querySelector("[data-upload-error]");
+    if (!error) {
+      error = el("div", "field-error", "");
+      error.setAttribute("data-upload-error", "");
+      field.append(error);
+    }
+    error.textContent = message;
+  };
+
+  Uploader.prototype.clearFieldErrors = function () {
+    for (const error of this.form.querySelectorAll("[data-upload-error]")) {
+      error.closest(".field").classList.remove("has-error");
+      error.remove();
+    }
   };
 
   Uploader.prototype.fail = function (batch, message) {

@@ -17,7 +17,7 @@ from datasets_app.models import SAMPLE_RATE_CHOICES, Dataset, clean_clip_metadat
 class Command(BaseCommand):
     help = (
         "Import a folder or zip archive into a dataset: a folder per label (yes/001.wav), or audio files plus a "
-        "manifest.csv (header among file,label,transcript,score,speaker,notes,kind) or an LJSpeech metadata.csv."
+        "manifest.csv (header among file,label,transcript,score,speaker,notes,source,kind) or an LJSpeech metadata.csv."
     )
 
     def add_arguments(self, parser):
@@ -31,6 +31,11 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="", help="Description of a dataset made with --create")
         parser.add_argument("--label", default="", help="Label for files that get none from the folder layout or manifest")
         parser.add_argument(
+            "--source", default="",
+            help="Where the files come from, when not the dataset's source (a URL, a device, a corpus); stored on every "
+            "clip whose manifest row names no source of its own",
+        )
+        parser.add_argument(
             "--background", action="store_true",
             help="Import every audio file as a long background recording (minutes to hours of ordinary audio, up "
             "to BACKGROUND_MAX_SECONDS; a manifest's kind column can also say so per file)",
@@ -39,7 +44,7 @@ class Command(BaseCommand):
         parser.add_argument("--show-rejected", type=int, default=20, metavar="N", help="List at most N rejected files (default 20)")
 
     def handle(self, *args, name: str, path: Path, create: bool, sample_rate: int, description: str, label: str,
-               user: str, show_rejected: int, background: bool = False, **options):
+               user: str, show_rejected: int, background: bool = False, source: str = "", **options):
         if not path.exists():
             raise CommandError(f"{path} does not exist.")
         if label:
@@ -47,6 +52,10 @@ class Command(BaseCommand):
                 label = clean_clip_metadata(label=label)["label"]
             except ValidationError as exc:
                 raise CommandError(f"--label: {' '.join(exc.message_dict['label'])}") from None
+        try:
+            source = clean_clip_metadata(source=source)["source"]
+        except ValidationError as exc:
+            raise CommandError(f"--source: {' '.join(exc.message_dict['source'])}") from None
         actor = Actor.for_command("import_dataset", user=self._user(user))
         dataset = Dataset.objects.filter(name=name).first()
         if dataset is None:
@@ -70,7 +79,7 @@ class Command(BaseCommand):
 
         try:
             report = dataset.import_path(path, by=actor, progress=progress, default_label=label, archive=str(path),
-                                         background=background)
+                                         background=background, default_source=source)
         except ImportRejected as exc:
             raise CommandError(f"Refused: {exc.reason}.") from None
         finally:
