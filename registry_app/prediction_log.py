@@ -11,8 +11,8 @@ through Django's default storage, written before its row and removed with it). R
 
 Feedback: a logged answer can be flagged wrong with the right label, score or transcript; with its audio kept,
 it can go to a dataset's review queue, where a trainer accepts it (the audio is added to the dataset through
-`Dataset.add_clips`, the same ingestion as an upload, with the corrected label and a provenance note) or
-dismisses it.
+`Dataset.add_clips`, the same ingestion as an upload, with the corrected label, the source
+"feedback on <model> v<N>" and a provenance note) or dismisses it.
 """
 
 from __future__ import annotations
@@ -176,6 +176,13 @@ class PredictionLog(models.Model):
                 })
         return row
 
+    @property
+    def clip_source(self) -> str:
+        """The source of the clip an accepted review adds: the version whose answer was corrected. One source per
+        version, so a model card counts the feedback clips of each version together; the prediction's number
+        and the rest of the story are in the clip's notes (`provenance_note`)."""
+        return f"feedback on {self.model.name} v{self.version_number}"
+
     def provenance_note(self, reviewer=None) -> str:
         when = timezone.localtime(self.created_at).strftime("%Y-%m-%d %H:%M")
         parts = [
@@ -191,8 +198,8 @@ class PredictionLog(models.Model):
 
     def accept(self, *, by=None, label: str | None = None, score: float | None = None,
                transcript: str | None = None) -> Clip:
-        """Add the audio to the review dataset as a clip with the corrected label (or the one given now) and a
-        provenance note, through the dataset's own ingestion; the item is then accepted. Refused (409) when
+        """Add the audio to the review dataset as a clip with the corrected label (or the one given now), its
+        source (`clip_source`) and a provenance note, through the dataset's own ingestion; the item is then accepted. Refused (409) when
         it is not waiting for review, or when the dataset refuses the audio (a duplicate, say)."""
         from datasets_app.ingest import IngestItem
 
@@ -215,6 +222,7 @@ class PredictionLog(models.Model):
                 transcript=row.correct_transcript if transcript is None else transcript,
                 score=row.correct_score if score is None else score,
                 notes=row.provenance_note(reviewer=actor.user if actor and actor.user else None),
+                source=row.clip_source,
             )
             report = row.review_dataset.add_clips([item], by=actor)
             result = report.files[0]

@@ -120,3 +120,27 @@ def test_roles_flag_needs_trainer_or_approver_and_review_needs_trainer(logged, t
     assert _json(viewer, "post", f"/api/review/kws/{row.pk}/dismiss").status_code == 403
     assert _json(trainer, "post", f"/api/review/kws/{row.pk}/accept").status_code == 200
     assert dataset.clips.count() == 1
+
+
+def test_an_accepted_clip_names_the_version_as_its_source_in_the_panel_and_on_the_next_model_card(
+        api, logged, trainer_client, viewer_client, register):
+    """Accepting from the review queue page sets Clip.source (one per version, so a card counts them together);
+    the notes keep the prediction's story."""
+    from training_app.snapshot import snapshot_clips, snapshot_hash
+
+    row, dataset = logged
+    row.flag(label="low", note="fridge", dataset=dataset)
+    assert viewer_client.post(f"/review/kws/{row.pk}/", {"decision": "accept"}).status_code == 403
+    response = trainer_client.post(f"/review/kws/{row.pk}/", {"decision": "accept", "label": "low"})
+    assert response.status_code == 302
+    clip = Clip.objects.get(dataset=dataset)
+    assert clip.source == "feedback on keywords v1" and clip.label == "low"
+    assert f"From prediction #{row.pk} of keywords v1" in clip.notes and "accepted by trainer-persona" in clip.notes
+    assert "feedback on keywords v1" in trainer_client.get(f"/datasets/kws/clips/{clip.pk}/").content.decode()
+    assert api.get(f"/api/datasets/kws/clips/{clip.pk}").json()["source"] == "feedback on keywords v1"
+
+    entries = snapshot_clips(dataset)
+    retrained = register(dataset=dataset, snapshot=entries, snapshot_hash=snapshot_hash(entries),
+                         snapshot_size=len(entries))
+    card = api.get(f"/api/models/keywords/versions/{retrained.version}/card").json()
+    assert card["snapshot"]["clip_sources"] == [{"source": "feedback on keywords v1", "clips": 1}]
