@@ -249,7 +249,7 @@
       error.setAttribute("data-upload-error", "");
       field.append(error);
     }
-    error.textContent = message;
+    error.textContent = message.indexOf(name + ": ") === 0 ? message.slice(name.length + 2) : message;
   };
 
   Uploader.prototype.clearFieldErrors = function () {

@@ -146,3 +146,28 @@ def test_microphone_recording_goes_into_the_dataset(page):
     clip = Clip.objects.get()
     assert (clip.label, clip.transcript, clip.original_format) == ("hello", "hello there", "webm/opus")
     assert clip.duration > 0.5
+
+
+def test_an_invalid_source_shows_under_its_field_and_a_valid_one_is_stored(page, tmp_path):
+    """The script uploads through the API; a 422 naming `source` is shown under the Source field (a tab survives
+    a text input, a line break does not), and the next upload clears it. Screenshots under test-artifacts/datasets/."""
+    from pathlib import Path
+
+    shots = Path(__file__).resolve().parents[2] / "test-artifacts" / "datasets"
+    shots.mkdir(parents=True, exist_ok=True)
+    DatasetFactory(name="kws", source="office recordings")
+    (tmp_path / "one.wav").write_bytes(distinct_wav(1))
+    page.goto(page.base_url + "/datasets/kws/")
+    page.evaluate("document.querySelector('#upload-source').value = 'pack 7\\tfreesound'")
+    page.set_input_files("#id_files", [str(tmp_path / "one.wav")])
+    error = page.locator("[data-field=source] .field-error")
+    error.wait_for(timeout=30000)
+    assert error.inner_text() == "Use a single line without control characters."
+    page.locator("#upload").screenshot(path=str(shots / "upload-source-error.png"))
+    assert not Clip.objects.exists()
+    page.fill("#upload-source", "https://freesound.org/s/12345/")
+    page.set_input_files("#id_files", [str(tmp_path / "one.wav")])
+    page.locator("[data-upload-summary]").filter(has_text="1 added").wait_for(timeout=30000)
+    assert page.locator("[data-field=source] .field-error").count() == 0
+    page.locator("#upload").screenshot(path=str(shots / "upload-source-ok.png"))
+    assert list(Clip.objects.values_list("source", flat=True)) == ["https://freesound.org/s/12345/"]
