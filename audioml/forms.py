@@ -11,6 +11,15 @@ class TokenForm(forms.Form):
     )
 
 
+class StorageCleanupForm(forms.Form):
+    """Confirms removing what the dry run on the Storage page showed (`shown`: how many files it listed)."""
+
+    confirm = forms.BooleanField(
+        label="Delete these files for good", error_messages={"required": "Tick the box to confirm: the files are "
+                                                                        "deleted for good."})
+    shown = forms.IntegerField(min_value=0, widget=forms.HiddenInput, required=False)
+
+
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, label="User")
     action = forms.CharField(required=False, help_text="e.g. clip.edit, alias.move")

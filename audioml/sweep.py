@@ -63,6 +63,12 @@ class SweepReport:
     def kind_of(name: str) -> str:
         return name.split("/", 1)[0]
 
+    def by_kind(self) -> list[dict]:
+        """One row per kind `manage.py gc` reports (kinds with nothing included): label, files and bytes."""
+        summary = self.as_gc_dict()["kinds"]
+        return [{"kind": kind, "label": GC_KINDS.get(kind, kind), "files": entry["files"], "count": len(entry["files"]),
+                 "bytes": entry["bytes"]} for kind, entry in summary.items()]
+
     def as_gc_dict(self) -> dict:
         """The media part of the report, by kind (for `manage.py gc --json`)."""
         kinds = {kind: {"files": [], "bytes": 0} for kind in GC_KINDS}
@@ -100,13 +106,26 @@ def sweep(*, dry_run: bool = False, min_age: float | None = None, media: bool = 
     return report
 
 
-def collect_garbage(*, dry_run: bool = False, min_age: float | None = None) -> SweepReport:
-    """Only the media storage's files without rows (what `manage.py gc` runs)."""
+def collect_garbage(*, dry_run: bool = False, min_age: float | None = None, by=None) -> SweepReport:
+    """Only the media storage's files without rows (what `manage.py gc` and the panel's *Storage* page run).
+
+    With `by` (an audioml.audit.Actor), a run that removed files records one `storage.gc` event: how many files
+    and bytes of each kind, and the minimum age used. A dry run changes nothing and records nothing."""
     report = SweepReport(dry_run=dry_run)
-    sweep_media(report, time.time() - (settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age))
+    age = settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age
+    sweep_media(report, time.time() - age)
     if report.media_files:
         logger.info("gc%s: %d files without rows removed (%d bytes), %d recent kept", " (dry run)" if dry_run else "",
                     len(report.media_files), report.freed_bytes, report.kept_young)
+    if by is not None and not dry_run and report.media_files:
+        from audioml.audit import Actor, record
+
+        summary = report.as_gc_dict()
+        record("storage.gc", by=Actor.of(by), object_type="storage", object_repr="media storage", changes={
+            "files": [None, summary["removed"]], "bytes": [None, summary["freed_bytes"]],
+            "by_kind": [None, {kind: len(entry["files"]) for kind, entry in summary["kinds"].items() if entry["files"]}],
+            "min_age_seconds": [None, age],
+        })
     return report
 
 

@@ -20,6 +20,7 @@ urlpatterns = [
     path("account/tokens/", views.token_list, name="token-list"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("audit/", views.audit_list, name="audit-list"),
+    path("storage/", views.storage_cleanup, name="storage-cleanup"),
     path("datasets/", include("datasets_app.urls")),
     path("training/", include("training_app.urls")),
     path("models/", include("registry_app.urls")),

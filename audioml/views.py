@@ -6,13 +6,15 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.template.defaultfilters import filesizeformat
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from audioml.audit import Actor
-from audioml.forms import AuditFilterForm, LoginForm, TokenForm
+from audioml.forms import AuditFilterForm, LoginForm, StorageCleanupForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
 from audioml.roles import CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
@@ -67,6 +69,38 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     context = {"form": form, "page": page, "query": query.urlencode()}
     template = "account/audit.html#events" if request.htmx else "account/audit.html"
     return render(request, template, context)
+
+
+@staff_required
+def storage_cleanup(request: HttpRequest) -> HttpResponse:
+    """What `manage.py gc --dry-run` would remove now (files no row references), and a confirmed POST that removes
+    it (`manage.py gc`), recorded as storage.gc. Superusers only: the files are deleted for good."""
+    from audioml.sweep import collect_garbage
+
+    if not request.user.is_superuser:
+        raise PermissionDenied("Storage clean-up is for superusers: it deletes files for good.")
+    form = StorageCleanupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        report = collect_garbage(by=Actor.from_request(request))
+        removed, shown = len(report.media_files), form.cleaned_data["shown"]
+        note = "" if shown is None or shown == removed else f" (the page had shown {shown}: files changed meanwhile)"
+        messages.success(request, f"Removed {removed} file{'s' if removed != 1 else ''} without rows "
+                                  f"({filesizeformat(report.freed_bytes)}){note}.")
+        return redirect("storage-cleanup")
+    report = collect_garbage(dry_run=True)
+    return render(request, "account/storage.html", {
+        "form": form, "report": report, "kinds": report.by_kind(), "count": len(report.media_files),
+        "min_age": settings.SWEEP_MIN_AGE_SECONDS, "interval": settings.SWEEP_INTERVAL_MINUTES,
+        "where": _media_storage_name(),
+    }, status=400 if request.method == "POST" else 200)
+
+
+def _media_storage_name() -> str:
+    from django.core.files.storage import FileSystemStorage, default_storage
+
+    if isinstance(default_storage, FileSystemStorage):
+        return f"the media folder {default_storage.location}"
+    return f"the bucket {getattr(default_storage, 'bucket_name', '') or '(unnamed)'}"
 
 
 class ThrottledLoginView(LoginView):

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.template.defaultfilters import filesizeformat
 
+from audioml.audit import Actor
 from audioml.sweep import GC_KINDS, collect_garbage
 
 
@@ -18,7 +19,8 @@ class Command(BaseCommand):
         "Remove files in the media storage (local or S3) that no row references: clip audio no clip references "
         "(trashed clips keep theirs), model artifacts no version lists, and interrupted uploads. Files younger than "
         "SWEEP_MIN_AGE_SECONDS are left alone (an upload or a registration may be writing them). --dry-run lists "
-        "what would go and removes nothing."
+        "what would go and removes nothing. A run that removes files is recorded in the audit trail (storage.gc). "
+        "The panel's Storage page (superusers) shows the same dry run and runs it."
     )
 
     def add_arguments(self, parser):
@@ -31,7 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     def handle(self, *args, dry_run: bool, min_age: float | None, json: bool, verbosity: int, **options):
-        report = collect_garbage(dry_run=dry_run, min_age=min_age)
+        report = collect_garbage(dry_run=dry_run, min_age=min_age, by=Actor.for_command("manage.py gc"))
         if json:
             self.stdout.write(_json(report.as_gc_dict()))
             return

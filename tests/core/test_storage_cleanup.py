@@ -1,0 +1,116 @@
+"""The panel's Storage clean-up page (superusers): what `manage.py gc --dry-run` would remove, by kind, and a
+confirmed POST that removes it, recorded in the audit trail like `manage.py gc` itself."""
+
+from __future__ import annotations
+
+import os
+import time
+from io import StringIO
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.management import call_command
+
+from audioml.models import AuditEvent
+from tests.factories import ClipFactory, DatasetFactory
+
+pytestmark = pytest.mark.django_db
+URL = "/storage/"
+
+
+def aged(name: str, data: bytes, seconds_ago: float = 2 * 3600) -> str:
+    """A file written straight into the storage, as a process killed before committing its row leaves it."""
+    name = default_storage.save(name, ContentFile(data))
+    when = time.time() - seconds_ago
+    os.utime(default_storage.path(name), (when, when))
+    return name
+
+
+@pytest.fixture
+def orphans():
+    dataset = DatasetFactory(name="kept")
+    clips = [ClipFactory(dataset=dataset), ClipFactory(dataset=dataset, status="trashed")]
+    for clip in clips:
+        when = time.time() - 2 * 3600
+        os.utime(default_storage.path(clip.audio.name), (when, when))
+    return {
+        "referenced": [clip.audio.name for clip in clips],
+        "old": [aged(f"clips/{dataset.pk}/ab/{'ab' * 32}.wav", b"c" * 3072),
+                aged("models/tones/v7/model.pt2", b"m" * 2048),
+                aged(".incoming/tmpa1b2c3.part", b"p" * 10)],
+        "young": aged(f"clips/{dataset.pk}/12/{'12' * 32}.wav", b"y" * 100, seconds_ago=5),
+    }
+
+
+def exist(names) -> list[bool]:
+    return [default_storage.exists(name) for name in names]
+
+
+def test_the_page_shows_the_dry_run_by_kind_and_removes_nothing(admin_client, orphans):
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    rows = html[html.index("<tbody>"):html.index("</tbody>")]
+    assert "Clip audio" in rows and "3.0\xa0KB" in rows and "Model artifacts" in rows and "2.0\xa0KB" in rows
+    assert "Interrupted uploads" in rows and "10\xa0bytes" in rows
+    assert "Remove 3 files (5.0\xa0KB)" in html
+    assert "1 unreferenced file younger than 3600 s" in html
+    assert all(f"<li>{name}</li>" in html for name in orphans["old"])
+    assert orphans["young"] not in html and not any(name in html for name in orphans["referenced"])
+    assert all(exist(orphans["old"] + orphans["referenced"] + [orphans["young"]]))
+    assert 'href="/storage/">Storage clean-up</a>' in html
+    assert not AuditEvent.objects.filter(action="storage.gc").exists()
+
+
+def test_removing_needs_the_confirmation_and_a_post(admin_client, orphans):
+    refused = admin_client.post(URL, {"shown": "3"})
+    assert refused.status_code == 400
+    assert "Tick the box to confirm" in refused.content.decode()
+    assert admin_client.get(URL + "?confirm=on").status_code == 200  # a GET never removes anything
+    assert all(exist(orphans["old"]))
+
+
+def test_a_confirmed_post_removes_the_files_without_rows_and_is_audited(admin_client, admin_user, orphans):
+    response = admin_client.post(URL, {"confirm": "on", "shown": "3"}, follow=True)
+    assert response.redirect_chain == [(URL, 302)]
+    html = response.content.decode()
+    assert "Removed 3 files without rows (5.0\xa0KB)." in html
+    assert "Nothing to remove" in html
+    assert exist(orphans["old"]) == [False, False, False]
+    assert all(exist(orphans["referenced"] + [orphans["young"]]))
+    event = AuditEvent.objects.get(action="storage.gc")
+    assert event.actor == admin_user and event.object_repr == "media storage"
+    assert event.changes["files"] == [None, 3] and event.changes["bytes"] == [None, 5130]
+    assert event.changes["by_kind"] == [None, {"clips": 1, "models": 1, ".incoming": 1}]
+    assert event.ip_address == "127.0.0.1"
+
+
+def test_the_message_says_when_the_storage_changed_since_the_page_was_shown(admin_client, orphans):
+    aged("models/other/v1/weights.pt", b"w" * 5)
+    response = admin_client.post(URL, {"confirm": "on", "shown": "3"}, follow=True)
+    assert "Removed 4 files without rows" in response.content.decode()
+    assert "(the page had shown 3: files changed meanwhile)" in response.content.decode()
+
+
+def test_only_superusers_reach_the_page(staff_client, trainer_client, outsider_client, client, orphans):
+    for user_client in (staff_client, trainer_client):
+        assert user_client.get(URL).status_code == 403
+        assert user_client.post(URL, {"confirm": "on"}).status_code == 403
+        assert "Storage clean-up" not in user_client.get("/account/tokens/").content.decode()
+    assert outsider_client.post(URL, {"confirm": "on"}).status_code == 403
+    anonymous = client.post(URL, {"confirm": "on"})
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
+    assert all(exist(orphans["old"]))
+    assert not AuditEvent.objects.filter(action="storage.gc").exists()
+
+
+def test_manage_py_gc_is_audited_too_but_not_its_dry_run(orphans):
+    call_command("gc", "--dry-run", stdout=StringIO())
+    assert not AuditEvent.objects.filter(action="storage.gc").exists()
+    call_command("gc", stdout=StringIO())
+    event = AuditEvent.objects.get(action="storage.gc")
+    assert event.actor is None and event.changes["via"] == [None, "manage.py gc"]
+    assert event.changes["files"] == [None, 3]
+    call_command("gc", stdout=StringIO())  # nothing left: no second event
+    assert AuditEvent.objects.filter(action="storage.gc").count() == 1
