@@ -119,6 +119,9 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["object_type", "object_id"])]
+        # The storage has no model of its own, so its one permission sits beside the events that record its use
+        # (storage.gc). No role includes it: superusers, or whom an administrator gives it in Django admin.
+        permissions = [("collect_garbage", "Can remove stored files that no row references (Storage clean-up)")]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name or 'system'} {self.action} {self.object_repr}"

@@ -7,7 +7,7 @@ permissions (`user.has_perm`). Superusers can do everything.
   version and model notes and a model's prediction log settings.
 - trainers and approvers flag logged predictions wrong; trainers accept flagged ones into a dataset (a new clip).
 
-Permanent deletions (a dataset, a model version, emptying a dataset's trash) belong to no role: only superusers,
+Permanent deletions (a dataset, a model version, emptying a dataset's trash, the storage clean-up) belong to no role: only superusers,
 or a user an administrator gives the `delete_*` permission to explicitly in Django admin.
 """
 
@@ -46,6 +46,7 @@ CAN_VIEW_PREDICTIONS = "registry_app.view_predictionlog"  # the prediction log, 
 CAN_FLAG_PREDICTION = "registry_app.change_predictionlog"  # flag a logged answer wrong (trainers, approvers)
 CAN_REVIEW_FEEDBACK = CAN_UPLOAD  # accept a flagged prediction into a dataset (it adds a clip) or dismiss it
 CAN_VIEW_AUDIT = "audioml.view_auditevent"
+CAN_COLLECT_GARBAGE = "audioml.collect_garbage"  # the Storage clean-up page: files no row references, gone for good
 
 _READ = [
     CAN_VIEW_DATASETS,

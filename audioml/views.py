@@ -6,7 +6,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.template.defaultfilters import filesizeformat
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,7 +16,7 @@ from audioml.audit import Actor
 from audioml.forms import AuditFilterForm, LoginForm, StorageCleanupForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
-from audioml.roles import CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
+from audioml.roles import CAN_COLLECT_GARBAGE, CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
 from audioml.problems import problem_response
 
 
@@ -72,13 +71,12 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 
 
 @staff_required
+@needs(CAN_COLLECT_GARBAGE)
 def storage_cleanup(request: HttpRequest) -> HttpResponse:
     """What `manage.py gc --dry-run` would remove now (files no row references), and a confirmed POST that removes
-    it (`manage.py gc`), recorded as storage.gc. Superusers only: the files are deleted for good."""
+    it (`manage.py gc`), recorded as storage.gc. No role includes the permission: the files are deleted for good."""
     from audioml.sweep import collect_garbage
 
-    if not request.user.is_superuser:
-        raise PermissionDenied("Storage clean-up is for superusers: it deletes files for good.")
     form = StorageCleanupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         report = collect_garbage(by=Actor.from_request(request))

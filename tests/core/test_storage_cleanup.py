@@ -1,5 +1,6 @@
-"""The panel's Storage clean-up page (superusers): what `manage.py gc --dry-run` would remove, by kind, and a
-confirmed POST that removes it, recorded in the audit trail like `manage.py gc` itself."""
+"""The panel's Storage clean-up page (superusers, or whom an administrator gives `audioml.collect_garbage`): what
+`manage.py gc --dry-run` would remove, by kind, and a confirmed POST that removes it, recorded in the audit trail
+like `manage.py gc` itself."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
@@ -93,9 +95,11 @@ def test_the_message_says_when_the_storage_changed_since_the_page_was_shown(admi
     assert "(the page had shown 3: files changed meanwhile)" in response.content.decode()
 
 
-def test_only_superusers_reach_the_page(staff_client, trainer_client, outsider_client, client, orphans):
+def test_no_role_reaches_the_page_only_superusers_and_whom_an_administrator_gives_the_permission(
+        staff_client, staff_user, trainer_client, outsider_client, client, orphans):
     for user_client in (staff_client, trainer_client):
-        assert user_client.get(URL).status_code == 403
+        refused = user_client.get(URL)
+        assert refused.status_code == 403 and "Only an administrator can do it" in refused.content.decode()
         assert user_client.post(URL, {"confirm": "on"}).status_code == 403
         assert "Storage clean-up" not in user_client.get("/account/tokens/").content.decode()
     assert outsider_client.post(URL, {"confirm": "on"}).status_code == 403
@@ -103,6 +107,10 @@ def test_only_superusers_reach_the_page(staff_client, trainer_client, outsider_c
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
     assert all(exist(orphans["old"]))
     assert not AuditEvent.objects.filter(action="storage.gc").exists()
+    staff_user.user_permissions.add(Permission.objects.get(codename="collect_garbage"))
+    staff_client.force_login(User.objects.get(pk=staff_user.pk))  # fresh permission cache
+    assert staff_client.get(URL).status_code == 200
+    assert 'href="/storage/">Storage clean-up</a>' in staff_client.get("/account/tokens/").content.decode()
 
 
 def test_manage_py_gc_is_audited_too_but_not_its_dry_run(orphans):
