@@ -125,6 +125,10 @@ def test_the_version_page_plays_held_out_samples_and_shows_the_alignment(voice, 
     assert f'/models/voice/v1/artifacts/{sample["synthesized"]}'.encode() in page.content
     download = admin_client.get(f'/models/voice/v1/artifacts/{sample["real"]}')
     assert download.status_code == 200 and b"".join(download.streaming_content)[:4] == b"RIFF"
+    # No intelligibility figure is made up: the page says what its figures do not measure, and where it is measured.
+    html = page.content.decode()
+    assert "not whether a listener understands the words" in html and "bench/bench_synthesis.py" in html
+    assert "CER" not in html and "WER" not in html
 
 
 def test_the_api_downloads_a_sample_inside_its_folder(voice, api):
