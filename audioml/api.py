@@ -419,6 +419,7 @@ def ready(request):
 
 api.add_router("/", system_router)
 api.add_router("/", "audioml.tokens_api.router")
+api.add_router("/", "audioml.storage_api.router")
 api.add_router("/datasets", "datasets_app.api.router")
 api.add_router("/jobs", "training_app.api.router")
 api.add_router("/models", "registry_app.api.router")

@@ -4,6 +4,7 @@ like `manage.py gc` itself."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from io import StringIO
@@ -122,3 +123,22 @@ def test_manage_py_gc_is_audited_too_but_not_its_dry_run(orphans):
     assert event.changes["files"] == [None, 3]
     call_command("gc", stdout=StringIO())  # nothing left: no second event
     assert AuditEvent.objects.filter(action="storage.gc").count() == 1
+
+
+def test_the_api_runs_the_same_clean_up_for_scripts(api, token_client, trainer_user, orphans):
+    def post(client, body):
+        return client.post("/api/storage/gc", json.dumps(body), content_type="application/json")
+
+    refused = post(token_client(trainer_user), {})
+    assert refused.status_code == 403 and refused.json()["type"] == "urn:audioml:problem:forbidden"
+    dry = post(api, {"dry_run": True})
+    assert dry.status_code == 200, dry.content
+    report = dry.json()
+    assert (report["dry_run"], report["removed"], report["freed_bytes"], report["kept_young"]) == (True, 3, 5130, 1)
+    assert report["kinds"]["models"] == {"files": ["models/tones/v7/model.pt2"], "bytes": 2048}
+    assert all(exist(orphans["old"])) and not AuditEvent.objects.filter(action="storage.gc").exists()
+    done = post(api, {})
+    assert done.status_code == 200 and done.json()["removed"] == 3 and done.json()["min_age_seconds"] == 3600
+    assert exist(orphans["old"]) == [False, False, False] and all(exist(orphans["referenced"] + [orphans["young"]]))
+    event = AuditEvent.objects.get(action="storage.gc")
+    assert event.actor.username == "admin-persona" and event.request_id == done["X-Request-ID"]
