@@ -7,8 +7,9 @@ permissions (`user.has_perm`). Superusers can do everything.
   version and model notes and a model's prediction log settings.
 - trainers and approvers flag logged predictions wrong; trainers accept flagged ones into a dataset (a new clip).
 
-Permanent deletions (a dataset, a model version, emptying a dataset's trash, the storage clean-up) belong to no role: only superusers,
-or a user an administrator gives the `delete_*` permission to explicitly in Django admin.
+Permanent deletions (a dataset, a model version, emptying a dataset's trash, the storage clean-up) belong to no
+role: only superusers, or a user an administrator gives the `delete_*` (or `audioml.collect_garbage`) permission
+to explicitly in Django admin.
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def collect_garbage(*, dry_run: bool = False, min_age: float | None = None, by=N
         summary = report.as_gc_dict()
         record("storage.gc", by=Actor.of(by), object_type="storage", object_repr="media storage", changes={
             "files": [None, summary["removed"]], "bytes": [None, summary["freed_bytes"]],
-            "by_kind": [None, {kind: len(entry["files"]) for kind, entry in summary["kinds"].items() if entry["files"]}],
+            "by_kind": [None, {kind: len(entry["files"])
+                               for kind, entry in summary["kinds"].items() if entry["files"]}],
             "min_age_seconds": [None, age],
         })
     return report

@@ -7,8 +7,8 @@ from django.contrib import messages
 from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.core.paginator import Paginator
-from django.template.defaultfilters import filesizeformat
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -16,7 +16,9 @@ from audioml.audit import Actor
 from audioml.forms import AuditFilterForm, LoginForm, StorageCleanupForm, TokenForm
 from audioml.models import ApiToken, AuditEvent
 from audioml.panel import staff_required
-from audioml.roles import CAN_COLLECT_GARBAGE, CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs
+from audioml.roles import (
+    CAN_COLLECT_GARBAGE, CAN_VIEW_AUDIT, CAN_VIEW_DATASETS, CAN_VIEW_JOBS, CAN_VIEW_MODELS, NO_ROLE_MESSAGE, needs,
+)
 from audioml.problems import problem_response
 
 

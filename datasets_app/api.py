@@ -268,8 +268,8 @@ def upload_clips(
         _check_source(value)
     columns = {
         field: _per_file(values, count, field)
-        for field, values in (("label", label), ("transcript", transcript), ("score", score), ("speaker", speaker), ("notes", notes),
-                                ("source", source))
+        for field, values in (("label", label), ("transcript", transcript), ("score", score), ("speaker", speaker),
+                              ("notes", notes), ("source", source))
     }
     items = [
         IngestItem(
@@ -290,8 +290,9 @@ def import_zip(request: HttpRequest, name: str, file: File[UploadedFile], label:
     """A zip with a folder per label (`yes/001.wav`), or audio plus a manifest: `manifest.csv` (header among
     file,label,transcript,score,speaker,notes,source,kind) or LJSpeech `metadata.csv`. `label` labels files the
     layout leaves unlabelled; `source` is the source of every file whose manifest row names none (an invalid one
-    is a 422 naming `source`; an invalid `source` cell rejects that file). Unsafe archives (absolute paths, '..', links, too many entries, zip bombs) get 422, and
-    so does an archive from which no clip was added (the 422 problem carries the per-file report)."""
+    is a 422 naming `source`; an invalid `source` cell rejects that file). Unsafe archives (absolute paths, '..',
+    links, too many entries, zip bombs) get 422, and so does an archive from which no clip was added (the 422
+    problem carries the per-file report)."""
     require(request.user, CAN_UPLOAD)
     dataset = get_dataset_or_404(name)
     source = _check_source(source)

@@ -212,7 +212,8 @@ def _import_entries(
     readable = [entry for entry in entries if entry.path is not None]
     skipped: list[str] = []
     if manifest is not None:
-        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label, background, default_source)
+        layout, items, extra_results = _items_from_manifest(manifest, readable, default_label, background,
+                                                            default_source)
         skipped = [entry.relative for entry in readable if entry is not manifest and _is_document(entry.relative)]
     else:
         layout, extra_results = "folders", []
@@ -347,7 +348,8 @@ def _items_from_manifest(
                 "candidates": [f"wavs/{clip_id}.wav", f"{clip_id}.wav", f"wavs/{clip_id}", clip_id],
                 "label": default_label,
                 "transcript": (normalised or raw).strip(),
-                "score": None, "speaker": "", "notes": "", "source": default_source, "kind": "background" if background else "clip",
+                "score": None, "speaker": "", "notes": "", "source": default_source,
+                "kind": "background" if background else "clip",
             })
     else:
         raise ImportRejected(
@@ -380,7 +382,8 @@ def _items_from_manifest(
             continue
         items.append(IngestItem(
             name=found.relative, path=found.path, label=row["label"], transcript=row["transcript"],
-            score=row["score"], speaker=row["speaker"], notes=row["notes"], source=row["source"], background=row["kind"] == "background",
+            score=row["score"], speaker=row["speaker"], notes=row["notes"], source=row["source"],
+            background=row["kind"] == "background",
         ))
     for relative in sorted(set(audio_entries) - used):
         extra.append(FileResult(
