@@ -296,6 +296,11 @@ class FilePrediction(Schema):
     file: str
     label: str | None = Field(None, description="Classification: the most probable label")
     scores: dict[str, float] | None = Field(None, description="Classification: every label's probability (they sum to 1)")
+    unsure: bool | None = Field(None, description="Classification: the top score is a keyword under the version's "
+                                "unsure threshold (maybe a word the model never heard); with an unknown label the "
+                                "answer is then that label")
+    top_label: str | None = Field(None, description="Classification: the label of the top score (differs from "
+                                  "`label` when an unsure answer became the unknown label)")
     score: float | None = Field(
         None, description="Regression: the predicted 0-1 score. Detection: the highest window score"
     )

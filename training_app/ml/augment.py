@@ -164,3 +164,115 @@ class Augmenter:
         shape = [size, 1, 1, 1]
         shape[axis] = extent
         return batch.masked_fill(masked.view(shape).to(batch.device), 0.0)
+
+
+def speech_span(power: torch.Tensor, level: float = 0.4, floor_quantile: float = 0.2) -> tuple[int, int]:
+    """(first, last + 1) frame of the loud part of a (n_mels, frames) mel power spectrogram: frames whose log energy
+    rises ``level`` of the way from the clip's floor (its ``floor_quantile`` frame) to its peak."""
+    energy = torch.log10(power.sum(dim=0) + 1e-10)
+    floor, peak = torch.quantile(energy, floor_quantile), energy.max()
+    loud = (energy > floor + level * (peak - floor)).nonzero().flatten()
+    if len(loud) == 0:
+        return 0, power.shape[-1]
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+class KeywordSplicer:
+    """Open-set negatives made of the training keywords themselves: the start of one keyword joined to the end of
+    another, said by the same voice where the data allows ("bot" + "oat", "ni" + "oat"), to be taught as unknown.
+
+    Words a sound apart from a keyword are what a keyword model takes for one (GraphemeAug, Interspeech 2025, makes
+    such near misses by editing a keyword's spelling and synthesising them). A splice of two keywords that sound alike
+    could be one of them ("f" + "an" of van is fan), so a pair is never spliced when the same voice saying the two
+    words differs less than two voices saying the same keyword do (median distances of the words' log-mel images,
+    each stretched to ``_PROFILE_FRAMES`` frames).
+
+    ``powers``, ``labels`` and ``speakers`` describe the training clips; only clips of ``keywords`` are spliced.
+    """
+
+    _PROFILE_FRAMES = 12
+    _MAX_PAIRS = 200
+
+    def __init__(self, powers: Sequence[torch.Tensor], labels: Sequence[str], speakers: Sequence[str],
+                 keywords: Sequence[str], generator: torch.Generator, cut: tuple[float, float] = (0.25, 0.75)) -> None:
+        self.powers, self.labels, self.speakers, self.cut, self.generator = powers, labels, speakers, cut, generator
+        keyword_set = set(keywords)
+        self.members = [index for index, label in enumerate(labels) if label in keyword_set]
+        self.spans = {index: speech_span(powers[index]) for index in self.members}
+        self.by_voice: dict[tuple[str, str], list[int]] = {}
+        self.by_label: dict[str, list[int]] = {}
+        for index in self.members:
+            self.by_label.setdefault(labels[index], []).append(index)
+            if speakers[index]:
+                self.by_voice.setdefault((speakers[index], labels[index]), []).append(index)
+        self.partners = self._partners()
+
+    @property
+    def excluded_pairs(self) -> list[tuple[str, str]]:
+        """Keyword pairs (alphabetical) too alike to splice."""
+        names = sorted(self.by_label)
+        return [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if b not in self.partners.get(a, ())]
+
+    def can_splice(self, index: int) -> bool:
+        return index in self.spans and bool(self.partners.get(self.labels[index]))
+
+    def splice(self, index: int) -> torch.Tensor:
+        """The start of another keyword (a partner's clip, the same voice if there is one) joined to the end of
+        clip ``index``'s word, cut at the same random share of both words, the head scaled to the tail's loudness."""
+        label, speaker = self.labels[index], self.speakers[index]
+        partner_label = self._pick(self.partners[label])
+        partner = self._pick(self.by_voice.get((speaker, partner_label)) or self.by_label[partner_label])
+        share = float(self.cut[0] + (self.cut[1] - self.cut[0]) * torch.rand(1, generator=self.generator))
+        (head_start, head_end), (tail_start, tail_end) = self.spans[partner], self.spans[index]
+        head_cut = head_start + max(1, round(share * (head_end - head_start)))
+        tail_cut = tail_start + max(1, round(share * (tail_end - tail_start)))
+        head, tail = self.powers[partner], self.powers[index]
+        gain = tail[:, tail_start:tail_end].mean() / head[:, head_start:head_end].mean().clamp_min(1e-12)
+        joined = torch.cat([head[:, :head_cut] * gain, tail[:, tail_cut:]], dim=1)
+        # Back to the clip's length, the spliced word inside the window where it fits.
+        length, word_end = tail.shape[-1], head_cut + tail_end - tail_cut
+        latest, earliest = min(head_start, joined.shape[-1] - length), max(0, word_end - length)
+        offset = earliest if latest <= earliest else int(torch.randint(earliest, latest + 1, (1,),
+                                                                       generator=self.generator))
+        return fixed_frames(joined[:, max(0, offset) : max(0, offset) + length], length, "center")
+
+    def _pick(self, items: Sequence):
+        return items[int(torch.randint(0, len(items), (1,), generator=self.generator))]
+
+    def _profile(self, index: int) -> torch.Tensor:
+        start, end = self.spans[index]
+        log_mel = torch.log(self.powers[index][:, start:end] + 1e-10)
+        log_mel = (log_mel - log_mel.mean()) / (log_mel.std() + 1e-5)
+        return torch.nn.functional.interpolate(log_mel.unsqueeze(0), size=self._PROFILE_FRAMES, mode="linear",
+                                               align_corners=True)[0]
+
+    def _partners(self) -> dict[str, tuple[str, ...]]:
+        profiles = {index: self._profile(index) for index in self.members}
+        names = sorted(self.by_label)
+
+        def median_distance(pairs: list[tuple[int, int]]) -> float | None:
+            if not pairs:
+                return None
+            if len(pairs) > self._MAX_PAIRS:
+                order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(0))[: self._MAX_PAIRS]
+                pairs = [pairs[i] for i in order.tolist()]
+            return float(torch.tensor([float((profiles[a] - profiles[b]).norm()) for a, b in pairs]).median())
+
+        within = {}
+        for name in names:
+            items = self.by_label[name]
+            cross_voice = [(a, b) for i, a in enumerate(items) for b in items[i + 1:]
+                           if self.speakers[a] != self.speakers[b] or not self.speakers[a]]
+            within[name] = median_distance(cross_voice)
+        partners: dict[str, list[str]] = {name: [] for name in names}
+        for i, first in enumerate(names):
+            for second in names[i + 1:]:
+                same_voice = [(a, self.by_voice[(self.speakers[a], second)][0]) for a in self.by_label[first]
+                              if (self.speakers[a], second) in self.by_voice]
+                between = median_distance(same_voice or [(a, b) for a in self.by_label[first]
+                                                         for b in self.by_label[second]])
+                references = [value for value in (within[first], within[second]) if value is not None]
+                if between is not None and references and between >= min(references):
+                    partners[first].append(second)
+                    partners[second].append(first)
+        return {name: tuple(found) for name, found in partners.items()}

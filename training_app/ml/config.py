@@ -85,11 +85,20 @@ FIELDS: dict[str, FieldSpec] = {
     "dropout": FieldSpec(float, "dropout before the classifier layer", 0.0, 0.9),
     "convs_per_block": FieldSpec(int, "convolutions in each of the four blocks (2: a second one on a residual path)",
                                  1, 2),
+    "architecture": FieldSpec(str, "the network: conv2d (2-D convolutions over the log-mel image), temporal (1-D "
+                                   "convolutions over time with the mel bands as channels, TC-ResNet) or "
+                                   "conv2d+temporal (one of each, trained alike, their outputs averaged)",
+                              choices=("conv2d", "temporal", "conv2d+temporal")),
     "label_smoothing": FieldSpec(float, "classification: share of each target spread over the other labels", 0.0, 0.5),
     "mixup": FieldSpec(float, "classification: mixup strength, the Beta(a, a) of the mixing weight (0: off)", 0.0,
                        2.0),
     "reversed_unknowns": FieldSpec(float, "classification with an unknown label: share of keyword clips in each batch "
                                           "played backwards and taught as unknown (0: off)", 0.0, 0.5),
+    "spliced_unknowns": FieldSpec(float, "classification with an unknown label: share of keyword clips in each batch "
+                                         "replaced by the start of another keyword joined to their end (a near-miss "
+                                         "word) and taught as unknown (0: off)", 0.0, 0.5),
+    "unsure_as_unknown": FieldSpec(bool, "classification with an unknown label: a keyword answer under the unsure "
+                                         "threshold calibrated on validation is answered (and scored) as unknown"),
     "refit": FieldSpec(bool, "classification: once validation has chosen the epoch count, train again on the "
                              "training and validation speakers together and register that model"),
     "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
@@ -153,9 +162,12 @@ class TrainConfig:
     channels: int = 24
     dropout: float = 0.2
     convs_per_block: int = 1
+    architecture: str = "conv2d"
     label_smoothing: float = 0.0
     mixup: float = 0.0
     reversed_unknowns: float = 0.0
+    spliced_unknowns: float = 0.0
+    unsure_as_unknown: bool = True
     refit: bool = False
     target_far: float = 0.01
     holdout_speakers: tuple[str, ...] = ()
@@ -215,6 +227,8 @@ class TrainConfig:
 
         if self.init_from and not getattr(task_module(self.task), "FINE_TUNES", False):
             raise ConfigError("init_from", f"{self.task} jobs train from scratch; only synthesis fine-tunes a version")
+        if self.refit and "+" in self.architecture:
+            raise ConfigError("refit", f"a refit trains one network; architecture {self.architecture} trains several")
         if self.val_fraction + self.test_fraction > 0.7:
             raise ConfigError(
                 "test_fraction",

@@ -28,7 +28,7 @@ from .artifacts import (
 )
 from .config import FeatureConfig
 from .features import LogMelFrontend
-from .model import ExportedModel, KeywordCNN
+from .model import ExportedModel, keyword_network
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "probabilities"
@@ -261,8 +261,9 @@ def load_eager_model(artifact_dir: Path) -> tuple[ExportedModel, dict[str, Any]]
     from .tasks import task_module
 
     task = task_module(config.get("task", "classification"))
-    network = KeywordCNN(task.n_outputs(config["labels"]), architecture["channels"], architecture["dropout"],
-                         architecture.get("convs_per_block", 1))
+    network = keyword_network(task.n_outputs(config["labels"]), feature_values["n_mels"],
+                              architecture.get("architecture", "conv2d"), architecture["channels"],
+                              architecture["dropout"], architecture.get("convs_per_block", 1))
     model = ExportedModel(LogMelFrontend(FeatureConfig(**feature_values)), network, task.output_layer())
     model.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), config

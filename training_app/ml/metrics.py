@@ -60,11 +60,16 @@ def trend(name: str, value: float | None, reference: float | None) -> str:
     return "better" if (value > reference) == metric(name).higher_is_better else "worse"
 
 
-def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Metrics of predicted class probabilities (n, n_labels) against true label indices."""
+def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray, labels: Sequence[str],
+                           predicted: Sequence[int] | None = None) -> dict[str, Any]:
+    """Metrics of predicted class probabilities (n, n_labels) against true label indices; ``predicted``: the answers
+    when they are not the top scores (classification's open-set rule)."""
     truth = np.asarray(y_true, dtype=np.int64)
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    predicted = probabilities.argmax(axis=1) if len(truth) else np.zeros(0, dtype=np.int64)
+    if predicted is not None:
+        predicted = np.asarray(predicted, dtype=np.int64)
+    else:
+        predicted = probabilities.argmax(axis=1) if len(truth) else np.zeros(0, dtype=np.int64)
     n_labels = len(labels)
     matrix = np.zeros((n_labels, n_labels), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import Augmenter, background_segments, gaussian_noise_powers, stack_frames
+from .augment import Augmenter, KeywordSplicer, background_segments, gaussian_noise_powers, stack_frames
 from .config import FeatureConfig, TrainConfig
 from .data import (
     BACKGROUND,
@@ -49,7 +49,7 @@ from .data import (
 from .device import GradScaler, autocast, precision_name
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
-from .model import ExportedModel, KeywordCNN
+from .model import AveragedNetworks, ExportedModel, KeywordCNN, architecture_kinds, keyword_network
 from .split import Split, split_for_task
 from .tasks import task_module
 from .tasks.common import Fitted, batched_logits
@@ -151,6 +151,7 @@ class TaskRun:
     started: float = field(default_factory=time.monotonic)
     feature_config: FeatureConfig | None = None  # a task's own (transcription: clips of any length)
     precision: str = "fp32"  # what the network trained in: "bf16"/"fp16" under CUDA autocast (ml/device.py)
+    members: dict[str, Any] = field(default_factory=dict)  # several networks: their kinds, best epochs, epochs run
 
     @property
     def features(self) -> FeatureConfig:
@@ -266,7 +267,7 @@ def _execute(run: TaskRun) -> TrainResult:
     frontend = LogMelFrontend(run.features).to(run.device)
     refits = _refits(run, split)
     network, history, best_epoch, stopped_early = _timed(
-        run, "training_seconds", _fit, run, frontend, powers, split, 0.5 if refits else 1.0
+        run, "training_seconds", _fit_networks, run, frontend, powers, split, 0.5 if refits else 1.0
     )
 
     mark = time.monotonic()
@@ -283,6 +284,8 @@ def _execute(run: TaskRun) -> TrainResult:
         **run.task.evaluate(fitted),
         **_run_summary(run, network, split, history, best_epoch, stopped_early, cache_stats),
     }
+    if isinstance(network, AveragedNetworks):
+        metrics["networks"] = run.members
     if selection is not None:
         metrics = _with_refit(run, metrics, selection, split, best_epoch, refit_history)
     metrics["prediction"] = run.task.export_config(metrics, run.cfg)
@@ -325,31 +328,62 @@ def _load_powers(run: TaskRun) -> tuple[list[torch.Tensor], dict[str, int]]:
     return powers, {"hits": hits, "misses": misses}
 
 
-def _network(run: TaskRun) -> KeywordCNN:
+def _network(run: TaskRun, kind: str | None = None) -> nn.Module:
+    """A fresh network of ``kind`` (one of the kinds the architecture setting names; default: all of them)."""
     cfg = run.cfg
-    return KeywordCNN(run.task.n_outputs(run.labels), cfg.channels, cfg.dropout, cfg.convs_per_block).to(run.device)
+    return keyword_network(run.task.n_outputs(run.labels), run.features.n_mels, kind or cfg.architecture,
+                           cfg.channels, cfg.dropout, cfg.convs_per_block).to(run.device)
+
+
+# Seeds of the n-th network of an ensemble are this far from the first's.
+_MEMBER_SEED_STRIDE = 1000
+
+
+def _fit_networks(
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0
+) -> tuple[nn.Module, list[dict[str, Any]], int, bool]:
+    """``_fit`` once, or once per network kind the architecture names ("conv2d+temporal"), each from its own seeds,
+    averaged (``AveragedNetworks``). The curves, best epoch and early stop reported are the first network's; every
+    network's best epoch and epochs run go to ``run.members``."""
+    kinds = architecture_kinds(run.cfg.architecture)
+    if len(kinds) == 1:
+        return _fit(run, frontend, powers, split, share)
+    count = len(kinds)
+    fits = [_fit(run, frontend, powers, split, share / count, member, share * member / count, kind)
+            for member, kind in enumerate(kinds)]
+    run.members = {"kinds": kinds, "best_epochs": [fit[2] for fit in fits], "epochs_run": [len(fit[1]) for fit in fits]}
+    run.log("info", "averaging " + " and ".join(f"{kind} (best epoch {fit[2]})" for kind, fit in zip(kinds, fits,
+                                                                                                    strict=True)))
+    network = AveragedNetworks([fit[0] for fit in fits]).to(run.device).eval()
+    return network, fits[0][1], fits[0][2], fits[0][3]
 
 
 def _fit(
-    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0,
+    member: int = 0, offset: float = 0.0, kind: str | None = None,
 ) -> tuple[KeywordCNN, list[dict[str, Any]], int, bool]:
     """Train epoch by epoch; keep the weights of the epoch with the lowest validation loss.
 
-    ``share``: the part of the training phase's progress bar this pass fills (a refit follows it)."""
+    ``share``: the part of the training phase's progress bar this pass fills from ``offset`` on (a refit or the other
+    networks of an ensemble follow it); ``member``: which network of an ensemble (its seeds), of ``kind``."""
     cfg = run.cfg
-    generator = torch.Generator().manual_seed(cfg.seed)
-    augmenter = _augmenter(run, powers, split.train, torch.Generator().manual_seed(cfg.seed + 1))
+    seed = cfg.seed + _MEMBER_SEED_STRIDE * member
+    generator = torch.Generator().manual_seed(seed)
+    augmenter = _augmenter(run, powers, split.train, torch.Generator().manual_seed(seed + 1))
     val_inputs, val_targets = _validation_batch(run, frontend, powers, split)
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
-    network = _network(run)
+    if member:
+        torch.manual_seed(seed)
+    network = _network(run, kind)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = GradScaler(run.device)
     run.precision = precision_name(run.device)
-    negatives = _NegativePool.build(run, torch.Generator().manual_seed(cfg.seed + 2))
+    negatives = _NegativePool.build(run, torch.Generator().manual_seed(seed + 2))
     steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
-    clock = TrainingClock(cfg.epochs, share)
-    mixer = _mixer(run)
+    clock = TrainingClock(cfg.epochs, share, offset)
+    mixer = _mixer(run, seed)
+    splicer = _splicer(run, powers, split.train, torch.Generator().manual_seed(seed + 4))
 
     history: list[dict[str, Any]] = []
     best = _Best()
@@ -360,7 +394,7 @@ def _fit(
             run, network, frontend, [powers[i] for i in split.train] + extra,
             torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
             augmenter, loss_fn, optimizer, scaler, scheduler, generator,
-            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer,
+            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer, splicer,
         )
         if negatives:
             negatives.mine(network, frontend, run.check_stop, generator)
@@ -374,7 +408,8 @@ def _fit(
         history.append(record)
         best.update(network, record)
         patience_over = 0 < cfg.early_stopping_patience <= best.stale
-        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=record)
+        # The job's curves are the first network's (an ensemble's others only move the progress bar).
+        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
         if patience_over:
             run.log("info", f"early stop after epoch {epoch}: validation loss last improved at epoch {best.epoch}")
             break
@@ -413,13 +448,14 @@ def _refit(
     scheduler = one_cycle(optimizer, cfg.learning_rate, epochs * steps_per_epoch)
     clock = TrainingClock(epochs, 0.5, offset=0.5)
     mixer = _mixer(run)
+    splicer = _splicer(run, powers, indices, torch.Generator().manual_seed(cfg.seed + 10))
     history = []
     for epoch in range(1, epochs + 1):
         epoch_started = time.monotonic()
         train_loss = _train_one_epoch(
             run, network, frontend, [powers[i] for i in indices], run.targets[indices], augmenter, loss_fn, optimizer,
             scaler, scheduler, generator,
-            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer,
+            lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer, splicer,
         )
         history.append({"epoch": epoch, "train_loss": train_loss, "seconds": time.monotonic() - epoch_started})
     return network.eval(), history
@@ -471,17 +507,50 @@ def _reversed_unknowns(
     return inputs, targets
 
 
-def _mixer(run: TaskRun) -> np.random.Generator | None:
+def _splicer(run: TaskRun, powers: list[torch.Tensor], indices: list[int],
+             generator: torch.Generator) -> KeywordSplicer | None:
+    """Near-miss negatives spliced from the training keywords ``indices`` (classification with an unknown label and
+    ``spliced_unknowns`` on), or None. Positions in the splicer are positions in ``indices``, as in the epoch loop."""
+    if run.cfg.spliced_unknowns <= 0 or run.cfg.task != "classification":
+        return None
+    if not any(is_unknown_label(label) for label in run.labels):
+        return None
+    keywords = [label for label in run.labels if not (is_unknown_label(label) or is_noise_label(label))]
+    splicer = KeywordSplicer([powers[i] for i in indices], [run.clips[i].label for i in indices],
+                             [run.clips[i].speaker for i in indices], keywords, generator)
+    excluded = ", ".join(f"{a}/{b}" for a, b in splicer.excluded_pairs) or "none"
+    run.log("info", f"spliced unknowns: {run.cfg.spliced_unknowns:.0%} of keyword clips per batch become the start of "
+                    f"another keyword joined to their end; pairs too alike to splice: {excluded}")
+    return splicer
+
+
+def _spliced_unknowns(
+    run: TaskRun, splicer: KeywordSplicer, indices: list[int], batch_powers: list[torch.Tensor],
+    targets: torch.Tensor,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Replace a ``spliced_unknowns`` share of the batch's keyword clips with splices labelled unknown."""
+    unknown = next(index for index, label in enumerate(run.labels) if is_unknown_label(label))
+    draws = torch.rand(len(indices), generator=splicer.generator).tolist()
+    batch_powers, targets = list(batch_powers), targets.clone()
+    for position, (index, draw) in enumerate(zip(indices, draws, strict=True)):
+        if draw < run.cfg.spliced_unknowns and index < len(splicer.labels) and splicer.can_splice(index):
+            batch_powers[position] = splicer.splice(index)
+            targets[position] = unknown
+    return batch_powers, targets
+
+
+def _mixer(run: TaskRun, seed: int | None = None) -> np.random.Generator | None:
     """Mixing weights for mixup (classification only), or None when it is off."""
     if run.cfg.mixup <= 0 or run.cfg.task != "classification":
         return None
-    return np.random.default_rng(run.cfg.seed + 3)
+    return np.random.default_rng((run.cfg.seed if seed is None else seed) + 3)
 
 
 def _train_one_epoch(
     run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
     augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scaler: GradScaler, scheduler,
     generator: torch.Generator, on_step: Callable[[int], None], mixer: np.random.Generator | None = None,
+    splicer: KeywordSplicer | None = None,
 ) -> float:
     """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
     network.train()
@@ -490,8 +559,11 @@ def _train_one_epoch(
     for step, start in enumerate(range(0, len(order), run.cfg.batch_size), start=1):
         run.check_stop()
         indices = order[start : start + run.cfg.batch_size]
-        inputs = _augmented_batch(run, frontend, augmenter, [powers[i] for i in indices])
-        batch_targets = targets[indices].to(run.device)
+        batch_powers, batch_targets = [powers[i] for i in indices], targets[indices]
+        if splicer is not None:
+            batch_powers, batch_targets = _spliced_unknowns(run, splicer, indices, batch_powers, batch_targets)
+        inputs = _augmented_batch(run, frontend, augmenter, batch_powers)
+        batch_targets = batch_targets.to(run.device)
         if run.cfg.reversed_unknowns > 0:
             inputs, batch_targets = _reversed_unknowns(run, inputs, batch_targets, augmenter.generator)
         partner = None
@@ -731,7 +803,9 @@ def _export(run: TaskRun, model: ExportedModel, metrics: dict[str, Any]) -> list
     generator = torch.Generator().manual_seed(run.cfg.seed)
     sample = 0.1 * torch.randn(4, run.features.clip_samples, generator=generator)
     architecture = {
-        "name": "KeywordCNN",
+        "name": " + ".join({"temporal": "TemporalCNN"}.get(kind, "KeywordCNN")
+                           for kind in architecture_kinds(run.cfg.architecture)),
+        "architecture": run.cfg.architecture,
         "channels": run.cfg.channels,
         "dropout": run.cfg.dropout,
         "convs_per_block": run.cfg.convs_per_block,

@@ -14,12 +14,15 @@ from .common import Fitted, headline_of
 
 TRAINS_ON = "label"
 DEFAULTS: dict[str, Any] = {}
+# The balanced preset averages a 2-D CNN and a temporal CNN (docs/benchmarks.md, "Keyword recipe quality": on the hard
+# keyword corpus their average, with the open-set rule, beat either kind alone and two of one kind).
+TASK_PRESETS: dict[str, dict[str, Any]] = {"balanced": {"architecture": "conv2d+temporal"}}
 EPOCH_METRIC = ("val_accuracy", "Validation accuracy", True)
 OUTPUT_NAME = "probabilities"
 # A file longer than the model's clip is scored in windows this share of a clip apart; probabilities averaged.
 WINDOW_HOP_FRACTION = 0.5
 # Open set: the unsure threshold keeps this share of the validation keyword clips the model gets right.
-OPEN_SET_KEEP = 0.98
+OPEN_SET_KEEP = 0.99
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -78,29 +81,36 @@ def output_layer():
 
 
 def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
-    """The open-set threshold predictions mark unsure answers with (none when it could not be calibrated)."""
+    """The open-set threshold predictions mark unsure answers with (none when it could not be calibrated), and the
+    label an unsure answer becomes when the open-set rule is on."""
     found = metrics.get("open_set")
-    return {"unsure_below": found["threshold"]} if found else {}
+    if not found:
+        return {}
+    return {"unsure_below": found["threshold"], **({"unsure_label": found["unknown_label"]} if found.get("rule")
+                                                    else {})}
 
 
 def evaluate(fitted: Fitted) -> dict[str, Any]:
     evaluated_on = fitted.evaluated_on
     probabilities = {name: _softmax(fitted.outputs(name)) for name in ("val", "test") if fitted.split.indices(name)}
     truths = {name: fitted.truth(name) for name in probabilities}
+    found = open_set(fitted.labels, probabilities, truths, evaluated_on, fitted.calibration.get("open_set"),
+                     fitted.cfg.unsure_as_unknown)
+    # The answers a prediction gives (the open-set rule applied when it is on), so the figures are what users get.
+    answers = {name: answer_indices(scores, fitted.labels, found) for name, scores in probabilities.items()}
     results: dict[str, Any] = {
         "task": fitted.cfg.task,
         "labels": fitted.labels,
         "evaluated_on": evaluated_on,
-        "val": classification_metrics(truths["val"], probabilities["val"], fitted.labels),
-        "test": classification_metrics(truths["test"], probabilities["test"], fitted.labels)
+        "val": classification_metrics(truths["val"], probabilities["val"], fitted.labels, answers["val"]),
+        "test": classification_metrics(truths["test"], probabilities["test"], fitted.labels, answers["test"])
         if "test" in probabilities else None,
         "seed": fitted.cfg.seed,
     }
     results["accuracy"] = results[evaluated_on]["accuracy"]
     results["macro_f1"] = results[evaluated_on]["macro_f1"]
     results["binary"] = _binary(fitted, probabilities, truths) if len(fitted.labels) == 2 else None
-    results["open_set"] = open_set(fitted.labels, probabilities, truths, evaluated_on,
-                                   fitted.calibration.get("open_set"))
+    results["open_set"] = found
     results["baseline"] = _baseline(fitted)
     fitted.log("info", f"{evaluated_on} accuracy {results['accuracy']:.3f} "
                        f"(baseline {results['baseline']['accuracy']:.3f}), macro F1 {results['macro_f1']:.3f}")
@@ -113,12 +123,14 @@ def keyword_indices(labels: Sequence[str]) -> list[int]:
 
 
 def open_set(labels: list[str], probabilities: dict[str, np.ndarray], truths: dict[str, np.ndarray],
-             evaluated_on: str, threshold: float | None = None) -> dict[str, Any] | None:
+             evaluated_on: str, threshold: float | None = None, rule: bool = True) -> dict[str, Any] | None:
     """The unsure threshold, calibrated on validation: the top score below which a keyword answer is unsure. It
     keeps ``OPEN_SET_KEEP`` of the validation keyword clips the model gets right, so it costs about 2% of keyword
-    recall; what it would do on the evaluation clips is reported beside it (answers under it, unknown words it
+    recall; what it does on the evaluation clips is reported beside it (answers under it, unknown words it
     catches, keyword clips it loses). None without keywords or with too few right validation keyword clips.
-    ``threshold``: one calibrated already (on the validation outputs of the run a refit took its epochs from)."""
+    ``threshold``: one calibrated already (on the validation outputs of the run a refit took its epochs from).
+    ``rule``: with an unknown label, unsure answers *are* that label (``rule`` in the result says whether it is
+    applied; ``top_label_accuracy`` is the accuracy of the top scores alone)."""
     keywords = keyword_indices(labels)
     val = probabilities.get("val")
     if not keywords or val is None or not len(val):
@@ -143,10 +155,22 @@ def open_set(labels: list[str], probabilities: dict[str, np.ndarray], truths: di
         "keyword_clips_lost": int((unsure & is_keyword & (predicted == truth)).sum()),
         "wrong_answers_caught": int((unsure & (predicted != truth)).sum()),
     }
+    result["rule"] = bool(rule and unknown is not None)
     if unknown is not None:
         with_rule = np.where(unsure, labels.index(unknown), predicted)
         result["accuracy_with_rule"] = float((with_rule == truth).mean()) if len(truth) else 0.0
+        result["top_label_accuracy"] = float((predicted == truth).mean()) if len(truth) else 0.0
     return result
+
+
+def answer_indices(probabilities: np.ndarray, labels: list[str], found: dict[str, Any] | None) -> np.ndarray:
+    """The label index each row of ``probabilities`` is answered with: the top score, or the unknown label for an
+    unsure keyword answer when the open-set rule is on (``found``: ``open_set``'s result)."""
+    predicted = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, dtype=np.int64)
+    if not found or not found.get("rule"):
+        return predicted
+    unsure = np.isin(predicted, keyword_indices(labels)) & (probabilities.max(axis=1) < found["threshold"])
+    return np.where(unsure, labels.index(found["unknown_label"]), predicted)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -210,10 +234,15 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
         "scores": {label: round(float(score), 6) for label, score in zip(names, scores, strict=True)},
         "aggregation": "mean" if len(starts) > 1 else None,
     }
-    unsure_below = (context.get("prediction") or {}).get("unsure_below")
+    prediction = context.get("prediction") or {}
+    unsure_below = prediction.get("unsure_below")
     if unsure_below is not None:
-        # A keyword answer under the open-set threshold: maybe a word the model never heard.
+        # A keyword answer under the open-set threshold: maybe a word the model never heard. With the open-set rule
+        # (a dataset with an unknown label) it is answered as unknown; top_label keeps the top score's label.
         answer["unsure"] = best in keyword_indices(names) and float(scores[best]) < unsure_below
+        answer["top_label"] = names[best]
+        if answer["unsure"] and prediction.get("unsure_label") in names:
+            answer["label"] = prediction["unsure_label"]
     return answer
 
 
