@@ -164,6 +164,21 @@ def test_job_page_of_a_finished_job_shows_results(trained, staff_client):
     assert f'href="/models/{trained.model_name}/"' in html
 
 
+def test_job_page_says_when_unsure_keyword_answers_are_answered_unknown(trained, staff_client):
+    open_set = {"threshold": 0.61, "keep": 0.99, "unknown_label": "unknown", "evaluated_on": "test", "unsure": 3,
+                "n": 40, "keyword_clips_lost": 1, "wrong_answers_caught": 2, "accuracy_with_rule": 0.9,
+                "top_label_accuracy": 0.85, "rule": True}
+    TrainingJob.objects.filter(pk=trained.pk).update(metrics={**trained.metrics, "open_set": open_set})
+    html = staff_client.get(f"/training/jobs/{trained.pk}/").content.decode()
+    assert "Rule: an unsure answer is answered as unknown" in html
+    assert "Accuracy of the top label alone (without the rule)" in html and "85.0%" in html
+
+    TrainingJob.objects.filter(pk=trained.pk).update(metrics={**trained.metrics, "open_set": {**open_set, "rule": False}})
+    html = staff_client.get(f"/training/jobs/{trained.pk}/").content.decode()
+    assert "Rule:" not in html and "<code>unsure_as_unknown</code> is off" in html
+    assert "Accuracy if unsure answers were unknown" in html and "90.0%" in html
+
+
 def test_job_page_fragment_polls_while_running_and_stops_when_finished(tones, submit, trained, staff_client):
     job = submit(tones)
     TrainingJob.objects.filter(pk=job.pk).update(
