@@ -258,7 +258,8 @@ def test_conv2d_plus_temporal_trains_one_network_of_each_kind_and_averages_their
     waves = torch.stack([fit_length(load_waveform(clip.path, 16000), 8000) for clip in clips[:4]])
     with torch.no_grad():
         features = model.frontend(waves)
-        expected = torch.softmax((first(features) + second(features)) / 2, dim=-1)
+        # The mean of the two networks' probabilities.
+        expected = (torch.softmax(first(features), dim=-1) + torch.softmax(second(features), dim=-1)) / 2
         exported = torch.export.load(result.out_dir / TORCH_EXPORT_FILE).module()(waves)
     assert torch.allclose(model(waves), expected, atol=1e-6) and torch.allclose(exported, expected, atol=1e-5)
     with pytest.raises(ConfigError) as caught:

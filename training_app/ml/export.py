@@ -263,7 +263,8 @@ def load_eager_model(artifact_dir: Path) -> tuple[ExportedModel, dict[str, Any]]
     task = task_module(config.get("task", "classification"))
     network = keyword_network(task.n_outputs(config["labels"]), feature_values["n_mels"],
                               architecture.get("architecture", "conv2d"), architecture["channels"],
-                              architecture["dropout"], architecture.get("convs_per_block", 1))
+                              architecture["dropout"], architecture.get("convs_per_block", 1),
+                              isinstance(task.output_layer(), torch.nn.Softmax))
     model = ExportedModel(LogMelFrontend(FeatureConfig(**feature_values)), network, task.output_layer())
     model.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     return model.eval(), config

@@ -354,7 +354,8 @@ def _fit_networks(
     run.members = {"kinds": kinds, "best_epochs": [fit[2] for fit in fits], "epochs_run": [len(fit[1]) for fit in fits]}
     run.log("info", "averaging " + " and ".join(f"{kind} (best epoch {fit[2]})" for kind, fit in zip(kinds, fits,
                                                                                                     strict=True)))
-    network = AveragedNetworks([fit[0] for fit in fits]).to(run.device).eval()
+    network = AveragedNetworks([fit[0] for fit in fits], isinstance(run.task.output_layer(), nn.Softmax))
+    network = network.to(run.device).eval()
     return network, fits[0][1], fits[0][2], fits[0][3]
 
 
