@@ -188,8 +188,8 @@ def report(results: list[dict], label: str) -> str:
         f"- Preset `{first['preset']}`; settings {first['settings']}",
         "",
         "| corpus | clips (train/val/test) | held-out voices | test acc. | held-out voices acc. | top label only "
-        "(test / held-out) | baseline (test) | val acc. | epochs (best) | wall | CPU (user+sys) | quiet estimate (CPU/2) "
-        "| load 1-min before → after |",
+        "(test / held-out) | baseline (test) | val acc. | epochs (best) | wall | CPU (user+sys) "
+        "| quiet estimate (CPU/2) | load 1-min before → after |",
         "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in results:
@@ -197,7 +197,8 @@ def report(results: list[dict], label: str) -> str:
         lines.append(
             f"| {r['kind']} | {r['clips']} ({split['train']}/{split['val']}/{split['test']}) | {len(r['holdout'])} of "
             f"{r['voices']} | {r['test_accuracy']:.1%} | {_pct(r['held_accuracy'])} (n={r['held_n']}) | "
-            f"{r['top_accuracy']:.1%} / {_pct(r['held_top_accuracy'])} | {r['baseline_accuracy']:.1%} | {r['val_accuracy']:.1%} | {r['epochs_run']} ({r['best_epoch']}) | "
+            f"{r['top_accuracy']:.1%} / {_pct(r['held_top_accuracy'])} | {r['baseline_accuracy']:.1%} | "
+            f"{r['val_accuracy']:.1%} | {r['epochs_run']} ({r['best_epoch']}) | "
             f"{r['wall_seconds']:.0f} s | {r['cpu_seconds']:.0f} s | {r['cpu_seconds'] / 2:.0f} s | "
             f"{r['load_before'][0]:.1f} → {r['load_after'][0]:.1f} |"
         )
@@ -212,8 +213,9 @@ def report(results: list[dict], label: str) -> str:
             lines.append("  - unseen unknown words taken for another class: "
                          + ", ".join(f"{w} ×{n}" for w, n in r["unknown_taken"]))
         if r["open_set_rule"]:
-            lines.append(f"  - open-set rule on: keyword answers under the unsure threshold {r['unsure_threshold']:.3f} "
-                         f"(calibrated on validation) are answered `unknown`; {r['unsure_answers']} test answers changed")
+            lines.append(f"  - open-set rule on: keyword answers under the unsure threshold "
+                         f"{r['unsure_threshold']:.3f} (calibrated on validation) are answered `unknown`; "
+                         f"{r['unsure_answers']} test answers changed")
         lines.append(f"  - registered model: {r['registered']}; {r['n_parameters']:,} parameters")
     lines.append("")
     return "\n".join(lines)

@@ -173,7 +173,8 @@ def test_job_page_says_when_unsure_keyword_answers_are_answered_unknown(trained,
     assert "Rule: an unsure answer is answered as unknown" in html
     assert "Accuracy of the top label alone (without the rule)" in html and "85.0%" in html
 
-    TrainingJob.objects.filter(pk=trained.pk).update(metrics={**trained.metrics, "open_set": {**open_set, "rule": False}})
+    without_rule = {**trained.metrics, "open_set": {**open_set, "rule": False}}
+    TrainingJob.objects.filter(pk=trained.pk).update(metrics=without_rule)
     html = staff_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Rule:" not in html and "<code>unsure_as_unknown</code> is off" in html
     assert "Accuracy if unsure answers were unknown" in html and "90.0%" in html

@@ -267,9 +267,9 @@ def test_conv2d_plus_temporal_trains_one_network_of_each_kind_and_averages_their
     assert caught.value.field == "refit"
 
 
-def test_the_temporal_network_convolves_over_time_with_the_mel_bands_as_channels_and_reloads(tmp_path):
-    from training_app.ml.artifacts import TORCH_EXPORT_FILE
-    from training_app.ml.model import TemporalCNN
+def test_the_temporal_network_convolves_over_time_with_the_mel_bands_as_channels():
+    """Its training, export and reload are covered by the conv2d+temporal test (one network of each kind)."""
+    from training_app.ml.model import TemporalCNN, keyword_network
 
     network = TemporalCNN(3, n_mels=40, channels=24)
     assert [block.convs[0].out_channels for block in network.blocks] == [64, 96, 128]
@@ -278,16 +278,12 @@ def test_the_temporal_network_convolves_over_time_with_the_mel_bands_as_channels
     network.eval()
     clip = torch.randn(1, 1, 40, 51)
     assert not torch.allclose(network(clip), network(clip.flip(-1)), atol=1e-4)
-
-    clips = write_tone_clips(tmp_path / "clips")
-    result, _, _ = run(TrainConfig.from_dict("quick", {**TINY, "architecture": "temporal"}), clips, tmp_path)
-    model, config_json = load_eager_model(result.out_dir)
-    assert (config_json["model"]["name"], config_json["model"]["architecture"]) == ("TemporalCNN", "temporal")
-    assert isinstance(model.network, TemporalCNN)
-    waves = torch.stack([fit_length(load_waveform(clip.path, 16000), 8000) for clip in clips[:4]])
-    with torch.no_grad():
-        exported = torch.export.load(result.out_dir / TORCH_EXPORT_FILE).module()(waves)
-        assert torch.allclose(model(waves), exported, atol=1e-5)
+    assert isinstance(keyword_network(3, 40, "temporal", channels=8), TemporalCNN)
+    assert TrainConfig.from_dict("quick", {"architecture": "temporal"}).architecture == "temporal"
+    # The balanced classification default averages one of each kind; other presets and tasks keep the 2-D CNN.
+    assert TrainConfig.from_dict("balanced").architecture == "conv2d+temporal"
+    assert TrainConfig.from_dict("quick").architecture == TrainConfig.from_dict("thorough").architecture == "conv2d"
+    assert TrainConfig.from_dict("balanced", {"task": "regression"}).architecture == "conv2d"
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_dict("quick", {"architecture": "transformer"})
     assert caught.value.field == "architecture"

@@ -140,7 +140,8 @@ def architecture_kinds(architecture: str) -> list[str]:
 def keyword_network(n_outputs: int, n_mels: int, architecture: str = "conv2d", channels: int = 24,
                     dropout: float = 0.2, convs_per_block: int = 1, probabilities: bool = False) -> nn.Module:
     """The network an ``architecture`` names: "conv2d" (``KeywordCNN``), "temporal" (``TemporalCNN``), or several
-    kinds joined by "+" averaged (``AveragedNetworks``; ``probabilities``: a classifier's, averaged as probabilities)."""
+    kinds joined by "+" averaged (``AveragedNetworks``; ``probabilities``: a classifier's, averaged as
+    probabilities)."""
     def one(kind: str) -> nn.Module:
         if kind == "temporal":
             return TemporalCNN(n_outputs, n_mels, channels, dropout)
