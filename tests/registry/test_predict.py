@@ -36,6 +36,24 @@ def test_prediction_returns_label_scores_and_which_version_answered(api, registe
     assert hum["label"] == "low"
 
 
+def test_an_answer_under_the_unsure_threshold_says_so_and_keeps_its_top_label(api, trained_artifacts, tmp_path):
+    """The version's open-set threshold (its metrics' "prediction") reaches the API's answer: `unsure` and `top_label`
+    (no unknown label here, so the label stays the top score's)."""
+    import json
+    import shutil
+
+    from registry_app.models import ModelVersion
+    from tests.factories import TrainingJobFactory
+
+    artifacts = shutil.copytree(trained_artifacts, tmp_path / "artifacts")
+    metrics = json.loads((artifacts / "metrics.json").read_text())
+    metrics["prediction"] = {"unsure_below": 1.01}  # a threshold every keyword answer is under
+    (artifacts / "metrics.json").write_text(json.dumps(metrics))
+    ModelVersion.objects.register_from_job(TrainingJobFactory(model_name="keywords"), artifacts)
+    result = predict(api, files=[wav_upload("beep.wav", 2400.0)]).json()["results"][0]
+    assert (result["label"], result["top_label"], result["unsure"]) == ("high", "high", True)
+
+
 def test_default_is_the_production_alias_over_the_latest_version(api, register):
     v1 = register()
     register()
