@@ -10,9 +10,40 @@ from django.test import Client
 
 from audioml.models import ApiToken
 from audioml.roles import APPROVER, TRAINER, VIEWER, grant
+from tests.db_free import DATABASE_FIXTURES, UNREACHABLE_DATABASE_URL, touches_database
 from tests.factories import AdminFactory, StaffFactory, UserFactory
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--db-tests-only", action="store_true",
+        help="leave out the tests that touch no database (CI's PostgreSQL run: they ran in its SQLite run; "
+             "tests/db_free.py)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--db-tests-only"):
+        database_free = [item for item in items if not touches_database(item)]
+        config.hook.pytest_deselected(items=database_free)
+        items[:] = [item for item in items if touches_database(item)]
+
+
+@pytest.fixture(autouse=True)
+def database_free_stays_free(request, monkeypatch):
+    """A test counted as database-free (tests/db_free.py) must not reach a database another way: its subprocesses
+    inherit an unreachable DATABASE_URL, and a database fixture it asks for at run time fails it."""
+    if touches_database(request.node):
+        yield
+        return
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE_URL)
+    yield
+    asked = sorted(DATABASE_FIXTURES.intersection(request.fixturenames))
+    if asked:
+        pytest.fail(f"{request.node.nodeid} asked for {asked} at run time: name `db` (or `transactional_db`) in its "
+                    "signature, or CI's PostgreSQL run (--db-tests-only) leaves it out as database-free")
 
 
 @pytest.fixture(autouse=True)

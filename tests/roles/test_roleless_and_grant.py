@@ -34,7 +34,7 @@ def test_staff_without_a_role_land_on_their_tokens_with_an_explanation(roleless_
 
 
 @pytest.mark.parametrize(("client_fixture", "section"), [("viewer_client", "/datasets/"), ("admin_client", "/datasets/")])
-def test_home_sends_users_with_a_role_to_their_first_section(request, client_fixture, section):
+def test_home_sends_users_with_a_role_to_their_first_section(db, request, client_fixture, section):
     assert request.getfixturevalue(client_fixture).get("/")["Location"] == section
 
 
