@@ -62,6 +62,13 @@ def isolated_storage(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Test users get a cheap hash: each PBKDF2 hash with Django's 1,000,000 iterations costs about 0.4 s of CPU,
+    and some 700 tests make a user. Login checks run the same code with any hasher (the throttle tests log in)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_user(db):
     return AdminFactory(username="admin-persona")

@@ -91,12 +91,6 @@ class World:
         return row.flag(label="no", dataset=self.dataset)
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """Five personas per test: a cheap hasher keeps the matrix quick (no password is checked here)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def world(register):  # noqa: F811
     return World(register)
