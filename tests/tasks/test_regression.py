@@ -67,7 +67,16 @@ def test_regression_without_enough_scores_is_422_and_queues_nothing(db, create):
     assert TrainingJob.objects.count() == 0 and OrmQ.objects.count() == 0
 
 
-def test_worker_trains_regression_and_its_predictions_answer_with_a_score(trained, api, tmp_path):
+def test_regression_refuses_a_threshold(db, api):
+    RegisteredModel.objects.create(name="rating", task="regression")
+    response = api.post("/api/models/rating/predict", {"files": [upload("a.wav", 0.5)], "threshold": "0.5"})
+    assert response.status_code == 422
+    assert response.json()["field"] == "threshold"
+
+
+def test_worker_trains_regression_it_predicts_shows_its_charts_and_the_model_keeps_its_task(
+        trained, api, admin_client, create, tmp_path):
+    """One training run for everything a trained regression model must do (each check trained its own before)."""
     metrics = trained.metrics
     assert trained.task == "regression"
     assert {"mae", "rmse", "pearson", "spearman", "baseline", "mean_reference", "points"} <= set(metrics)
@@ -77,6 +86,8 @@ def test_worker_trains_regression_and_its_predictions_answer_with_a_score(traine
     assert version.headline_metric()[0] == f"{metrics['evaluated_on']} Spearman"
     assert any("Spearman" in line.message for line in trained.logs.all())
     _predictions_answer_with_a_score(api, tmp_path)
+    _pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained, admin_client, api)
+    _a_model_keeps_one_task(trained, create, tmp_path)
 
 
 def _predictions_answer_with_a_score(api, tmp_path):
@@ -99,14 +110,7 @@ def _predictions_answer_with_a_score(api, tmp_path):
     assert line["file"] == "cli.wav" and 0.0 <= line["score"] <= 1.0 and line["model"] == "rating"
 
 
-def test_regression_refuses_a_threshold(db, api):
-    RegisteredModel.objects.create(name="rating", task="regression")
-    response = api.post("/api/models/rating/predict", {"files": [upload("a.wav", 0.5)], "threshold": "0.5"})
-    assert response.status_code == 422
-    assert response.json()["field"] == "threshold"
-
-
-def test_pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained, admin_client, api):
+def _pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained, admin_client, api):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Predicted vs. true score" in job_page and "Ridge baseline" in job_page
     assert 'class="scatter"' in job_page and 'class="histogram"' in job_page
@@ -129,7 +133,7 @@ def test_pages_lists_and_the_api_show_the_task_its_charts_and_the_gauge(trained,
                                                                          "window_hop_fraction": 0.5}
 
 
-def test_a_model_keeps_one_task(trained, create, tmp_path):
+def _a_model_keeps_one_task(trained, create, tmp_path):
     queued = OrmQ.objects.count()
 
     response = create("ratings", "classification", model_name="rating")
