@@ -2,21 +2,23 @@
 
 Synthesises the corpus ("hey marlo", confusable phrases, other words and noise from espeak-ng voices, plus long
 background recordings of ordinary speech over room noise spoken by other voices), trains the detection task on the
-voices that are not held out, and reports what the job computed: the threshold calibrated on validation audio (the
-validation clips and the first half of each held-out background recording), then at that threshold, on audio the
-calibration never saw, the false-reject rate of the held-out voices' wake phrases and the false accepts per hour over
-the second half of each held-out background recording (at least an hour with the defaults). Also the training time,
-the process's CPU time and the load average of the shared machine. Appends the numbers to the detection section of
-docs/benchmarks.md.
+voices that are not held out, and reports what the job computed. The background recordings have three roles
+(``data.background_roles``): training recordings give negatives and noise; one validation recording chooses the
+checkpoint and calibrates the threshold with the validation clips; the held-out recordings (at least an hour with the
+defaults) are reported on. At the calibrated threshold, on audio the calibration never saw: the false-reject rate of
+the held-out voices' wake phrases and the false accepts per hour over the held-out recordings. Also the training
+time, the process's CPU time and the load average of the shared machine. Appends the numbers to the detection
+section of docs/benchmarks.md.
 
-    .venv/bin/python bench/bench_detection.py [--voices 30] [--holdout 6] [--backgrounds 4]
-        [--background-minutes 70] [--preset balanced] [--set key=value ...] [--corpus DIR] [--no-write]
+    .venv/bin/python bench/bench_detection.py [--voices 48] [--holdout 12] [--backgrounds 6]
+        [--background-minutes 50] [--preset balanced] [--set key=value ...] [--corpus DIR] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -63,16 +65,18 @@ def best_test_point(det: list[list[float]], budget: float) -> tuple[float, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voices", type=int, default=30)
-    parser.add_argument("--holdout", type=int, default=6, help="voices held out as the test set")
-    parser.add_argument("--backgrounds", type=int, default=4, help="long background recordings (every other trains)")
-    parser.add_argument("--background-minutes", type=float, default=70.0)
+    parser.add_argument("--voices", type=int, default=48)
+    parser.add_argument("--holdout", type=int, default=12, help="voices held out as the test set")
+    parser.add_argument("--backgrounds", type=int, default=6,
+                        help="long background recordings (every other one is held out, one validates)")
+    parser.add_argument("--background-minutes", type=float, default=50.0)
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--set", action="append", default=[], dest="set_values", metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--corpus", type=Path, default=None, help="keep the corpus here and reuse it next time")
     parser.add_argument("--note", default="", help="a line written above the figures (what differs in this run)")
+    parser.add_argument("--keep-model", type=Path, default=None, help="copy the trained model's folder here")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     overrides = {name: parse_override(name, value) for name, value in (item.split("=", 1) for item in args.set_values)}
@@ -89,7 +93,10 @@ def main() -> None:
                                                   "holdout_speakers": held_out, "test_fraction": 0.0,
                                                   "seed": args.seed, **overrides})
 
-        result, used = train_measured(cfg, clips, Path(tmp), args.threads, ("val_auc", "AUC"))
+        result, used = train_measured(cfg, clips, Path(tmp), args.threads, ("val_auc", "AUC"),
+                                    ("val_frr", "false rejects within the budget"))
+        if args.keep_model:
+            shutil.copytree(result.out_dir, args.keep_model, dirs_exist_ok=True)
     metrics = result.metrics
     calibration, held, test = metrics["calibration"], metrics["held_out"], metrics["test"]
     backgrounds = [clip for clip in clips if clip.kind == BACKGROUND]
@@ -114,7 +121,9 @@ def main() -> None:
         f"{metrics['split']['train']} training and {metrics['split']['val']} validation clips from the others.",
         f"- Model: KeywordCNN with one sigmoid score, preset `{args.preset}`"
         f"{' with ' + ', '.join(args.set_values) if args.set_values else ''}, {metrics['n_parameters']:,} parameters; "
-        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}.",
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
+        + (f" (the weights of epochs {', '.join(map(str, metrics['averaged_epochs']))} averaged)"
+           if metrics.get("averaged_epochs") else "") + ".",
         "",
         "| Figure | Audio | Value |",
         "| --- | --- | ---: |",

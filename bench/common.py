@@ -89,19 +89,19 @@ class Resources:
                 f"{self.load_after[0]:.1f} / {self.load_after[1]:.1f} at the end, on a machine shared with other work")
 
 
-def train_measured(cfg, clips, work_dir: Path, threads: int, metric: tuple[str, str]):
-    """Train in this process as a worker does, printing each epoch (losses and ``metric``: (history key, title)).
+def train_measured(cfg, clips, work_dir: Path, threads: int, *metrics: tuple[str, str]):
+    """Train in this process as a worker does, printing each epoch (losses and each of ``metrics``: (history key,
+    title), when the epoch has it).
 
     Returns (TrainResult, Resources)."""
     from training_app.ml.train import Runtime, train
 
-    key, title = metric
-
     def on_progress(progress) -> None:
         if progress.epoch:
             epoch = progress.epoch
-            print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.4f}  val {epoch['val_loss']:.4f}  "
-                  f"{title} {epoch[key]:.4f}  {epoch['seconds']:.1f} s", flush=True)
+            figures = "".join(f"  {title} {epoch[key]:.4f}" for key, title in metrics if epoch.get(key) is not None)
+            print(f"  epoch {epoch['epoch']:3d}  train {epoch['train_loss']:.4f}  val {epoch['val_loss']:.4f}"
+                  f"{figures}  {epoch['seconds']:.1f} s", flush=True)
 
     with Resources() as used:
         result = train(cfg, clips, work_dir / "model", on_progress, lambda: False,

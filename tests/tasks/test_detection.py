@@ -182,8 +182,11 @@ def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(
     assert [entry["kind"] for entry in job.snapshot if "kind" in entry] == ["background", "background"]
     assert tasks.run_training_job(job.pk) == "succeeded", job.error
     job.refresh_from_db()
-    assert job.metrics["stream"]["source"] == "the second half of 1 held-out background recording"
-    assert job.metrics["calibration"]["source"] == "the first half of 1 held-out background recording"
+    # The kitchen is held out whole; the street trains on its first 15 s and calibrates on its last 5 s.
+    assert job.metrics["stream"]["source"] == "1 held-out background recording"
+    assert job.metrics["held_out"]["hours"] == 30.0 / 3600
+    assert job.metrics["calibration"]["source"] == "the last quarter of 1 training background recording"
+    assert job.metrics["calibration"]["hours"] == 5.0 / 3600
     assert job.metrics["stream"]["recordings"] == 1
     assert job.metrics["split"]["train"] + job.metrics["split"]["val"] + job.metrics["split"]["test"] == 30
     classification = create("wakewords", "classification", model_name="words").json()

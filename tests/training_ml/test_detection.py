@@ -10,7 +10,7 @@ import torch
 
 from tests.audio import tone
 from training_app.ml.config import ConfigError, TrainConfig
-from training_app.ml.data import check_trainable, split_backgrounds
+from training_app.ml.data import background_roles, check_trainable, split_backgrounds
 from training_app.ml.tasks import detection
 from training_app.ml.train import Runtime, train
 
@@ -56,26 +56,50 @@ def test_detection_data_needs_positives_and_other_clips(tmp_path):
     assert check_trainable(clips[:3] + clips[5:], config) == ["detection has 3 positive clips, at least 5 are needed"]
 
 
-def test_background_recordings_split_into_training_noise_and_held_out_streams(trained):
+def test_background_recordings_split_into_training_validation_and_held_out_audio(trained):
     metrics, logs = trained["result"].metrics, trained["logs"]
 
-    # bg-b is held out: its first half calibrates the threshold, its second half is reported on; bg-a trains.
+    # bg-b is held out and reported on; bg-a trains on its first three quarters and validates on its last quarter
+    # (the checkpoint choice and the calibrated threshold).
     assert metrics["stream"]["recordings"] == 1 and metrics["stream"]["from_backgrounds"]
-    assert metrics["calibration"]["source"] == "the first half of 1 held-out background recording"
-    assert metrics["held_out"]["source"] == "the second half of 1 held-out background recording"
-    assert metrics["calibration"]["hours"] == pytest.approx(22.5 / 3600)
-    assert metrics["held_out"]["hours"] == pytest.approx(22.5 / 3600)
-    assert any("32 random segments of 1 background recording" in line for line in logs)
-    assert any("1600 windows of 1 training background recording(s) are negatives: 8 random and 4 of the "
-               "highest-scoring" in line for line in logs)
+    assert metrics["calibration"]["source"] == "the last quarter of 1 training background recording"
+    assert metrics["held_out"]["source"] == "1 held-out background recording"
+    assert metrics["calibration"]["hours"] == pytest.approx(7.5 / 3600)
+    assert metrics["held_out"]["hours"] == pytest.approx(45.0 / 3600)
+    assert any("random windows of the first three quarters of 1 training background recording" in line
+               for line in logs)
+    assert any("0.4 min of the first three quarters of 1 training background recording give negatives: 8 random "
+               "windows and 4 of the highest-scoring" in line for line in logs)
+    assert all(0.0 <= epoch["val_frr"] <= 1.0 for epoch in metrics["history"])
+    # The checkpoint is chosen by those validation false rejects, and the best five are averaged when that is no
+    # worse on the validation audio.
+    assert any(line.startswith(f"best epoch {metrics['best_epoch']} of") and "false rejects" in line for line in logs)
+    averaged = metrics["averaged_epochs"]
+    assert set(averaged) <= {epoch["epoch"] for epoch in metrics["history"]} and len(averaged) in (0, 5)
+    assert any(line.startswith("kept the average of the weights of epochs") for line in logs) == bool(averaged)
     assert metrics["split"]["train"] + metrics["split"]["val"] + metrics["split"]["test"] == 30  # no backgrounds
     assert [clip.id for clip in split_backgrounds([_record("b"), _record("a")])[1]] == ["b"]
 
 
-def _record(name: str):
+def test_background_roles_never_share_audio():
+    one = background_roles([_record("a", 60.0)])
+    assert [(part.start, part.end) for part in one.validation + one.held_out] == [(0.0, 30.0), (30.0, None)]
+    assert not one.train and one.sources["held_out"] == "the second half of 1 held-out background recording"
+    two = background_roles([_record("b", 40.0), _record("a", 80.0)])
+    assert [(part.clip.id, part.start, part.end) for part in two.train + two.validation + two.held_out] == [
+        ("a", 0.0, 60.0), ("a", 60.0, None), ("b", 0.0, None)]
+    five = background_roles([_record(name) for name in "edcba"])
+    assert [[part.clip.id for part in parts] for parts in (five.train, five.validation, five.held_out)] == [
+        ["a", "c"], ["e"], ["b", "d"]]
+    assert five.sources == {"train": "2 training background recordings", "validation": "1 validation background "
+                            "recording", "held_out": "2 held-out background recordings"}
+    assert background_roles([]).held_out == []
+
+
+def _record(name: str, seconds: float = 60.0):
     from training_app.ml.data import ClipRecord
 
-    return ClipRecord(id=name, path=name, label="", content_hash="", kind="background")
+    return ClipRecord(id=name, path=name, label="", content_hash="", kind="background", duration=seconds)
 
 
 def test_detection_calibrates_a_threshold_within_the_false_accept_budget(trained):
@@ -99,7 +123,7 @@ def test_detection_calibrates_a_threshold_within_the_false_accept_budget(trained
     det = np.array([point[:2] for point in metrics["det"]])
     assert (det[:, 0] >= 0).all() and ((det[:, 1] >= 0) & (det[:, 1] <= 1)).all()
     assert metrics["prediction"]["threshold"] == calibration["threshold"]
-    assert set(metrics["history"][0]) == {"epoch", "train_loss", "val_loss", "val_auc", "lr", "seconds"}
+    assert set(metrics["history"][0]) == {"epoch", "train_loss", "val_loss", "val_auc", "val_frr", "lr", "seconds"}
 
 
 def test_exported_detector_scores_waveforms_and_carries_its_threshold(trained):
@@ -131,11 +155,16 @@ def test_prediction_shape_finds_events_at_their_times_and_uses_the_override():
     assert [event["start"] for event in lowered["events"]] == [1.0, 4.0]
     assert lowered["threshold_source"] == "request"
     assert detection.shape_prediction(np.zeros(60), starts, context)["detected"] is False
+    # A version trained with smoothing_hops=3 averages three hops before the threshold: the two-hop run at 4.0 s
+    # (0.7) no longer reaches 0.5, the phrase at 1.0 s still does.
+    smoothed = detection.shape_prediction(scores, starts, {**context, "threshold": 0.5, "prediction": {
+        "threshold": 0.8, "smoothing_hops": 3}})
+    assert [event["start"] for event in smoothed["events"]] == [1.1] and smoothed["score"] == pytest.approx(0.9)
 
 
 def test_hard_negative_mining_revisits_the_windows_the_model_scores_highest():
+    from training_app.ml.background import NegativePool, PowerList
     from training_app.ml.features import LogMelFrontend
-    from training_app.ml.train import _NegativePool
 
     class HighPitch(torch.nn.Module):
         """A detector that scores a window by the level of its top mel bands: the highest tones are its hardest."""
@@ -150,7 +179,7 @@ def test_hard_negative_mining_revisits_the_windows_the_model_scores_highest():
     with torch.no_grad():
         powers = list(frontend.mel_power(torch.stack([torch.from_numpy(tone(pitch, 0.5, seed=index))
                                                       for index, pitch in enumerate(pitches)])))
-    pool = _NegativePool(powers, random_count=2, hard_count=3, device=torch.device("cpu"))
+    pool = NegativePool(PowerList(powers), random_count=2, hard_count=3, device=torch.device("cpu"))
 
     first = pool.for_epoch(generator)
     pool.mine(HighPitch(), frontend, lambda: None, generator)  # a pool this small is scored whole
@@ -158,5 +187,5 @@ def test_hard_negative_mining_revisits_the_windows_the_model_scores_highest():
 
     assert len(first) == len(second) == 5  # the same number of windows every epoch
     assert pool.hardest == [3, 1, 6]  # the three highest tones, highest first
-    assert all(second[i] is powers[index] for i, index in enumerate([3, 1, 6]))
-    assert not any(window is powers[index] for window in second[3:] for index in (3, 1, 6))
+    assert all(torch.equal(second[i], powers[index]) for i, index in enumerate([3, 1, 6]))
+    assert not any(torch.equal(window, powers[index]) for window in second[3:] for index in (3, 1, 6))

@@ -21,7 +21,8 @@ from training_app.ml.streaming import (
     read_blocks,
     roc_curve,
     score_stream,
-    split_in_time,
+    smoothed,
+    smoothed_stream,
     stream_from_clips,
 )
 
@@ -96,18 +97,18 @@ def test_pure_negative_audio_has_no_false_accepts():
     assert false_accepts_per_hour([stream], threshold=0.5) == 0.0
 
 
-def test_a_stream_cut_in_time_keeps_each_half_its_own_events_and_shares_no_audio():
+def test_a_recording_read_in_two_parts_shares_no_audio_between_them(tmp_path):
     wave = quiet_stream(60, bursts=[10.0, 29.7, 45.0])  # the middle burst straddles the cut at 30 s
-    stream = score_stream([wave], loudness_scorer, RATE, WINDOW)
+    path = tmp_path / "background.wav"
+    soundfile.write(path, wave, RATE, subtype="FLOAT")
 
-    first, second = split_in_time(stream)
+    first = score_stream(read_blocks(path, RATE, block_seconds=7, end_seconds=30.0), loudness_scorer, RATE, WINDOW)
+    second = score_stream(read_blocks(path, RATE, block_seconds=7, start_seconds=30.0), loudness_scorer, RATE, WINDOW)
 
     assert first.duration_seconds == second.duration_seconds == pytest.approx(30.0)
     assert [round(event.start) for event in detect_events(first, 0.8)] == [9]
     assert [round(event.start) for event in detect_events(second, 0.8)] == [14]  # 45 s, counted from the cut
-    # The first half's windows all end by 30 s, the second's start at 30 s or later.
-    assert (len(first.scores) - 1) * first.hop_seconds + first.window_seconds <= 30.0 + 1e-9
-    np.testing.assert_allclose(second.scores, stream.scores[300:])
+    np.testing.assert_allclose(second.scores, score_stream([wave[30 * RATE :]], loudness_scorer, RATE, WINDOW).scores)
     assert false_accepts_per_hour([first, second], 0.8) == pytest.approx(2 / (60 / 3600))
 
 
@@ -284,3 +285,18 @@ def test_results_are_plain_python_numbers_ready_for_json():
     assert all(type(getattr(calibration, name)) is float
                for name in ("threshold", "false_reject_rate", "false_accepts_per_hour", "hours"))
     assert type(calibration.false_accepts) is int
+
+
+def test_smoothing_averages_each_score_with_the_hops_before_it_so_a_lone_spike_falls_and_a_phrase_stays():
+    scores = np.zeros(30)
+    scores[5] = 0.9  # a chance match for one hop
+    scores[20:24] = 0.9  # a phrase: high for four hops in a row
+
+    smooth = smoothed(scores, 3)
+
+    np.testing.assert_allclose(smooth[:3], [0.0, 0.0, 0.0])
+    assert smooth[5] == pytest.approx(0.3) and smooth[22] == pytest.approx(0.9)
+    stream = smoothed_stream(StreamScores(scores, 0.1, 1.0, 3.9), 3)
+    assert [round(event.start, 1) for event in detect_events(stream, 0.8)] == [2.2]
+    np.testing.assert_allclose(smoothed([0.2, 0.4, 0.9], 5), [0.2, 0.3, 0.5])  # fewer hops at the start
+    assert np.array_equal(smoothed(scores, 1), scores)

@@ -21,23 +21,46 @@ from .features import LogMelFrontend
 
 
 def fixed_frames(
-    power: torch.Tensor, n_frames: int, mode: str, generator: torch.Generator | None = None
+    power: torch.Tensor, n_frames: int, mode: str, generator: torch.Generator | None = None,
+    offsets: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Crop a (n_mels, frames) spectrogram to ``n_frames``: the middle, or a random window for training."""
+    """Crop a (n_mels, frames) spectrogram to ``n_frames``: the middle, or a random window for training (its start
+    drawn from ``offsets``, an inclusive range, when given)."""
     excess = power.shape[-1] - n_frames
     if excess <= 0:
         return power if excess == 0 else torch.nn.functional.pad(power, (0, -excess))
     if mode == "center":
         offset = excess // 2
     else:
-        offset = int(torch.randint(0, excess + 1, (1,), generator=generator))
+        low, high = offsets if offsets is not None else (0, excess)
+        low, high = max(0, min(low, excess)), max(0, min(high, excess))
+        offset = int(torch.randint(low, max(low, high) + 1, (1,), generator=generator))
     return power[:, offset : offset + n_frames]
 
 
 def stack_frames(
-    powers: Sequence[torch.Tensor], n_frames: int, mode: str, generator: torch.Generator | None = None
+    powers: Sequence[torch.Tensor], n_frames: int, mode: str, generator: torch.Generator | None = None,
+    offsets: Sequence[tuple[int, int] | None] | None = None,
 ) -> torch.Tensor:
-    return torch.stack([fixed_frames(power, n_frames, mode, generator) for power in powers])
+    ranges = offsets if offsets is not None else [None] * len(powers)
+    return torch.stack([fixed_frames(power, n_frames, mode, generator, span)
+                        for power, span in zip(powers, ranges, strict=True)])
+
+
+def sound_offsets(power: torch.Tensor, n_frames: int, keep: float = 0.97) -> tuple[int, int]:
+    """The crop starts (an inclusive range) whose ``n_frames`` window holds at least ``keep`` of the clip's sound
+    energy above its noise floor (the 20th percentile of its frames' energy): crops that hold a whole phrase,
+    so that a wake phrase is never taught as positive from a crop holding half of it."""
+    excess = power.shape[-1] - n_frames
+    if excess <= 0:
+        return 0, 0
+    energy = power.sum(dim=0).double()
+    sound = (energy - torch.quantile(energy, 0.2)).clamp_min(0.0)
+    held = sound.unfold(0, n_frames, 1).sum(dim=-1)
+    if float(held.max()) <= 0.0:
+        return 0, excess
+    good = torch.nonzero(held >= keep * held.max()).flatten()
+    return int(good.min()), int(good.max())
 
 
 def gaussian_noise_powers(

@@ -116,6 +116,10 @@ FIELDS: dict[str, FieldSpec] = {
         int, "detection: random windows of the training background recordings added to every epoch as negatives "
              "(0: background audio only feeds noise augmentation)", 0, 10000
     ),
+    "smoothing_hops": FieldSpec(
+        int, "detection: a window's score is averaged with those of the windows before it, this many in all (100 ms "
+             "apart; 1: no smoothing), before the threshold applies", 1, 10
+    ),
     "hard_negatives": FieldSpec(
         int, "detection: after every epoch, this many background windows that the model scores highest are trained "
              "on again in the next epoch (hard-negative mining; 0: none)", 0, 10000
@@ -176,6 +180,7 @@ class TrainConfig:
     negative_weight: float = 4.0
     background_negatives: int = 0
     hard_negatives: int = 0
+    smoothing_hops: int = 1
     text_case: str = "lower"
     punctuation: str = "strip"
     numbers: str = "as_written"

@@ -66,11 +66,77 @@ def trainable_clips(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[ClipR
 
 def split_backgrounds(backgrounds: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord]]:
     """(for training, held out for evaluation): every other background recording (by id) is held out, so the
-    false accepts per hour are measured on recordings training never heard; a single one is held out whole."""
+    false accepts per hour are measured on recordings training never heard; a single one is held out whole.
+
+    The training side also gives the validation audio (``background_roles``)."""
     ordered = sorted(backgrounds, key=lambda clip: str(clip.id))
     if len(ordered) < 2:
         return [], ordered
     return ordered[0::2], ordered[1::2]
+
+
+@dataclass(frozen=True)
+class BackgroundPart:
+    """A stretch of one background recording: ``start`` to ``end`` seconds (``end`` None: to the end)."""
+
+    clip: ClipRecord
+    start: float = 0.0
+    end: float | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.clip.duration if self.end is None else self.end) - self.start
+
+
+@dataclass(frozen=True)
+class BackgroundRoles:
+    """What the background recordings are for, never sharing audio: training negatives, validation audio (the
+    checkpoint choice and the threshold calibration) and the held-out report; ``sources`` says each in words."""
+
+    train: list[BackgroundPart]
+    validation: list[BackgroundPart]
+    held_out: list[BackgroundPart]
+    sources: dict[str, str]
+
+
+# The validation share of the one training recording when a dataset has two background recordings.
+VALIDATION_TAIL = 0.25
+
+
+def background_roles(backgrounds: Sequence[ClipRecord]) -> BackgroundRoles:
+    """Background recordings by role (``split_backgrounds`` decides training or held out):
+
+    - three or more: the held-out ones are reported on; of the training ones the last (by id) is validation
+      audio, so the threshold is calibrated on voices and rooms training never heard, and the rest train;
+    - two: one is held out; the other trains on its first three quarters and validates on its last quarter;
+    - one: its first half validates, its second half is reported on; nothing trains on it.
+    """
+    training, held = split_backgrounds(backgrounds)
+    if not held:
+        return BackgroundRoles([], [], [], {})
+    if not training:
+        middle = held[0].duration / 2
+        return BackgroundRoles([], [BackgroundPart(held[0], 0.0, middle)], [BackgroundPart(held[0], middle)], {
+            "validation": "the first half of 1 held-out background recording",
+            "held_out": "the second half of 1 held-out background recording",
+        })
+    held_parts = [BackgroundPart(clip) for clip in held]
+    held_source = f"{_count(len(held), 'held-out background recording')}"
+    if len(training) >= 2:
+        return BackgroundRoles([BackgroundPart(clip) for clip in training[:-1]], [BackgroundPart(training[-1])],
+                               held_parts, {"train": _count(len(training) - 1, "training background recording"),
+                                            "validation": "1 validation background recording",
+                                            "held_out": held_source})
+    cut = training[0].duration * (1 - VALIDATION_TAIL)
+    return BackgroundRoles([BackgroundPart(training[0], 0.0, cut)], [BackgroundPart(training[0], cut)], held_parts, {
+        "train": "the first three quarters of 1 training background recording",
+        "validation": "the last quarter of 1 training background recording",
+        "held_out": held_source,
+    })
+
+
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def check_label_counts(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:

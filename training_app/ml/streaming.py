@@ -2,14 +2,16 @@
 
 Pure numpy/PyTorch, no Django. The API, in the order a detection job uses it:
 
-``read_blocks(path, sample_rate)`` / ``stream_from_clips(paths, sample_rate)``
-    Iterators of mono float32 sample blocks: a long recording read a block at a time, or negative test clips
-    joined end to end into one stream when a dataset has no background recordings (see that function).
+``read_blocks(path, sample_rate, start_seconds=0, end_seconds=None)`` / ``stream_from_clips(paths, sample_rate)``
+    Iterators of mono float32 sample blocks: a long recording (or a stretch of it) read a block at a time, or
+    negative test clips joined end to end into one stream when a dataset has no background recordings.
 ``score_stream(blocks, scorer, sample_rate, window_samples, hop_seconds=0.1) -> StreamScores``
     Slides the model's window over the stream with a fixed hop and keeps one positive score per hop (a frame).
     ``scorer`` maps a (batch, window_samples) float32 tensor to (batch,) positive scores in [0, 1]. Only a
     window plus one block and one batch are held in memory, so hours of audio stream through; the scores
-    (a float per 100 ms, 36 000 per hour) are kept. ``StreamScores`` can also be built from precomputed scores.
+    (a float per 100 ms, 36 000 per hour) are kept. ``StreamScores`` can also be built from precomputed scores:
+    ``stream_features.stream_scores`` gives the same scores faster for the exported model, computing the stream's
+    spectrogram once for all the windows that overlap.
 ``clip_score(waveform, scorer, window_samples, hop_samples)``
     One clip's score: its best window (a clip shorter than the window is zero-padded on both sides, the way
     training evaluates it).
@@ -105,9 +107,11 @@ class Calibration:
 
 
 def read_blocks(
-    path: Path | str, sample_rate: int, block_seconds: float = DEFAULT_BLOCK_SECONDS
+    path: Path | str, sample_rate: int, block_seconds: float = DEFAULT_BLOCK_SECONDS, start_seconds: float = 0.0,
+    end_seconds: float | None = None,
 ) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of an audio file at ``sample_rate`` (channels averaged), never the whole file at once.
+    """Mono float32 blocks of an audio file at ``sample_rate`` (channels averaged), never the whole file at once;
+    from ``start_seconds`` to ``end_seconds`` (None: the end of the file).
 
     The file must already be at ``sample_rate`` (datasets store canonical WAVs at the dataset's rate).
     """
@@ -115,7 +119,10 @@ def read_blocks(
     if file_rate != sample_rate:
         raise ValueError(f"{path}: {file_rate} Hz, expected {sample_rate} Hz")
     block_frames = max(1, int(block_seconds * sample_rate))
-    for block in soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True):
+    start = int(round(start_seconds * sample_rate))
+    stop = None if end_seconds is None else int(round(end_seconds * sample_rate))
+    for block in soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True, start=start,
+                                  stop=stop):
         yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
 
 
@@ -196,8 +203,10 @@ def score_stream(
     )
 
 
-def clip_score(waveform: np.ndarray | torch.Tensor, scorer: Scorer, window_samples: int, hop_samples: int) -> float:
-    """A clip's detection score: the best of its windows, ``hop_samples`` apart."""
+def clip_score(waveform: np.ndarray | torch.Tensor, scorer: Scorer, window_samples: int, hop_samples: int,
+               smoothing_hops: int = 1) -> float:
+    """A clip's detection score: the best of its windows, ``hop_samples`` apart (smoothed over ``smoothing_hops``
+    consecutive windows, see ``smoothed``)."""
     wave = np.asarray(waveform, dtype=np.float32).reshape(-1)
     if len(wave) <= window_samples:
         padded = np.zeros(window_samples, dtype=np.float32)
@@ -205,7 +214,29 @@ def clip_score(waveform: np.ndarray | torch.Tensor, scorer: Scorer, window_sampl
         padded[offset : offset + len(wave)] = wave
         return float(_score_batch(scorer, padded[None, :])[0])
     stream = score_stream([wave], scorer, 1, window_samples, hop_seconds=hop_samples)
-    return float(stream.scores.max())
+    return float(smoothed(stream.scores, smoothing_hops).max())
+
+
+def smoothed(scores: np.ndarray, hops: int) -> np.ndarray:
+    """Each frame's score averaged with the ``hops - 1`` frames before it (fewer at the start): a phrase keeps a
+    detector's score high for several hops in a row, a chance match often for one. Google's small-footprint keyword
+    spotter smooths its posteriors over a window the same way; openWakeWord's ``patience`` asks for several frames
+    in a row above the threshold. ``hops`` 1 leaves the scores as they are."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if hops <= 1 or len(scores) == 0:
+        return scores
+    sums = np.cumsum(np.r_[0.0, scores])
+    ends = np.arange(1, len(scores) + 1)
+    starts = np.maximum(ends - hops, 0)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
+def smoothed_stream(stream: StreamScores, hops: int) -> StreamScores:
+    """``stream`` with its scores ``smoothed`` over ``hops`` frames."""
+    if hops <= 1:
+        return stream
+    return StreamScores(smoothed(stream.scores, hops), stream.hop_seconds, stream.window_seconds,
+                        stream.duration_seconds)
 
 
 def _score_batch(scorer: Scorer, windows: np.ndarray) -> np.ndarray:
@@ -215,22 +246,6 @@ def _score_batch(scorer: Scorer, windows: np.ndarray) -> np.ndarray:
     if scores.shape != (len(windows),):
         raise ValueError(f"the scorer returned shape {scores.shape} for {len(windows)} windows, not ({len(windows)},)")
     return scores
-
-
-def split_in_time(stream: StreamScores) -> tuple[StreamScores, StreamScores]:
-    """The first and second half of a scored stream, sharing no audio: the first keeps the windows that end by
-    the middle, the second those that start at it or later (the few windows across the middle belong to neither).
-
-    A held-out background recording calibrates the threshold on its first half and is reported on its second.
-    """
-    middle_frame = int(round(stream.duration_seconds / 2 / stream.hop_seconds))
-    middle = middle_frame * stream.hop_seconds
-    window_frames = stream.window_seconds / stream.hop_seconds
-    first_count = max(0, int(math.floor(middle_frame - window_frames + 1e-9)) + 1)
-    first = StreamScores(stream.scores[:first_count], stream.hop_seconds, stream.window_seconds, middle)
-    second = StreamScores(stream.scores[middle_frame:], stream.hop_seconds, stream.window_seconds,
-                          max(0.0, stream.duration_seconds - middle))
-    return first, second
 
 
 # Events

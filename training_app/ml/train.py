@@ -19,6 +19,7 @@ one file, each a small named function.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import tempfile
@@ -33,17 +34,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import Augmenter, KeywordSplicer, background_segments, gaussian_noise_powers, stack_frames
+from .augment import Augmenter, KeywordSplicer, gaussian_noise_powers, stack_frames
+from .background import BackgroundTraining
 from .config import FeatureConfig, TrainConfig
 from .data import (
     BACKGROUND,
     MIN_CLIPS_PER_LABEL,
     ClipRecord,
     NotTrainable,
+    background_roles,
     check_trainable,
     is_noise_label,
     is_unknown_label,
-    split_backgrounds,
     trainable_clips,
 )
 from .device import GradScaler, autocast, precision_name
@@ -73,14 +75,10 @@ PHASES = ("preparing", "features", "training", "evaluating", "exporting")
 _PHASE_END = {"preparing": 2.0, "features": 10.0, "training": 90.0, "evaluating": 93.0, "exporting": 100.0}
 _PROGRESS_INTERVAL_SECONDS = 1.0
 _EXPORT_SECONDS_ESTIMATE = 8.0
-# Random clip-length segments of the training background recordings that noise augmentation mixes in.
-_BACKGROUND_SEGMENTS = 32
-# Background windows kept as the detection task's pool of negatives (about 40 minutes of 1.5 s windows), and how many
-# are decoded or scored at once.
-_NEGATIVE_POOL_SIZE = 1600
-_POOL_CHUNK = 256
-# Mining scores the current hard negatives and this many times as many other windows of the pool.
-_MINING_FACTOR = 4
+# Random windows of the training background recordings that noise augmentation mixes in.
+_BACKGROUND_SEGMENTS = 256
+# Checkpoints averaged when the validation stream chooses them (see _Best).
+_AVERAGED_CHECKPOINTS = 5
 
 
 class TrainingCancelled(Exception):
@@ -152,6 +150,7 @@ class TaskRun:
     feature_config: FeatureConfig | None = None  # a task's own (transcription: clips of any length)
     precision: str = "fp32"  # what the network trained in: "bf16"/"fp16" under CUDA autocast (ml/device.py)
     members: dict[str, Any] = field(default_factory=dict)  # several networks: their kinds, best epochs, epochs run
+    averaged_epochs: list[int] = field(default_factory=list)  # the checkpoints averaged into the model, if any
 
     @property
     def features(self) -> FeatureConfig:
@@ -363,14 +362,17 @@ def _fit(
     run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0,
     member: int = 0, offset: float = 0.0, kind: str | None = None,
 ) -> tuple[KeywordCNN, list[dict[str, Any]], int, bool]:
-    """Train epoch by epoch; keep the weights of the epoch with the lowest validation loss.
+    """Train epoch by epoch; keep the weights of the best epoch: the lowest validation loss, or for a task that
+    trains on background audio the fewest validation false rejects within the false-accept budget
+    (``background.BackgroundTraining``).
 
     ``share``: the part of the training phase's progress bar this pass fills from ``offset`` on (a refit or the other
     networks of an ensemble follow it); ``member``: which network of an ensemble (its seeds), of ``kind``."""
     cfg = run.cfg
     seed = cfg.seed + _MEMBER_SEED_STRIDE * member
     generator = torch.Generator().manual_seed(seed)
-    augmenter = _augmenter(run, powers, split.train, torch.Generator().manual_seed(seed + 1))
+    background = _background_training(run)
+    augmenter = _augmenter(run, powers, split.train, torch.Generator().manual_seed(seed + 1), background)
     val_inputs, val_targets = _validation_batch(run, frontend, powers, split)
     loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
     if member:
@@ -379,7 +381,9 @@ def _fit(
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = GradScaler(run.device)
     run.precision = precision_name(run.device)
-    negatives = _NegativePool.build(run, torch.Generator().manual_seed(seed + 2))
+    negatives = background.negatives if background is not None else None
+    crops = _crop_offsets(run, powers, split.train)
+    val_positives = [i for i in split.val if float(run.targets[i]) > 0.5]
     steps_per_epoch = -(-(len(split.train) + (negatives.per_epoch if negatives else 0)) // cfg.batch_size)
     scheduler = one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
     clock = TrainingClock(cfg.epochs, share, offset)
@@ -387,7 +391,7 @@ def _fit(
     splicer = _splicer(run, powers, split.train, torch.Generator().manual_seed(seed + 4))
 
     history: list[dict[str, Any]] = []
-    best = _Best()
+    best = _Best(_AVERAGED_CHECKPOINTS if background is not None and background.selection is not None else 1)
     for epoch in range(1, cfg.epochs + 1):
         epoch_started = time.monotonic()
         extra = negatives.for_epoch(generator) if negatives else []
@@ -396,6 +400,7 @@ def _fit(
             torch.cat([run.targets[split.train], torch.zeros(len(extra), dtype=run.targets.dtype)]),
             augmenter, loss_fn, optimizer, scaler, scheduler, generator,
             lambda step: run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch)), mixer, splicer,
+            crops + [None] * len(extra),
         )
         if negatives:
             negatives.mine(network, frontend, run.check_stop, generator)
@@ -403,18 +408,29 @@ def _fit(
             "epoch": epoch,
             "train_loss": train_loss,
             **_validate(run, network, val_inputs, val_targets, loss_fn),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.monotonic() - epoch_started,
         }
+        if background is not None and background.selection is not None and val_positives:
+            positive_scores = _clip_scores(run, network, frontend, powers, val_positives)
+            record.update(background.select(network, frontend, positive_scores, cfg, run.check_stop, run.device))
+        record.update({"lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_started})
         history.append(record)
         best.update(network, record)
         patience_over = 0 < cfg.early_stopping_patience <= best.stale
         # The job's curves are the first network's (an ensemble's others only move the progress bar).
         run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
         if patience_over:
-            run.log("info", f"early stop after epoch {epoch}: validation loss last improved at epoch {best.epoch}")
+            run.log("info", f"early stop after epoch {epoch}: the validation {best.measure} last improved at epoch "
+                            f"{best.epoch}")
             break
-    best_epoch = best.restore(network, history, run.log)
+
+    def judge(candidate: nn.Module) -> dict[str, Any]:
+        record = _validate(run, candidate, val_inputs, val_targets, loss_fn)
+        return {**record, **background.select(candidate, frontend, _clip_scores(
+            run, candidate, frontend, powers, val_positives), cfg, run.check_stop, run.device)}
+
+    selects = background is not None and background.selection is not None and val_positives
+    best_epoch = best.restore(network, history, run.log, judge if selects else None)
+    run.averaged_epochs = best.averaged
     return network.eval(), history, best_epoch, len(history) < cfg.epochs
 
 
@@ -551,9 +567,10 @@ def _train_one_epoch(
     run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor], targets: torch.Tensor,
     augmenter: Augmenter, loss_fn: Callable, optimizer: torch.optim.Optimizer, scaler: GradScaler, scheduler,
     generator: torch.Generator, on_step: Callable[[int], None], mixer: np.random.Generator | None = None,
-    splicer: KeywordSplicer | None = None,
+    splicer: KeywordSplicer | None = None, crops: list[tuple[int, int] | None] | None = None,
 ) -> float:
-    """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``."""
+    """One pass over ``powers`` (the training clips, then any background negatives) with their ``targets``;
+    ``crops``: where each one's random window may start (None: anywhere)."""
     network.train()
     order = torch.randperm(len(powers), generator=generator).tolist()
     loss_sum = 0.0
@@ -563,7 +580,8 @@ def _train_one_epoch(
         batch_powers, batch_targets = [powers[i] for i in indices], targets[indices]
         if splicer is not None:
             batch_powers, batch_targets = _spliced_unknowns(run, splicer, indices, batch_powers, batch_targets)
-        inputs = _augmented_batch(run, frontend, augmenter, batch_powers)
+        inputs = _augmented_batch(run, frontend, augmenter, batch_powers,
+                                  [crops[i] for i in indices] if crops is not None else None)
         batch_targets = batch_targets.to(run.device)
         if run.cfg.reversed_unknowns > 0:
             inputs, batch_targets = _reversed_unknowns(run, inputs, batch_targets, augmenter.generator)
@@ -588,9 +606,10 @@ def _train_one_epoch(
 
 
 def _augmented_batch(
-    run: TaskRun, frontend: LogMelFrontend, augmenter: Augmenter, batch_powers: list[torch.Tensor]
+    run: TaskRun, frontend: LogMelFrontend, augmenter: Augmenter, batch_powers: list[torch.Tensor],
+    crops: list[tuple[int, int] | None] | None = None,
 ) -> torch.Tensor:
-    batch = stack_frames(batch_powers, run.features.n_frames, "random", augmenter.generator)
+    batch = stack_frames(batch_powers, run.features.n_frames, "random", augmenter.generator, crops)
     return augmenter.log_mel(frontend.normalize(augmenter.power(batch.to(run.device))))
 
 
@@ -612,89 +631,75 @@ def _validate(
 
 
 class _Best:
-    """The epoch with the lowest validation loss so far, its weights, and epochs since it."""
+    """The best epoch so far, its weights, and epochs since it. Best: the lowest validation loss; when epochs
+    carry ``val_frr`` (the validation false rejects within the false-accept budget), the lowest of those, then
+    the lowest loss. With ``average`` > 1 it also keeps the weights of that many best epochs: openWakeWord merges
+    its best checkpoints into one model by averaging their weights, which evens out the epoch-to-epoch swings of a
+    small validation stream; ``restore`` keeps the average when the validation judges it at least as good."""
 
-    def __init__(self) -> None:
+    def __init__(self, average: int = 1) -> None:
+        self.key: tuple[float, ...] = (float("inf"),)
         self.loss, self.epoch, self.state, self.stale = float("inf"), 0, None, 0
+        self.measure = "loss"
+        self.average = average
+        self.top: list[tuple[tuple[float, ...], int, dict[str, torch.Tensor]]] = []
+        self.averaged: list[int] = []  # the epochs whose average ``restore`` kept
+
+    @staticmethod
+    def key_of(record: dict[str, Any]) -> tuple[float, ...]:
+        return (record["val_frr"], record["val_loss"]) if "val_frr" in record else (record["val_loss"],)
+
+    @staticmethod
+    def better(key: tuple[float, ...], than: tuple[float, ...]) -> bool:
+        if len(key) != len(than):
+            return len(key) > len(than)  # the first epoch judged on the stream beats those judged on loss alone
+        if len(key) > 1 and abs(key[0] - than[0]) > 1e-9:
+            return key[0] < than[0]
+        return key[-1] < than[-1] - 1e-4
 
     def update(self, network: nn.Module, record: dict[str, Any]) -> None:
-        if record["val_loss"] < self.loss - 1e-4:
-            self.loss, self.epoch, self.stale = record["val_loss"], record["epoch"], 0
+        key = self.key_of(record)
+        if len(key) > 1:
+            self.measure = "false rejects within the false-accept budget"
+        if self.average > 1 and math.isfinite(record["val_loss"]):
+            self.top.append((key, record["epoch"], copy.deepcopy(network.state_dict())))
+            self.top.sort(key=lambda item: (-len(item[0]), *item[0]))
+            del self.top[self.average :]
+        if self.better(key, self.key):
+            self.key, self.loss, self.epoch, self.stale = key, record["val_loss"], record["epoch"], 0
             self.state = copy.deepcopy(network.state_dict())
         else:
             self.stale += 1
 
-    def restore(self, network: nn.Module, history: list[dict[str, Any]], log: Callable[[str, str], None]) -> int:
+    def restore(self, network: nn.Module, history: list[dict[str, Any]], log: Callable[[str, str], None],
+                judge: Callable[[nn.Module], dict[str, Any]] | None = None) -> int:
         if self.state is None:
             # Validation loss was never finite: keep the last weights rather than none.
             log("warning", "validation loss was never finite; keeping the weights of the last epoch")
             self.epoch = len(history)
+            return self.epoch
+        network.load_state_dict(self.state)
+        chosen = f"false rejects {self.key[0]:.1%} within the false-accept budget, " if len(self.key) > 1 else ""
+        log("info", f"best epoch {self.epoch} of {len(history)}: validation {chosen}loss {self.loss:.4f}")
+        candidates = [state for key, _, state in self.top if len(key) == len(self.key)]
+        if judge is None or len(candidates) < 2:
+            return self.epoch
+        network.load_state_dict(_averaged(candidates))
+        record = judge(network)
+        epochs = sorted(epoch for key, epoch, _ in self.top if len(key) == len(self.key))
+        if self.key_of(record)[0] <= self.key[0]:  # no more validation false rejects than the best epoch
+            self.averaged = epochs
+            log("info", f"kept the average of the weights of epochs {', '.join(map(str, epochs))}: validation "
+                        f"false rejects {record['val_frr']:.1%}, loss {record['val_loss']:.4f}")
         else:
             network.load_state_dict(self.state)
-        log("info", f"best epoch {self.epoch} of {len(history)}: validation loss {self.loss:.4f}")
         return self.epoch
 
 
-class _NegativePool:
-    """Windows of the training background recordings, trained on as negatives (detection; openWakeWord trains on
-    hours of such audio): every epoch ``background_negatives`` random windows of the pool, plus the
-    ``hard_negatives`` windows the model scored highest after the previous epoch (random ones in the first)."""
-
-    def __init__(self, powers: list[torch.Tensor], random_count: int, hard_count: int, device: torch.device) -> None:
-        self.powers, self.random_count, self.hard_count, self.device = powers, random_count, hard_count, device
-        self.hardest: list[int] = []
-
-    @classmethod
-    def build(cls, run: TaskRun, generator: torch.Generator) -> _NegativePool | None:
-        cfg = run.cfg
-        per_epoch = cfg.background_negatives + cfg.hard_negatives
-        training_backgrounds, _ = split_backgrounds(run.backgrounds)
-        if not getattr(run.task, "TRAINS_ON_BACKGROUND", False) or not per_epoch or not training_backgrounds:
-            return None
-        size = max(_NEGATIVE_POOL_SIZE, 2 * per_epoch)
-        frontend = LogMelFrontend(run.features)
-        powers: list[torch.Tensor] = []
-        with torch.no_grad():
-            for start in range(0, size, _POOL_CHUNK):
-                run.check_stop()
-                count = min(_POOL_CHUNK, size - start)
-                powers.extend(frontend.mel_power(background_segments(training_backgrounds, run.features, count,
-                                                                     generator)))
-        run.log("info", f"{size} windows of {len(training_backgrounds)} training background recording(s) are "
-                        f"negatives: {cfg.background_negatives} random and {cfg.hard_negatives} of the highest-scoring "
-                        "(hard-negative mining) join every epoch")
-        return cls(powers, cfg.background_negatives, cfg.hard_negatives, run.device)
-
-    @property
-    def per_epoch(self) -> int:
-        return self.random_count + self.hard_count
-
-    def for_epoch(self, generator: torch.Generator) -> list[torch.Tensor]:
-        hardest = self.hardest[: self.hard_count]
-        taken = set(hardest)
-        others = [i for i in torch.randperm(len(self.powers), generator=generator).tolist() if i not in taken]
-        return [self.powers[i] for i in hardest + others[: self.per_epoch - len(hardest)]]
-
-    def mine(self, network: KeywordCNN, frontend: LogMelFrontend, check_stop: Callable[[], None],
-             generator: torch.Generator) -> None:
-        """Score the current hardest windows and a random sample of the rest (``_MINING_FACTOR`` times as many as
-        are kept, so mining costs a fraction of an epoch); the highest-scoring are revisited next epoch."""
-        if not self.hard_count:
-            return
-        taken = set(self.hardest)
-        sample = max(_MINING_FACTOR * self.hard_count, _POOL_CHUNK)
-        rest = [i for i in torch.randperm(len(self.powers), generator=generator).tolist() if i not in taken]
-        candidates = self.hardest + rest[:sample]
-        network.eval()
-        scores = []
-        with torch.no_grad():
-            for start in range(0, len(candidates), _POOL_CHUNK):
-                check_stop()
-                chunk = [self.powers[i] for i in candidates[start : start + _POOL_CHUNK]]
-                batch = stack_frames(chunk, chunk[0].shape[-1], "center")
-                scores.append(network(frontend.normalize(batch.to(self.device)))[:, 0].cpu())
-        order = torch.cat(scores).argsort(descending=True)[: self.hard_count].tolist()
-        self.hardest = [candidates[i] for i in order]
+def _averaged(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of several state dicts (BatchNorm statistics too; integer counters from the first)."""
+    return {name: (torch.stack([state[name] for state in states]).mean(dim=0) if value.is_floating_point()
+                   else value.clone()) for name, value in states[0].items()}
 
 
 class TrainingClock:
@@ -718,34 +723,81 @@ class TrainingClock:
         return overall, remaining + _EXPORT_SECONDS_ESTIMATE
 
 
-def _augmenter(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator) -> Augmenter:
+def _augmenter(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator,
+               background: BackgroundTraining | None = None) -> Augmenter:
     cfg = run.cfg
     return Augmenter(
         time_shift=cfg.time_shift,
         noise=cfg.noise,
         spec_augment=cfg.spec_augment,
         warp=cfg.warp,
-        noise_powers=_noise_sources(run, powers, train, generator),
+        noise_powers=_noise_sources(run, powers, train, generator, background),
         generator=generator,
     )
 
 
-def _noise_sources(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator):
+def _noise_sources(run: TaskRun, powers: list[torch.Tensor], train: list[int], generator: torch.Generator,
+                   background: BackgroundTraining | None = None):
     if not run.cfg.noise:
         return []
-    training_backgrounds, _ = split_backgrounds(run.backgrounds)
-    if training_backgrounds:
-        segments = background_segments(training_backgrounds, run.features, _BACKGROUND_SEGMENTS, generator)
-        run.log("info", f"noise augmentation mixes {len(segments)} random segments of "
-                        f"{len(training_backgrounds)} background recording(s) kept for training")
-        with torch.no_grad():
-            return list(LogMelFrontend(run.features).mel_power(segments))
+    if background is not None and background.train is not None and len(background.train):
+        windows = background.noise_powers(_BACKGROUND_SEGMENTS, generator)
+        run.log("info", f"noise augmentation mixes {len(windows)} random windows of "
+                        f"{background.roles.sources['train']}")
+        return windows
     noise_clips = [powers[i] for i in train if is_noise_label(run.clips[i].label)]
     if noise_clips:
         run.log("info", f"noise augmentation mixes {len(noise_clips)} training clips of the noise label")
         return noise_clips
     run.log("info", "noise augmentation uses gaussian noise (no noise label in the data)")
     return gaussian_noise_powers(LogMelFrontend(run.features), run.features, 8, generator)
+
+
+def _background_training(run: TaskRun) -> BackgroundTraining | None:
+    """The background recordings' windows and validation stream, for a task that trains on them."""
+    if not getattr(run.task, "TRAINS_ON_BACKGROUND", False) or not run.backgrounds:
+        return None
+    return BackgroundTraining.build(run.cfg, background_roles(run.backgrounds), run.features, run.device,
+                                    run.check_stop, run.log)
+
+
+def _crop_offsets(run: TaskRun, powers: list[torch.Tensor], indices: list[int]) -> list[tuple[int, int] | None]:
+    """Where each training clip's random window may start: anywhere, unless the task narrows it (``crop_range``:
+    a detection positive's window holds the whole phrase)."""
+    crop_range = getattr(run.task, "crop_range", None)
+    if crop_range is None:
+        return [None] * len(indices)
+    return [crop_range(run.clips[i], powers[i], run.cfg, run.features.n_frames) for i in indices]
+
+
+def _clip_scores(run: TaskRun, network: KeywordCNN, frontend: LogMelFrontend, powers: list[torch.Tensor],
+                 indices: list[int]) -> np.ndarray:
+    """Each clip's detection score as a prediction computes it: the sigmoid of its windows a hop
+    (``window_hop_seconds``) apart, the last one ending at the clip's end, smoothed over ``smoothing_hops``, at
+    their highest."""
+    from .streaming import smoothed
+    from .tasks.common import window_starts
+
+    n_frames = run.features.n_frames
+    hop_seconds = run.task.window_hop_seconds(run.cfg.clip_seconds)
+    hop = max(1, int(round(hop_seconds * run.features.sample_rate / run.features.hop)))
+    windows, counts = [], []
+    for index in indices:
+        starts = window_starts(powers[index].shape[-1], n_frames, hop)
+        windows.extend(fixed_frames_at(powers[index], start, n_frames) for start in starts)
+        counts.append(len(starts))
+    network.eval()
+    with torch.no_grad():
+        logits = batched_logits(network, frontend.normalize(torch.stack(windows).to(run.device)))[:, 0]
+    scores = torch.sigmoid(logits.double()).cpu().numpy()
+    bounds = np.cumsum([0, *counts])
+    return np.array([smoothed(scores[bounds[i] : bounds[i + 1]], run.cfg.smoothing_hops).max()
+                     for i in range(len(indices))])
+
+
+def fixed_frames_at(power: torch.Tensor, start: int, n_frames: int) -> torch.Tensor:
+    window = power[:, start : start + n_frames]
+    return window if window.shape[-1] == n_frames else torch.nn.functional.pad(window, (0, n_frames - window.shape[-1]))
 
 
 def _calibration(selection: dict[str, Any] | None) -> dict[str, float]:
@@ -776,7 +828,8 @@ def _fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
-        backgrounds=split_backgrounds(run.backgrounds)[1], calibration=calibration or {},
+        background_roles=background_roles(run.backgrounds) if run.backgrounds else None,
+        calibration=calibration or {},
     )
 
 
@@ -788,6 +841,7 @@ def _run_summary(
         "split": run.split_summary,
         "history": history,
         "best_epoch": best_epoch,
+        "averaged_epochs": run.averaged_epochs,
         "epochs_run": len(history),
         "stopped_early": stopped_early,
         "device": str(run.device),

@@ -17,7 +17,10 @@ name, config and metrics as data and ask its module when they need more. Every t
 - ``USES_THRESHOLD`` (optional): predictions accept a ``threshold`` override; ``USES_BACKGROUND`` (optional): the
   snapshot carries the dataset's background recordings (``kind: "background"``); ``TRAINS_ON_BACKGROUND``
   (optional): the default loop adds windows of the training background recordings to every epoch as negatives
-  (target 0), random and hard-mined ones, as ``background_negatives`` and ``hard_negatives`` say.
+  (target 0), random and hard-mined ones, as ``background_negatives`` and ``hard_negatives`` say, and chooses the
+  checkpoint by the validation false rejects within the false-accept budget (``ml/background.py``);
+  ``crop_range(clip, power, cfg, n_frames)`` (optional): where a training clip's random window may start (detection:
+  positives only where the window holds the whole phrase).
 - ``window_hop_seconds(clip_seconds)`` and ``shape_prediction(outputs, starts, context)``: how a prediction of one
   file is windowed and answered; ``prediction_answer(result)``: (answer, score) of one answer, what the
   registry's prediction log counts per version and compares between a shadow and its primary (the label,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config import FeatureConfig, TrainConfig
-from ..data import ClipRecord
+from ..data import BackgroundRoles, ClipRecord
 from ..split import Split
 
 EVAL_BATCH = 256
@@ -23,7 +23,7 @@ class Fitted:
 
     ``log_mels`` holds each split's dB log-mel images (n, 1, n_mels, frames), centred like inference does.
     ``export_model()`` is the eager waveform-in module that is exported (front end, network, task output).
-    ``backgrounds`` are the dataset's long background recordings held out for evaluation (``split_backgrounds``).
+    ``background_roles``: the dataset's long background recordings by role (``data.background_roles``), or None.
     ``calibration``: thresholds to use instead of calibrating on this model's validation outputs.
     """
 
@@ -38,7 +38,7 @@ class Fitted:
     features: FeatureConfig
     export_model: Callable[[], Any]
     log: Callable[[str, str], None]
-    backgrounds: list[ClipRecord] = field(default_factory=list)
+    background_roles: BackgroundRoles | None = None
     # Thresholds calibrated on another model's validation outputs (a refit trained on the validation clips, so it
     # takes those of the run that chose its epoch count): name -> threshold.
     calibration: dict[str, float] = field(default_factory=dict)

@@ -1,22 +1,25 @@
 """Detection (wake words): does a window of audio hold one of the positive labels? Every other clip is negative.
 
-Training favours few false accepts the way openWakeWord and microWakeWord do, within what a small dataset
-allows: one sigmoid score per window, a binary cross-entropy in which all negatives together weigh
-``negative_weight`` times as much as all positives (false accepts cost more than false rejects), noise
-augmentation from the dataset's noise clips, and every non-positive label (confusable phrases, other words,
-noise) as a negative. The best epoch is the one with the lowest weighted validation loss.
+Training favours few false accepts the way openWakeWord and microWakeWord do, within what a dataset allows: one
+sigmoid score per window; a binary cross-entropy in which all negatives together weigh ``negative_weight`` times as
+much as all positives (false accepts cost more than false rejects); every non-positive label (confusable phrases,
+other words, noise) as a negative; positive clips cropped only where the window holds the whole phrase
+(``crop_range``); and, with background recordings, windows of the training recordings as negatives (random and
+hard-mined), noise from them, and the checkpoint chosen by the validation false rejects within the false-accept
+budget on the validation recording (``training_app.ml.background``).
 
-Background recordings (long ordinary audio) are never trained on as clips: every other one (by id) is held out for
-the evaluation, the others feed noise augmentation (``data.split_backgrounds``).
+Background recordings are never trained on as clips; ``data.background_roles`` gives each one a role (training,
+validation, held out), so no figure is measured on audio that chose it.
 
 Evaluation (``training_app.ml.streaming``) keeps calibration and report apart. The threshold is calibrated on
-validation audio: the validation split's positive clips and the first half of each held-out background recording
-(else the validation negatives joined into a stream); it is the lowest false-reject rate whose false accepts per
-hour stay within ``target_fa_per_hour``. The figures reported are measured at that threshold on audio the
-calibration never saw: the test split's clips (false-reject and false-accept rates, ROC) and the second half of each
-held-out recording (else the test negatives joined), over which the exported model slides every 100 ms, counting
-false accepts per hour with a 2 s refractory period. The threshold is stored with the version and used by every
-prediction unless a request overrides it.
+validation audio: the validation split's positive clips and the validation background audio (else the validation
+negatives joined into a stream); it is the lowest false-reject rate whose false accepts per hour stay within
+``target_fa_per_hour``. The figures reported are measured at that threshold on audio the calibration never saw: the
+test split's clips (false-reject and false-accept rates, ROC) and the held-out recordings (else the test negatives
+joined), over which the exported model slides every 100 ms (``stream_features`` computes each stream's spectrogram
+once), counting false accepts per hour with a 2 s refractory period. Scores may be smoothed over
+``smoothing_hops`` consecutive windows before any threshold applies, in evaluation and predictions alike. The
+threshold is stored with the version and used by every prediction unless a request overrides it.
 """
 
 from __future__ import annotations
@@ -39,10 +42,10 @@ DEFAULTS: dict[str, Any] = {"background_negatives": 128, "hard_negatives": 64}
 OUTPUT_NAME = "score"
 EPOCH_METRIC = ("val_auc", "Validation ROC AUC", True)
 USES_THRESHOLD = True
-# The snapshot also carries the dataset's background recordings (long ordinary audio), streamed, never trained on.
+# The snapshot also carries the dataset's background recordings (long ordinary audio), never trained on as clips.
 USES_BACKGROUND = True
 # Windows of the training background recordings are trained on as negatives (``background_negatives``,
-# ``hard_negatives``; the default loop's ``_NegativePool``).
+# ``hard_negatives``) and the validation recording chooses the checkpoint (``training_app.ml.background``).
 TRAINS_ON_BACKGROUND = True
 HOP_SECONDS = 0.1
 REFRACTORY_SECONDS = 2.0
@@ -86,6 +89,14 @@ def check_data(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
             clips, cfg.holdout_speakers, group=lambda clip: "positive" if is_positive(clip, cfg) else "negative"
         ))
     return problems
+
+
+def crop_range(clip: ClipRecord, power, cfg: TrainConfig, n_frames: int) -> tuple[int, int] | None:
+    """A positive clip longer than the window is cropped only where the window holds the whole phrase (a crop
+    holding "hey mar" taught as the wake phrase makes "hey margo" one); negatives anywhere."""
+    from ..augment import sound_offsets
+
+    return sound_offsets(power, n_frames) if is_positive(clip, cfg) else None
 
 
 def labels(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
@@ -143,6 +154,7 @@ def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
         "target_fa_per_hour": cfg.target_fa_per_hour,
         "hop_seconds": HOP_SECONDS,
         "refractory_seconds": REFRACTORY_SECONDS,
+        "smoothing_hops": cfg.smoothing_hops,
         "positive_labels": list(cfg.positive_label),
     }
 
@@ -158,10 +170,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
 def evaluate(fitted: Fitted) -> dict[str, Any]:
     """Calibrate the threshold on validation audio, then report on the untouched test audio at that threshold.
 
-    Calibration: the validation split's positive clips and the first half of each held-out background recording
-    (else the validation split's negative clips joined into a stream). Report: the test split's clips and the
-    second half of each held-out recording (else the test split's negative clips). Without a test split both are
-    the validation audio, and the metrics say so (``held_out.same_as_calibration``).
+    Calibration: the validation split's positive clips and the validation background audio (else the validation
+    split's negative clips joined into a stream). Report: the test split's clips and the held-out recordings (else
+    the test split's negative clips). Without a test split the positive clips reported on are the validation ones,
+    and the metrics say so (``held_out.same_as_calibration``).
     """
     from .. import streaming
 
@@ -179,11 +191,11 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
     calibrated_on = "val"
     if not val_positives.any():  # too few positives to reach validation: calibrate on the evaluation clips
         val_clips, val_scores, val_positives, calibrated_on = eval_clips, scores, positives, evaluated_on
-    streams = _negative_streams(fitted, scorer, {"val": val_clips, evaluated_on: eval_clips},
-                                {"val": val_positives, evaluated_on: positives})
-    calibration = streaming.calibrate_threshold(val_scores[val_positives], streams["val"].scores,
+    calibration_audio, report_audio = _negative_streams(
+        fitted, scorer, {"val": val_clips, evaluated_on: eval_clips}, {"val": val_positives, evaluated_on: positives})
+    calibration = streaming.calibrate_threshold(val_scores[val_positives], calibration_audio.scores,
                                                 cfg.target_fa_per_hour, REFRACTORY_SECONDS)
-    test_streams = streams[evaluated_on]
+    test_streams = report_audio
     threshold = calibration.threshold
     false_accepts = streaming.count_false_accepts(test_streams.scores, threshold, REFRACTORY_SECONDS)
     held_out = {
@@ -213,10 +225,11 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
         },
         "calibration": {**asdict(calibration), "refractory_seconds": REFRACTORY_SECONDS,
                         "split": calibrated_on,
-                        "positives": int(val_positives.sum()), "source": streams["val"].source},
+                        "positives": int(val_positives.sum()), "source": calibration_audio.source},
         "held_out": held_out,
         "stream": {"source": test_streams.source, "hours": test_streams.hours, "recordings": test_streams.recordings,
-                   "from_backgrounds": bool(fitted.backgrounds), "hop_seconds": HOP_SECONDS},
+                   "from_backgrounds": bool(fitted.background_roles and fitted.background_roles.held_out),
+                   "hop_seconds": HOP_SECONDS},
         "roc": {"auc": roc["auc"], "points": thin(list(zip(roc["false_accept_rate"], roc["true_accept_rate"],
                                                                strict=True)), 400)},
         "det": [[point.false_accepts_per_hour, point.false_reject_rate, point.threshold] for point in det],
@@ -226,7 +239,7 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
     results["false_reject_rate"] = held_out["false_reject_rate"]
     results["false_accepts_per_hour"] = held_out["false_accepts_per_hour"]
     fitted.log("info", f"threshold {threshold:.3f} calibrated for at most {cfg.target_fa_per_hour:g} false accepts "
-                       f"per hour on {calibration.hours * 60:.1f} min of {streams['val'].source} "
+                       f"per hour on {calibration.hours * 60:.1f} min of {calibration_audio.source} "
                        f"(false rejects {calibration.false_reject_rate:.1%} of {int(val_positives.sum())} "
                        f"validation positives)")
     fitted.log("info", f"at that threshold on {evaluated_on} audio: false rejects {held_out['false_reject_rate']:.1%} "
@@ -243,7 +256,7 @@ def _clip_score(clip: ClipRecord, scorer, fitted: Fitted, hop: int) -> float:
     from ..audio import load_waveform
 
     wave = load_waveform(clip.path, fitted.features.sample_rate).numpy()
-    return streaming.clip_score(wave, scorer, fitted.features.clip_samples, hop)
+    return streaming.clip_score(wave, scorer, fitted.features.clip_samples, hop, fitted.cfg.smoothing_hops)
 
 
 @dataclass(frozen=True)
@@ -259,38 +272,46 @@ class NegativeAudio:
         return sum(stream.hours for stream in self.scores)
 
 
-def _negative_streams(fitted: Fitted, scorer, clips: dict[str, list], positives: dict[str, np.ndarray]):
-    """Per split name ("val" and the evaluated one): the negative audio its figures are measured on.
+def _negative_streams(fitted: Fitted, scorer, clips: dict[str, list],
+                      positives: dict[str, np.ndarray]) -> tuple[NegativeAudio, NegativeAudio]:
+    """(calibration, report): the negative audio the threshold is calibrated on and the audio the false accepts
+    per hour are reported on, never the same.
 
-    Held-out background recordings are scored once and cut in time: the first half of each calibrates (val),
-    the second half is reported on. Without background recordings, each split's negative clips joined end to end.
+    With background recordings: the validation parts and the held-out parts (``data.background_roles``). Without:
+    the validation split's and the evaluated split's negative clips joined end to end.
     """
     from .. import streaming
 
-    rate, window = fitted.features.sample_rate, fitted.features.clip_samples
-    backgrounds = list(fitted.backgrounds)
-    if backgrounds:
-        halves = [streaming.split_in_time(streaming.score_stream(streaming.read_blocks(clip.path, rate), scorer, rate,
-                                                                 window, HOP_SECONDS))
-                  for clip in backgrounds]
-        count = f"{len(backgrounds)} held-out background recording{'s' if len(backgrounds) != 1 else ''}"
-        audio = {"val": NegativeAudio([first for first, _ in halves], f"the first half of {count}", len(halves)),
-                 fitted.evaluated_on: NegativeAudio([second for _, second in halves], f"the second half of {count}",
-                                                    len(halves))}
-        if fitted.evaluated_on == "val":  # no test split: calibrate and report on the whole recordings
-            whole = [streaming.score_stream(streaming.read_blocks(clip.path, rate), scorer, rate, window, HOP_SECONDS)
-                     for clip in backgrounds]
-            audio = {"val": NegativeAudio(whole, count, len(whole))}
-        return audio
-    audio = {}
-    for name, split_clips in clips.items():
-        negatives = [clip.path for clip, positive in zip(split_clips, positives[name], strict=True) if not positive]
-        stream = streaming.score_stream(streaming.stream_from_clips(negatives, rate), scorer, rate, window,
-                                        HOP_SECONDS)
+    rate = fitted.features.sample_rate
+    roles = fitted.background_roles
+    if roles is not None and roles.held_out:
+        def scored(parts) -> list:
+            return [_score_blocks(streaming.read_blocks(part.clip.path, rate, start_seconds=part.start,
+                                                        end_seconds=part.end), scorer, fitted) for part in parts]
+
+        return (NegativeAudio(scored(roles.validation), roles.sources["validation"], len(roles.validation)),
+                NegativeAudio(scored(roles.held_out), roles.sources["held_out"], len(roles.held_out)))
+    audio = []
+    for name in ("val", fitted.evaluated_on):
+        negatives = [clip.path for clip, positive in zip(clips[name], positives[name], strict=True) if not positive]
+        stream = _score_blocks(streaming.stream_from_clips(negatives, rate), scorer, fitted)
         title = "validation" if name == "val" else name
-        audio[name] = NegativeAudio([stream], f"the {title} split's negative clips joined end to end "
-                                              "(no background recordings)", 0)
-    return audio
+        audio.append(NegativeAudio([stream], f"the {title} split's negative clips joined end to end "
+                                             "(no background recordings)", 0))
+    return audio[0], audio[1]
+
+
+def _score_blocks(blocks, scorer, fitted: Fitted):
+    """Scores of a stream's windows every ``HOP_SECONDS``: the stream's spectrogram computed once and shared by the
+    windows (``stream_features``), the same scores as ``streaming.score_stream`` gives the exported model; then
+    smoothed over ``smoothing_hops`` as predictions smooth them."""
+    from ..stream_features import StreamWindows, stream_scores
+    from ..streaming import smoothed_stream
+
+    features = fitted.features
+    hop = int(round(HOP_SECONDS * features.sample_rate))
+    return smoothed_stream(stream_scores(scorer, StreamWindows.compute(blocks, scorer.frontend, features, hop)),
+                           fitted.cfg.smoothing_hops)
 
 
 def _auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -329,7 +350,7 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
     override = context.get("threshold")
     threshold = float(override if override is not None else stored.get("threshold", 0.5))
     refractory = float(stored.get("refractory_seconds", REFRACTORY_SECONDS))
-    scores = np.asarray(outputs, dtype=np.float64).reshape(-1)
+    scores = streaming.smoothed(np.asarray(outputs, dtype=np.float64).reshape(-1), int(stored.get("smoothing_hops", 1)))
     # Windows every hop; inference adds one last window ending at the end of the file when the hops miss it.
     regular = [i for i, start in enumerate(starts) if abs(start / HOP_SECONDS - round(start / HOP_SECONDS)) < 1e-6]
     stream = streaming.StreamScores(scores[regular], HOP_SECONDS, context["clip_seconds"],
