@@ -75,6 +75,8 @@ def test_dataset_page_lists_clips_with_players_and_editors(staff_client, dataset
     assert "turn left" in html and "take-1.wav" in html
     assert 'data-upload-url="/api/datasets/kws/clips"' in html
     assert "/media/" not in html
+    # The batch fields say what a zip takes from them (its own manifest carries the rest).
+    assert "A zip's files take only the label and source from here" in html
 
 
 def test_filters_search_and_status(staff_client, dataset):
