@@ -76,16 +76,21 @@
     return { item, fill, status };
   };
 
-  // `files` holds File objects, or {file, path, label} for files found in dropped folders.
-  Uploader.prototype.add = function (files, metadata) {
+  // `files` holds File objects, or {file, path, label} for files found in dropped folders. `options.scope` is
+  // where an error naming a field shows (the upload form by default, the recorder for recordings);
+  // `options.onDone(accepted)` is told whether every file of the batch was added.
+  Uploader.prototype.add = function (files, metadata, options) {
     metadata = metadata || this.metadata();
+    options = options || {};
+    const scope = options.scope || this.form;
+    const onDone = options.onDone || null;
     this.clearFieldErrors();
     const audio = [];
     for (const given of files) {
       const entry = given instanceof File ? { file: given, path: given.name, label: null } : given;
       const file = entry.file;
       if (/\.zip$/i.test(file.name) || file.type === "application/zip" || file.type === "application/x-zip-compressed") {
-        this.queue.push({ kind: "zip", files: [{ file, view: this.row(file, entry.path) }], metadata });
+        this.queue.push({ kind: "zip", files: [{ file, view: this.row(file, entry.path) }], metadata, scope, onDone });
         this.totals.pending += 1;
       } else if (!isHiddenPath(entry.path)) {
         audio.push({ file, label: entry.label, view: this.row(file, entry.path) });
@@ -96,14 +101,14 @@
     let bytes = 0;
     for (const entry of audio) {
       if (batch.length && (batch.length >= BATCH_FILES || bytes + entry.file.size > BATCH_BYTES)) {
-        this.queue.push({ kind: "files", files: batch, metadata });
+        this.queue.push({ kind: "files", files: batch, metadata, scope, onDone });
         batch = [];
         bytes = 0;
       }
       batch.push(entry);
       bytes += entry.file.size;
     }
-    if (batch.length) this.queue.push({ kind: "files", files: batch, metadata });
+    if (batch.length) this.queue.push({ kind: "files", files: batch, metadata, scope, onDone });
     this.showSummary();
     this.pump();
   };
@@ -114,6 +119,7 @@
       this.running += 1;
       this.send(batch).finally(() => {
         this.running -= 1;
+        if (batch.onDone) batch.onDone(batch.files.every((entry) => entry.view.item.classList.contains("is-accepted")));
         this.pump();
         if (!this.running && !this.queue.length) this.finished();
       });
@@ -173,7 +179,7 @@
           if (batch.kind === "zip" && !report.files.length) batch.files[0].view.status.textContent = report.detail;
         } else {
           this.fail(batch, problemMessage(xhr));
-          if (xhr.status === 422 && report && report.field) this.fieldError(report.field, report.detail);
+          if (xhr.status === 422 && report && report.field) this.fieldError(batch.scope, report.field, report.detail);
         }
         resolve();
       });
@@ -237,10 +243,11 @@
     this.showSummary();
   };
 
-  // A 422 that names one of the form's fields (an invalid source) is shown under that field as well.
-  Uploader.prototype.fieldError = function (name, message) {
-    const input = this.form.querySelector("[name=" + name + "]");
-    const field = input && input.closest(".field");
+  // A 422 that names one of the form's fields (an invalid source) is shown under that field as well: the upload
+  // form's, or the recorder's for a recording.
+  Uploader.prototype.fieldError = function (scope, name, message) {
+    const input = scope.querySelector("[name=" + name + "]");
+    const field = scope.querySelector(".field[data-field=" + name + "]") || (input && input.closest(".field"));
     if (!field) return;
     field.classList.add("has-error");
     let error = field.querySelector("[data-upload-error]");
@@ -253,7 +260,7 @@
   };
 
   Uploader.prototype.clearFieldErrors = function () {
-    for (const error of this.form.querySelectorAll("[data-upload-error]")) {
+    for (const error of this.card.querySelectorAll("[data-upload-error]")) {
       error.closest(".field").classList.remove("has-error");
       error.remove();
     }
@@ -471,17 +478,36 @@
       toggleLabel.textContent = "Start recording";
       time.textContent = "0:00";
     });
-    box.querySelector("[data-rec-save]").addEventListener("click", () => {
+    // The recording is kept until the server has added it: after a refusal (an invalid source, say) the user
+    // corrects the field and saves the same recording again, or discards it.
+    const save = box.querySelector("[data-rec-save]");
+    save.addEventListener("click", () => {
       if (!blob) return;
       const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
       const file = new File([blob], "recording-" + stamp + "." + extensionFor(blob.type), { type: blob.type });
       const value = (id) => box.querySelector(id).value.trim();
-      uploader.add([file], { label: value("#rec-label"), transcript: value("#rec-transcript"), speaker: value("#rec-speaker"), score: "" });
-      blob = null;
-      preview.hidden = true;
-      toggleLabel.textContent = "Start recording";
-      time.textContent = "0:00";
-      box.querySelector("#rec-transcript").value = "";
+      const saved = blob;
+      save.disabled = true;
+      save.textContent = "Saving…";
+      toggle.disabled = true;
+      uploader.add([file], {
+        label: value("#rec-label"), transcript: value("#rec-transcript"), speaker: value("#rec-speaker"), score: "",
+        source: value("#rec-source"),
+      }, {
+        scope: box,
+        onDone: (accepted) => {
+          save.disabled = false;
+          save.textContent = "Save to dataset";
+          toggle.disabled = false;
+          if (!accepted || blob !== saved) return;
+          blob = null;
+          preview.hidden = true;
+          audio.removeAttribute("src");
+          toggleLabel.textContent = "Start recording";
+          time.textContent = "0:00";
+          box.querySelector("#rec-transcript").value = "";
+        },
+      });
     });
   }
 

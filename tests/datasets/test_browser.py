@@ -148,6 +148,38 @@ def test_microphone_recording_goes_into_the_dataset(page):
     assert clip.duration > 0.5
 
 
+def test_a_recording_takes_a_source_kept_for_the_next_and_an_invalid_one_keeps_the_recording(page):
+    """The recorder's Source field goes the upload's way (the API's 422 naming `source`, shown under the recorder's
+    own field); the refused recording stays, to be saved again once the source is corrected."""
+    DatasetFactory(name="kws", source="office recordings")
+    page.goto(page.base_url + "/datasets/kws/")
+    source = page.locator("#rec-source")
+    assert source.get_attribute("placeholder") == "office recordings (the dataset's)"
+    page.fill("#rec-label", "hello")
+    page.evaluate("document.querySelector('#rec-source').value = 'phone\\tkitchen'")
+    page.click("[data-rec-toggle]")
+    page.wait_for_timeout(1200)
+    page.click("[data-rec-toggle]")
+    page.locator("[data-rec-preview]:not([hidden])").wait_for()
+    page.click("[data-rec-save]")
+    error = page.locator("[data-recorder] [data-field=source] .field-error")
+    error.wait_for(timeout=30000)
+    assert error.inner_text() == "Use a single line without control characters."
+    assert page.locator("#upload [data-field=source].has-error").count() == 1  # the recorder's, not the form's
+    assert page.locator("#upload-form .field-error").count() == 0
+    assert not Clip.objects.exists()
+    assert page.locator("[data-rec-preview]").is_visible() and page.locator("[data-rec-save]").is_enabled()
+
+    page.fill("#rec-source", "phone in the kitchen")
+    page.click("[data-rec-save]")
+    page.locator("[data-upload-summary]").filter(has_text="1 added").wait_for(timeout=30000)
+    page.locator("[data-rec-preview]").wait_for(state="hidden")
+    assert page.locator("[data-recorder] [data-field=source] .field-error").count() == 0
+    assert source.input_value() == "phone in the kitchen"  # kept for the next recording
+    clip = Clip.objects.get()
+    assert (clip.label, clip.source) == ("hello", "phone in the kitchen")
+
+
 def test_an_invalid_source_shows_under_its_field_and_a_valid_one_is_stored(page, tmp_path):
     """The script uploads through the API; a 422 naming `source` is shown under the Source field (a tab survives
     a text input, a line break does not), and the next upload clears it. Screenshots under test-artifacts/datasets/."""
