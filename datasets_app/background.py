@@ -262,7 +262,8 @@ def _store(dataset: Dataset, user, item: IngestItem, metadata: dict, canonical: 
     except BaseException:
         _delete_files([stored] if stored else [])
         raise
-    return FileResult(item.name, True, clip_id=clip.pk, duration=duration, label=metadata["label"])
+    return FileResult(item.name, True, clip_id=clip.pk, duration=duration, label=metadata["label"],
+                      source=metadata["source"])
 
 
 def _existing(dataset: Dataset, content_hash: str) -> Clip | None:

@@ -78,6 +78,7 @@ class FileResult:
     duplicate_of: int | None = None
     duration: float | None = None
     label: str = ""
+    source: str = ""  # the stored clip's own source (accepted files only; the audit event records it)
 
     @property
     def status(self) -> str:
@@ -113,6 +114,11 @@ class IngestReport:
     @property
     def clip_ids(self) -> list[int]:
         return [result.clip_id for result in self.files if result.accepted and result.clip_id is not None]
+
+    @property
+    def sources(self) -> list[str]:
+        """The own sources the added clips were given, each once, in the order of the files ([] when none)."""
+        return list(dict.fromkeys(result.source for result in self.accepted if result.source))
 
     def as_dict(self) -> dict:
         return {
@@ -350,7 +356,7 @@ def _clip_row(dataset: Dataset, user, prepared: _Prepared, storage_name: str) ->
 def _accepted_result(prepared: _Prepared, clip_id: int) -> FileResult:
     return FileResult(
         prepared.item.name, True, clip_id=clip_id, duration=round(prepared.canonical.duration, 3),
-        label=prepared.metadata["label"],
+        label=prepared.metadata["label"], source=prepared.metadata["source"],
     )
 
 

@@ -214,8 +214,14 @@ class Dataset(models.Model):
         return report
 
     def _record_upload(self, report, actor: Actor | None, **details) -> None:
+        """One `clip.upload` event: the new clip ids and, when they were given their own, their source (one value
+        for the batch, or each distinct value when the files had several, as a manifest's column may give)."""
         if actor and report.clip_ids:
-            changes = {"clip_ids": [None, report.clip_ids], **{key: [None, value] for key, value in details.items()}}
+            changes = {"clip_ids": [None, report.clip_ids]}
+            sources = report.sources
+            if sources:
+                changes["source"] = [None, sources[0] if len(sources) == 1 else sources]
+            changes.update({key: [None, value] for key, value in details.items()})
             record("clip.upload", self, by=actor, changes=changes)
 
     def record_export(self, layout: str, by=None, clip_ids: list[int] | None = None) -> None:

@@ -62,6 +62,17 @@ def test_audit_page_lists_and_filters_events(staff_client, staff_user):
     assert "<html" not in fragment
 
 
+def test_audit_page_shows_lists_as_text_and_only_the_first_items_of_a_long_one(staff_client, staff_user):
+    dataset = DatasetFactory(name="birds")
+    audit.record("clip.upload", dataset, user=staff_user, changes={
+        "clip_ids": [None, list(range(1, 26))], "source": [None, ["https://example.org/a", "corpus X"]],
+        "by_kind": [None, {"clips": 2, "models": 1}],
+    })
+    html = staff_client.get("/audit/").content.decode()
+    assert "∅ → 1, 2, 3" in html and "19, 20 … and 5 more" in html and "21, 22" not in html
+    assert "∅ → https://example.org/a, corpus X" in html and "∅ → clips: 2, models: 1" in html
+
+
 def test_audit_filter_rejects_reversed_dates(staff_client):
     response = staff_client.get("/audit/", {"since": "2026-02-01", "until": "2026-01-01"})
     assert "must be on or before" in response.content.decode()

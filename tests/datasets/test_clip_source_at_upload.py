@@ -11,6 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 
+from audioml.models import AuditEvent
 from datasets_app.models import Clip
 from tests.audio import distinct_wav, zip_bytes
 from tests.factories import DatasetFactory
@@ -30,6 +31,12 @@ def sources() -> dict[str, str]:
     return dict(Clip.objects.values_list("original_name", "source"))
 
 
+def audited_sources() -> list:
+    """The `source` each clip.upload event recorded (None where it recorded none), oldest first."""
+    return [event.changes.get("source", [None, None])[1]
+            for event in AuditEvent.objects.filter(action="clip.upload").order_by("id")]
+
+
 # ------------------------------------------------------------------------------------------------- panel
 
 
@@ -44,6 +51,8 @@ def test_the_upload_form_sets_the_source_of_every_file_and_a_zip_manifest_row_wi
     assert sources() == {"one.wav": FREESOUND, "a.wav": "https://example.org/session-7", "b.wav": FREESOUND}
     clip = Clip.objects.get(original_name="one.wav")
     assert FREESOUND in trainer_client.get(f"/datasets/kws/clips/{clip.pk}/").content.decode()
+    # The audit trail records the batch's source: the zip's (its manifest row first), then the loose file's.
+    assert audited_sources() == [["https://example.org/session-7", FREESOUND], FREESOUND]
 
 
 def test_an_invalid_source_is_an_error_next_to_the_field_and_nothing_is_stored(trainer_client, dataset):
@@ -81,6 +90,7 @@ def test_api_upload_takes_one_source_for_all_files_or_one_per_file(api, dataset)
         "source": ["phone: Pixel 8", ""]})
     assert each.status_code == 200, each.content
     assert sources() == {"a.wav": FREESOUND, "b.wav": FREESOUND, "c.wav": "phone: Pixel 8", "d.wav": ""}
+    assert audited_sources() == [FREESOUND, "phone: Pixel 8"]
     clip_id = once.json()["files"][0]["clip_id"]
     assert api.get(f"/api/datasets/kws/clips/{clip_id}").json()["source"] == FREESOUND
 
@@ -107,6 +117,7 @@ def test_api_import_sets_the_source_of_rows_without_one_and_rejects_a_bad_cell(a
     rejected = [f for f in response.json()["files"] if f["status"] == "rejected"]
     assert [(f["name"], f["code"]) for f in rejected] == [("c.wav", "invalid-source")]
     assert sources() == {"a.wav": "https://example.org/session-7", "b.wav": "corpus X"}
+    assert audited_sources() == [["https://example.org/session-7", "corpus X"]]
     refused = api.post("/api/datasets/kws/import", {"file": SimpleUploadedFile("set.zip", archive), "source": "a\nb"})
     assert refused.status_code == 422 and refused.json()["field"] == "source"
 
@@ -146,3 +157,15 @@ def test_import_command_sets_the_source_and_refuses_an_invalid_one(tmp_path, dat
     call_command("import_dataset", "kws", str(tmp_path), "--source", "field recorder, take 2", stdout=io.StringIO(),
                  stderr=io.StringIO())
     assert sources() == {"yes/1.wav": "field recorder, take 2"}
+    assert audited_sources() == ["field recorder, take 2"]
+
+
+def test_the_audit_trail_shows_the_source_of_an_upload_and_of_a_background_recording(api, admin_client, dataset):
+    from tests.audio import tone, wav_bytes
+
+    api.post("/api/datasets/kws/clips", {"files": [SimpleUploadedFile("a.wav", distinct_wav(1))]})
+    api.post("/api/datasets/kws/clips", {"files": [SimpleUploadedFile("room.wav", wav_bytes(tone(440.0, 3.0)))],
+                                         "background": "true", "source": "kitchen microphone"})
+    assert audited_sources() == [None, "kitchen microphone"]  # no own source given: none recorded
+    page = admin_client.get("/audit/?action=clip.").content.decode()
+    assert "<code>source</code>: ∅ → kitchen microphone" in page
