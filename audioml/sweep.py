@@ -18,6 +18,11 @@ SWEEP_INTERVAL_MINUTES on the default worker cluster, before each training job (
 live on the training machine's local disk), and on demand with `manage.py sweep [--dry-run]`.
 `manage.py gc [--dry-run]` runs the media half alone and reports it by kind.
 
+Listing the storage costs one request per 1,000 objects on a bucket (a walk of every folder on disk), so the
+panel's *Storage clean-up* page never lists it when visited: it shows the last result remembered in the cache
+(`scan_storage`, run when the user asks; every real clean-up, whether the page's, the API's, `manage.py gc` or the
+sweeper's, replaces it with what it left, nothing older than the minimum age), with its time.
+
 Dataset exports are never stored (they stream from a temporary file that is gone once sent), and folders other
 than those listed in MEDIA_FOLDERS (another feature's files) are never touched.
 """
@@ -44,6 +49,8 @@ PROBES = ".ready-probe"
 # What `manage.py gc` reports, by the first folder of a storage name.
 GC_KINDS = {"clips": "Clip audio", "models": "Model artifacts", "predictions": "Logged prediction audio",
             INCOMING: "Interrupted uploads", PROBES: "Readiness probes"}
+SCAN_CACHE_KEY = "audioml:storage-scan"
+SCAN_LISTED_FILES = 200  # file names kept per kind (the page lists these; `manage.py gc --dry-run` lists all)
 
 
 @dataclass
@@ -96,6 +103,8 @@ def sweep(*, dry_run: bool = False, min_age: float | None = None, media: bool = 
     cutoff = time.time() - (settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age)
     if media:
         sweep_media(report, cutoff)
+        if not dry_run:
+            _remember_clean_up(report, min_age, "the sweeper")
     sweep_work_folder(report, cutoff)
     if report.removed:
         logger.info(
@@ -114,6 +123,8 @@ def collect_garbage(*, dry_run: bool = False, min_age: float | None = None, by=N
     report = SweepReport(dry_run=dry_run)
     age = settings.SWEEP_MIN_AGE_SECONDS if min_age is None else min_age
     sweep_media(report, time.time() - age)
+    if not dry_run:
+        _remember_clean_up(report, age, _who(by))
     if report.media_files:
         logger.info("gc%s: %d files without rows removed (%d bytes), %d recent kept", " (dry run)" if dry_run else "",
                     len(report.media_files), report.freed_bytes, report.kept_young)
@@ -128,6 +139,67 @@ def collect_garbage(*, dry_run: bool = False, min_age: float | None = None, by=N
             "min_age_seconds": [None, age],
         })
     return report
+
+
+def scan_storage(by=None) -> dict:
+    """The Storage page's scan: what a clean-up would remove now (a dry run at SWEEP_MIN_AGE_SECONDS), remembered
+    with its time until the next scan or clean-up; returns what `last_scan` will."""
+    started = time.monotonic()
+    report = collect_garbage(dry_run=True)
+    return _remember(report, f"scanned by {_who(by)}", time.monotonic() - started)
+
+
+def last_scan() -> dict | None:
+    """The last remembered scan (or what the last clean-up left), or None: `at` (when), `via` (who or what),
+    `seconds` (how long the listing took; None after a clean-up), `kinds` (manage.py gc's kinds, each with `count`,
+    `bytes`, the first SCAN_LISTED_FILES `files` and how many `more`), `count`, `freed_bytes` and `kept_young`."""
+    from django.core.cache import cache
+
+    try:
+        return cache.get(SCAN_CACHE_KEY)
+    except Exception:  # noqa: BLE001 - no cache table yet: as if never scanned
+        logger.exception("The last storage scan could not be read from the cache")
+        return None
+
+
+def _remember(report: SweepReport, via: str, seconds: float | None) -> dict:
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    kinds = [{**row, "files": row["files"][:SCAN_LISTED_FILES], "more": max(0, row["count"] - SCAN_LISTED_FILES)}
+             for row in report.by_kind()]
+    scan = {"at": timezone.now(), "via": via, "seconds": seconds, "kinds": kinds, "count": len(report.media_files),
+            "freed_bytes": sum(size for _, size in report.media_files), "kept_young": report.kept_young}
+    try:
+        cache.set(SCAN_CACHE_KEY, scan, timeout=None)
+    except Exception:  # noqa: BLE001 - a clean-up never fails for want of a cache
+        logger.exception("The storage scan could not be remembered in the cache")
+    return scan
+
+
+def _remember_clean_up(report: SweepReport, min_age: float | None, via: str) -> None:
+    """After a real clean-up, nothing it could remove is left: remembered as an empty scan when it used at least
+    the page's minimum age's reach (a clean-up with a longer minimum age leaves files the page would list)."""
+    from django.core.cache import cache
+
+    if min_age is not None and min_age > settings.SWEEP_MIN_AGE_SECONDS:
+        try:
+            cache.delete(SCAN_CACHE_KEY)
+        except Exception:  # noqa: BLE001
+            logger.exception("The storage scan could not be forgotten")
+        return
+    left = SweepReport(dry_run=True, kept_young=report.kept_young)
+    removed = len(report.media_files)
+    _remember(left, f"cleaned up by {via}, which removed {removed} file{'s' if removed != 1 else ''}", None)
+
+
+def _who(by) -> str:
+    from audioml.audit import Actor
+
+    actor = Actor.of(by)
+    if actor is None:
+        return "the system"
+    return actor.via if actor.via and actor.user is None else str(actor)
 
 
 def scheduled_sweep() -> dict:

@@ -75,10 +75,17 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 @staff_required
 @needs(CAN_COLLECT_GARBAGE)
 def storage_cleanup(request: HttpRequest) -> HttpResponse:
-    """What `manage.py gc --dry-run` would remove now (files no row references), and a confirmed POST that removes
-    it (`manage.py gc`), recorded as storage.gc. No role includes the permission: the files are deleted for good."""
-    from audioml.sweep import collect_garbage
+    """What `manage.py gc --dry-run` found at the last scan (files no row references), a POST that scans again
+    (`action=scan`), and a confirmed POST that removes what is still unreferenced (`manage.py gc`), recorded as
+    storage.gc. A visit never lists the storage (one request per 1,000 objects on a bucket): the scan runs when
+    asked and is remembered with its time (audioml.sweep.scan_storage). No role includes the permission: the
+    files are deleted for good."""
+    from audioml.sweep import collect_garbage, last_scan, scan_storage
 
+    if request.method == "POST" and request.POST.get("action") == "scan":
+        scan = scan_storage(by=Actor.from_request(request))
+        messages.success(request, f"Scanned the storage in {scan['seconds']:.1f} s.")
+        return redirect("storage-cleanup")
     form = StorageCleanupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         report = collect_garbage(by=Actor.from_request(request))
@@ -87,9 +94,8 @@ def storage_cleanup(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Removed {removed} file{'s' if removed != 1 else ''} without rows "
                                   f"({filesizeformat(report.freed_bytes)}){note}.")
         return redirect("storage-cleanup")
-    report = collect_garbage(dry_run=True)
     return render(request, "account/storage.html", {
-        "form": form, "report": report, "kinds": report.by_kind(), "count": len(report.media_files),
+        "form": form, "scan": last_scan(),
         "min_age": settings.SWEEP_MIN_AGE_SECONDS, "interval": settings.SWEEP_INTERVAL_MINUTES,
         "where": _media_storage_name(),
     }, status=400 if request.method == "POST" else 200)

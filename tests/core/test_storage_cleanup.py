@@ -1,6 +1,7 @@
 """The panel's Storage clean-up page (superusers, or whom an administrator gives `audioml.collect_garbage`): what
-`manage.py gc --dry-run` would remove, by kind, and a confirmed POST that removes it, recorded in the audit trail
-like `manage.py gc` itself."""
+`manage.py gc --dry-run` found at the last scan, by kind (a visit never lists the storage; the scan runs when asked
+and is remembered with its time), and a confirmed POST that removes what is still unreferenced, recorded in the
+audit trail like `manage.py gc` itself."""
 
 from __future__ import annotations
 
@@ -50,10 +51,22 @@ def exist(names) -> list[bool]:
     return [default_storage.exists(name) for name in names]
 
 
-def test_the_page_shows_the_dry_run_by_kind_and_removes_nothing(admin_client, orphans):
-    response = admin_client.get(URL)
-    assert response.status_code == 200
-    html = response.content.decode()
+def scanned(client) -> str:
+    """The page after its Scan button."""
+    response = client.post(URL, {"action": "scan"}, follow=True)
+    assert response.redirect_chain == [(URL, 302)]
+    return response.content.decode()
+
+
+def test_a_visit_lists_nothing_until_a_scan_which_shows_the_dry_run_by_kind_and_removes_nothing(
+        admin_client, orphans):
+    before = admin_client.get(URL)
+    assert before.status_code == 200
+    assert "Not scanned yet" in before.content.decode() and "Scan the storage" in before.content.decode()
+    assert not any(name in before.content.decode() for name in orphans["old"])
+    assert "Remove 3 files" not in before.content.decode()
+    html = scanned(admin_client)
+    assert "Scanned the storage in" in html and "scanned by admin-persona" in html and "Scan again" in html
     rows = html[html.index("<tbody>"):html.index("</tbody>")]
     assert "Clip audio" in rows and "3.0\xa0KB" in rows and "Model artifacts" in rows and "2.0\xa0KB" in rows
     assert "Interrupted uploads" in rows and "10\xa0bytes" in rows
@@ -66,10 +79,24 @@ def test_the_page_shows_the_dry_run_by_kind_and_removes_nothing(admin_client, or
     assert not AuditEvent.objects.filter(action="storage.gc").exists()
 
 
+def test_a_visit_shows_the_remembered_scan_with_its_time_and_never_lists_the_storage_again(admin_client, orphans):
+    """A file that lost its row after the scan shows only once the user scans again: visits read what the last
+    scan remembered (a listing costs a request per 1,000 objects on a bucket)."""
+    scanned(admin_client)
+    later = aged("models/other/v1/weights.pt", b"w" * 5)
+    visit = admin_client.get(URL).content.decode()
+    assert "Remove 3 files (5.0\xa0KB)" in visit and later not in visit
+    assert "As of " in visit and "scanned by admin-persona" in visit
+    again = scanned(admin_client)
+    assert "Remove 4 files" in again and f"<li>{later}</li>" in again
+    assert all(exist(orphans["old"] + [later]))
+
+
 def test_removing_needs_the_confirmation_and_a_post(admin_client, orphans):
+    scanned(admin_client)
     refused = admin_client.post(URL, {"shown": "3"})
     assert refused.status_code == 400
-    assert "Tick the box to confirm" in refused.content.decode()
+    assert "Tick the box to confirm" in refused.content.decode() and "Remove 3 files" in refused.content.decode()
     assert admin_client.get(URL + "?confirm=on").status_code == 200  # a GET never removes anything
     assert all(exist(orphans["old"]))
 
@@ -79,7 +106,8 @@ def test_a_confirmed_post_removes_the_files_without_rows_and_is_audited(admin_cl
     assert response.redirect_chain == [(URL, 302)]
     html = response.content.decode()
     assert "Removed 3 files without rows (5.0\xa0KB)." in html
-    assert "Nothing to remove" in html
+    # What the clean-up left is remembered as the latest scan: nothing (no second listing needed to say so).
+    assert "Nothing to remove" in html and "cleaned up by admin-persona, which removed 3 files" in html
     assert exist(orphans["old"]) == [False, False, False]
     assert all(exist(orphans["referenced"] + [orphans["young"]]))
     event = AuditEvent.objects.get(action="storage.gc")
@@ -114,6 +142,24 @@ def test_no_role_reaches_the_page_only_superusers_and_whom_an_administrator_give
     assert 'href="/storage/">Storage clean-up</a>' in staff_client.get("/account/tokens/").content.decode()
 
 
+def test_every_real_clean_up_replaces_the_remembered_scan_with_what_it_left(admin_client, orphans):
+    from audioml.sweep import last_scan, scheduled_sweep
+
+    scanned(admin_client)
+    call_command("gc", "--dry-run", stdout=StringIO())  # a dry run elsewhere leaves the page's scan alone
+    assert last_scan()["count"] == 3 and last_scan()["via"] == "scanned by admin-persona"
+    call_command("gc", "--min-age", "86400", stdout=StringIO())  # leaves files the page would list: forgotten
+    assert last_scan() is None and "Not scanned yet" in admin_client.get(URL).content.decode()
+    scanned(admin_client)
+    scheduled_sweep()
+    assert (last_scan()["count"], last_scan()["via"]) == (0, "cleaned up by the sweeper, which removed 3 files")
+    assert last_scan()["kept_young"] == 1
+    assert "cleaned up by the sweeper, which removed 3 files" in admin_client.get(URL).content.decode()
+    aged("models/other/v1/weights.pt", b"w" * 5)
+    call_command("gc", stdout=StringIO())
+    assert last_scan()["via"] == "cleaned up by manage.py gc, which removed 1 file"
+
+
 def test_manage_py_gc_is_audited_too_but_not_its_dry_run(orphans):
     call_command("gc", "--dry-run", stdout=StringIO())
     assert not AuditEvent.objects.filter(action="storage.gc").exists()
@@ -140,5 +186,8 @@ def test_the_api_runs_the_same_clean_up_for_scripts(api, token_client, trainer_u
     done = post(api, {})
     assert done.status_code == 200 and done.json()["removed"] == 3 and done.json()["min_age_seconds"] == 3600
     assert exist(orphans["old"]) == [False, False, False] and all(exist(orphans["referenced"] + [orphans["young"]]))
+    from audioml.sweep import last_scan
+
+    assert (last_scan()["count"], last_scan()["via"]) == (0, "cleaned up by admin-persona, which removed 3 files")
     event = AuditEvent.objects.get(action="storage.gc")
     assert event.actor.username == "admin-persona" and event.request_id == done["X-Request-ID"]
