@@ -64,19 +64,33 @@ def centred(sound, seconds: float = 0.5, seed: int = 0):
     return wave.astype("float32")
 
 
-@pytest.fixture
-def wakewords(db):
+def at_rate(samples, sample_rate: int):
+    """16 kHz samples resampled to ``sample_rate`` (the rate of a dataset that is not at the model's)."""
+    import torch
+    import torchaudio.functional as AF
+
+    if sample_rate == 16000:
+        return samples
+    return AF.resample(torch.from_numpy(samples), 16000, sample_rate).numpy()
+
+
+def wakeword_dataset(name: str = "wakewords", sample_rate: int = 16000):
     """A wake sweep ("wake") among steady tones ("tone") and noise ("noise"), from four voices."""
     from tests.training_ml.conftest import other_sound, wake_sound
 
-    dataset = DatasetFactory(name="wakewords")
+    dataset = DatasetFactory(name=name, sample_rate=sample_rate)
     for index in range(10):
         speaker = f"voice-{index % 4}"
-        ClipFactory(dataset=dataset, label="wake", speaker=speaker, samples=centred(wake_sound(seed=index), seed=index))
-        ClipFactory(dataset=dataset, label="tone", speaker=speaker, samples=centred(other_sound(index * 3), seed=index))
-        ClipFactory(dataset=dataset, label="noise", speaker=speaker,
-                    samples=centred(other_sound(index * 3 + 2, seed=index), seed=index))
+        for label, sound in (("wake", wake_sound(seed=index)), ("tone", other_sound(index * 3)),
+                             ("noise", other_sound(index * 3 + 2, seed=index))):
+            ClipFactory(dataset=dataset, label=label, speaker=speaker,
+                        samples=at_rate(centred(sound, seed=index), sample_rate))
     return dataset
+
+
+@pytest.fixture
+def wakewords(db):
+    return wakeword_dataset()
 
 
 def copy_artifacts(version, folder):

@@ -165,12 +165,24 @@ def test_panel_names_the_missing_positive_label_next_to_its_field(wakewords, adm
     assert TrainingJob.objects.get().config["positive_label"] == ["wake"]
 
 
-def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(wakewords, create):
-    from tests.factories import ClipFactory
+def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(db, api, create, tmp_path):
+    """On a 22.05 kHz dataset (the model works at 16 kHz), with recordings uploaded at 44.1 kHz in stereo: converted
+    on import with ffmpeg to the dataset's rate, then read by the job resampled to the model's, a block at a time."""
+    import soundfile
 
+    from tests.tasks.conftest import at_rate, wakeword_dataset
+
+    wakewords = wakeword_dataset(sample_rate=22050)
     for name, seconds in (("street", 20.0), ("kitchen", 30.0)):
-        ClipFactory(dataset=wakewords, label="", kind="background", original_name=f"{name}.wav", seconds=seconds,
-                    samples=long_recording(seconds, wakes_at=()))
+        mono = at_rate(long_recording(seconds, wakes_at=()), 44100)
+        path = tmp_path / f"{name}.wav"
+        soundfile.write(path, np.stack([mono, 0.5 * mono], axis=1), 44100, subtype="PCM_16")
+        with path.open("rb") as handle:
+            uploaded = api.post("/api/datasets/wakewords/clips", {"files": [handle], "background": "true"})
+        assert uploaded.status_code == 200, uploaded.content
+    stored = wakewords.clips.filter(kind="background").order_by("id")
+    assert [(c.source_sample_rate, c.source_channels, c.duration) for c in stored] == [(44100, 2, 20.0), (44100, 2, 30.0)]
+    assert {soundfile.info(c.audio.path).samplerate for c in stored} == {22050}
 
     response = create("wakewords", "detection", model_name="marlo", positive_label="wake", epochs=2)
 
@@ -191,3 +203,20 @@ def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(
     assert job.metrics["split"]["train"] + job.metrics["split"]["val"] + job.metrics["split"]["test"] == 30
     classification = create("wakewords", "classification", model_name="words").json()
     assert classification["snapshot_clips"] == 30  # classification never sees background recordings
+
+
+def test_an_undecodable_background_recording_is_a_4xx_naming_its_field_and_the_reason(wakewords, api, admin_client):
+    """The API answers 422 naming `files` with the per-file reason; the panel's form (no JavaScript) shows it."""
+    from datasets_app.models import Clip
+
+    bogus = SimpleUploadedFile("room.wav", b"RIFF\x00\x00\x00\x00WAVE not a recording at all", content_type="audio/wav")
+    response = api.post("/api/datasets/wakewords/clips", {"files": [bogus], "background": "true"})
+
+    assert response.status_code == 422
+    body = response.json()
+    assert body["field"] == "files" and body["files"][0]["code"] == "undecodable"
+    assert body["files"][0]["reason"] == "not a decodable audio file (no audio format recognised)"
+    bogus.seek(0)
+    page = admin_client.post("/datasets/wakewords/upload/", {"files": [bogus], "background": "on"})
+    assert "room.wav" in page.content.decode() and "not a decodable audio file" in page.content.decode()
+    assert not Clip.objects.filter(kind="background").exists()

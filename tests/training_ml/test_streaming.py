@@ -254,8 +254,26 @@ def test_a_wav_file_streams_in_blocks_like_the_same_samples_in_memory(tmp_path):
     np.testing.assert_array_equal(np.concatenate(blocks), wave)
     np.testing.assert_allclose(from_file.scores, score_stream([wave], loudness_scorer, RATE, WINDOW).scores)
     assert len(detect_events(from_file, 0.8)) == 1
-    with pytest.raises(ValueError, match="expected 16000 Hz"):
-        next(read_blocks(path, 16000))
+
+
+@pytest.mark.parametrize("file_rate", [8000, 22050, 44100, 48000])
+def test_a_file_at_another_rate_streams_resampled_in_blocks_to_what_resampling_it_whole_gives(tmp_path, file_rate):
+    """A dataset at 22.05 kHz (say) stores its background recordings at 22.05 kHz; the 16 kHz model reads them a
+    block at a time, and gets the samples load_waveform gives a clip (torchaudio resampling the whole file)."""
+    from training_app.ml.audio import load_waveform
+
+    rng = np.random.default_rng(file_rate)
+    path = tmp_path / "room.wav"
+    soundfile.write(path, rng.uniform(-0.5, 0.5, size=(int(file_rate * 7.3) + 3, 2)), file_rate, subtype="PCM_16")
+    whole = load_waveform(path, 16000).numpy()
+
+    blocks = list(read_blocks(path, 16000, block_seconds=0.77))
+    part = np.concatenate(list(read_blocks(path, 16000, block_seconds=0.5, start_seconds=1.234, end_seconds=5.0)))
+
+    assert max(len(block) for block in blocks) <= int(0.77 * 16000)
+    assert sum(len(block) for block in blocks) == len(whole)
+    np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-6)
+    np.testing.assert_allclose(part, whole[19744:80000], atol=1e-6)
 
 
 def test_a_stream_built_from_negative_clips_joins_them_with_gaps(tmp_path):
@@ -300,3 +318,23 @@ def test_smoothing_averages_each_score_with_the_hops_before_it_so_a_lone_spike_f
     assert [round(event.start, 1) for event in detect_events(stream, 0.8)] == [2.2]
     np.testing.assert_allclose(smoothed([0.2, 0.4, 0.9], 5), [0.2, 0.3, 0.5])  # fewer hops at the start
     assert np.array_equal(smoothed(scores, 1), scores)
+
+
+def test_resampling_a_long_recording_holds_only_a_block_in_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "two-minutes.wav"
+    with soundfile.SoundFile(path, "w", samplerate=44100, channels=2, subtype="PCM_16") as out:
+        for second in range(120):  # 42 MB as float32 stereo in memory, 0.7 MB per 2 s block
+            out.write(np.full((44100, 2), 0.1 * np.sin(second), dtype=np.float32))
+
+    next(read_blocks(path, 16000, block_seconds=2))  # imports (torchaudio) before counting
+    tracemalloc.start()
+    try:
+        samples = sum(len(block) for block in read_blocks(path, 16000, block_seconds=2))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert samples == 120 * 16000
+    assert peak < 4 * 1024 * 1024

@@ -111,19 +111,67 @@ def read_blocks(
     end_seconds: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Mono float32 blocks of an audio file at ``sample_rate`` (channels averaged), never the whole file at once;
-    from ``start_seconds`` to ``end_seconds`` (None: the end of the file).
+    from ``start_seconds`` to ``end_seconds`` (None: the end of the file), both in seconds of the file.
 
-    The file must already be at ``sample_rate`` (datasets store canonical WAVs at the dataset's rate).
+    Datasets store canonical WAVs at the dataset's rate, which need not be the model's (a 22.05 kHz dataset, a
+    16 kHz model): a file at another rate is resampled a block at a time (``_resampled_blocks``), to the same
+    samples as ``audio.load_waveform`` resampling the whole file gives a clip.
     """
     file_rate = soundfile.info(str(path)).samplerate
     if file_rate != sample_rate:
-        raise ValueError(f"{path}: {file_rate} Hz, expected {sample_rate} Hz")
+        yield from _resampled_blocks(path, file_rate, sample_rate, block_seconds, start_seconds, end_seconds)
+        return
     block_frames = max(1, int(block_seconds * sample_rate))
     start = int(round(start_seconds * sample_rate))
     stop = None if end_seconds is None else int(round(end_seconds * sample_rate))
     for block in soundfile.blocks(str(path), blocksize=block_frames, dtype="float32", always_2d=True, start=start,
                                   stop=stop):
         yield block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+
+
+# torchaudio.functional.resample's defaults (sinc_interp_hann), which load_waveform uses for clips.
+RESAMPLE_LOWPASS_WIDTH = 6
+RESAMPLE_ROLLOFF = 0.99
+
+
+def _resampled_blocks(
+    path: Path | str, file_rate: int, sample_rate: int, block_seconds: float, start_seconds: float,
+    end_seconds: float | None,
+) -> Iterator[np.ndarray]:
+    """``read_blocks`` of a file at another rate: torchaudio's resampling of the whole file, a block at a time.
+
+    torchaudio resamples in steps: reduced by their greatest common divisor, each ``orig`` input samples give
+    ``new`` output samples, and the sinc filter of a step reaches ``width`` input samples beyond it on each side
+    (zeros beyond the file's ends). A block of steps is resampled from the input it covers plus ``context`` input
+    samples on each side (a whole number of steps, more than ``width``), so the segment's own zero padding only
+    ever falls outside the file, where the whole file's falls too, and the steps kept are exactly the whole file's.
+    Memory holds one block plus the context."""
+    import torchaudio.functional as AF
+
+    divisor = math.gcd(file_rate, sample_rate)
+    orig, new = file_rate // divisor, sample_rate // divisor
+    width = math.ceil(RESAMPLE_LOWPASS_WIDTH * orig / (min(orig, new) * RESAMPLE_ROLLOFF))
+    context = orig * (math.ceil((width + orig) / orig) + 1)
+    with soundfile.SoundFile(str(path)) as source:
+        frames = source.frames
+        total = math.ceil(new * frames / orig)  # the whole file's resampled length
+        first = min(total, int(round(start_seconds * sample_rate)))
+        stop = total if end_seconds is None else min(total, int(round(end_seconds * sample_rate)))
+        steps_per_block = max(1, int(block_seconds * sample_rate) // new)
+        step = first // new
+        while step * new < stop:
+            last_step = step + steps_per_block
+            low, high = step * orig - context, last_step * orig + context
+            source.seek(max(0, low))
+            data = source.read(min(frames, high) - max(0, low), dtype="float32", always_2d=True)
+            wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+            if low < 0:  # before the file: the zeros the whole file's padding holds, keeping the steps aligned
+                wave = np.concatenate([np.zeros(-low, dtype=np.float32), wave])
+            resampled = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), file_rate, sample_rate).numpy()
+            offset = context // orig * new
+            begin, end = max(first, step * new), min(stop, last_step * new)
+            yield resampled[offset + begin - step * new : offset + end - step * new]
+            step = last_step
 
 
 def stream_from_clips(
