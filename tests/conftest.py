@@ -11,7 +11,7 @@ from django.test import Client
 from audioml.models import ApiToken
 from audioml.roles import APPROVER, TRAINER, VIEWER, grant
 from tests.db_free import DATABASE_FIXTURES, UNREACHABLE_DATABASE_URL, touches_database
-from tests.factories import AdminFactory, StaffFactory, UserFactory
+from tests.factories import AdminFactory, StaffFactory, TrainingJobFactory, UserFactory
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -188,6 +188,29 @@ def api_token(admin_user) -> str:
 def api(api_token) -> Client:
     """A client that authenticates with a bearer token and checks CSRF like the real server."""
     return Client(enforce_csrf_checks=True, headers={"Authorization": f"Bearer {api_token}"})
+
+
+@pytest.fixture(scope="session")
+def trained_artifacts(tmp_path_factory) -> Path:
+    """The session's tiny real model (tests/tiny_model.py), which the registry, roles, ops, storage and e2e tests
+    register as many versions as they need. Defined here only: a session-scoped fixture imported into several
+    conftest files is a fixture of each, and trained the model once per importing folder (five times a run)."""
+    from tests.tiny_model import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture
+def register(trained_artifacts, db):
+    """register(model_name="keywords", **job_fields) -> ModelVersion of a succeeded job, through the registry's
+    side of the worker's hand-off (training_app.tasks.hand_off)."""
+    from registry_app.models import ModelVersion
+
+    def _register(model_name: str = "keywords", **job_fields):
+        job = TrainingJobFactory(model_name=model_name, **job_fields)
+        return ModelVersion.objects.register_from_job(job, trained_artifacts)
+
+    return _register
 
 
 @pytest.fixture(scope="session")

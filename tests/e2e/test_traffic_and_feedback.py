@@ -15,7 +15,7 @@ from registry_app import traffic
 from registry_app.models import Alias, PredictionLog
 from tests.e2e.test_user_journey import PASSWORD, SHOTS, browser_page  # noqa: F401 - the browser fixture
 from tests.factories import AdminFactory, DatasetFactory
-from tests.registry.conftest import register, trained_artifacts, wav_upload  # noqa: F401 - fixtures
+from tests.registry.conftest import wav_upload
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,8 @@ from audioml.models import ApiToken
 from tests.factories import AdminFactory
 from tests.ops.load import multipart
 from tests.ops.servers import free_port, start_gunicorn, stop, writes_blocked
-from tests.registry.conftest import TONES, wav_upload
+from tests.registry.conftest import wav_upload
+from tests.tiny_model import TONES
 
 
 def cache_writes_blocked():

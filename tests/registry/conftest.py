@@ -1,55 +1,11 @@
-"""One tiny real model per test session, registered as many versions as a test needs."""
+"""The registry tests register the session's one tiny real model (`trained_artifacts` and `register`, in
+tests/conftest.py) as many versions as a test needs."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.audio import tone, write_wav
-from tests.factories import TrainingJobFactory
-
-TONES = {"high": 2400.0, "low": 300.0}
-CLIP_SECONDS = 0.5
-
-
-@pytest.fixture(scope="session")
-def trained_artifacts(tmp_path_factory) -> Path:
-    """Artifacts of a real two-label tone classifier (high vs low tones) trained in seconds by training_app.ml."""
-    from training_app.ml.config import TrainConfig
-    from training_app.ml.data import ClipRecord
-    from training_app.ml.train import Runtime, train
-
-    root = tmp_path_factory.mktemp("tiny-model")
-    clips = []
-    for label, frequency in TONES.items():
-        for index in range(8):
-            path = write_wav(root / "clips" / f"{label}-{index}.wav", tone(frequency * (1 + 0.03 * index), CLIP_SECONDS, seed=index))
-            clips.append(ClipRecord(id=len(clips) + 1, path=path, label=label, content_hash=f"{label}{index}".ljust(64, "0")))
-    cfg = TrainConfig.from_dict(
-        "quick",
-        {
-            "epochs": 6, "channels": 8, "clip_seconds": CLIP_SECONDS, "batch_size": 4, "val_fraction": 0.2,
-            "test_fraction": 0.2, "noise": False, "spec_augment": False,
-        },
-    )
-    snapshot = {"job_id": 1, "dataset": {"id": 1, "name": "tones"}, "snapshot_hash": "0" * 64, "clips": []}
-    train(cfg, clips, root / "out", on_progress=lambda progress: None, should_stop=lambda: False,
-          runtime=Runtime(root / "cache", snapshot=snapshot))
-    return root / "out"
-
-
-@pytest.fixture
-def register(trained_artifacts, db):
-    """register(model_name="keywords", **job_fields) -> ModelVersion of a succeeded job, through the registry's
-    side of the worker's hand-off (training_app.tasks.hand_off)."""
-    from registry_app.models import ModelVersion
-
-    def _register(model_name: str = "keywords", **job_fields):
-        job = TrainingJobFactory(model_name=model_name, **job_fields)
-        return ModelVersion.objects.register_from_job(job, trained_artifacts)
-
-    return _register
+from tests.audio import tone
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,6 @@ from django.test import Client
 
 from registry_app.models import Alias
 from tests.factories import ClipFactory, DatasetFactory, TrainingJobFactory
-from tests.registry.conftest import register, trained_artifacts  # noqa: F401 - fixtures used by `world`
 
 # Persona name -> the fixture giving its user. "superuser" is the admin persona of tests/conftest.py.
 PERSONAS = {

@@ -19,7 +19,7 @@ from datasets_app.models import Clip, Dataset
 from registry_app import inference
 from tests.audio import distinct_wav, zip_bytes
 from tests.factories import ClipFactory, DatasetFactory
-from tests.registry.conftest import trained_artifacts, wav_upload  # noqa: F401 - the session's tiny model
+from tests.registry.conftest import wav_upload
 from tests.training.conftest import add_clips
 from training_app import tasks
 from training_app.models import JobLog
