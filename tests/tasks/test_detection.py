@@ -73,7 +73,9 @@ def test_detection_of_a_label_the_dataset_lacks_is_422_with_the_problem(wakeword
     assert TrainingJob.objects.count() == 0
 
 
-def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_use(trained, api, tmp_path):
+def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_use_and_pages_show(
+        trained, api, admin_client, tmp_path):
+    """One training run for everything a trained detector must do (the pages trained a second one before)."""
     metrics = trained.metrics
     calibration = metrics["calibration"]
     assert 0.0 <= calibration["threshold"] <= 1.0 and calibration["max_false_accepts_per_hour"] == 0.5
@@ -90,6 +92,7 @@ def test_worker_calibrates_a_threshold_that_the_version_keeps_and_predictions_us
     assert config["output"]["name"] == "score"
     assert version.headline_metric()[0].endswith("false rejects at the calibrated threshold")
     _predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(version, api, tmp_path)
+    _pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_client)
 
 
 def _predictions_find_the_wake_word_at_its_times_with_the_calibrated_threshold(version, api, tmp_path):
@@ -128,7 +131,7 @@ def test_threshold_outside_zero_to_one_is_422_naming_the_field(db, api, threshol
     assert response.json()["field"] == "threshold"
 
 
-def test_pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_client):
+def _pages_show_the_det_curve_and_try_it_the_score_over_time(trained, admin_client):
     job_page = admin_client.get(f"/training/jobs/{trained.pk}/").content.decode()
     assert "Detection error trade-off" in job_page and "Calibrated threshold" in job_page
     assert "no background recordings" in job_page
@@ -205,9 +208,12 @@ def test_background_recordings_join_the_snapshot_and_become_the_negative_stream(
     assert classification["snapshot_clips"] == 30  # classification never sees background recordings
 
 
-def test_an_undecodable_background_recording_is_a_4xx_naming_its_field_and_the_reason(wakewords, api, admin_client):
+def test_an_undecodable_background_recording_is_a_4xx_naming_its_field_and_the_reason(db, api, admin_client):
     """The API answers 422 naming `files` with the per-file reason; the panel's form (no JavaScript) shows it."""
     from datasets_app.models import Clip
+    from tests.factories import DatasetFactory
+
+    DatasetFactory(name="wakewords", sample_rate=22050)
 
     bogus = SimpleUploadedFile("room.wav", b"RIFF\x00\x00\x00\x00WAVE not a recording at all", content_type="audio/wav")
     response = api.post("/api/datasets/wakewords/clips", {"files": [bogus], "background": "true"})
