@@ -16,7 +16,7 @@ from audioml.panel import staff_required
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
 from training_app.charts import confusion_rows, per_class_rows, training_charts
-from training_app.forms import JobFilterForm, JobForm
+from training_app.forms import TASK_SETTINGS, JobFilterForm, JobForm
 from training_app.ml.split import split_for_task
 from training_app.models import TrainingJob, plan_job
 from training_app.snapshot import clip_records
@@ -217,9 +217,12 @@ def _improvement(result: dict, baseline: dict) -> float | None:
 
 
 def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool]]:
-    """(setting, value, changed from the preset) for the job's full configuration."""
+    """(setting, value, changed from the preset) for the job's configuration, less the settings only another
+    task reads (a classification job has no wake word or espeak voice), unless the job changed them."""
     changed = set(job.overrides or {})
-    return [(name, value, name in changed) for name, value in sorted((job.config or {}).items())]
+    other_tasks = {name for task, names in TASK_SETTINGS.items() if task != job.task for name in names}
+    return [(name, value, name in changed) for name, value in sorted((job.config or {}).items())
+            if name not in other_tasks - set(TASK_SETTINGS.get(job.task, ())) or name in changed]
 
 
 @staff_required

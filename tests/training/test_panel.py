@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.factories import DatasetFactory
+from tests.factories import DatasetFactory, TrainingJobFactory
 from tests.training.conftest import TINY, add_clips
 from training_app import tasks
 from training_app.models import TrainingJob
@@ -259,3 +259,18 @@ def test_panel_refuses_non_staff(tones, submit, outsider_client, client):
     assert outsider_client.post(f"/training/jobs/{job.pk}/cancel/").status_code == 403
     assert client.post(f"/training/jobs/{job.pk}/cancel/").status_code == 302
     assert TrainingJob.objects.get(pk=job.pk).status == "queued"
+
+
+def test_job_page_lists_only_the_settings_its_task_reads(db, staff_client):
+    config = {"preset": "quick", "epochs": 3, "learning_rate": 0.008, "positive_label": None,
+              "target_fa_per_hour": 0.5, "espeak_voice": "en-us", "text_case": "lower", "numbers": "as_written"}
+    job = TrainingJobFactory(task="classification", config=config, overrides={"numbers": "words"})
+    html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert "<th>learning_rate</th>" in html and "<th>epochs</th>" in html
+    assert "<th>espeak_voice</th>" not in html and "<th>target_fa_per_hour</th>" not in html
+    assert "<th>numbers</th>" in html  # changed from the preset: shown whatever task reads it
+
+    detection = TrainingJobFactory(task="detection", config=config, status="failed", phase="done")  # no results to draw
+    html = staff_client.get(f"/training/jobs/{detection.pk}/").content.decode()
+    assert "<th>target_fa_per_hour</th>" in html and "<th>positive_label</th>" in html
+    assert "<th>espeak_voice</th>" not in html and "<th>text_case</th>" not in html
