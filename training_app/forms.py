@@ -10,7 +10,7 @@ from training_app.models import TrainingJob
 
 PRESET_HELP = {
     "quick": "a first look in a minute or two",
-    "balanced": "the default: good accuracy for a few hundred clips",
+    "balanced": "good accuracy for a few hundred clips (the default)",
     "thorough": "longer training and a wider network for larger datasets",
 }
 # Advanced settings shown in the form, in order; blank number fields keep the preset's value.
@@ -37,7 +37,7 @@ LABELS = {
 TASK_HELP = {
     "classification": "one label per clip, from the clips' labels",
     "regression": "a 0–1 score per clip, from the clips' scores",
-    "detection": "does the clip contain the wake word (a label)? calibrated to few false accepts per hour",
+    "detection": "does the clip contain the wake word (a label)? Calibrated to few false accepts per hour",
     "transcription": "speech to text, from the clips' transcripts (a CTC model trained from scratch)",
     "synthesis": "a text-to-speech voice from one speaker's clips and their transcripts",
 }

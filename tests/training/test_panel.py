@@ -274,3 +274,10 @@ def test_job_page_lists_only_the_settings_its_task_reads(db, staff_client):
     html = staff_client.get(f"/training/jobs/{detection.pk}/").content.decode()
     assert "<th>target_fa_per_hour</th>" in html and "<th>positive_label</th>" in html
     assert "<th>espeak_voice</th>" not in html and "<th>text_case</th>" not in html
+
+
+def test_new_job_form_reads_each_task_and_preset_as_one_sentence(db, staff_client):
+    html = staff_client.get("/training/new/").content.decode()
+    assert "good accuracy for a few hundred clips (the default)" in html
+    assert "the default:" not in html  # was "Balanced: up to 60 epochs, the default: good accuracy …"
+    assert "(a label)? Calibrated to few false accepts per hour" in html
