@@ -166,3 +166,12 @@ def test_every_task_answer_has_a_summary_the_log_counts(task, result, answer):
     if task == "regression":
         assert answers_agree(task, ("0.6–0.7", 0.69), ("0.7–0.8", 0.71))  # close scores agree across bins
         assert not answers_agree(task, ("0.1–0.2", 0.1), ("0.7–0.8", 0.7))
+
+
+def test_model_page_links_to_the_log_by_its_entry_count(api, register, admin_client):
+    register()
+    html = admin_client.get("/models/keywords/").content.decode()
+    assert "No entries yet" in html and "All 0 entries" not in html
+    _predict(api)
+    html = admin_client.get("/models/keywords/").content.decode()
+    assert "All 2 entries</a>" in html
