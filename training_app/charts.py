@@ -152,7 +152,8 @@ def training_charts(
     )
     key, title, percent = metric
     # A task may chart several validation figures together (transcription: CER and WER).
-    series_keys = getattr(TASKS.get(task), "EPOCH_SERIES", None) or ((key, title.lower()),)
+    # The legend names the series in running text: lower-case its first letter only ("validation ROC AUC").
+    series_keys = getattr(TASKS.get(task), "EPOCH_SERIES", None) or ((key, title[:1].lower() + title[1:]),)
     css_classes = ("series-acc", "series-val", "series-train")
     accuracy = line_chart(
         [Series(name, [e.get(series_key) for e in epochs], css_classes[i % len(css_classes)])

@@ -17,3 +17,13 @@ def test_several_window_scores_are_a_line_without_dots():
     chart = timeline_chart({**_prediction([0.1, 0.5, 0.9]), "duration": 1.7})
     assert chart["dots"] == []
     assert len(chart["path"].split()) == 3
+
+
+def test_the_validation_legend_keeps_an_acronym_in_capitals():
+    from training_app.charts import training_charts
+
+    epochs = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_auc": 0.5},
+              {"epoch": 2, "train_loss": 0.5, "val_loss": 0.55, "val_auc": 0.7}]
+    chart = training_charts(epochs, best_epoch=2, task="detection")["accuracy"]
+    assert chart.title == "Validation ROC AUC"
+    assert [line["name"] for line in chart.lines] == ["validation ROC AUC"]  # was "validation roc auc"
