@@ -52,7 +52,8 @@ def version_choices(model: RegisteredModel, active_only: bool = False) -> list[t
     choices = []
     for version in versions:
         headline = version.headline_metric()
-        metric = f" · {headline[0]} {metric_value(headline[1], headline[0])}" if headline else ""
+        # The figure before its name: a narrow select cuts the end of the text, and the figure is what matters.
+        metric = f" · {metric_value(headline[1], headline[0])} {headline[0]}" if headline else ""
         choices.append((str(version.version), f"v{version.version}{metric}"))
     return choices
 

@@ -267,3 +267,10 @@ def test_a_jobs_page_links_to_the_model_its_version_was_registered_in(staff_clie
     version.delete()  # the version is gone: nothing to open
     html = staff_client.get(f"/training/jobs/{version.job_id}/").content.decode()
     assert "Open model" not in html
+
+
+def test_version_choices_put_the_figure_before_its_name(staff_client, three):
+    """A narrow select cuts the end of an option: 'v3 · 100.0% test accuracy', not 'v3 · test accuracy 100.0%'."""
+    html = staff_client.get("/models/keywords/").content.decode()
+    options = re.findall(r'<option value="3"[^>]*>([^<]*)</option>', html)
+    assert options and all(re.fullmatch(r"v3 · [\d.]+% test accuracy", text) for text in options), options
