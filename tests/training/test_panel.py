@@ -281,3 +281,11 @@ def test_new_job_form_reads_each_task_and_preset_as_one_sentence(db, staff_clien
     assert "good accuracy for a few hundred clips (the default)" in html
     assert "the default:" not in html  # was "Balanced: up to 60 epochs, the default: good accuracy …"
     assert "(a label)? Calibrated to few false accepts per hour" in html
+
+
+def test_jobs_list_names_every_result_figure(db, staff_client):
+    TrainingJobFactory(model_name="words", metrics={"accuracy": 0.9, "baseline": {"accuracy": 0.5}})
+    TrainingJobFactory(model_name="quality", task="regression", metrics={"spearman": 0.8, "baseline": {"spearman": 0.5}})
+    html = staff_client.get("/training/").content.decode()
+    assert '90.0% <span class="muted small">accuracy</span>' in html  # was a bare 90.0% beside "0.800 Spearman"
+    assert '<span class="muted small">Spearman</span>' in html
