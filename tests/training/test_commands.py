@@ -174,3 +174,11 @@ def test_make_demo_dataset_hard_kind_names_the_test_voices_to_hold_out(db):
     assert dataset.clips.filter(label="bottle", transcript="bottle").count() == 3
     assert held[0] in dataset.description
     assert f"--set holdout_speakers={held[0]}" in out
+
+
+def test_make_demo_dataset_says_when_the_corpus_is_too_small_to_train(db):
+    out, _ = run("make_demo_dataset", "--name", "tiny", "--voices", "2", "--words", "yes,no", "--seed", "3")
+    assert "Too small to train yet: label 'no' has 2 clips, at least 5 are needed" in out
+    assert "Make it again with more --voices" in out
+    assert "Then train it: python manage.py train tiny --model commands --wait" in out
+    assert "\nTrain it:" not in out

@@ -105,7 +105,15 @@ class Command(BaseCommand):
             + "."
         ))
         self.stdout.write("Labels: " + ", ".join(f"{label} ({n})" for label, n in sorted(counts.items())))
-        self.stdout.write("Train it: " + self._train_hint(kind, dataset.name, options))
+        hint = self._train_hint(kind, dataset.name, options)
+        problems = self._training_problems(dataset, hint)
+        if problems:
+            # The smallest corpora (--voices 2) are for a quick look, not for training: say so before the hint.
+            self.stdout.write(self.style.WARNING(
+                "Too small to train yet: " + "; ".join(problems)
+                + ". Make it again with more --voices (or --takes), or add clips."
+            ))
+        self.stdout.write(("Then train it: " if problems else "Train it: ") + hint)
         if failed:
             raise CommandError(f"{len(failed)} clips could not be imported.")
 
@@ -169,6 +177,18 @@ class Command(BaseCommand):
         words = options["words"] or ", ".join(DEFAULT_WORDS)
         return (f"Synthetic speech commands ({words} and noise) spoken by {options['voices']} espeak-ng voices; "
                 f"{made_by}")
+
+    @staticmethod
+    def _training_problems(dataset: Dataset, hint: str) -> list[str]:
+        """What the panel's new-job form would say against the hint's job (the same check as `train`)."""
+        from training_app.ml.config import parse_override
+        from training_app.models import plan_job
+
+        words = hint.split()
+        pairs = [words[i + 1].partition("=") for i, word in enumerate(words[:-1]) if word == "--set"]
+        overrides = {key: parse_override(key, value) for key, _, value in pairs}
+        task = overrides.pop("task", "classification")
+        return plan_job(dataset, "balanced", overrides, task)[3]
 
     @staticmethod
     def _train_hint(kind: str, name: str, options: dict) -> str:
