@@ -127,3 +127,15 @@ def alignment_chart(alignment):
     from training_app.charts import alignment_chart as build
 
     return build(alignment)
+
+
+@register.filter
+def false_accepts_over_budget(metrics) -> bool:
+    """Whether a detection job's reported false accepts per hour exceed its budget (the held-out figures when
+    there are any, the calibration's otherwise)."""
+    if not metrics:
+        return False
+    held_out = metrics.get("held_out")
+    if held_out:
+        return held_out.get("within_budget") is False
+    return (metrics.get("calibration") or {}).get("met_budget") is False
