@@ -65,6 +65,7 @@ def line_chart(
     *,
     title: str,
     percent: bool = False,
+    decimals: int = 4,
     y_min: float | None = None,
     y_max: float | None = None,
     marker_x: int | None = None,
@@ -113,7 +114,7 @@ def line_chart(
             point = (round(x_of(epoch), 1), round(y_of(value), 1))
             current.append(point)
             dots.append({"x": point[0], "y": point[1], "epoch": epoch,
-                         "value": f"{value * 100:.1f}%" if percent else f"{value:.4f}"})
+                         "value": f"{value * 100:.1f}%" if percent else f"{value:.{decimals}f}"})
         if current:
             segments.append(current)
         chart.lines.append({
@@ -155,11 +156,15 @@ def training_charts(
     # The legend names the series in running text: lower-case its first letter only ("validation ROC AUC").
     series_keys = getattr(TASKS.get(task), "EPOCH_SERIES", None) or ((key, title[:1].lower() + title[1:]),)
     css_classes = ("series-acc", "series-val", "series-train")
+    # An area under a curve lies in 0..1 like a share but is no share of anything: it reads as a number
+    # (0.750, as on the ROC card), not as a percentage.
+    area = key.endswith("_auc")
     accuracy = line_chart(
         [Series(name, [e.get(series_key) for e in epochs], css_classes[i % len(css_classes)])
          for i, (series_key, name) in enumerate(series_keys)],
         title=title,
-        percent=percent,
+        percent=percent and not area,
+        decimals=3 if area else 4,
         y_min=0.0,
         y_max=1.0 if percent else None,
         marker_x=best_epoch,

@@ -27,3 +27,21 @@ def test_the_validation_legend_keeps_an_acronym_in_capitals():
     chart = training_charts(epochs, best_epoch=2, task="detection")["accuracy"]
     assert chart.title == "Validation ROC AUC"
     assert [line["name"] for line in chart.lines] == ["validation ROC AUC"]  # was "validation roc auc"
+
+
+def test_validation_roc_auc_reads_as_a_number_from_0_to_1_not_a_percentage():
+    from training_app.charts import training_charts
+
+    epochs = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_auc": 0.5},
+              {"epoch": 2, "train_loss": 0.5, "val_loss": 0.55, "val_auc": 0.438}]
+    chart = training_charts(epochs, best_epoch=2, task="detection")["accuracy"]
+    assert chart.lines[0]["last"]["value"] == "0.438"
+    assert [tick["label"] for tick in chart.y_ticks] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+
+
+def test_validation_accuracy_stays_a_percentage():
+    from training_app.charts import training_charts
+
+    epochs = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_accuracy": 0.5}]
+    chart = training_charts(epochs, task="classification")["accuracy"]
+    assert chart.lines[0]["last"]["value"] == "50.0%" and chart.y_ticks[-1]["label"] == "100%"
