@@ -17,6 +17,7 @@ from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
 from training_app.charts import confusion_rows, per_class_rows, training_charts
 from training_app.forms import TASK_SETTINGS, JobFilterForm, JobForm
+from training_app.ml.config import FIELDS
 from training_app.ml.split import split_for_task
 from training_app.models import TrainingJob, plan_job
 from training_app.snapshot import clip_records
@@ -216,13 +217,18 @@ def _improvement(result: dict, baseline: dict) -> float | None:
     return (result["accuracy"] - baseline["accuracy"]) * 100
 
 
-def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool]]:
-    """(setting, value, changed from the preset) for the job's configuration, less the settings only another
-    task reads (a classification job has no wake word or espeak voice), unless the job changed them."""
+def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool, str]]:
+    """(setting, value, changed from the preset, what the setting does) for the job's configuration, less the
+    settings only another task reads (a classification job has no wake word or espeak voice), unless the job
+    changed them."""
     changed = set(job.overrides or {})
     other_tasks = {name for task, names in TASK_SETTINGS.items() if task != job.task for name in names}
-    return [(name, value, name in changed) for name, value in sorted((job.config or {}).items())
-            if name not in other_tasks - set(TASK_SETTINGS.get(job.task, ())) or name in changed]
+    rows = []
+    for name, value in sorted((job.config or {}).items()):
+        if name in other_tasks - set(TASK_SETTINGS.get(job.task, ())) and name not in changed:
+            continue
+        rows.append((name, value, name in changed, FIELDS[name].help if name in FIELDS else ""))
+    return rows
 
 
 @staff_required

@@ -274,3 +274,10 @@ def test_version_choices_put_the_figure_before_its_name(staff_client, three):
     html = staff_client.get("/models/keywords/").content.decode()
     options = re.findall(r'<option value="3"[^>]*>([^<]*)</option>', html)
     assert options and all(re.fullmatch(r"v3 · [\d.]+% test accuracy", text) for text in options), options
+
+
+def test_version_page_and_model_card_say_what_an_empty_trainer_means(staff_client, register):
+    register("keywords")
+    for url in ("/models/keywords/v1/", "/models/keywords/v1/card/"):
+        html = staff_client.get(url).content.decode()
+        assert '<th>trainer</th><td><span class="muted">built-in</span></td>' in html, url

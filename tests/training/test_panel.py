@@ -266,14 +266,14 @@ def test_job_page_lists_only_the_settings_its_task_reads(db, staff_client):
               "target_fa_per_hour": 0.5, "espeak_voice": "en-us", "text_case": "lower", "numbers": "as_written"}
     job = TrainingJobFactory(task="classification", config=config, overrides={"numbers": "words"})
     html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
-    assert "<th>learning_rate</th>" in html and "<th>epochs</th>" in html
-    assert "<th>espeak_voice</th>" not in html and "<th>target_fa_per_hour</th>" not in html
-    assert "<th>numbers</th>" in html  # changed from the preset: shown whatever task reads it
+    assert ">learning_rate</th>" in html and ">epochs</th>" in html
+    assert ">espeak_voice</th>" not in html and ">target_fa_per_hour</th>" not in html
+    assert ">numbers</th>" in html  # changed from the preset: shown whatever task reads it
 
     detection = TrainingJobFactory(task="detection", config=config, status="failed", phase="done")  # no results to draw
     html = staff_client.get(f"/training/jobs/{detection.pk}/").content.decode()
-    assert "<th>target_fa_per_hour</th>" in html and "<th>positive_label</th>" in html
-    assert "<th>espeak_voice</th>" not in html and "<th>text_case</th>" not in html
+    assert ">target_fa_per_hour</th>" in html and ">positive_label</th>" in html
+    assert ">espeak_voice</th>" not in html and ">text_case</th>" not in html
 
 
 def test_new_job_form_reads_each_task_and_preset_as_one_sentence(db, staff_client):
@@ -289,3 +289,11 @@ def test_jobs_list_names_every_result_figure(db, staff_client):
     html = staff_client.get("/training/").content.decode()
     assert '90.0% <span class="muted small">accuracy</span>' in html  # was a bare 90.0% beside "0.800 Spearman"
     assert '<span class="muted small">Spearman</span>' in html
+
+
+def test_job_configuration_says_what_an_empty_trainer_means(tones, submit, staff_client):
+    job = submit(tones)
+    assert job.config["trainer"] == ""
+    html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
+    assert '>trainer</th><td><span class="muted">built-in</span>' in html
+    assert 'title="an external trainer the administrator configured' in html

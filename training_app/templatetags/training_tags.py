@@ -139,3 +139,13 @@ def false_accepts_over_budget(metrics) -> bool:
     if held_out:
         return held_out.get("within_budget") is False
     return (metrics.get("calibration") or {}).get("met_budget") is False
+
+
+@register.filter
+def empty_setting(name: str) -> str:
+    """What an empty training setting means, from its help's "empty: ..." clause ("trainer" -> "built-in"),
+    else "not set"."""
+    from training_app.ml.config import FIELDS
+
+    help_text = FIELDS[name].help if name in FIELDS else ""
+    return help_text.rpartition("empty: ")[2] if "empty: " in help_text else "not set"
