@@ -183,10 +183,13 @@ def _model_context(request: HttpRequest, model: RegisteredModel, **extra) -> dic
         last = model.alias_history(alias.name).first()
         alias_rows.append({"alias": alias, "rollback_to": target, "last_event": last})
     latest = model.latest_version()
+    rows = _version_rows(model, production)
     context = {
         "model": model,
-        "rows": _version_rows(model, production),
+        "rows": rows,
         "production": production,
+        # The "vs. production" columns only when some version is not the production one.
+        "compare_to_production": production is not None and any(not row["is_production"] for row in rows),
         "latest": latest,
         "alias_rows": alias_rows,
         "events": model.alias_history()[:HISTORY_ON_MODEL_PAGE],

@@ -57,6 +57,15 @@ def test_model_page_compares_versions_with_production(staff_client, three):
     assert 'href="/models/keywords/aliases/promote/?alias=production&amp;version=3"' in html
 
 
+def test_model_page_with_only_the_production_version_has_no_vs_production_columns(staff_client, register):
+    version = register("keywords")
+    Alias.point(version.model, "production", version, note="the only one")
+
+    html = staff_client.get("/models/keywords/").content.decode()
+    assert "vs. production" not in html
+    assert "v1, where <code>production</code> points, is the only version" in html
+
+
 def test_vs_production_is_coloured_in_the_direction_of_the_metric(staff_client, trained_artifacts, tmp_path):
     """Fewer false rejects than production is better (green), more is worse: not the other way round."""
     versions = []
