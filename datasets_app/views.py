@@ -86,7 +86,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
         labels[row["dataset_id"]].append((row["label"], row["n"]))
     for dataset in datasets:
         dataset.label_rows = labels[dataset.pk]
-    return render(request, "datasets/dataset_list.html", {"datasets": datasets, "form": form, "open_form": request.method == "POST" or not datasets})
+    return render(request, "datasets/dataset_list.html", {"datasets": datasets, "form": form, "open_form": request.method == "POST" or not datasets,
+                                                          "min_clips": training_needs.min_clips_per_label})
 
 
 def _clip_table_context(request: HttpRequest, dataset: Dataset, params) -> dict:

@@ -43,6 +43,18 @@ def test_list_shows_clip_counts_per_label_duration_and_date(staff_client, datase
     assert '<td><div class="label-chips">' in html and '<td class="label-chips">' not in html
 
 
+def test_list_marks_labels_too_small_to_train_as_the_dataset_page_does(staff_client, dataset):
+    for _ in range(5):
+        ClipFactory(dataset=dataset, label="yes")
+    ClipFactory(dataset=dataset, label="no")
+    warn = 'title="Fewer than 5 clips: too few to train"'
+    for url in ("/datasets/", "/datasets/kws/"):
+        html = staff_client.get(url).content.decode()
+        chips = {m.group(2): m.group(1) for m in re.finditer(r'<a (class="chip[^"]*"[^>]*)>(\w+) <b>', html)}
+        assert "chip-warn" in chips["no"] and warn in chips["no"], url
+        assert "chip-warn" not in chips["yes"] and "title=" not in chips["yes"], url
+
+
 def test_create_dataset_from_the_list(staff_client, staff_user):
     response = staff_client.post("/datasets/", {"name": "emotions", "description": "Angry or happy", "sample_rate": 22050})
     assert response.status_code == 302
