@@ -117,3 +117,21 @@ def _audit_failed_login(sender, credentials, request=None, **kwargs):
         "user.login_failed", by=Actor.from_request(request), object_type="auth.user",
         object_repr=str(credentials.get("username", ""))[:150],
     )
+
+
+def object_type_name(object_type: str) -> str:
+    """A recorded object type ("registry_app.modelversion") as its model class's name in words ("model version",
+    "training job"); a type that names no installed model ("storage") as it is."""
+    import re
+
+    from django.apps import apps
+
+    app_label, _, model_name = object_type.partition(".")
+    if not model_name:
+        return object_type
+    try:
+        model = apps.get_model(app_label, model_name)
+    except LookupError:
+        return object_type
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", model.__name__).lower()
+

@@ -23,7 +23,8 @@ class StorageCleanupForm(forms.Form):
 class AuditFilterForm(forms.Form):
     actor = forms.CharField(required=False, label="User")
     action = forms.CharField(required=False, help_text="e.g. clip.edit, alias.move")
-    object_type = forms.CharField(required=False, label="Object type")
+    object_type = forms.CharField(required=False, label="Object type",
+                                  help_text="e.g. model version, or as recorded: registry_app.modelversion")
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     q = forms.CharField(required=False, label="Text", help_text="Object name or id")
@@ -41,7 +42,15 @@ class AuditFilterForm(forms.Form):
         if data["action"]:
             events = events.filter(action__startswith=data["action"])
         if data["object_type"]:
-            events = events.filter(object_type__icontains=data["object_type"])
+            # The readable name the page shows ("model version") or the recorded type ("registry_app.modelversion").
+            from django.db.models import Q
+
+            from audioml.audit import object_type_name
+
+            wanted = data["object_type"].strip().lower()
+            named = [recorded for recorded in events.values_list("object_type", flat=True).distinct().order_by()
+                     if wanted in object_type_name(recorded).lower()]
+            events = events.filter(Q(object_type__icontains=wanted) | Q(object_type__in=named))
         if data["since"]:
             events = events.filter(created_at__date__gte=data["since"])
         if data["until"]:

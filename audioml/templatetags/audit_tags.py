@@ -22,3 +22,10 @@ def audit_value(value) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{key}: {audit_value(item)}" for key, item in value.items()) or "none"
     return str(value)
+
+
+@register.filter
+def audit_object_type(object_type: str) -> str:
+    from audioml.audit import object_type_name
+
+    return object_type_name(object_type or "")

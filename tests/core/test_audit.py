@@ -73,6 +73,18 @@ def test_audit_page_shows_lists_as_text_and_only_the_first_items_of_a_long_one(s
     assert "∅ → https://example.org/a, corpus X" in html and "∅ → clips: 2, models: 1" in html
 
 
+def test_audit_page_names_object_types_readably_and_filters_by_either_name(staff_client, staff_user):
+    audit.record("version.delete", user=staff_user, object_type="registry_app.modelversion", object_repr="marlo v1")
+    audit.record("storage.gc", user=staff_user, object_type="storage", object_repr="media storage")
+    html = staff_client.get("/audit/").content.decode()
+    assert ('href="?object_type=registry_app.modelversion" title="registry_app.modelversion: show only these">'
+            "model version</a> marlo v1") in html
+    assert ">storage</a> media storage" in html  # no model of that name: shown as recorded
+    for wanted in ("model version", "registry_app.modelversion", "ModelVersion"):
+        fragment = staff_client.get("/audit/", {"object_type": wanted}, headers={"HX-Request": "true"}).content.decode()
+        assert "marlo v1" in fragment and "media storage" not in fragment, wanted
+
+
 def test_audit_filter_rejects_reversed_dates(staff_client):
     response = staff_client.get("/audit/", {"since": "2026-02-01", "until": "2026-01-01"})
     assert "must be on or before" in response.content.decode()
