@@ -290,3 +290,9 @@ def test_version_page_and_model_card_say_what_an_empty_trainer_means(staff_clien
     for url in ("/models/keywords/v1/", "/models/keywords/v1/card/"):
         html = staff_client.get(url).content.decode()
         assert '<th>trainer</th><td><span class="muted">built-in</span></td>' in html, url
+
+
+def test_version_page_notes_card_takes_its_own_height_beside_try_it(staff_client, register):
+    register("keywords")
+    html = staff_client.get("/models/keywords/v1/").content.decode()
+    assert '<div class="grid grid-2 grid-top notes-and-try">' in html  # .grid-top: align-items: start
