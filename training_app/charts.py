@@ -277,12 +277,15 @@ def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_l
 
 
 def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dict | None:
-    """A detection prediction's score over time: the line, the threshold and the events as bands."""
+    """A detection prediction's score over time: the line (each window's score at the window's middle, a dot per
+    window when there are few), the threshold, the part of the line above it, and the events in a lane of their
+    own above the plot (a band over the whole plot hid the line when an event spans most of a short clip)."""
     timeline = prediction.get("scores_over_time") or {}
     scores = timeline.get("scores") or []
     if not scores:
         return None
-    left, top, right, bottom = 36, 10, width - 10, height - 28
+    lane_top, lane_height = 4, 10
+    left, top, right, bottom = 36, 24, width - 10, height - 28
     duration = max(prediction.get("duration") or 0.0, timeline["hop"] * (len(scores) - 1) + timeline["window"], 1e-6)
 
     def x_of(seconds: float) -> float:
@@ -296,15 +299,19 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
     path = " ".join(f"{x},{y}" for x, y in points)
     # A clip as short as one window has a single score: a line through one point draws nothing, so dot it.
     dots = [{"x": x, "y": y} for x, y in points] if len(points) == 1 else []
-    events = [{"x": x_of(e["start"]), "width": max(1.0, x_of(e["end"]) - x_of(e["start"])),
-               "title": f"{e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.2f}"} for e in prediction.get("events", [])]
+    samples = [{"x": x, "y": y, "title": f"{i * timeline['hop'] + timeline['window'] / 2:.2f} s: score {score:.3f}"}
+               for i, ((x, y), score) in enumerate(zip(points, scores, strict=True))] if 1 < len(points) <= 60 else []
+    events = [{"x": x_of(e["start"]), "width": max(2.0, x_of(e["end"]) - x_of(e["start"])),
+               "title": f"detected {e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.3f}"}
+              for e in prediction.get("events", [])]
     step = nice_step(duration, 5)
     ticks, tick = [], 0.0
     while tick <= duration + 1e-9:
         ticks.append({"x": x_of(tick), "label": f"{tick:g} s"})
         tick += step
     return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
-            "path": path, "dots": dots, "threshold_y": y_of(prediction.get("threshold", 0.5)), "events": events, "ticks": ticks,
+            "path": path, "dots": dots, "samples": samples, "threshold_y": y_of(prediction.get("threshold", 0.5)),
+            "events": events, "ticks": ticks, "lane_top": lane_top, "lane_height": lane_height,
             "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}
 
 

@@ -45,3 +45,25 @@ def test_validation_accuracy_stays_a_percentage():
     epochs = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_accuracy": 0.5}]
     chart = training_charts(epochs, task="classification")["accuracy"]
     assert chart.lines[0]["last"]["value"] == "50.0%" and chart.y_ticks[-1]["label"] == "100%"
+
+
+def test_detection_events_sit_in_a_lane_above_the_scores_and_each_window_is_dotted():
+    """An event spanning most of a short clip was a band over the whole plot that hid the score line."""
+    prediction = {**_prediction([0.3, 0.35, 0.4]), "duration": 2.0,
+                  "events": [{"start": 0.0, "end": 1.9, "score": 0.4}]}
+    chart = timeline_chart(prediction)
+    (event,) = chart["events"]
+    assert chart["lane_top"] + chart["lane_height"] < chart["top"]  # the lane is outside the plot
+    assert event["title"] == "detected 0.00-1.90 s, score 0.400"
+    assert [sample["title"] for sample in chart["samples"]] == ["0.75 s: score 0.300", "0.85 s: score 0.350",
+                                                                 "0.95 s: score 0.400"]
+
+
+def test_try_it_detection_draws_the_events_lane_and_the_line_above_the_threshold():
+    from django.template.loader import render_to_string
+
+    prediction = {**_prediction([0.3, 0.8, 0.4]), "duration": 2.0, "detected": True, "score": 0.8,
+                  "threshold_source": "calibrated", "events": [{"start": 0.5, "end": 1.2, "score": 0.8}]}
+    html = render_to_string("registry/_try_detection.html", {"prediction": prediction})
+    assert 'class="event-mark"' in html and "event-band" not in html
+    assert 'clip-path="url(#timeline-above-threshold)"' in html and "threshold 0.700" in html
