@@ -189,3 +189,14 @@ def test_hard_negative_mining_revisits_the_windows_the_model_scores_highest():
     assert pool.hardest == [3, 1, 6]  # the three highest tones, highest first
     assert all(torch.equal(second[i], powers[index]) for i, index in enumerate([3, 1, 6]))
     assert not any(torch.equal(window, powers[index]) for window in second[3:] for index in (3, 1, 6))
+
+
+def test_headline_says_when_the_false_accepts_at_its_threshold_are_over_budget():
+    within = {"held_out": {"false_reject_rate": 0.0, "within_budget": True}, "calibration": {"met_budget": True}}
+    over = {"held_out": {"false_reject_rate": 0.0, "within_budget": False}, "calibration": {"met_budget": True}}
+    older = {"calibration": {"false_reject_rate": 0.1, "met_budget": False}}
+    assert detection.headline(within)["name"] == "false rejects at the calibrated threshold"
+    assert detection.headline(over)["name"].endswith("(false accepts over budget)")
+    assert detection.headline(over)["value"] == 0.0
+    assert detection.headline(older) == {**detection.headline(older), "name": detection.headline(over)["name"],
+                                         "value": 0.1}
