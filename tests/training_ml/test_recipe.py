@@ -287,3 +287,79 @@ def test_the_temporal_network_convolves_over_time_with_the_mel_bands_as_channels
     with pytest.raises(ConfigError) as caught:
         TrainConfig.from_dict("quick", {"architecture": "transformer"})
     assert caught.value.field == "architecture"
+
+
+def test_the_speech_embedding_head_trains_on_frozen_embeddings_exports_and_predicts(tmp_path):
+    """architecture=embedding: only the head learns (the pretrained front end stays as shipped), the job runs on
+    embeddings computed once, and the exported program and ONNX file (checked against the eager model by the export)
+    give the eager model's probabilities."""
+    from training_app.ml.artifacts import ONNX_FILE, TORCH_EXPORT_FILE
+    from training_app.ml.model import SpeechEmbeddingClassifier
+    from training_app.ml.speech_embedding import load_front_end
+
+    clips = write_tone_clips(tmp_path / "clips", KEYWORDS_AND_UNKNOWN, per_label=8, speakers=4)
+    config = TrainConfig.from_dict("quick", {**TINY, "architecture": "embedding"})
+    result, progress, logs = run(config, clips, tmp_path)
+    assert any("speech embedding: " in message and "4 augmented copies" in message for _, message in logs)
+    assert [p.epoch["epoch"] for p in progress if p.epoch] == [1, 2]
+    assert all(epoch["train_loss"] > 0 and "val_accuracy" in epoch for epoch in result.metrics["history"])
+
+    model, config_json = load_eager_model(result.out_dir)
+    assert config_json["model"]["name"] == "SpeechEmbeddingClassifier"
+    assert isinstance(model.network, SpeechEmbeddingClassifier)
+    shipped = load_front_end().state_dict()
+    assert all(torch.equal(value, shipped[name]) for name, value in model.network.front_end.state_dict().items())
+    waves = torch.stack([fit_length(load_waveform(clip.path, 16000), 8000) for clip in clips[:3]])
+    with torch.no_grad():
+        eager = model(waves)
+        exported = torch.export.load(result.out_dir / TORCH_EXPORT_FILE).module()(waves)
+    assert eager.shape == (3, 3) and torch.allclose(eager.sum(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(exported, eager, atol=1e-5)
+    assert (result.out_dir / ONNX_FILE).stat().st_size > 1_000_000  # the frozen front end travels inside it
+
+
+def test_the_speech_embedding_joins_the_cnns_in_an_ensemble_that_reads_both_inputs(tmp_path):
+    from training_app.ml.artifacts import TORCH_EXPORT_FILE
+    from training_app.ml.model import AveragedNetworks, SpeechEmbeddingClassifier, TemporalCNN
+
+    clips = write_tone_clips(tmp_path / "clips")
+    config = TrainConfig.from_dict("quick", {**TINY, "architecture": "conv2d+temporal+embedding"})
+    result, _, _ = run(config, clips, tmp_path)
+    assert result.metrics["networks"]["kinds"] == ["conv2d", "temporal", "embedding"]
+    model, config_json = load_eager_model(result.out_dir)
+    assert config_json["model"]["name"] == "KeywordCNN + TemporalCNN + SpeechEmbeddingClassifier"
+    assert isinstance(model.network, AveragedNetworks) and model.network.inputs == "both"
+    first, second, third = model.network.networks
+    assert isinstance(second, TemporalCNN) and isinstance(third, SpeechEmbeddingClassifier)
+    waves = torch.stack([fit_length(load_waveform(clip.path, 16000), 8000) for clip in clips[:4]])
+    with torch.no_grad():
+        features = model.frontend(waves)
+        expected = (torch.softmax(first(features), dim=-1) + torch.softmax(second(features), dim=-1)
+                    + torch.softmax(third(waves), dim=-1)) / 3
+        exported = torch.export.load(result.out_dir / TORCH_EXPORT_FILE).module()(waves)
+    assert torch.allclose(model(waves), expected, atol=1e-6) and torch.allclose(exported, expected, atol=1e-5)
+
+
+def test_the_speech_embedding_is_for_classification_without_a_refit():
+    for overrides, field in (({"task": "regression", "architecture": "embedding"}, "architecture"),
+                             ({"architecture": "embedding", "refit": True}, "refit")):
+        with pytest.raises(ConfigError) as caught:
+            TrainConfig.from_dict("quick", overrides)
+        assert caught.value.field == field
+
+
+def test_waveform_augmentation_shifts_mixes_noise_and_scales_within_range():
+    from training_app.ml.augment import augment_waveforms
+
+    generator = torch.Generator().manual_seed(0)
+    waves = torch.zeros(64, 1000)
+    waves[:, 450:550] = 0.5
+    changed = augment_waveforms(waves, None, generator, shift=True, noise=False)
+    starts = [int(torch.nonzero(row)[0]) for row in changed]
+    assert min(starts) >= 350 and max(starts) <= 550 and len(set(starts)) > 10  # shifted up to 10% of the clip
+    peaks = changed.abs().amax(dim=1)
+    assert float(peaks.min()) >= 0.5 * 0.3 - 1e-6 and float(peaks.max()) <= 0.5 * 1.5 + 1e-6
+    noisy = augment_waveforms(waves, None, generator, shift=False, noise=True)
+    silent_part = noisy[:, :400].abs().amax(dim=1)
+    assert 0 < int((silent_part > 0).sum()) < 64  # about half the clips get noise
+    assert float(noisy.abs().max()) <= 1.0

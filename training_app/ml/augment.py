@@ -189,6 +189,42 @@ class Augmenter:
         return batch.masked_fill(masked.view(shape).to(batch.device), 0.0)
 
 
+def augment_waveforms(
+    waves: torch.Tensor, noise_waves: torch.Tensor | None, generator: torch.Generator, shift: bool = True,
+    noise: bool = True, max_shift_fraction: float = 0.1, noise_probability: float = 0.5,
+    snr_db_range: tuple[float, float] = (5.0, 25.0), gain_range: tuple[float, float] = (0.3, 1.5),
+) -> torch.Tensor:
+    """A randomly changed copy of a (batch, samples) waveform batch, for a network that reads the waveform (the
+    speech embedding's head): shifted in time (up to ``max_shift_fraction`` of the clip, zeros let in), mixed with
+    one of ``noise_waves`` (white noise when None) at ``snr_db_range`` for a ``noise_probability`` share of clips,
+    and its level scaled by ``gain_range``; the same ranges as ``Augmenter`` uses on the log-mel."""
+    size, samples = waves.shape
+    out = waves.clone()
+    if shift:
+        limit = int(samples * max_shift_fraction)
+        offsets = torch.randint(-limit, limit + 1, (size,), generator=generator).tolist()
+        for row, offset in enumerate(offsets):
+            out[row] = torch.roll(waves[row], offset)
+            if offset > 0:
+                out[row, :offset] = 0.0
+            elif offset < 0:
+                out[row, offset:] = 0.0
+    if noise:
+        if noise_waves is not None and len(noise_waves):
+            picks = torch.randint(0, len(noise_waves), (size,), generator=generator)
+            mixed = noise_waves[picks]
+        else:
+            mixed = torch.randn(size, samples, generator=generator)
+        snr_db = snr_db_range[0] + (snr_db_range[1] - snr_db_range[0]) * torch.rand(size, generator=generator)
+        apply = torch.rand(size, generator=generator) < noise_probability
+        signal_power = out.pow(2).mean(dim=1)
+        noise_power = mixed.pow(2).mean(dim=1).clamp_min(1e-12)
+        gain = torch.sqrt(signal_power / noise_power / torch.pow(10.0, snr_db / 10.0)) * apply
+        out = out + gain.unsqueeze(1) * mixed
+    level = gain_range[0] + (gain_range[1] - gain_range[0]) * torch.rand(size, generator=generator)
+    return (out * level.unsqueeze(1)).clamp(-1.0, 1.0)
+
+
 def speech_span(power: torch.Tensor, level: float = 0.4, floor_quantile: float = 0.2) -> tuple[int, int]:
     """(first, last + 1) frame of the loud part of a (n_mels, frames) mel power spectrogram: frames whose log energy
     rises ``level`` of the way from the clip's floor (its ``floor_quantile`` frame) to its peak."""

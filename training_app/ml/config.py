@@ -86,9 +86,12 @@ FIELDS: dict[str, FieldSpec] = {
     "convs_per_block": FieldSpec(int, "convolutions in each of the four blocks (2: a second one on a residual path)",
                                  1, 2),
     "architecture": FieldSpec(str, "the network: conv2d (2-D convolutions over the log-mel image), temporal (1-D "
-                                   "convolutions over time with the mel bands as channels, TC-ResNet) or "
-                                   "conv2d+temporal (one of each, trained alike, their outputs averaged)",
-                              choices=("conv2d", "temporal", "conv2d+temporal")),
+                                   "convolutions over time with the mel bands as channels, TC-ResNet), embedding "
+                                   "(classification: a small head on a frozen pretrained speech embedding, Google's "
+                                   "speech_embedding) or several of them joined by + (trained alike, their outputs "
+                                   "averaged)",
+                              choices=("conv2d", "temporal", "embedding", "conv2d+temporal", "conv2d+embedding",
+                                       "temporal+embedding", "conv2d+temporal+embedding")),
     "label_smoothing": FieldSpec(float, "classification: share of each target spread over the other labels", 0.0, 0.5),
     "mixup": FieldSpec(float, "classification: mixup strength, the Beta(a, a) of the mixing weight (0: off)", 0.0,
                        2.0),
@@ -234,6 +237,12 @@ class TrainConfig:
             raise ConfigError("init_from", f"{self.task} jobs train from scratch; only synthesis fine-tunes a version")
         if self.refit and "+" in self.architecture:
             raise ConfigError("refit", f"a refit trains one network; architecture {self.architecture} trains several")
+        if "embedding" in self.architecture.split("+"):
+            if self.task != "classification":
+                raise ConfigError("architecture", f"the speech embedding head classifies; {self.task} jobs use conv2d "
+                                                  "or temporal networks")
+            if self.refit:
+                raise ConfigError("refit", "a refit trains a 2-D or temporal CNN, not the speech embedding head")
         if self.val_fraction + self.test_fraction > 0.7:
             raise ConfigError(
                 "test_fraction",

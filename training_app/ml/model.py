@@ -111,6 +111,68 @@ class TemporalCNN(nn.Module):
         return self.classifier(self.dropout(hidden.mean(dim=-1)))
 
 
+class EmbeddingHead(nn.Module):
+    """A sequence of speech embeddings (batch, embeddings, 96) -> logits: two 1-D convolutions of kernel 3 over the
+    sequence (batch norm, ReLU), the mean and the maximum over time side by side, dropout, a linear layer."""
+
+    def __init__(self, n_labels: int, dim: int = 96, width: int = 128, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv1d(dim, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+            nn.Conv1d(width, width, 3, padding=1), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(2 * width, n_labels)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        hidden = self.convs(embeddings.transpose(1, 2))
+        return self.classifier(self.dropout(torch.cat([hidden.mean(dim=-1), hidden.amax(dim=-1)], dim=1)))
+
+
+# Silence added before and after a clip for the speech embedding: a 1-second clip then gives 9 embeddings (each
+# over 0.775 s, 80 ms apart), so some of them hold the whole word wherever it is in the clip (0.12 s: 5; 0.4 s: no
+# better on the hard keyword corpus).
+EMBEDDING_PAD_SECONDS = 0.24
+# The fewest embeddings a clip gives, however short.
+MIN_EMBEDDINGS = 3
+
+
+class SpeechEmbeddingClassifier(nn.Module):
+    """Waveform (batch, samples) at 16 kHz -> logits: the clip centred in ``EMBEDDING_PAD_SECONDS`` of silence each
+    side, the frozen pretrained speech embedding (``speech_embedding.SpeechEmbeddingFrontEnd``: Google's
+    speech_embedding as openWakeWord uses it, one 96-dim embedding per 80 ms), and a small trained
+    ``EmbeddingHead``. Only the head learns; the training loop computes the embeddings once (``embed``) and trains the
+    head on them."""
+
+    inputs = "waveform"
+
+    def __init__(self, n_labels: int, width: int = 128, dropout: float = 0.3) -> None:
+        super().__init__()
+        from .speech_embedding import load_front_end
+
+        self.front_end = load_front_end()
+        self.head = EmbeddingHead(n_labels, width=width, dropout=dropout)
+
+    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+        """(batch, samples) -> (batch, embeddings, 96)."""
+        from .speech_embedding import SAMPLE_RATE, samples_for_embeddings
+
+        samples = waveform.shape[-1]
+        pad = int(EMBEDDING_PAD_SECONDS * SAMPLE_RATE)
+        extra = max(0, samples_for_embeddings(MIN_EMBEDDINGS) - (samples + 2 * pad))
+        padded = nn.functional.pad(waveform, (pad + extra // 2, pad + extra - extra // 2))
+        return self.front_end(padded)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(waveform))
+
+
+def network_inputs(network: nn.Module) -> str:
+    """What a network is called with: "log_mel" (the log-mel image), "waveform" (the raw clip) or "both" (an
+    ensemble of networks of both kinds: ``network(log_mel, waveform)``)."""
+    return getattr(network, "inputs", "log_mel")
+
+
 class AveragedNetworks(nn.Module):
     """Networks trained alike on the same clips, answering together.
 
@@ -118,15 +180,18 @@ class AveragedNetworks(nn.Module):
     the softmax after it gives exactly that mean (on the hard keyword benchmark averaging probabilities beat averaging
     logits in every pairing measured). Otherwise the mean of their outputs (logits). Two networks of different kinds
     (``conv2d+temporal``) make different mistakes, and their average is better calibrated than either, which is what
-    the open-set threshold needs; it costs one training and one forward pass per network."""
+    the open-set threshold needs; it costs one training and one forward pass per network. A member that reads the
+    waveform (the speech embedding's) makes the ensemble take both inputs: ``forward(log_mel, waveform)``."""
 
     def __init__(self, networks: list[nn.Module], probabilities: bool = False) -> None:
         super().__init__()
         self.networks = nn.ModuleList(networks)
         self.probabilities = probabilities
+        self.inputs = "both" if any(network_inputs(n) == "waveform" for n in networks) else "log_mel"
 
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        outputs = torch.stack([network(log_mel) for network in self.networks])
+    def forward(self, log_mel: torch.Tensor, waveform: torch.Tensor | None = None) -> torch.Tensor:
+        outputs = torch.stack([network(waveform if network_inputs(network) == "waveform" else log_mel)
+                               for network in self.networks])
         if self.probabilities:
             return torch.logsumexp(torch.log_softmax(outputs, dim=-1), dim=0) - math.log(len(self.networks))
         return outputs.mean(dim=0)
@@ -139,10 +204,13 @@ def architecture_kinds(architecture: str) -> list[str]:
 
 def keyword_network(n_outputs: int, n_mels: int, architecture: str = "conv2d", channels: int = 24,
                     dropout: float = 0.2, convs_per_block: int = 1, probabilities: bool = False) -> nn.Module:
-    """The network an ``architecture`` names: "conv2d" (``KeywordCNN``), "temporal" (``TemporalCNN``), or several
+    """The network an ``architecture`` names: "conv2d" (``KeywordCNN``), "temporal" (``TemporalCNN``), "embedding"
+    (``SpeechEmbeddingClassifier``: a head on the frozen pretrained speech embedding), or several
     kinds joined by "+" averaged (``AveragedNetworks``; ``probabilities``: a classifier's, averaged as
     probabilities)."""
     def one(kind: str) -> nn.Module:
+        if kind == "embedding":
+            return SpeechEmbeddingClassifier(n_outputs)  # its own dropout (0.3, as measured)
         if kind == "temporal":
             return TemporalCNN(n_outputs, n_mels, channels, dropout)
         return KeywordCNN(n_outputs, channels, dropout, convs_per_block)
@@ -172,6 +240,11 @@ class ExportedModel(nn.Module):
         self.output = output
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        inputs = network_inputs(self.network)
+        if inputs == "waveform":
+            return self.output(self.network(waveform))
+        if inputs == "both":
+            return self.output(self.network(self.frontend(waveform), waveform))
         return self.output(self.network(self.frontend(waveform)))
 
 

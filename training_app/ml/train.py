@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import Augmenter, KeywordSplicer, gaussian_noise_powers, stack_frames
+from .audio import fit_length, load_waveform
+from .augment import Augmenter, KeywordSplicer, augment_waveforms, gaussian_noise_powers, stack_frames
 from .background import BackgroundTraining
 from .config import FeatureConfig, TrainConfig
 from .data import (
@@ -51,7 +52,7 @@ from .data import (
 from .device import GradScaler, autocast, precision_name
 from .export import ExportCancelled, build_config, ensure_free, write_artifacts
 from .features import ClipReadError, FeatureCache, LogMelFrontend, load_features
-from .model import AveragedNetworks, ExportedModel, KeywordCNN, architecture_kinds, keyword_network
+from .model import AveragedNetworks, ExportedModel, KeywordCNN, architecture_kinds, keyword_network, network_inputs
 from .split import Split, split_for_task
 from .tasks import task_module
 from .tasks.common import Fitted, batched_logits
@@ -346,9 +347,10 @@ def _fit_networks(
     network's best epoch and epochs run go to ``run.members``."""
     kinds = architecture_kinds(run.cfg.architecture)
     if len(kinds) == 1:
-        return _fit(run, frontend, powers, split, share)
+        return (_fit_embedding if kinds[0] == "embedding" else _fit)(run, frontend, powers, split, share)
     count = len(kinds)
-    fits = [_fit(run, frontend, powers, split, share / count, member, share * member / count, kind)
+    fits = [(_fit_embedding if kind == "embedding" else _fit)(run, frontend, powers, split, share / count, member,
+                                                              share * member / count, kind)
             for member, kind in enumerate(kinds)]
     run.members = {"kinds": kinds, "best_epochs": [fit[2] for fit in fits], "epochs_run": [len(fit[1]) for fit in fits]}
     run.log("info", "averaging " + " and ".join(f"{kind} (best epoch {fit[2]})" for kind, fit in zip(kinds, fits,
@@ -432,6 +434,100 @@ def _fit(
     best_epoch = best.restore(network, history, run.log, judge if selects else None)
     run.averaged_epochs = best.averaged
     return network.eval(), history, best_epoch, len(history) < cfg.epochs
+
+
+# The speech embedding head trains on the embeddings of each training clip and of this many randomly changed copies
+# (augment_waveforms), computed once per job: the frozen embedding costs far more than the head, so it is not run again
+# every epoch. Its own batch size and learning rate (measured on the hard keyword corpus; docs/benchmarks.md).
+_EMBEDDING_COPIES = 4
+_EMBEDDING_BATCH = 32
+_EMBEDDING_LEARNING_RATE = 0.003
+
+
+def _fit_embedding(
+    run: TaskRun, frontend: LogMelFrontend, powers: list[torch.Tensor], split: Split, share: float = 1.0,
+    member: int = 0, offset: float = 0.0, kind: str | None = None,
+) -> tuple[nn.Module, list[dict[str, Any]], int, bool]:
+    """The speech embedding head (``SpeechEmbeddingClassifier``), trained like ``_fit`` trains a CNN (the same loss,
+    epochs, early stopping and checkpoint choice by validation loss) but on embeddings computed once: of the
+    training clips, of ``_EMBEDDING_COPIES`` augmented copies of them, and of the validation clips."""
+    cfg = run.cfg
+    seed = cfg.seed + _MEMBER_SEED_STRIDE * member
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    network = _network(run, "embedding")
+    clock = TrainingClock(cfg.epochs, share, offset)
+    run.report("training", *clock.at(0))
+    train_waves, val_waves = _clip_waveforms(run, split.train), _clip_waveforms(run, split.val)
+    copies = [train_waves]
+    if cfg.time_shift or cfg.noise:
+        noise = [position for position, index in enumerate(split.train) if is_noise_label(run.clips[index].label)]
+        noise_waves = train_waves[noise] if noise else None
+        augmenting = torch.Generator().manual_seed(seed + 5)
+        copies += [augment_waveforms(train_waves, noise_waves, augmenting, cfg.time_shift, cfg.noise)
+                   for _ in range(_EMBEDDING_COPIES)]
+    mark = time.monotonic()
+    inputs = _embeddings(run, network, torch.cat(copies))
+    val_inputs = _embeddings(run, network, val_waves)
+    run.log("info", f"speech embedding: {len(inputs)} training clips ({len(copies) - 1} augmented copies of each) and "
+                    f"{len(val_inputs)} validation clips embedded in {time.monotonic() - mark:.1f} s")
+    targets = run.targets[split.train].repeat(len(copies)).to(run.device)
+    val_targets = run.targets[split.val].to(run.device)
+    loss_fn = run.task.loss_function(run.targets[split.train], run.labels, cfg, run.device)
+    head = network.head
+    optimizer = torch.optim.AdamW(head.parameters(), lr=_EMBEDDING_LEARNING_RATE, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(inputs) // _EMBEDDING_BATCH)
+    scheduler = one_cycle(optimizer, _EMBEDDING_LEARNING_RATE, cfg.epochs * steps_per_epoch)
+    history: list[dict[str, Any]] = []
+    best = _Best()
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_started = time.monotonic()
+        head.train()
+        order = torch.randperm(len(inputs), generator=generator).to(run.device)
+        loss_sum = 0.0
+        for start in range(0, len(order), _EMBEDDING_BATCH):
+            run.check_stop()
+            batch = order[start : start + _EMBEDDING_BATCH]
+            loss = loss_fn(head(inputs[batch]), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(batch)
+        record = {"epoch": epoch, "train_loss": loss_sum / len(order),
+                  **_validate(run, head, val_inputs, val_targets, loss_fn),
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_started}
+        history.append(record)
+        best.update(head, record)
+        patience_over = 0 < cfg.early_stopping_patience <= best.stale
+        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
+        if patience_over:
+            run.log("info", f"early stop after epoch {epoch}: the validation loss last improved at epoch {best.epoch}")
+            break
+    best_epoch = best.restore(head, history, run.log)
+    return network.eval(), history, best_epoch, len(history) < cfg.epochs
+
+
+def _clip_waveforms(run: TaskRun, indices: list[int]) -> torch.Tensor:
+    """The clips' waveforms (len(indices), clip_samples), centred as a prediction centres them."""
+    rate, samples = run.features.sample_rate, run.features.clip_samples
+    waves = []
+    for index in indices:
+        try:
+            waves.append(fit_length(load_waveform(run.clips[index].path, rate), samples, "center"))
+        except (OSError, RuntimeError) as error:
+            raise ClipReadError(f"clip {run.clips[index].id}: cannot read {run.clips[index].path}: {error}") from error
+    return torch.stack(waves) if waves else torch.zeros(0, samples)
+
+
+def _embeddings(run: TaskRun, network: nn.Module, waves: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """The frozen speech embeddings of ``waves`` on the run's device, (n, embeddings, 96)."""
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(waves), batch):
+            run.check_stop()
+            parts.append(network.embed(waves[start : start + batch].to(run.device)))
+    return torch.cat(parts)
 
 
 def _refits(run: TaskRun, split: Split) -> bool:
@@ -824,8 +920,11 @@ def _fitted(
             copy.deepcopy(frontend).cpu(), copy.deepcopy(network).cpu(), run.task.output_layer()
         ).eval()
 
+    reads_waveforms = network_inputs(network) != "log_mel"
     return Fitted(
         cfg=run.cfg, labels=run.labels, clips=run.clips, split=split, targets=run.targets,
+        waveforms={name: _clip_waveforms(run, split.indices(name)) for name in ("val", "test")
+                   if split.indices(name)} if reads_waveforms else {},
         log_mels={name: log_mels(split.indices(name)) for name in ("train", "val", "test") if split.indices(name)},
         network=network, device=run.device, features=run.features, export_model=export_model, log=run.log,
         background_roles=background_roles(run.backgrounds) if run.backgrounds else None,
@@ -858,7 +957,7 @@ def _export(run: TaskRun, model: ExportedModel, metrics: dict[str, Any]) -> list
     generator = torch.Generator().manual_seed(run.cfg.seed)
     sample = 0.1 * torch.randn(4, run.features.clip_samples, generator=generator)
     architecture = {
-        "name": " + ".join({"temporal": "TemporalCNN"}.get(kind, "KeywordCNN")
+        "name": " + ".join({"temporal": "TemporalCNN", "embedding": "SpeechEmbeddingClassifier"}.get(kind, "KeywordCNN")
                            for kind in architecture_kinds(run.cfg.architecture)),
         "architecture": run.cfg.architecture,
         "channels": run.cfg.channels,

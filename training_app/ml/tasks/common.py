@@ -42,6 +42,9 @@ class Fitted:
     # Thresholds calibrated on another model's validation outputs (a refit trained on the validation clips, so it
     # takes those of the run that chose its epoch count): name -> threshold.
     calibration: dict[str, float] = field(default_factory=dict)
+    # Each split's waveforms (n, clip_samples), centred like inference does, when the network reads them (the speech
+    # embedding's head): val and test only.
+    waveforms: dict[str, Any] = field(default_factory=dict)
 
     @property
     def evaluated_on(self) -> str:
@@ -52,14 +55,23 @@ class Fitted:
         import torch
 
         from ..features import LogMelFrontend
+        from ..model import network_inputs
 
         self.network.eval()
         log_mel = self.log_mels[split_name]
+        inputs = network_inputs(self.network)
+        waveforms = self.waveforms.get(split_name)
+
+        def batch_outputs(start: int):
+            if inputs == "waveform":
+                return self.network(waveforms[start : start + EVAL_BATCH].to(self.device))
+            features = LogMelFrontend.standardize(log_mel[start : start + EVAL_BATCH].to(self.device))
+            if inputs == "both":
+                return self.network(features, waveforms[start : start + EVAL_BATCH].to(self.device))
+            return self.network(features)
+
         with torch.no_grad():
-            parts = [
-                self.network(LogMelFrontend.standardize(log_mel[i : i + EVAL_BATCH].to(self.device))).cpu()
-                for i in range(0, len(log_mel), EVAL_BATCH)
-            ]
+            parts = [batch_outputs(i).cpu() for i in range(0, len(log_mel), EVAL_BATCH)]
         return torch.cat(parts).double().numpy() if parts else np.zeros((0, 1))
 
     def truth(self, split_name: str) -> np.ndarray:
