@@ -307,8 +307,12 @@ def test_the_speech_embedding_head_trains_on_frozen_embeddings_exports_and_predi
     model, config_json = load_eager_model(result.out_dir)
     assert config_json["model"]["name"] == "SpeechEmbeddingClassifier"
     assert isinstance(model.network, SpeechEmbeddingClassifier)
-    shipped = load_front_end().state_dict()
-    assert all(torch.equal(value, shipped[name]) for name, value in model.network.front_end.state_dict().items())
+    shipped = load_front_end()  # the frozen layers are exactly as shipped (only the head trained)
+    assert all(torch.equal(value, shipped.log_mel.state_dict()[name])
+               for name, value in model.network.log_mel.state_dict().items())
+    shipped_layers = shipped.embedding.layers.state_dict()
+    assert all(torch.equal(value, shipped_layers[name]) for name, value in model.network.layers.state_dict().items())
+    assert not any(parameter.requires_grad for parameter in model.network.layers.parameters())
     waves = torch.stack([fit_length(load_waveform(clip.path, 16000), 8000) for clip in clips[:3]])
     with torch.no_grad():
         eager = model(waves)
