@@ -281,7 +281,7 @@ def test_the_temporal_network_convolves_over_time_with_the_mel_bands_as_channels
     assert isinstance(keyword_network(3, 40, "temporal", channels=8), TemporalCNN)
     assert TrainConfig.from_dict("quick", {"architecture": "temporal"}).architecture == "temporal"
     # The balanced classification default averages one of each kind; other presets and tasks keep the 2-D CNN.
-    assert TrainConfig.from_dict("balanced").architecture == "conv2d+temporal"
+    assert TrainConfig.from_dict("balanced").architecture == "conv2d+temporal+embedding"
     assert TrainConfig.from_dict("quick").architecture == TrainConfig.from_dict("thorough").architecture == "conv2d"
     assert TrainConfig.from_dict("balanced", {"task": "regression"}).architecture == "conv2d"
     with pytest.raises(ConfigError) as caught:
