@@ -136,8 +136,8 @@ EMBEDDING_PAD_SECONDS = 0.24
 MIN_EMBEDDINGS = 3
 # The head reads the output of the speech embedding's first four convolution blocks (layers[:19]: 96 channels x 2
 # mel bands every 40 ms, each over about 0.4 s), not its final 96-dim embeddings (one per 80 ms over 0.775 s): on
-# the hard keyword corpus a head on those features did much better (92.7% and 96.0% alone on the two corpora, against
-# 87.6% and 91.6% on the final embeddings; docs/benchmarks.md). Those layers stay frozen as shipped.
+# the hard keyword corpus a head on those features did much better (91.5% and 95.8% alone on the two corpora, against
+# 87.7% and 91.6% on the final embeddings; docs/benchmarks.md). Those layers stay frozen as shipped.
 EMBEDDING_LAYERS = 19
 EMBEDDING_FEATURES = 192
 
