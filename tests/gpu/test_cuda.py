@@ -153,3 +153,24 @@ def test_two_jobs_on_one_machine_take_a_gpu_each_or_share_the_last_one(db, setti
     finally:
         for held in claims:
             held.release()
+
+
+def test_the_speech_embedding_ensemble_trains_on_the_gpu_and_predicts_there_as_on_the_cpu(db, admin_user, settings,
+                                                                                          monkeypatch):
+    """The balanced classification default (2-D CNN, temporal CNN and the head on the frozen speech embedding): the
+    embedding's features are computed on the GPU and the head trains there."""
+    settings.TRAINING_DEVICE = "auto"
+    dataset, overrides, sample = classification_data()
+    job = TrainingJob.objects.create_job(dataset, "tones-embedding", "quick",
+                                         {**overrides, "architecture": "conv2d+temporal+embedding"}, admin_user,
+                                         task="classification", enqueue=False)
+    assert tasks.run_training_job(job.pk) == "succeeded", TrainingJob.objects.get(pk=job.pk).error
+    job.refresh_from_db()
+    assert job.metrics["device"] == "cuda:0"
+    assert job.metrics["networks"]["kinds"] == ["conv2d", "temporal", "embedding"]
+    assert job.logs.filter(message__startswith="speech embedding: ").exists()
+    version = ModelVersion.objects.get(job=job)
+    on_inference_device(monkeypatch, settings, "cpu")
+    on_cpu = predict(version, sample)
+    on_inference_device(monkeypatch, settings, "cuda")
+    np.testing.assert_allclose(predict(version, sample), on_cpu, atol=2e-3)
