@@ -56,6 +56,16 @@ def clip_records(rows: list[dict]) -> list[ClipRecord]:
     return records
 
 
+def model_name(metrics: dict) -> str:
+    front_end = metrics.get("front_end")
+    if not front_end:
+        return "KeywordCNN with one sigmoid score"
+    return (f"a fully connected head on the frozen speech embedding ({front_end['embeddings_per_window']} embeddings "
+            f"of {front_end['embedding_dim']} per window, one every {front_end['hop_seconds'] * 1000:.0f} ms), trained "
+            f"on {front_end['training_windows']:,} augmented clip windows and {front_end['background_windows']:,} "
+            "background windows")
+
+
 def best_test_point(det: list[list[float]], budget: float) -> tuple[float, float] | None:
     """(FRR, FA/h) of the lowest-FRR point of the test audio's DET curve within the budget: what a threshold
     chosen on the test audio itself would give, to show how much the calibration gives away."""
@@ -119,8 +129,9 @@ def main() -> None:
         f"{sum(clip.duration for clip in backgrounds) / len(backgrounds) / 60:.0f} min by other voices. Test: the "
         f"{metrics['split']['test']} clips of {args.holdout} held-out voices ({', '.join(held_out)}); "
         f"{metrics['split']['train']} training and {metrics['split']['val']} validation clips from the others.",
-        f"- Model: KeywordCNN with one sigmoid score, preset `{args.preset}`"
-        f"{' with ' + ', '.join(args.set_values) if args.set_values else ''}, {metrics['n_parameters']:,} parameters; "
+        f"- Model: {model_name(metrics)}, preset `{args.preset}`"
+        f"{' with ' + ', '.join(args.set_values) if args.set_values else ''}, {metrics['n_parameters']:,} "
+        f"{'trained ' if metrics.get('front_end') else ''}parameters; "
         f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}"
         + (f" (the weights of epochs {', '.join(map(str, metrics['averaged_epochs']))} averaged)"
            if metrics.get("averaged_epochs") else "") + ".",

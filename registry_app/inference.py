@@ -266,7 +266,10 @@ def window_outputs(loaded: LoadedModel, waveform: np.ndarray) -> tuple[np.ndarra
         padded[offset : offset + len(wave)] = wave
         windows, starts = padded[None, :], [0]
     else:
-        hop = int(round(loaded.task.window_hop_seconds(clip / loaded.sample_rate) * loaded.sample_rate))
+        # A detection version stores its hop (80 ms on the speech embedding front end).
+        hop_seconds = loaded.prediction_config.get("hop_seconds") or loaded.task.window_hop_seconds(
+            clip / loaded.sample_rate)
+        hop = int(round(float(hop_seconds) * loaded.sample_rate))
         starts = window_starts(len(wave), clip, hop)
         windows = np.stack([wave[start : start + clip] for start in starts])
     batches = []

@@ -89,9 +89,10 @@ FIELDS: dict[str, FieldSpec] = {
                                    "convolutions over time with the mel bands as channels, TC-ResNet), embedding "
                                    "(classification: a small head on a frozen pretrained speech embedding, Google's "
                                    "speech_embedding) or several of them joined by + (trained alike, their outputs "
-                                   "averaged)",
+                                   "averaged); detection also speech_embedding (a small convolutional head on the "
+                                   "frozen speech embedding, as openWakeWord)",
                               choices=("conv2d", "temporal", "embedding", "conv2d+temporal", "conv2d+embedding",
-                                       "temporal+embedding", "conv2d+temporal+embedding")),
+                                       "temporal+embedding", "conv2d+temporal+embedding", "speech_embedding")),
     "label_smoothing": FieldSpec(float, "classification: share of each target spread over the other labels", 0.0, 0.5),
     "mixup": FieldSpec(float, "classification: mixup strength, the Beta(a, a) of the mixing weight (0: off)", 0.0,
                        2.0),
@@ -235,12 +236,15 @@ class TrainConfig:
 
         if self.init_from and not getattr(task_module(self.task), "FINE_TUNES", False):
             raise ConfigError("init_from", f"{self.task} jobs train from scratch; only synthesis fine-tunes a version")
+        if self.architecture == "speech_embedding" and self.task != "detection":
+            raise ConfigError("architecture", "speech_embedding is a detection architecture")
         if self.refit and "+" in self.architecture:
             raise ConfigError("refit", f"a refit trains one network; architecture {self.architecture} trains several")
         if "embedding" in self.architecture.split("+"):
             if self.task != "classification":
+                hint = "; detection takes it as architecture=speech_embedding" if self.task == "detection" else ""
                 raise ConfigError("architecture", f"the speech embedding head classifies; {self.task} jobs use conv2d "
-                                                  "or temporal networks")
+                                                  f"or temporal networks{hint}")
             if self.refit:
                 raise ConfigError("refit", "a refit trains a 2-D or temporal CNN, not the speech embedding head")
         if self.val_fraction + self.test_fraction > 0.7:

@@ -261,6 +261,12 @@ def load_eager_model(artifact_dir: Path) -> tuple[ExportedModel, dict[str, Any]]
     from .tasks import task_module
 
     task = task_module(config.get("task", "classification"))
+    if architecture.get("architecture") == "speech_embedding":
+        from .embedding_detector import eager_model
+
+        model = eager_model(architecture)
+        model.load_state_dict(torch.load(artifact_dir / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        return model.eval(), config
     network = keyword_network(task.n_outputs(config["labels"]), feature_values["n_mels"],
                               architecture.get("architecture", "conv2d"), architecture["channels"],
                               architecture["dropout"], architecture.get("convs_per_block", 1),

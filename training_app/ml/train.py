@@ -255,7 +255,7 @@ def _execute(run: TaskRun) -> TrainResult:
     _seed_everything(run.cfg.seed)
     run.report("preparing", 0.0, None)
     run.task = task_module(run.cfg.task)
-    if hasattr(run.task, "fit"):
+    if hasattr(run.task, "fit") and getattr(run.task, "fits_itself", lambda cfg: True)(run.cfg):
         return run.task.fit(run)
     run.labels = run.task.labels(run.clips, run.cfg)
     run.targets = run.task.targets(run.clips, run.labels, run.cfg)

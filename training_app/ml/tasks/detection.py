@@ -48,6 +48,8 @@ USES_BACKGROUND = True
 # ``hard_negatives``) and the validation recording chooses the checkpoint (``training_app.ml.background``).
 TRAINS_ON_BACKGROUND = True
 HOP_SECONDS = 0.1
+# The speech embedding front end gives one embedding every 80 ms: its windows slide by one embedding.
+EMBEDDING_HOP_SECONDS = 0.08
 REFRACTORY_SECONDS = 2.0
 # Scores over time returned with a prediction: at most this many points (a 10-minute file has 6000 hops).
 MAX_TIMELINE_POINTS = 3000
@@ -56,6 +58,25 @@ MAX_TIMELINE_POINTS = 3000
 def check_config(cfg: TrainConfig) -> None:
     if cfg.task == "detection" and not cfg.positive_label:
         raise ConfigError("positive_label", "detection needs positive_label: the label(s) to detect, comma-separated")
+    if cfg.architecture == "speech_embedding" and cfg.clip_seconds < 1.0:
+        raise ConfigError("clip_seconds", "the speech_embedding architecture needs windows of at least 1 s "
+                                          f"(clip_seconds {cfg.clip_seconds:g})")
+
+
+def hop_seconds(cfg: TrainConfig) -> float:
+    """How far apart the windows of a stream are scored: 100 ms, or one embedding (80 ms) for speech_embedding."""
+    return EMBEDDING_HOP_SECONDS if cfg.architecture == "speech_embedding" else HOP_SECONDS
+
+
+def fits_itself(cfg: TrainConfig) -> bool:
+    """Whether ``fit`` trains this configuration (speech_embedding) instead of the default loop."""
+    return cfg.architecture == "speech_embedding"
+
+
+def fit(run):
+    from ..embedding_detector import fit as fit_embedding_head
+
+    return fit_embedding_head(run)
 
 
 def usable(clip: ClipRecord) -> bool:
@@ -152,7 +173,7 @@ def export_config(metrics: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
         "threshold": metrics["calibration"]["threshold"],
         "threshold_source": "calibrated",
         "target_fa_per_hour": cfg.target_fa_per_hour,
-        "hop_seconds": HOP_SECONDS,
+        "hop_seconds": hop_seconds(cfg),
         "refractory_seconds": REFRACTORY_SECONDS,
         "smoothing_hops": cfg.smoothing_hops,
         "positive_labels": list(cfg.positive_label),
@@ -185,7 +206,7 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
 
     cfg, evaluated_on = fitted.cfg, fitted.evaluated_on
     scorer = fitted.export_model()
-    hop = int(round(HOP_SECONDS * fitted.features.sample_rate))
+    hop = int(round(hop_seconds(cfg) * fitted.features.sample_rate))
 
     def scored(split_name: str) -> tuple[list[ClipRecord], np.ndarray, np.ndarray]:
         clips = [fitted.clips[i] for i in fitted.split.indices(split_name)]
@@ -235,7 +256,7 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
         "held_out": held_out,
         "stream": {"source": test_streams.source, "hours": test_streams.hours, "recordings": test_streams.recordings,
                    "from_backgrounds": bool(fitted.background_roles and fitted.background_roles.held_out),
-                   "hop_seconds": HOP_SECONDS},
+                   "hop_seconds": hop_seconds(cfg)},
         "roc": {"auc": roc["auc"], "points": thin(list(zip(roc["false_accept_rate"], roc["true_accept_rate"],
                                                                strict=True)), 400)},
         "det": [[point.false_accepts_per_hour, point.false_reject_rate, point.threshold] for point in det],
@@ -311,13 +332,18 @@ def _score_blocks(blocks, scorer, fitted: Fitted):
     """Scores of a stream's windows every ``HOP_SECONDS``: the stream's spectrogram computed once and shared by the
     windows (``stream_features``), the same scores as ``streaming.score_stream`` gives the exported model; then
     smoothed over ``smoothing_hops`` as predictions smooth them."""
+    from ..embedding_detector import is_embedding_model
+    from ..embedding_detector import stream_scores as embedding_stream_scores
     from ..stream_features import StreamWindows, stream_scores
     from ..streaming import smoothed_stream
 
     features = fitted.features
-    hop = int(round(HOP_SECONDS * features.sample_rate))
-    return smoothed_stream(stream_scores(scorer, StreamWindows.compute(blocks, scorer.frontend, features, hop)),
-                           fitted.cfg.smoothing_hops)
+    if is_embedding_model(scorer):  # the stream embedded once, the head slid one embedding at a time
+        scores = embedding_stream_scores(blocks, scorer, features.sample_rate, features.clip_samples, fitted.device)
+    else:
+        hop = int(round(HOP_SECONDS * features.sample_rate))
+        scores = stream_scores(scorer, StreamWindows.compute(blocks, scorer.frontend, features, hop))
+    return smoothed_stream(scores, fitted.cfg.smoothing_hops)
 
 
 def _auc(scores: np.ndarray, positives: np.ndarray) -> float | None:
@@ -357,9 +383,10 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
     threshold = float(override if override is not None else stored.get("threshold", 0.5))
     refractory = float(stored.get("refractory_seconds", REFRACTORY_SECONDS))
     scores = streaming.smoothed(np.asarray(outputs, dtype=np.float64).reshape(-1), int(stored.get("smoothing_hops", 1)))
+    hop = float(stored.get("hop_seconds", HOP_SECONDS))
     # Windows every hop; inference adds one last window ending at the end of the file when the hops miss it.
-    regular = [i for i, start in enumerate(starts) if abs(start / HOP_SECONDS - round(start / HOP_SECONDS)) < 1e-6]
-    stream = streaming.StreamScores(scores[regular], HOP_SECONDS, context["clip_seconds"],
+    regular = [i for i, start in enumerate(starts) if abs(start / hop - round(start / hop)) < 1e-6]
+    stream = streaming.StreamScores(scores[regular], hop, context["clip_seconds"],
                                     max(context["duration"], context["clip_seconds"]))
     events = streaming.detect_events(stream, threshold, refractory)
     if scores[-1] >= threshold and len(regular) < len(scores) and not events:
@@ -371,14 +398,14 @@ def shape_prediction(outputs: np.ndarray, starts: list[float], context: dict[str
         "threshold": round(threshold, 6),
         "threshold_source": "request" if override is not None else stored.get("threshold_source", "calibrated"),
         "events": [{"start": round(e.start, 3), "end": round(e.end, 3), "score": round(e.score, 6)} for e in events],
-        "scores_over_time": _timeline(scores[regular], context["clip_seconds"]),
+        "scores_over_time": _timeline(scores[regular], context["clip_seconds"], hop),
     }
 
 
-def _timeline(scores: np.ndarray, window_seconds: float) -> dict[str, Any]:
+def _timeline(scores: np.ndarray, window_seconds: float, hop: float = HOP_SECONDS) -> dict[str, Any]:
     """The score every hop; for long files every n-th hop, so the answer stays small."""
     step = max(1, -(-len(scores) // MAX_TIMELINE_POINTS))
-    return {"hop": round(HOP_SECONDS * step, 6), "window": window_seconds,
+    return {"hop": round(hop * step, 6), "window": window_seconds,
             "scores": [round(float(score), 4) for score in scores[::step]]}
 
 
