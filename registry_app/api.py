@@ -325,7 +325,8 @@ def predict(
       and the window scores averaged (`aggregation: "mean"`, `window_scores`).
     - detection: `detected`, `score` (the highest window score), `threshold` (the version's calibrated one, or
       the `threshold` form field in [0, 1]), `events` [{start, end, score}] in seconds, and `scores_over_time`
-      (a score every `hop` seconds). Windows are 100 ms apart; an event starts when the score rises to the
+      (a score every `hop` seconds). Windows are 100 ms apart (80 ms, one embedding, on the speech embedding
+      front end); an event starts when the score rises to the
       threshold and later onsets within the refractory period belong to it.
 
     Shorter clips are zero-padded.

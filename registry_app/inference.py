@@ -7,7 +7,7 @@ the web process does not load it to render pages.
 
 Clip length: a clip shorter than the model's clip length is zero-padded around its centre (as in training);
 a longer one is cut into windows of the clip length, spaced as the model's task says (half a clip for
-classification and regression, 100 ms for detection; the last window ends at the end of the clip). The task
+classification and regression, 100 ms for detection, or the hop a detection version stores; the last window ends at the end of the clip). The task
 module then shapes the answer: classification and regression AVERAGE the windows (so class scores still sum to
 1 and a long recording is judged as a whole), detection reports the events above its threshold. The response
 says how many windows were scored.

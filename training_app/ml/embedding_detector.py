@@ -42,6 +42,7 @@ from torch import nn
 
 from .audio import load_waveform
 from .data import BackgroundPart, background_roles
+from .device import GradScaler, autocast, precision_name
 from .model import ExportedModel, ScoreOutput
 
 # Augmented windows of each training clip.
@@ -390,7 +391,8 @@ def fit(run) -> Any:
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(bank) // HEAD_BATCH)
     scheduler = trainer.one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)
-    run.precision = "fp32"  # a head this small gains nothing from mixed precision
+    scaler = GradScaler(device)
+    run.precision = precision_name(device)  # bf16/fp16 autocast on CUDA as the other networks; fp32 on the CPU
     generator = torch.Generator().manual_seed(cfg.seed)
     clock = trainer.TrainingClock(cfg.epochs)
     bank.to(device)
@@ -427,11 +429,11 @@ def fit(run) -> Any:
         for step, start in enumerate(range(0, len(order), HEAD_BATCH), start=1):
             run.check_stop()
             batch = order[start : start + HEAD_BATCH]
-            outputs = head(bank.windows(batch)).float()
+            with autocast(device):
+                outputs = head(bank.windows(batch)).float()
             loss = loss_fn(outputs, targets_device[batch])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.step(loss, optimizer)
             scheduler.step()
             loss_sum += loss.item() * len(batch)
             if step % 20 == 0:
