@@ -60,7 +60,7 @@ def model_name(metrics: dict) -> str:
     front_end = metrics.get("front_end")
     if not front_end:
         return "KeywordCNN with one sigmoid score"
-    return (f"a fully connected head on the frozen speech embedding ({front_end['embeddings_per_window']} embeddings "
+    return (f"a small head on the frozen speech embedding ({front_end['embeddings_per_window']} embeddings "
             f"of {front_end['embedding_dim']} per window, one every {front_end['hop_seconds'] * 1000:.0f} ms), trained "
             f"on {front_end['training_windows']:,} augmented clip windows and {front_end['background_windows']:,} "
             "background windows")

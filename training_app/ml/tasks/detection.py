@@ -58,9 +58,9 @@ MAX_TIMELINE_POINTS = 3000
 def check_config(cfg: TrainConfig) -> None:
     if cfg.task == "detection" and not cfg.positive_label:
         raise ConfigError("positive_label", "detection needs positive_label: the label(s) to detect, comma-separated")
-    if cfg.architecture == "speech_embedding" and cfg.clip_seconds < 1.0:
-        raise ConfigError("clip_seconds", "the speech_embedding architecture needs windows of at least 1 s "
-                                          f"(clip_seconds {cfg.clip_seconds:g})")
+    if cfg.architecture == "speech_embedding" and cfg.clip_seconds < 1.25:
+        raise ConfigError("clip_seconds", "the speech_embedding architecture needs windows of at least 1.25 s "
+                                          f"(clip_seconds {cfg.clip_seconds:g}; 2 is openWakeWord's)")
 
 
 def hop_seconds(cfg: TrainConfig) -> float:
