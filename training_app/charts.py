@@ -285,7 +285,7 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
     if not scores:
         return None
     lane_top, lane_height = 4, 10
-    left, top, right, bottom = 36, 24, width - 10, height - 28
+    left, top, right, bottom = 48, 24, width - 10, height - 28  # room for the "event" lane label
     duration = max(prediction.get("duration") or 0.0, timeline["hop"] * (len(scores) - 1) + timeline["window"], 1e-6)
 
     def x_of(seconds: float) -> float:
