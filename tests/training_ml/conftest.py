@@ -11,9 +11,18 @@ import pytest
 from tests.audio import tone, write_wav
 from training_app.ml.config import TrainConfig
 from training_app.ml.data import ClipRecord
+from training_app.ml.train import Runtime, train
 
 SAMPLE_RATE = 16000
 TONES = {"high": 2400.0, "low": 300.0, "mid": 900.0}
+
+
+def train_logged(config: TrainConfig, records: list[ClipRecord], tmp_path: Path) -> dict:
+    """A tiny real training run into tmp_path/job: its result, its log messages and its output folder."""
+    logs: list[str] = []
+    result = train(config, records, tmp_path / "job", lambda update: None, lambda: False,
+                   Runtime(tmp_path / "cache", threads=2, on_log=lambda level, message: logs.append(message)))
+    return {"result": result, "logs": logs, "out_dir": tmp_path / "job"}
 
 
 def write_tone_clips(

@@ -12,9 +12,8 @@ from tests.audio import tone
 from training_app.ml.config import ConfigError, TrainConfig
 from training_app.ml.data import background_roles, check_trainable, split_backgrounds
 from training_app.ml.tasks import detection
-from training_app.ml.train import Runtime, train
 
-from .conftest import TINY, write_background, write_wake_clips
+from .conftest import TINY, train_logged, write_background, write_wake_clips
 
 DETECTION = {**TINY, "task": "detection", "positive_label": "wake", "epochs": 8}
 # The module's training run also trains on background windows, random and hard-mined.
@@ -26,11 +25,7 @@ def trained(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("detection")
     clips = write_wake_clips(tmp_path / "clips")
     backgrounds = [write_background(tmp_path / "bg-a.wav", 30.0), write_background(tmp_path / "bg-b.wav", 45.0)]
-    logs: list[str] = []
-    config = TrainConfig.from_dict("quick", WITH_BACKGROUND_NEGATIVES)
-    result = train(config, [*clips, *backgrounds], tmp_path / "job", lambda update: None, lambda: False,
-                   Runtime(tmp_path / "cache", threads=2, on_log=lambda level, message: logs.append(message)))
-    return {"result": result, "logs": logs, "out_dir": tmp_path / "job"}
+    return train_logged(TrainConfig.from_dict("quick", WITH_BACKGROUND_NEGATIVES), [*clips, *backgrounds], tmp_path)
 
 
 def test_detection_needs_a_positive_label_naming_the_field():

@@ -15,9 +15,8 @@ from training_app.ml.config import ConfigError, TrainConfig
 from training_app.ml.embedding_detector import EmbeddingHead, Geometry, stream_embeddings, stream_scores
 from training_app.ml.export import load_eager_model
 from training_app.ml.tasks import detection
-from training_app.ml.train import Runtime, train
 
-from .conftest import SAMPLE_RATE, TINY, wake_sound, write_background, write_wake_clips
+from .conftest import SAMPLE_RATE, TINY, train_logged, wake_sound, write_background, write_wake_clips
 
 EMBEDDING = {**TINY, "task": "detection", "positive_label": "wake", "architecture": "speech_embedding",
              "clip_seconds": 1.25, "epochs": 4, "channels": 8}
@@ -29,11 +28,7 @@ def trained(tmp_path_factory):
     clips = write_wake_clips(tmp_path / "clips")
     backgrounds = [write_background(tmp_path / "bg-a.wav", 40.0),
                    write_background(tmp_path / "bg-b.wav", 30.0, wakes_at=(10.0,))]
-    logs: list[str] = []
-    result = train(TrainConfig.from_dict("quick", EMBEDDING), [*clips, *backgrounds], tmp_path / "job",
-                   lambda update: None, lambda: False,
-                   Runtime(tmp_path / "cache", threads=2, on_log=lambda level, message: logs.append(message)))
-    return {"result": result, "logs": logs, "out_dir": tmp_path / "job"}
+    return train_logged(TrainConfig.from_dict("quick", EMBEDDING), [*clips, *backgrounds], tmp_path)
 
 
 def test_speech_embedding_is_a_detection_architecture_with_windows_of_several_embeddings():
