@@ -52,7 +52,7 @@ class Utterances:
 
 
 def fit(run):
-    from .train import TrainingCancelled, TrainingClock, one_cycle
+    from .train import TrainingCancelled, TrainingClock, end_epoch, one_cycle
 
     cfg = run.cfg
     norm = task.normalization(cfg)
@@ -97,12 +97,7 @@ def fit(run):
         record = {"epoch": epoch, "train_loss": train_loss, "val_loss": validation["loss"],
                   "val_cer": validation["rates"]["cer"], "val_wer": validation["rates"]["wer"],
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_started}
-        history.append(record)
-        best.update(network, record)
-        patience_over = 0 < cfg.early_stopping_patience <= best.stale
-        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=record)
-        if patience_over:
-            run.log("info", f"early stop after epoch {epoch}: validation CER last improved at epoch {best.epoch}")
+        if end_epoch(run, best, history, network, record, clock):
             break
     best.restore(network)
     network.eval()
@@ -294,6 +289,7 @@ class _Best:
     def __init__(self) -> None:
         self.key: tuple[float, float] = (float("inf"), float("inf"))
         self.cer, self.epoch, self.state, self.stale = float("inf"), 0, None, 0
+        self.measure = "validation CER"  # what the early stop's log line says did not improve
 
     def update(self, network: nn.Module, record: dict[str, Any]) -> None:
         cer = record["val_cer"] if record["val_cer"] is not None else float("inf")

@@ -461,13 +461,7 @@ def fit(run) -> Any:
                 run.report("training", *clock.at(epoch - 1 + step / steps_per_epoch))
         record = {"epoch": epoch, "train_loss": loss_sum / len(order), **validate(head),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - started}
-        history.append(record)
-        best.update(head, record)
-        patience_over = 0 < cfg.early_stopping_patience <= best.stale
-        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=record)
-        if patience_over:
-            run.log("info", f"early stop after epoch {epoch}: the validation {best.measure} last improved at epoch "
-                            f"{best.epoch}")
+        if trainer.end_epoch(run, best, history, head, record, clock):
             break
     best_epoch = best.restore(head, history, run.log, validate if best.average > 1 else None)
     run.averaged_epochs = best.averaged

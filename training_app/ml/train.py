@@ -415,14 +415,7 @@ def _fit(
             positive_scores = _clip_scores(run, network, frontend, powers, val_positives)
             record.update(background.select(network, frontend, positive_scores, cfg, run.check_stop, run.device))
         record.update({"lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_started})
-        history.append(record)
-        best.update(network, record)
-        patience_over = 0 < cfg.early_stopping_patience <= best.stale
-        # The job's curves are the first network's (an ensemble's others only move the progress bar).
-        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
-        if patience_over:
-            run.log("info", f"early stop after epoch {epoch}: the validation {best.measure} last improved at epoch "
-                            f"{best.epoch}")
+        if end_epoch(run, best, history, network, record, clock, member):
             break
 
     def judge(candidate: nn.Module) -> dict[str, Any]:
@@ -497,12 +490,7 @@ def _fit_embedding(
         record = {"epoch": epoch, "train_loss": loss_sum / len(order),
                   **_validate(run, head, val_inputs, val_targets, loss_fn),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.monotonic() - epoch_started}
-        history.append(record)
-        best.update(head, record)
-        patience_over = 0 < cfg.early_stopping_patience <= best.stale
-        run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
-        if patience_over:
-            run.log("info", f"early stop after epoch {epoch}: the validation loss last improved at epoch {best.epoch}")
+        if end_epoch(run, best, history, head, record, clock, member):
             break
     best_epoch = best.restore(head, history, run.log)
     return network.eval(), history, best_epoch, len(history) < cfg.epochs
@@ -736,7 +724,7 @@ class _Best:
     def __init__(self, average: int = 1) -> None:
         self.key: tuple[float, ...] = (float("inf"),)
         self.loss, self.epoch, self.state, self.stale = float("inf"), 0, None, 0
-        self.measure = "loss"
+        self.measure = "the validation loss"  # what the early stop's log line says did not improve
         self.average = average
         self.top: list[tuple[tuple[float, ...], int, dict[str, torch.Tensor]]] = []
         self.averaged: list[int] = []  # the epochs whose average ``restore`` kept
@@ -756,7 +744,7 @@ class _Best:
     def update(self, network: nn.Module, record: dict[str, Any]) -> None:
         key = self.key_of(record)
         if len(key) > 1:
-            self.measure = "false rejects within the false-accept budget"
+            self.measure = "the validation false rejects within the false-accept budget"
         if self.average > 1 and math.isfinite(record["val_loss"]):
             self.top.append((key, record["epoch"], copy.deepcopy(network.state_dict())))
             self.top.sort(key=lambda item: (-len(item[0]), *item[0]))
@@ -796,6 +784,22 @@ def _averaged(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The mean of several state dicts (BatchNorm statistics too; integer counters from the first)."""
     return {name: (torch.stack([state[name] for state in states]).mean(dim=0) if value.is_floating_point()
                    else value.clone()) for name, value in states[0].items()}
+
+
+def end_epoch(run: TaskRun, best: Any, history: list[dict[str, Any]], network: nn.Module, record: dict[str, Any],
+              clock: TrainingClock, member: int = 0) -> bool:
+    """Every trainer's end of epoch: keep ``record`` in ``history``, let ``best`` (a ``_Best``, or ``ctc._Best``)
+    judge ``network`` on it, report progress and log the early stop. True when ``best`` has not improved for the
+    configured patience: stop training. The job's curves are the first network's (an ensemble's other ``member``s
+    only move the progress bar)."""
+    cfg, epoch = run.cfg, record["epoch"]
+    history.append(record)
+    best.update(network, record)
+    patience_over = 0 < cfg.early_stopping_patience <= best.stale
+    run.report("training", *clock.at(cfg.epochs if patience_over else epoch), epoch=None if member else record)
+    if patience_over:
+        run.log("info", f"early stop after epoch {epoch}: {best.measure} last improved at epoch {best.epoch}")
+    return patience_over
 
 
 class TrainingClock:
