@@ -85,6 +85,17 @@ def test_audit_page_names_object_types_readably_and_filters_by_either_name(staff
         assert "marlo v1" in fragment and "media storage" not in fragment, wanted
 
 
+def test_audit_rows_name_their_columns_for_the_stacked_phone_layout(staff_client, staff_user):
+    audit.record("clip.edit", DatasetFactory(name="birds"), user=staff_user, changes={"label": ["yes", "no"]})
+    html = staff_client.get("/audit/").content.decode()
+    assert 'class="table table-stack audit-table"' in html  # static/app.css stacks it under 640 px
+    rows = html.count("<tr>") - 1  # the header's
+    assert rows >= 1
+    for column in ("When", "Who", "Action", "Object", "Changes", "From"):
+        assert html.count(f'data-label="{column}"') == rows, column
+    assert f'data-label="Who">{staff_user.username}</td>' in html
+
+
 def test_audit_filter_rejects_reversed_dates(staff_client):
     response = staff_client.get("/audit/", {"since": "2026-02-01", "until": "2026-01-01"})
     assert "must be on or before" in response.content.decode()

@@ -80,8 +80,11 @@ def test_vs_production_is_coloured_in_the_direction_of_the_metric(staff_client, 
 
     html = staff_client.get("/models/wake/").content.decode()
 
-    cells = re.findall(r'<td class="num diff ([a-z]*)">(.*?)</td>', html)
+    cells = re.findall(r'<td class="num diff ([a-z]*)" data-label="vs. production">(.*?)</td>', html)
     assert cells == [("worse", "+10.0 pts"), ("better", "−5.0 pts"), ("", '<span class="muted">—</span>')]  # v3 v2 v1
+    # On a phone each row stacks into a card whose lines name the task's metric (static/app.css, .table-stack).
+    assert html.count('<td class="num" data-label="False rejects">') == 3
+    assert 'class="table table-stack versions-table"' in html
 
 
 def test_model_description_is_markdown_with_html_escaped(staff_client, three):
