@@ -35,6 +35,11 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
 
 
+# Each chart is drawn twice: 640 units wide, and NARROW_WIDTH wide for a phone's card (about 320 px), where the
+# wide drawing's text would shrink to 6 px. The page shows one by the width of its box (static/app.css).
+NARROW_WIDTH = 340
+
+
 def hbar_chart(
     rows: Sequence[tuple[str, int]],
     *,
@@ -42,18 +47,24 @@ def hbar_chart(
     threshold: int | None = None,
     threshold_label: str = "",
     title: str = "",
-    width: int = 640,
 ) -> SafeString:
     """Horizontal bars, one row per (name, count); highlighted rows in amber; an optional dashed threshold."""
     if not rows:
         return mark_safe("")
-    row_height, label_width, right_pad, top = 26, 170, 56, 22 if threshold else 6
+    options = {"highlight": highlight, "threshold": threshold, "threshold_label": threshold_label, "title": title}
+    return mark_safe(_hbar_svg(rows, **options, width=640, label_width=170, name_chars=24, drawing="chart-wide")
+                     + _hbar_svg(rows, **options, width=NARROW_WIDTH, label_width=108, name_chars=15,
+                                 drawing="chart-narrow"))
+
+
+def _hbar_svg(rows, *, highlight, threshold, threshold_label, title, width, label_width, name_chars, drawing) -> str:
+    row_height, right_pad, top = 26, 56, 22 if threshold else 6
     height = top + row_height * len(rows) + 8
     maximum = _nice_max(max(max(count for _, count in rows), threshold or 0))
     plot = width - label_width - right_pad
     parts = [
         f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" {FONT} font-size="12" '
-        f'xmlns="http://www.w3.org/2000/svg">'
+        f'class="{drawing}" xmlns="http://www.w3.org/2000/svg">'
     ]
     if title:
         parts.append(f"<title>{escape(title)}</title>")
@@ -61,7 +72,7 @@ def hbar_chart(
         y = top + index * row_height
         bar = 0 if maximum == 0 else plot * count / maximum
         color = WARN if highlight and highlight(name, count) else PRIMARY
-        shown = name if len(name) <= 24 else name[:23] + "…"
+        shown = name if len(name) <= name_chars else name[:name_chars - 1] + "…"
         parts.append(
             f'<g><title>{escape(name)}: {count:,}</title>'
             f'<text x="{label_width - 8}" y="{y + 17}" text-anchor="end" fill="{TEXT}">{escape(shown)}</text>'
@@ -76,7 +87,7 @@ def hbar_chart(
             f'<text x="{x:.1f}" y="12" text-anchor="middle" fill="{WARN}" font-size="11">{escape(threshold_label)}</text>'
         )
     parts.append("</svg>")
-    return mark_safe("".join(parts))
+    return "".join(parts)
 
 
 def histogram_chart(
@@ -87,21 +98,26 @@ def histogram_chart(
     highlight: Callable[[dict], bool] | None = None,
     label_every: int | None = None,
     title: str = "",
-    width: int = 640,
-    height: int = 230,
 ) -> SafeString:
     """Vertical bars for histogram bins ({start, end, count}); x labels at bin edges, a y axis with counts."""
     if not bins:
         return mark_safe("")
+    options = {"x_label": x_label, "unit": unit, "highlight": highlight, "title": title}
+    every = label_every or max(1, math.ceil(len(bins) / 8))
+    return mark_safe(_histogram_svg(bins, **options, every=every, width=640, height=230, drawing="chart-wide")
+                     + _histogram_svg(bins, **options, every=every * 2 if len(bins) > 4 * every else every,
+                                      width=NARROW_WIDTH, height=210, drawing="chart-narrow"))
+
+
+def _histogram_svg(bins, *, x_label, unit, highlight, title, every, width, height, drawing) -> str:
     left, right, top, bottom = 44, 12, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     ticks = _ticks(max(b["count"] for b in bins))
     maximum = ticks[-1]
     step = plot_w / len(bins)
-    every = label_every or max(1, math.ceil(len(bins) / 8))
     parts = [
         f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title or x_label)}" {FONT} '
-        f'font-size="11" xmlns="http://www.w3.org/2000/svg">'
+        f'font-size="11" class="{drawing}" xmlns="http://www.w3.org/2000/svg">'
     ]
     if title:
         parts.append(f"<title>{escape(title)}</title>")
@@ -134,7 +150,7 @@ def histogram_chart(
         f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="{TEXT}" font-size="12">'
         f"{escape(x_label)}</text></svg>"
     )
-    return mark_safe("".join(parts))
+    return "".join(parts)
 
 
 def _edge(value: float) -> str:

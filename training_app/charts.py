@@ -29,6 +29,9 @@ class Chart:
     x_ticks: list[dict] = field(default_factory=list)
     marker: dict | None = None
     title: str = ""
+    # The same chart drawn for a box about as narrow as a phone's card (a scaled-down wide chart's text becomes
+    # unreadably small); the page shows one or the other by the box's width (static/app.css, .chart-narrow).
+    narrow: Chart | None = None
 
     @property
     def plot_width(self) -> float:
@@ -60,6 +63,10 @@ def _format_tick(value: float, step: float, percent: bool) -> str:
     return f"{value:.{decimals}f}"
 
 
+# A phone's card is about 320 px wide: a chart drawn 340 units wide keeps its 11-unit text at about 10 px there.
+NARROW_WIDTH = 340
+
+
 def line_chart(
     series: Sequence[Series],
     *,
@@ -72,8 +79,10 @@ def line_chart(
     marker_label: str = "",
     width: int = 560,
     height: int = 220,
+    narrow: bool = True,
 ) -> Chart | None:
-    """Lines over epochs 1..n. Returns None when no series has a finite value yet."""
+    """Lines over epochs 1..n, and (`narrow`) the same lines on a narrow chart as `.narrow`. Returns None when
+    no series has a finite value yet."""
     finite = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     if not finite:
         return None
@@ -99,7 +108,7 @@ def line_chart(
     while tick <= high + step / 2:
         chart.y_ticks.append({"y": round(y_of(tick), 1), "label": _format_tick(tick, step, percent)})
         tick += step
-    x_step = max(1, math.ceil(nice_step(max(n - 1, 1), 5)))
+    x_step = max(1, math.ceil(nice_step(max(n - 1, 1), 5 if width > NARROW_WIDTH else 4)))
     for epoch in sorted({1, *range(x_step, n + 1, x_step)}):
         chart.x_ticks.append({"x": round(x_of(epoch), 1), "label": str(epoch)})
 
@@ -129,6 +138,10 @@ def line_chart(
         near_right = x > chart.left + 0.7 * chart.plot_width
         chart.marker = {"x": x, "label": marker_label, "anchor": "end" if near_right else "start",
                         "dx": -4 if near_right else 4}
+    if narrow:
+        chart.narrow = line_chart(series, title=title, percent=percent, decimals=decimals, y_min=y_min, y_max=y_max,
+                                  marker_x=marker_x, marker_label=marker_label, width=NARROW_WIDTH, height=200,
+                                  narrow=False)
     return chart
 
 
@@ -276,10 +289,11 @@ def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_l
             "x_label": x_label, "y_label": y_label}
 
 
-def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dict | None:
+def timeline_chart(prediction: dict, width: int = 560, height: int = 160, narrow: bool = True) -> dict | None:
     """A detection prediction's score over time: the line (each window's score at the window's middle, a dot per
     window when there are few), the threshold, the part of the line above it, and the events in a lane of their
-    own above the plot (a band over the whole plot hid the line when an event spans most of a short clip)."""
+    own above the plot (a band over the whole plot hid the line when an event spans most of a short clip); and
+    (`narrow`) the same on a narrow chart as "narrow"."""
     timeline = prediction.get("scores_over_time") or {}
     scores = timeline.get("scores") or []
     if not scores:
@@ -304,7 +318,7 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
     events = [{"x": x_of(e["start"]), "width": max(2.0, x_of(e["end"]) - x_of(e["start"])),
                "title": f"detected {e['start']:.2f}-{e['end']:.2f} s, score {e['score']:.3f}"}
               for e in prediction.get("events", [])]
-    step = nice_step(duration, 5)
+    step = nice_step(duration, 5 if width > NARROW_WIDTH else 3)
     ticks, tick = [], 0.0
     while tick <= duration + 1e-9:
         ticks.append({"x": x_of(tick), "label": f"{tick:g} s"})
@@ -312,7 +326,8 @@ def timeline_chart(prediction: dict, width: int = 560, height: int = 160) -> dic
     return {"width": width, "height": height, "left": left, "top": top, "right": right, "bottom": bottom,
             "path": path, "dots": dots, "samples": samples, "threshold_y": y_of(prediction.get("threshold", 0.5)),
             "events": events, "ticks": ticks, "lane_top": lane_top, "lane_height": lane_height,
-            "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)]}
+            "y_ticks": [{"y": y_of(v), "label": f"{v:g}"} for v in (0, 0.5, 1)],
+            "narrow": timeline_chart(prediction, NARROW_WIDTH, height, narrow=False) if narrow else None}
 
 
 def transcript_diff(reference: str, hypothesis: str) -> dict[str, list[dict[str, Any]]]:

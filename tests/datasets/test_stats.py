@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,19 @@ def test_charts_escape_labels_and_mark_the_threshold():
     assert "minimum 5" in svg and "#d97706" in svg
     histogram = histogram_chart([{"start": 0, "end": 1, "count": 2}, {"start": 1, "end": 2, "count": 0}], x_label="Seconds", unit=" s")
     assert histogram.startswith("<svg") and "0–1 s: 2 clips" in histogram
+
+
+def test_stats_charts_are_drawn_wide_and_narrow_for_a_phone():
+    """Two drawings per chart; the page shows the narrow one in a phone's card (static/app.css), where the wide one's
+    text shrank to 6 px. A long name is shortened more there; its tooltip keeps all of it."""
+    name = "a-very-long-speaker-name-indeed"
+    svg = hbar_chart([(name, 3), ("ok", 9)], title="Clips per speaker")
+    wide, narrow = svg.split("</svg>")[:2]
+    assert 'viewBox="0 0 640 ' in wide and 'class="chart-wide"' in wide
+    assert 'viewBox="0 0 340 ' in narrow and 'class="chart-narrow"' in narrow
+    assert ">a-very-long-speaker-nam…</text>" in wide and ">a-very-long-sp…</text>" in narrow
+    assert f"<title>{name}: 3</title>" in narrow
+    bins = [{"start": i, "end": i + 1, "count": i % 3} for i in range(24)]
+    wide, narrow = histogram_chart(bins, x_label="Seconds").split("</svg>")[:2]
+    labels = [re.findall(r'text-anchor="middle" fill="#475467">([^<]*)</text>', part) for part in (wide, narrow)]
+    assert labels[0] == ["0", "3", "6", "9", "12", "15", "18", "21", "24"] and labels[1] == ["0", "6", "12", "18", "24"]

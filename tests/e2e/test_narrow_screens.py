@@ -99,6 +99,8 @@ def test_tables_stack_and_charts_stay_legible_on_a_phone(browser_page, register)
             shot(page, name)
             if name in ("audit", "versions"):
                 assert sideways_overflow(page) == [], (viewport, name)
+            if name in ("version", "job", "stats") and viewport == PHONE:
+                assert smallest_chart_text(page) >= LEGIBLE_PX, name
 
     # Stacked on a phone: no header row, each cell says what it is.
     page.set_viewport_size(PHONE)

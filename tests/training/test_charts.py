@@ -67,3 +67,37 @@ def test_try_it_detection_draws_the_events_lane_and_the_line_above_the_threshold
     html = render_to_string("registry/_try_detection.html", {"prediction": prediction})
     assert 'class="event-mark"' in html and "event-band" not in html
     assert 'clip-path="url(#timeline-above-threshold)"' in html and "threshold 0.700" in html
+
+
+def test_training_curves_are_drawn_wide_and_narrow_for_a_phone():
+    """A phone's card shows the narrow drawing (static/app.css): 340 units wide, so its 11-unit text stays
+    near 10 px where the wide one's shrank to 6 px, with no more epoch labels than the wide one."""
+    from django.template.loader import render_to_string
+
+    from training_app.charts import NARROW_WIDTH, training_charts
+
+    epochs = [{"train_loss": 1 / e, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 100} for e in range(1, 13)]
+    loss = training_charts(epochs, best_epoch=10)["loss"]
+    narrow = loss.narrow
+    assert (loss.width, narrow.width) == (560, NARROW_WIDTH) and narrow.narrow is None
+    assert [line["name"] for line in narrow.lines] == [line["name"] for line in loss.lines]
+    assert narrow.marker["label"] == "best epoch 10" and narrow.right - narrow.marker["x"] < narrow.plot_width / 3
+    assert [t["label"] for t in loss.x_ticks] == ["1", "3", "6", "9", "12"]
+    assert [t["label"] for t in narrow.x_ticks] == ["1", "5", "10"]
+    html = render_to_string("training/_chart.html", {"chart": loss})
+    assert html.count("<svg") == 2 and html.count("<figcaption>") == 1
+    assert 'viewBox="0 0 560 220" role="img" aria-label="Loss per epoch" class="chart-wide"' in html
+    assert f'viewBox="0 0 {NARROW_WIDTH} 200" role="img" aria-label="Loss per epoch" class="chart-narrow"' in html
+
+
+def test_try_it_detection_timeline_is_drawn_wide_and_narrow_each_with_its_own_clip():
+    from django.template.loader import render_to_string
+
+    prediction = {**_prediction([0.3, 0.8, 0.4]), "duration": 2.0, "detected": True, "score": 0.8,
+                  "threshold_source": "calibrated", "events": [{"start": 0.5, "end": 1.2, "score": 0.8}]}
+    chart = timeline_chart(prediction)
+    assert chart["narrow"]["width"] < chart["width"] and len(chart["narrow"]["ticks"]) < len(chart["ticks"])
+    html = render_to_string("registry/_try_detection.html", {"prediction": prediction})
+    assert 'class="chart-wide"' in html and 'class="chart-narrow"' in html
+    assert html.count('id="timeline-above-threshold"') == 1 and html.count('id="timeline-above-threshold-narrow"') == 1
+    assert 'clip-path="url(#timeline-above-threshold-narrow)"' in html
