@@ -378,7 +378,7 @@ class Clip(models.Model):
     source = models.CharField(
         max_length=255, blank=True, validators=[text_line_validator],
         help_text="Where this clip comes from when it is not the dataset's source (a URL, a device, a logged "
-        "prediction)",
+        "prediction).",
     )
     duration = models.FloatField(help_text="Seconds")
     source_sample_rate = models.PositiveIntegerField()

@@ -382,3 +382,10 @@ def test_outsider_cannot_edit_inline(outsider_client, dataset):
     assert outsider_client.post(f"/datasets/kws/clips/{clip.pk}/edit/label/", {"value": "no"}, headers=HTMX).status_code == 403
     clip.refresh_from_db()
     assert clip.label == "yes"
+
+
+def test_the_clip_pages_source_help_is_a_sentence_like_its_neighbours(trainer_client):
+    clip = ClipFactory(dataset=DatasetFactory(name="birds"))
+    html = trainer_client.get(f"/datasets/birds/clips/{clip.pk}/").content.decode()
+    assert '<div class="help">A number from 0 to 1, or empty.</div>' in html
+    assert "(a URL, a device, a logged prediction).</div>" in html
