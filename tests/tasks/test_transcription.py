@@ -109,6 +109,7 @@ def test_worker_trains_a_transcriber_with_its_vocabulary_metrics_export_predicti
     assert [row["cer"] for row in clips] == sorted((row["cer"] for row in clips), reverse=True)
     assert {"reference", "hypothesis", "speaker", "wer"} <= set(clips[0])
     assert [{"val_cer", "val_wer", "val_loss"} <= set(epoch) for epoch in trained.epochs] == [True] * 12
+    assert metrics["timings"]["evaluating_seconds"] > 0 and list(metrics["timings"])[-1] == "evaluating_seconds"
 
     version = ModelVersion.objects.get(job=trained)
     assert version.model.task == "transcription" and version.labels == []

@@ -18,11 +18,13 @@ TONES = {"high": 2400.0, "low": 300.0, "mid": 900.0}
 
 
 def train_logged(config: TrainConfig, records: list[ClipRecord], tmp_path: Path) -> dict:
-    """A tiny real training run into tmp_path/job: its result, its log messages and its output folder."""
+    """A tiny real training run into tmp_path/job: its result, its log messages, its progress reports and its
+    output folder."""
     logs: list[str] = []
-    result = train(config, records, tmp_path / "job", lambda update: None, lambda: False,
+    progress: list = []
+    result = train(config, records, tmp_path / "job", progress.append, lambda: False,
                    Runtime(tmp_path / "cache", threads=2, on_log=lambda level, message: logs.append(message)))
-    return {"result": result, "logs": logs, "out_dir": tmp_path / "job"}
+    return {"result": result, "logs": logs, "progress": progress, "out_dir": tmp_path / "job"}
 
 
 def write_tone_clips(

@@ -63,6 +63,15 @@ def test_head_trains_on_embedded_clips_and_background_and_is_calibrated(trained)
         front_end["embeddings_per_window"], front_end["embedding_dim"], 32).parameters())
 
 
+def test_evaluation_is_timed_and_hands_over_to_the_export(trained):
+    metrics, progress = trained["result"].metrics, trained["progress"]
+    assert metrics["timings"]["evaluating_seconds"] > 0
+    assert list(metrics["timings"]) == ["preparing_seconds", "features_seconds", "training_seconds", "evaluating_seconds"]
+    phases = [update.phase for update in progress]
+    assert "evaluating" in phases and phases.index("evaluating") < len(phases) - 2
+    assert [(update.phase, update.percent) for update in progress[-2:]] == [("exporting", 93.0), ("exporting", 100.0)]
+
+
 def test_exported_files_hold_the_front_end_and_agree(trained):
     out_dir = trained["out_dir"]
     config = json.loads((out_dir / "config.json").read_text())

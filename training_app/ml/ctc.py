@@ -52,7 +52,7 @@ class Utterances:
 
 
 def fit(run):
-    from .train import TrainingCancelled, TrainingClock, end_epoch, one_cycle
+    from .train import TrainingCancelled, TrainingClock, end_epoch, one_cycle, start_export
 
     cfg = run.cfg
     norm = task.normalization(cfg)
@@ -110,12 +110,8 @@ def fit(run):
     evaluation = _evaluation(run, network, log_mels, data, split, unknown)
     prediction = _prediction_config(vocabulary, norm, features, evaluation)
     metrics = {**evaluation, **run.summary(network, split, history, best.epoch, cache_stats), "prediction": prediction}
-    run.timings["evaluating_seconds"] = time.monotonic() - mark
-    metrics["timings"] = dict(run.timings)
-    run.check_stop()
 
-    mark = time.monotonic()
-    run.report("exporting", 0.0, None)
+    mark = start_export(run, metrics, mark)
     model = ExportedTranscriber(copy.deepcopy(frontend).cpu(), copy.deepcopy(network).cpu()).eval()
     config = _export_config(run, metrics, prediction, features)
     sample = 0.1 * torch.randn(2, features.sample_rate, generator=torch.Generator().manual_seed(cfg.seed))

@@ -495,12 +495,8 @@ def fit(run) -> Any:
                             "embedding_dim": geometry.dim, "hop_seconds": geometry.hop_seconds,
                             "training_windows": len(clip_inputs), "background_windows": background_count}
     metrics["prediction"] = run.task.export_config(metrics, cfg)
-    run.timings["evaluating_seconds"] = time.monotonic() - mark
-    metrics["timings"] = dict(run.timings)
-    run.check_stop()
 
-    mark = time.monotonic()
-    run.report("exporting", 0.0, None)
+    mark = trainer.start_export(run, metrics, mark)
     architecture = {"name": "SpeechEmbedding + EmbeddingHead", "architecture": cfg.architecture,
                     "channels": cfg.channels, "dropout": cfg.dropout, "convs_per_block": cfg.convs_per_block,
                     "width": head.width, "embeddings": n_embeddings, "embedding_dim": geometry.dim,

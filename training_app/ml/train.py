@@ -289,12 +289,8 @@ def _execute(run: TaskRun) -> TrainResult:
     if selection is not None:
         metrics = _with_refit(run, metrics, selection, split, best_epoch, refit_history)
     metrics["prediction"] = run.task.export_config(metrics, run.cfg)
-    run.timings["evaluating_seconds"] = time.monotonic() - mark
-    metrics["timings"] = dict(run.timings)
-    run.check_stop()
 
-    mark = time.monotonic()
-    run.report("exporting", 0.0, _EXPORT_SECONDS_ESTIMATE)
+    mark = start_export(run, metrics, mark, _EXPORT_SECONDS_ESTIMATE)
     artifacts = _export(run, fitted.export_model(), metrics)
     export_seconds = time.monotonic() - mark
     run.report("exporting", 1.0, 0.0)
@@ -800,6 +796,19 @@ def end_epoch(run: TaskRun, best: Any, history: list[dict[str, Any]], network: n
     if patience_over:
         run.log("info", f"early stop after epoch {epoch}: {best.measure} last improved at epoch {best.epoch}")
     return patience_over
+
+
+def start_export(run: TaskRun, metrics: dict[str, Any], evaluation_started: float,
+                 eta_seconds: float | None = None) -> float:
+    """Every trainer's switch from evaluating to exporting: record the evaluation's seconds (it began at
+    ``evaluation_started``, a ``time.monotonic()``), copy the timings so far into ``metrics``, stop here if the job
+    was cancelled, then report the exporting phase. Returns the export's start, for its own seconds."""
+    run.timings["evaluating_seconds"] = time.monotonic() - evaluation_started
+    metrics["timings"] = dict(run.timings)
+    run.check_stop()
+    started = time.monotonic()
+    run.report("exporting", 0.0, eta_seconds)
+    return started
 
 
 class TrainingClock:
