@@ -1,6 +1,6 @@
-"""On a phone (390 px wide) in headless Chromium: the audit trail and the model versions table stack their rows
-instead of scrolling sideways, and chart text stays legible; at 1280 px the tables stay tables. Screenshots go
-to test-artifacts/narrow/ (390-*.png, 1280-*.png)."""
+"""On a phone (390 px wide) in headless Chromium: the audit trail, the model versions table and a version's
+artifacts stack their rows instead of scrolling sideways, and chart text stays legible; at 1280 px the tables stay
+tables. Screenshots go to test-artifacts/narrow/ (390-*.png, 1280-*.png)."""
 
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ def test_tables_stack_and_charts_stay_legible_on_a_phone(browser_page, register)
         for name, url in pages.items():
             page.goto(url)
             shot(page, name)
+            assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"], (viewport, name)
             if name in ("audit", "versions"):
                 assert sideways_overflow(page) == [], (viewport, name)
             if name in ("version", "job", "stats") and viewport == PHONE:
@@ -115,6 +116,10 @@ def test_tables_stack_and_charts_stay_legible_on_a_phone(browser_page, register)
     assert column_names(page.locator(".versions-table tbody tr").first) == [
         "", "Status", "Accuracy", "vs. production", "Macro F1", "Macro F1 vs. production", "Baseline", "Data",
         "Trained", ""]
+    page.goto("/models/birdsong/v3/")
+    assert column_names(page.locator(".artifacts-table tbody tr").first) == ["", "Size", "SHA-256", ""]
     # A table on a wide screen.
     page.set_viewport_size(DESKTOP)
+    expect(page.locator(".artifacts-table thead")).to_be_visible()
+    page.goto("/models/birdsong/")
     expect(page.locator(".versions-table thead")).to_be_visible()
