@@ -70,6 +70,9 @@ def test_evaluation_is_timed_and_hands_over_to_the_export(trained):
     phases = [update.phase for update in progress]
     assert "evaluating" in phases and phases.index("evaluating") < len(phases) - 2
     assert [(update.phase, update.percent) for update in progress[-2:]] == [("exporting", 93.0), ("exporting", 100.0)]
+    # The log-mel features the evaluation reads are loaded inside its phase: the panel's bar never runs backwards.
+    percents = [update.percent for update in progress]
+    assert percents == sorted(percents), [(update.phase, update.percent) for update in progress]
 
 
 def test_exported_files_hold_the_front_end_and_agree(trained):

@@ -473,7 +473,8 @@ def fit(run) -> Any:
     # Evaluation and export --------------------------------------------------------------------------------
     mark = time.monotonic()
     run.report("evaluating", 0.0, None)
-    powers, cache_stats = run.load_powers()  # the log-mel baseline's input
+    # The log-mel baseline's input, loaded as the first half of the evaluating phase.
+    powers, cache_stats = run.load_powers("evaluating", 0.5)
     log_mel_frontend = LogMelFrontend(features)
     from .augment import stack_frames
 

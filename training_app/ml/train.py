@@ -173,10 +173,12 @@ class TaskRun:
         """``step(*args)``, its duration recorded in ``timings[name]``."""
         return _timed(self, name, step, *args)
 
-    def load_powers(self) -> tuple[list[torch.Tensor], dict[str, int]]:
+    def load_powers(self, phase: str = "features", share: float = 1.0) -> tuple[list[torch.Tensor], dict[str, int]]:
         """Every clip's mel power (n_mels, frames) from the feature cache or decoded, whole clips at least
-        ``features.clip_samples`` long (shorter ones zero-padded around the centre), and cache hits/misses."""
-        return _timed(self, "features_seconds", _load_powers, self)
+        ``features.clip_samples`` long (shorter ones zero-padded around the centre), and cache hits/misses.
+        Progress goes out as ``phase`` from 0 to ``share`` of it: a trainer that needs the powers only to evaluate
+        loads them in its "evaluating" phase, so the panel's progress never runs backwards."""
+        return _timed(self, "features_seconds", _load_powers, self, phase, share)
 
     def summary(self, network: nn.Module, split: Split, history: list[dict[str, Any]], best_epoch: int,
                 cache_stats: dict[str, int]) -> dict[str, Any]:
@@ -312,12 +314,13 @@ def _split(run: TaskRun) -> Split:
     return split
 
 
-def _load_powers(run: TaskRun) -> tuple[list[torch.Tensor], dict[str, int]]:
+def _load_powers(run: TaskRun, phase: str = "features", share: float = 1.0,
+                 ) -> tuple[list[torch.Tensor], dict[str, int]]:
     mark = time.monotonic()
     with _cache_dir(run.runtime.cache_dir) as cache_dir:
         powers, hits, misses = load_features(
             run.clips, run.features, FeatureCache(cache_dir, run.features), LogMelFrontend(run.features),
-            run.should_stop, lambda done: run.report("features", done / len(run.clips), None),
+            run.should_stop, lambda done: run.report(phase, share * done / len(run.clips), None),
         )
     run.check_stop()
     run.log("info", f"features: {hits} clips from the cache, {misses} decoded ({time.monotonic() - mark:.1f} s)")
