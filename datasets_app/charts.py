@@ -26,9 +26,16 @@ def _nice_max(value: float) -> float:
     return 10 * magnitude
 
 
-def _ticks(maximum: float, count: int = 4) -> list[float]:
-    top = _nice_max(maximum)
-    return [top * i / count for i in range(count + 1)]
+def _count_ticks(maximum: int, most: int = 5) -> list[int]:
+    """Whole-number ticks from 0 to at least ``maximum`` (a count) with the smallest round step (1, 2, 5, 10, 20,
+    25, 50…) that needs at most ``most`` intervals: never 1.25 clips."""
+    maximum, magnitude = max(int(maximum), 1), 1
+    while True:
+        for multiple in (1, 2, 2.5, 5):
+            step = multiple * magnitude
+            if step % 1 == 0 and math.ceil(maximum / step) <= most:
+                return [int(step * i) for i in range(math.ceil(maximum / step) + 1)]
+        magnitude *= 10
 
 
 def _number(value: float) -> str:
@@ -112,7 +119,7 @@ def histogram_chart(
 def _histogram_svg(bins, *, x_label, unit, highlight, title, every, width, height, drawing) -> str:
     left, right, top, bottom = 44, 12, 12, 44
     plot_w, plot_h = width - left - right, height - top - bottom
-    ticks = _ticks(max(b["count"] for b in bins))
+    ticks = _count_ticks(max(b["count"] for b in bins))
     maximum = ticks[-1]
     step = plot_w / len(bins)
     parts = [

@@ -95,3 +95,16 @@ def test_stats_charts_are_drawn_wide_and_narrow_for_a_phone():
     wide, narrow = histogram_chart(bins, x_label="Seconds").split("</svg>")[:2]
     labels = [re.findall(r'text-anchor="middle" fill="#475467">([^<]*)</text>', part) for part in (wide, narrow)]
     assert labels[0] == ["0", "3", "6", "9", "12", "15", "18", "21", "24"] and labels[1] == ["0", "6", "12", "18", "24"]
+
+
+@pytest.mark.parametrize(("largest", "ticks"), [
+    (1, ["0", "1"]), (5, ["0", "1", "2", "3", "4", "5"]), (7, ["0", "2", "4", "6", "8"]),
+    (23, ["0", "5", "10", "15", "20", "25"]), (101, ["0", "25", "50", "75", "100", "125"]),
+    (1234, ["0", "250", "500", "750", "1,000", "1,250"]),
+])
+def test_a_histogram_counts_clips_in_whole_numbers_on_its_axis(largest, ticks):
+    """The y axis counts clips: whole-number ticks of a round step (it read 0, 1.2, 2.5, 3.8, 5 for five clips),
+    reaching at least the tallest bar."""
+    bins = [{"start": 0, "end": 1, "count": largest}, {"start": 1, "end": 2, "count": 0}]
+    wide = histogram_chart(bins, x_label="Seconds").split("</svg>")[0]
+    assert re.findall(r'text-anchor="end" fill="#475467">([^<]*)</text>', wide) == ticks
