@@ -39,3 +39,24 @@ def test_without_held_out_figures_the_calibration_budget_decides():
     metrics["calibration"]["met_budget"] = False
 
     assert "stat-over-budget" in _stats(metrics)
+
+
+def test_reported_false_accepts_are_broken_down_by_held_out_recording():
+    metrics = {**_metrics(within_budget=False), "test": {"positives": 4, "negatives": 6, "false_reject_rate": 0.0,
+                                                         "false_accept_rate": 0.0},
+               "stream": {"source": "2 held-out background recordings", "hours": 1.0, "from_backgrounds": True,
+                          "hop_seconds": 0.1},
+               "det": [[19.0, 0.0, 0.3], [0.0, 1.0, 0.9]], "roc": {"points": [[0.0, 0.0], [1.0, 1.0]]},
+               "positive_labels": ["wake"]}
+    metrics["held_out"] = {**metrics["held_out"], "det_point": [19.0, 0.0], "per_recording": [
+        {"name": "kitchen.wav", "hours": 0.5, "false_accepts": 3},
+        {"name": "street.wav", "hours": 0.5, "false_accepts": 16},
+    ]}
+    html = render_to_string("training/_results_detection.html", {"part": "figures", "metrics": metrics,
+                                                                  "result": metrics["test"]})
+
+    assert "kitchen.wav: 3 in" in html and "street.wav: 16 in" in html
+    metrics["held_out"]["per_recording"] = metrics["held_out"]["per_recording"][:1]  # one recording: the total says it
+    html = render_to_string("training/_results_detection.html", {"part": "figures", "metrics": metrics,
+                                                                  "result": metrics["test"]})
+    assert "per-recording" not in html

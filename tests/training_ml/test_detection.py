@@ -61,6 +61,10 @@ def test_background_recordings_split_into_training_validation_and_held_out_audio
     assert metrics["held_out"]["source"] == "1 held-out background recording"
     assert metrics["calibration"]["hours"] == pytest.approx(7.5 / 3600)
     assert metrics["held_out"]["hours"] == pytest.approx(45.0 / 3600)
+    # The report names each held-out recording with its own false accepts; they add up to the total.
+    [recording] = metrics["held_out"]["per_recording"]
+    assert recording["name"] == "bg-b.wav" and recording["hours"] == pytest.approx(45.0 / 3600)
+    assert recording["false_accepts"] == metrics["held_out"]["false_accepts"]
     assert any("random windows of the first three quarters of 1 training background recording" in line
                for line in logs)
     assert any("0.4 min of the first three quarters of 1 training background recording give negatives: 8 random "

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -234,6 +235,12 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
         "false_accepts_per_hour": false_accepts / test_streams.hours,
         "source": test_streams.source,
         "same_as_calibration": calibrated_on == evaluated_on,
+        # Each stream on its own: a total can hide one recording (a voice, a room) that takes all the false accepts.
+        "per_recording": [
+            {"name": name, "hours": stream.hours,
+             "false_accepts": streaming.count_false_accepts([stream], threshold, REFRACTORY_SECONDS)}
+            for name, stream in zip(test_streams.names, test_streams.scores, strict=True)
+        ],
     }
     held_out["within_budget"] = held_out["false_accepts_per_hour"] <= cfg.target_fa_per_hour + 1e-9
     held_out["det_point"] = [held_out["false_accepts_per_hour"], held_out["false_reject_rate"]]
@@ -293,6 +300,7 @@ class NegativeAudio:
     scores: list
     source: str
     recordings: int
+    names: list[str]  # one per stream: the recording's file name (and the stretch of it), or the clips' split
 
     @property
     def hours(self) -> float:
@@ -316,16 +324,30 @@ def _negative_streams(fitted: Fitted, scorer, clips: dict[str, list],
             return [_score_blocks(streaming.read_blocks(part.clip.path, rate, start_seconds=part.start,
                                                         end_seconds=part.end), scorer, fitted) for part in parts]
 
-        return (NegativeAudio(scored(roles.validation), roles.sources["validation"], len(roles.validation)),
-                NegativeAudio(scored(roles.held_out), roles.sources["held_out"], len(roles.held_out)))
+        def names(parts) -> list[str]:
+            return [_part_name(part) for part in parts]
+
+        return (NegativeAudio(scored(roles.validation), roles.sources["validation"], len(roles.validation),
+                              names(roles.validation)),
+                NegativeAudio(scored(roles.held_out), roles.sources["held_out"], len(roles.held_out),
+                              names(roles.held_out)))
     audio = []
     for name in ("val", fitted.evaluated_on):
         negatives = [clip.path for clip, positive in zip(clips[name], positives[name], strict=True) if not positive]
         stream = _score_blocks(streaming.stream_from_clips(negatives, rate), scorer, fitted)
         title = "validation" if name == "val" else name
         audio.append(NegativeAudio([stream], f"the {title} split's negative clips joined end to end "
-                                             "(no background recordings)", 0))
+                                             "(no background recordings)", 0, [f"{title} negative clips"]))
     return audio[0], audio[1]
+
+
+def _part_name(part) -> str:
+    """A background part in words: its file name, and the stretch when it is not the whole recording."""
+    name = Path(str(part.clip.path)).name
+    if part.start or part.end is not None:
+        end = f"{part.end:g}" if part.end is not None else "end"
+        name += f" ({part.start:g}-{end} s)"
+    return name
 
 
 def _score_blocks(blocks, scorer, fitted: Fitted):
