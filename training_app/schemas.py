@@ -29,7 +29,7 @@ class JobIn(Schema):
         "test_fraction, seed, time_shift, noise, spec_augment, clip_seconds, early_stopping_patience, channels, "
         "dropout, weight_decay, target_far, holdout_speakers; detection: positive_label (required; a label or a "
         "comma-separated list), target_fa_per_hour, negative_weight, background_negatives, hard_negatives, "
-        "smoothing_hops, near_misses; "
+        "smoothing_hops; "
         "transcription: text_case (lower|keep), punctuation (strip|keep), numbers (as_written|words)",
         examples=[{"epochs": 20, "seed": 7, "noise": False}],
     )

@@ -12,23 +12,14 @@ import torch
 
 from training_app.ml import streaming
 from training_app.ml.config import ConfigError, TrainConfig
-from training_app.ml.embedding_detector import (
-    POSITIVE_COPIES,
-    EmbeddingHead,
-    Geometry,
-    group_weights,
-    near_miss,
-    phrase_bounds,
-    stream_embeddings,
-    stream_scores,
-)
+from training_app.ml.embedding_detector import EmbeddingHead, Geometry, stream_embeddings, stream_scores
 from training_app.ml.export import load_eager_model
 from training_app.ml.tasks import detection
 
-from .conftest import SAMPLE_RATE, TINY, other_sound, train_logged, wake_sound, write_background, write_wake_clips
+from .conftest import SAMPLE_RATE, TINY, train_logged, wake_sound, write_background, write_wake_clips
 
 EMBEDDING = {**TINY, "task": "detection", "positive_label": "wake", "architecture": "speech_embedding",
-             "clip_seconds": 1.25, "epochs": 4, "channels": 8, "near_misses": 3}
+             "clip_seconds": 1.25, "epochs": 4, "channels": 8}
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +48,6 @@ def test_head_trains_on_embedded_clips_and_background_and_is_calibrated(trained)
     assert front_end["name"] == "speech_embedding" and front_end["hop_seconds"] == 0.08
     assert front_end["training_windows"] > metrics["split"]["train"]  # several augmented windows per clip
     assert front_end["background_windows"] > 0
-    # Each training wake phrase also gave near_misses=3 negatives made of it.
-    line = next(line for line in logs if "near-miss negatives made of the" in line)
-    near, phrases = int(line.split()[0]), int(line.split("made of the ")[1].split()[0])
-    assert phrases > 0 and near == 3 * phrases
-    assert front_end["training_windows"] >= POSITIVE_COPIES * phrases + near
     assert set(metrics["history"][0]) == {"epoch", "train_loss", "val_loss", "val_auc", "val_frr", "lr", "seconds"}
     assert any(line.startswith(f"best epoch {metrics['best_epoch']} of") for line in logs)
     calibration, held_out = metrics["calibration"], metrics["held_out"]
@@ -87,44 +73,6 @@ def test_evaluation_is_timed_and_hands_over_to_the_export(trained):
     # The log-mel features the evaluation reads are loaded inside its phase: the panel's bar never runs backwards.
     percents = [update.percent for update in progress]
     assert percents == sorted(percents), [(update.phase, update.percent) for update in progress]
-
-
-def test_near_misses_are_cut_spliced_and_reversed_from_the_wake_phrase():
-    rng = np.random.default_rng(0)
-    silence = np.zeros(SAMPLE_RATE // 4, dtype=np.float32)
-    phrase = torch.from_numpy(np.concatenate([silence, wake_sound(), silence]))
-    other = torch.from_numpy(np.concatenate([silence, 0.2 * other_sound(1)]))  # another word, quieter
-    first, last = phrase_bounds(phrase)
-    assert abs(first - len(silence)) <= 320 and abs(last - len(silence) - len(wake_sound())) <= 320
-
-    start, end = near_miss(phrase, "start", rng), near_miss(phrase, "end", rng)
-    assert torch.equal(start, phrase[: len(start)]) and first + 0.5 * (last - first) <= len(start) <= \
-        first + 0.75 * (last - first)  # "hey mar": the phrase cut before its end
-    assert torch.equal(end, phrase[len(phrase) - len(end):]) and len(phrase) - len(end) >= first + 0.3 * (last - first)
-    assert torch.equal(near_miss(phrase, "reversed", rng), phrase.flip(0))
-    spliced = near_miss(phrase, "spliced", rng, other)
-    head = int(first + 0.45 * (last - first))
-    assert torch.equal(spliced[:head], phrase[:head]) and len(spliced) < len(phrase) + len(other)
-    # ... then the end of the other word, brought to the phrase's loudness
-    ratio = spliced[-200:] / other[-200:]
-    assert float(ratio.std()) < 1e-4 and 1.5 < float(ratio.mean()) <= 5.0
-    with pytest.raises(ValueError):
-        near_miss(phrase, "spliced", rng)
-
-
-def test_near_misses_weigh_as_a_group_of_their_own():
-    targets = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    near = torch.tensor([False, False, False, False, False, True, True, True])
-    weights = group_weights(targets, 4, 3.0, near)
-
-    assert weights[:2].tolist() == [1.0, 1.0]
-    # negative clips, near misses and background windows: each group 3 x the 2 positives
-    assert float(weights[2:5].sum()) == pytest.approx(6.0) and float(weights[5:8].sum()) == pytest.approx(6.0)
-    assert float(weights[8:].sum()) == pytest.approx(6.0)
-    assert torch.equal(group_weights(targets, 4, 3.0)[:2], weights[:2])
-    with pytest.raises(ConfigError) as caught:
-        TrainConfig.from_dict("quick", {**EMBEDDING, "architecture": "conv2d", "clip_seconds": 1.0})
-    assert caught.value.field == "near_misses"
 
 
 def test_exported_files_hold_the_front_end_and_agree(trained):

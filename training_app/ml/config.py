@@ -120,11 +120,6 @@ FIELDS: dict[str, FieldSpec] = {
         int, "detection: random windows of the training background recordings added to every epoch as negatives "
              "(0: background audio only feeds noise augmentation)", 0, 10000
     ),
-    "near_misses": FieldSpec(
-        int, "detection with architecture=speech_embedding: near-miss negatives made of each training wake phrase "
-             "(its start or its end alone, its start joined to the end of another word, played backwards), this many "
-             "per positive clip (0: none)", 0, 64
-    ),
     "smoothing_hops": FieldSpec(
         int, "detection: a window's score is averaged with those of the windows before it, this many in all (100 ms "
              "apart; 1: no smoothing), before the threshold applies", 1, 10
@@ -190,7 +185,6 @@ class TrainConfig:
     background_negatives: int = 0
     hard_negatives: int = 0
     smoothing_hops: int = 1
-    near_misses: int = 0
     text_case: str = "lower"
     punctuation: str = "strip"
     numbers: str = "as_written"

@@ -14,14 +14,10 @@ the head:
   phrase), sped up or slowed down a little (other voices' rates and pitches), and most of them mixed with a random
   stretch of the training background recordings at a random signal-to-noise ratio (the rest over silence, as a
   short clip is padded at inference); their embeddings are computed once;
-- with ``near_misses`` (off by default), each training wake phrase also gives that many near-miss negatives made
-  of itself (``near_miss``: its start alone, "hey mar"; its end alone; its start joined to the end of another word
-  of the same voice; backwards), augmented like the clips, a loss group of their own: openWakeWord trains on
-  thousands of generated near-miss phrases, the demo corpus has two confusable clips per voice;
 - the training background recordings are embedded once and every window of them (one every 80 ms) is a negative in
   every epoch: tens of thousands of negatives, as openWakeWord trains on hours of ordinary audio;
-- the loss is a weighted binary cross-entropy in which the negative clips together, the near misses together and
-  the background windows together each weigh ``negative_weight`` times all positives (``group_weights``);
+- the loss is a weighted binary cross-entropy in which the negative clips together and the background windows
+  together each weigh ``negative_weight`` times all positives (``group_weights``);
 - after every epoch the head scores the validation clips (as predictions score them) and the whole validation
   recording (embedded once), and the checkpoint is chosen as for the other detection networks: the fewest
   validation false rejects within the false-accept budget, the five best averaged when validation agrees.
@@ -275,73 +271,6 @@ def augmented_window(wave: torch.Tensor, positive: bool, window: int, rng: np.ra
     return placed * gain
 
 
-# What each near-miss negative of a wake phrase is, in turn (``near_misses`` per training positive).
-NEAR_MISS_KINDS = ("start", "end", "spliced", "start", "end", "spliced", "reversed")
-# Where the phrase is cut, as shares of its loud part: its start alone keeps 50-75% ("hey mar"), its end alone
-# drops 30-50% ("arlo"); a splice keeps 45-70% of it and adds another word from 30-60% of its loud part on.
-START_SHARE = (0.5, 0.75)
-END_SHARE = (0.3, 0.5)
-SPLICE_SHARE = (0.45, 0.7)
-PARTNER_SHARE = (0.3, 0.6)
-
-
-def phrase_bounds(wave: torch.Tensor, frame: int = 160) -> tuple[int, int]:
-    """(first, last + 1) sample of a clip's loud part: frames whose log energy rises 40% of the way from the clip's
-    floor (its 20% quantile frame) to its peak."""
-    frames = wave[: len(wave) // frame * frame].reshape(-1, frame)
-    if len(frames) == 0:
-        return 0, len(wave)
-    energy = torch.log10(frames.double().pow(2).mean(dim=1) + 1e-10)
-    floor, peak = torch.quantile(energy, 0.2), energy.max()
-    loud = (energy > floor + 0.4 * (peak - floor)).nonzero().flatten()
-    if len(loud) == 0:
-        return 0, len(wave)
-    return int(loud[0]) * frame, (int(loud[-1]) + 1) * frame
-
-
-def near_miss(wave: torch.Tensor, kind: str, rng: np.random.Generator, partner: torch.Tensor | None = None
-              ) -> torch.Tensor:
-    """A negative made of a wake phrase: its start alone (``start``: "hey mar"), its end alone (``end``: "arlo"),
-    its start joined to the end of another word (``spliced``: "hey mar" + "...ket", the other word scaled to the
-    phrase's loudness), or the phrase played backwards (``reversed``). The audio around the loud part is kept."""
-    if kind == "reversed":
-        return wave.flip(0)
-    first, last = phrase_bounds(wave)
-    length = last - first
-    if kind == "start":
-        return wave[: first + int(rng.uniform(*START_SHARE) * length)]
-    if kind == "end":
-        return wave[first + int(rng.uniform(*END_SHARE) * length) :]
-    if kind != "spliced" or partner is None:
-        raise ValueError(f"unknown near-miss kind {kind!r} (or a splice without a partner)")
-    head = wave[: first + int(rng.uniform(*SPLICE_SHARE) * length)]
-    partner_first, partner_last = phrase_bounds(partner)
-    tail = partner[partner_first + int(rng.uniform(*PARTNER_SHARE) * (partner_last - partner_first)) :]
-    loudness = float(head[first:].pow(2).mean().sqrt()) / (float(tail[: partner_last - partner_first].pow(2).mean()
-                                                                 .sqrt()) + 1e-8)
-    return torch.cat([head, tail * min(max(loudness, 0.2), 5.0)])
-
-
-def near_miss_windows(waves: dict[int, torch.Tensor], positives: Sequence[int], others: Sequence[int],
-                      speakers: Sequence[str], count: int, window: int, rng: np.random.Generator,
-                      background: BackgroundReader | None) -> list[torch.Tensor]:
-    """``count`` augmented near-miss windows of each positive clip (``NEAR_MISS_KINDS`` in turn); a splice takes
-    the end of another training word (not noise) of the same voice where there is one."""
-    by_voice: dict[str, list[int]] = {}
-    for index in others:
-        by_voice.setdefault(speakers[index], []).append(index)
-    out = []
-    for index in positives:
-        for copy_index in range(count):
-            kind = NEAR_MISS_KINDS[copy_index % len(NEAR_MISS_KINDS)]
-            pool = by_voice.get(speakers[index]) or list(others)
-            if kind == "spliced" and not pool:
-                kind = "start"
-            partner = waves[pool[int(rng.integers(len(pool)))]] if kind == "spliced" else None
-            out.append(augmented_window(near_miss(waves[index], kind, rng, partner), False, window, rng, background))
-    return out
-
-
 def clip_windows(wave: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     """The windows a prediction scores on a clip: every ``hop`` from its start, the last one reaching its end,
     zero-padded past it (``streaming.clip_score``)."""
@@ -350,19 +279,15 @@ def clip_windows(wave: torch.Tensor, window: int, hop: int) -> torch.Tensor:
     return padded.unfold(0, window, hop)
 
 
-def group_weights(clip_targets: torch.Tensor, background_count: int, negative_weight: float,
-                  near_miss: torch.Tensor | None = None) -> torch.Tensor:
+def group_weights(clip_targets: torch.Tensor, background_count: int, negative_weight: float) -> torch.Tensor:
     """Per-window loss weights: the positive windows weigh 1 each; the negative clip windows (confusable phrases,
     other words, noise) together weigh ``negative_weight`` times the positives, and so do the background windows
-    together, and the near-miss windows made of the wake phrases (``near_miss`` marks them among the clip windows)
     together. Weighing all negatives as one group (the default loop's loss) drowns the few confusable clips in tens
     of thousands of background windows: on the demo corpus the head then accepted "hey margo" and "hey barlow"
     (docs/benchmarks.md, Detection)."""
-    near_miss = torch.zeros(len(clip_targets), dtype=torch.bool) if near_miss is None else near_miss
     positives = float(clip_targets.sum())
-    clip_negatives = float(((clip_targets < 0.5) & ~near_miss).sum())
+    clip_negatives = float(len(clip_targets) - positives)
     weights = torch.where(clip_targets > 0.5, 1.0, negative_weight * positives / max(clip_negatives, 1.0))
-    weights[near_miss] = negative_weight * positives / max(float(near_miss.sum()), 1.0)
     background = torch.full((background_count,), negative_weight * positives / max(background_count, 1))
     return torch.cat([weights, background])
 
@@ -442,19 +367,6 @@ def fit(run) -> Any:
     run.log("info", f"speech embedding front end: {len(windows)} augmented windows of {len(split.train)} training "
                     f"clips ({POSITIVE_COPIES} per positive, {NEGATIVE_COPIES} per other clip), "
                     f"{n_embeddings} embeddings of {geometry.dim} per {cfg.clip_seconds:g} s window")
-    near: list[torch.Tensor] = []
-    if cfg.near_misses:
-        train_positives = [i for i in split.train if positives[i]]
-        words = [i for i in split.train if not positives[i] and run.clips[i].speaker]  # said by a voice
-        near = near_miss_windows(waves, train_positives, words, [clip.speaker for clip in run.clips],
-                                 cfg.near_misses, window, rng, reader or None)
-        windows += near
-        targets += [0.0] * len(near)
-        run.log("info", f"{len(near)} near-miss negatives made of the {len(train_positives)} training wake phrases "
-                        f"({cfg.near_misses} each: the start or the end alone, the start joined to another word, "
-                        "backwards)")
-    near_miss_mask = torch.zeros(len(windows), dtype=torch.bool)
-    near_miss_mask[len(windows) - len(near) :] = True
     run.report("features", 0.05, None)
     clip_inputs = embed_windows(embedder, torch.stack(windows), device, run.check_stop)
     clip_targets = torch.tensor(targets)
@@ -494,8 +406,7 @@ def fit(run) -> Any:
     head = EmbeddingHead(n_embeddings, geometry.dim, HEAD_WIDTH_PER_CHANNEL * cfg.channels, cfg.dropout).to(device)
     all_targets = torch.cat([clip_targets, torch.zeros(bank.background_count)])
     loss_fn = run.task.loss_function(clip_targets, run.labels, cfg, device)  # validation clips: the task's loss
-    sample_weights = group_weights(clip_targets, bank.background_count, cfg.negative_weight,
-                                   near_miss_mask).to(device)
+    sample_weights = group_weights(clip_targets, bank.background_count, cfg.negative_weight).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(bank) // HEAD_BATCH)
     scheduler = trainer.one_cycle(optimizer, cfg.learning_rate, cfg.epochs * steps_per_epoch)

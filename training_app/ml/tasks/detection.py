@@ -62,8 +62,6 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.architecture == "speech_embedding" and cfg.clip_seconds < 1.25:
         raise ConfigError("clip_seconds", "the speech_embedding architecture needs windows of at least 1.25 s "
                                           f"(clip_seconds {cfg.clip_seconds:g}; 2 is openWakeWord's)")
-    if cfg.near_misses and cfg.architecture != "speech_embedding":
-        raise ConfigError("near_misses", "near-miss negatives are made for architecture=speech_embedding only")
 
 
 def hop_seconds(cfg: TrainConfig) -> float:
