@@ -9,16 +9,13 @@ import json
 import numpy as np
 import pytest
 import torch
-import torchaudio.functional as AF
 
 from training_app.ml.audio import fit_length, load_waveform
 from training_app.ml.config import PRESETS, ConfigError, TrainConfig
 from training_app.ml.export import load_eager_model
-from training_app.ml.features import LogMelFrontend
 from training_app.ml.model import KeywordCNN
 from training_app.ml.split import split_clips
 from training_app.ml.tasks import classification
-from training_app.ml.tasks.common import Fitted
 
 from tests.audio import tone
 
@@ -147,58 +144,6 @@ def test_open_set_threshold_is_calibrated_on_validation_keywords_and_marks_unsur
     assert (flagged["label"], flagged["unsure"]) == ("bottle", True)
 
 
-def test_voice_shifted_copies_of_validation_widen_the_scores_the_unsure_threshold_keeps():
-    """Few validation voices score their keywords higher than new voices do: the copies played faster or slower score
-    lower, and the threshold keeps OPEN_SET_KEEP of all the right keyword answers, the copies' included."""
-    labels = ["bottle", "table", "unknown"]
-    val_top = np.linspace(0.80, 0.99, 40)
-    truth = np.array([0 if i % 2 else 1 for i in range(40)])
-
-    def rows(tops: np.ndarray) -> np.ndarray:
-        return np.array([[p, (1 - p) / 2, (1 - p) / 2] if t == 0 else [(1 - p) / 2, p, (1 - p) / 2]
-                         for p, t in zip(tops, truth, strict=True)])
-
-    val, shifted = rows(val_top), [rows(val_top - 0.3), rows(val_top - 0.1)]
-    shifted[0][0] = [0.1, 0.2, 0.7]  # a copy answered wrong does not count
-    plain = classification.open_set(labels, {"val": val}, {"val": truth}, "val")
-    found = classification.open_set(labels, {"val": val}, {"val": truth}, "val", shifted_val=shifted)
-
-    everything = np.concatenate([val_top, val_top[1:] - 0.3, val_top - 0.1])
-    assert found["threshold"] == pytest.approx(np.quantile(everything, 1 - classification.OPEN_SET_KEEP), abs=1e-4)
-    assert found["threshold"] < plain["threshold"]
-    assert (found["calibrated_on"], plain["calibrated_on"]) == (119, 40)
-    # A threshold given (a refit's, from its selection run) is taken as it is.
-    given = classification.open_set(labels, {"val": val}, {"val": truth}, "val", 0.5, shifted_val=shifted)
-    assert (given["threshold"], given["calibrated_on"]) == (0.5, 0)
-
-
-def test_voice_shifted_outputs_play_the_clips_faster_or_slower_through_the_same_network(tmp_path):
-    clips = write_tone_clips(tmp_path / "clips", per_label=4, seconds=0.5)
-    config = TrainConfig.from_dict("quick", TINY)
-    features = config.features()
-    split = split_clips(clips, 0.5, 0.0, seed=0)
-    waves = torch.stack([fit_length(load_waveform(clips[i].path, 16000), features.clip_samples) for i in split.val])
-    frontend = LogMelFrontend(features)
-    with torch.no_grad():
-        log_mels = frontend.log_mel(frontend.mel_power(waves))
-    labels = sorted({clip.label for clip in clips})
-    torch.manual_seed(0)
-    fitted = Fitted(cfg=config, labels=labels, clips=clips, split=split,
-                    targets=torch.tensor([labels.index(clip.label) for clip in clips]), log_mels={"val": log_mels},
-                    network=KeywordCNN(len(labels), 8, 0.0).eval(), device=torch.device("cpu"),
-                    features=features, export_model=lambda: None, log=lambda level, message: None)
-
-    same = fitted.voice_shifted_outputs("val", 1.0)
-    assert same.shape == (len(split.val), len(labels))
-    assert np.allclose(same, fitted.outputs("val"), atol=1e-4)
-    faster = fitted.voice_shifted_outputs("val", 1.1)
-    assert faster.shape == same.shape and not np.allclose(faster, same, atol=1e-3)
-    # Played 1.1 times as fast, a tone's energy moves up the mel bands.
-    shifted = AF.resample(waves[:1], 16000, round(16000 / 1.1))
-    centre = lambda wave: int(frontend.mel_power(fit_length(wave, features.clip_samples)).mean(dim=-1).argmax())
-    assert centre(shifted[0]) > centre(waves[0])
-
-
 KEYWORDS_AND_UNKNOWN = {"high": 2400.0, "low": 300.0, "unknown": 900.0}
 
 
@@ -212,8 +157,6 @@ def test_with_an_unknown_label_the_job_scores_the_answers_predictions_give(tmp_p
     metrics = result.metrics
     found = metrics["open_set"]
     assert found["rule"] is True and found["unknown_label"] == "unknown" and found["unsure"] > 0
-    # Calibrated on the validation clips' right keyword answers and those of their voice-shifted copies.
-    assert found["voice_shifts"] == list(classification.VOICE_SHIFTS) and found["calibrated_on"] > 0
     assert metrics["accuracy"] == pytest.approx(found["accuracy_with_rule"])
 
     test_clips = [clips[i] for i in split_clips(clips, config.val_fraction, config.test_fraction, config.seed).test]

@@ -74,30 +74,6 @@ class Fitted:
             parts = [batch_outputs(i).cpu() for i in range(0, len(log_mel), EVAL_BATCH)]
         return torch.cat(parts).double().numpy() if parts else np.zeros((0, 1))
 
-    def voice_shifted_outputs(self, split_name: str, factor: float) -> np.ndarray:
-        """The network's outputs for a split's clips played ``factor`` times as fast, so pitch, formants and rate all
-        move by that factor (as from a shorter or longer vocal tract speaking faster or slower): voices the split does
-        not hold, made from its own clips."""
-        import dataclasses
-
-        import torch
-        import torchaudio.functional as AF
-
-        from ..audio import fit_length, load_waveform
-        from ..features import LogMelFrontend
-
-        rate, samples = self.features.sample_rate, self.features.clip_samples
-        waves = self.waveforms.get(split_name)
-        if waves is None:
-            waves = torch.stack([fit_length(load_waveform(self.clips[i].path, rate), samples)
-                                 for i in self.split.indices(split_name)])
-        shifted = fit_length(AF.resample(waves, rate, int(round(rate / factor))), samples)
-        frontend = LogMelFrontend(self.features)
-        with torch.no_grad():
-            log_mel = frontend.log_mel(frontend.mel_power(shifted))
-        return dataclasses.replace(self, log_mels={**self.log_mels, split_name: log_mel},
-                                   waveforms={**self.waveforms, split_name: shifted}).outputs(split_name)
-
     def truth(self, split_name: str) -> np.ndarray:
         return self.targets[self.split.indices(split_name)].numpy()
 
