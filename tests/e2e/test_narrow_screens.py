@@ -4,7 +4,6 @@ tables. Screenshots go to test-artifacts/narrow/ (390-*.png, 1280-*.png)."""
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from django.db import connections
@@ -12,7 +11,7 @@ from playwright.sync_api import expect
 
 from audioml import audit
 from registry_app.models import Alias
-from tests.e2e.test_user_journey import PASSWORD, browser_page  # noqa: F401 - the fixture
+from tests.e2e.test_user_journey import browser_page, log_in  # noqa: F401 - the fixture
 from tests.factories import AdminFactory, ClipFactory, DatasetFactory
 from tests.ops.servers import ROOT
 
@@ -84,11 +83,7 @@ def test_tables_stack_and_charts_stay_legible_on_a_phone(browser_page, register)
     job_id = versions[2].job_id
     connections.close_all()
 
-    page.goto("/")
-    page.fill("input[name=username]", "h5-admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/datasets/$"))
+    log_in(page, "h5-admin")
 
     pages = {"audit": "/audit/", "versions": "/models/birdsong/", "version": "/models/birdsong/v3/",
              "job": f"/training/jobs/{job_id}/", "stats": "/datasets/birdsong-field-recordings/stats/"}

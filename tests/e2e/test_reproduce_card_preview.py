@@ -10,7 +10,7 @@ from django.db import connections
 from playwright.sync_api import expect
 
 from registry_app.models import Alias, ModelVersion
-from tests.e2e.test_user_journey import PASSWORD, browser_page  # noqa: F401 - the fixture
+from tests.e2e.test_user_journey import browser_page, log_in  # noqa: F401 - the fixture
 from tests.factories import AdminFactory, ClipFactory, DatasetFactory
 from tests.ops.servers import ROOT
 from training_app import tasks
@@ -45,11 +45,7 @@ def test_preview_reproduce_and_model_card_in_the_browser(browser_page):  # noqa:
     Alias.point(v1.model, "production", v1, by=admin, note="first release")
     connections.close_all()
 
-    page.goto("/")
-    page.fill("input[name=username]", "h4-admin")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/datasets/$"))
+    log_in(page, "h4-admin")
 
     # The training form: listen to what training hears.
     page.goto("/training/new/?dataset=tones")

@@ -36,6 +36,15 @@ LOW, HIGH = 300.0, 2400.0
 HTMX_ABORT = re.compile(r"^htmx:(sendAbort|afterRequest), \[object HTML\w*Element\]$")
 
 
+def log_in(page, username: str) -> None:
+    """Log in through the panel's login page as ``username`` (password PASSWORD) and land on the datasets."""
+    page.goto("/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/datasets/$"))
+
+
 def clip_wav(frequency: float, index: int) -> bytes:
     """Half a second of a tone, slightly different per index (identical audio would be a duplicate)."""
     return wav_bytes(tone(frequency * (1 + 0.03 * index), 0.5, seed=index))
