@@ -4,7 +4,6 @@ tables. Screenshots go to test-artifacts/narrow/ (390-*.png, 1280-*.png)."""
 
 from __future__ import annotations
 
-
 import pytest
 from django.db import connections
 from playwright.sync_api import expect
