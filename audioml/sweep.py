@@ -20,8 +20,10 @@ live on the training machine's local disk), and on demand with `manage.py sweep 
 
 Listing the storage costs one request per 1,000 objects on a bucket (a walk of every folder on disk), so the
 panel's *Storage clean-up* page never lists it when visited: it shows the last result remembered in the cache
-(`scan_storage`, run when the user asks; every real clean-up, whether the page's, the API's, `manage.py gc` or the
-sweeper's, replaces it with what it left, nothing older than the minimum age), with its time.
+(`scan_storage`, run when the user asks, on a worker of the default cluster so that a long listing never holds a web
+request: `queue_scan` queues at most one at a time and the page polls until it is done or failed; every real
+clean-up, whether the page's, the API's, `manage.py gc` or the sweeper's, replaces it with what it left, nothing
+older than the minimum age), with its time.
 
 Dataset exports are never stored (they stream from a temporary file that is gone once sent), and folders other
 than those listed in MEDIA_FOLDERS (another feature's files) are never touched.
@@ -33,6 +35,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,9 @@ PROBES = ".ready-probe"
 GC_KINDS = {"clips": "Clip audio", "models": "Model artifacts", "predictions": "Logged prediction audio",
             INCOMING: "Interrupted uploads", PROBES: "Readiness probes"}
 SCAN_CACHE_KEY = "audioml:storage-scan"
+SCAN_RUNNING_KEY = "audioml:storage-scan-running"  # the queued or running scan (queue_scan)
+SCAN_FAILED_KEY = "audioml:storage-scan-failed"  # the last scan that failed, until the next is queued
+SCAN_TASK = "audioml.sweep.run_queued_scan"
 SCAN_LISTED_FILES = 200  # file names kept per kind (the page lists these; `manage.py gc --dry-run` lists all)
 
 
@@ -144,9 +150,104 @@ def collect_garbage(*, dry_run: bool = False, min_age: float | None = None, by=N
 def scan_storage(by=None) -> dict:
     """The Storage page's scan: what a clean-up would remove now (a dry run at SWEEP_MIN_AGE_SECONDS), remembered
     with its time until the next scan or clean-up; returns what `last_scan` will."""
+    return _scan(f"scanned by {_who(by)}")
+
+
+def _scan(via: str) -> dict:
     started = time.monotonic()
     report = collect_garbage(dry_run=True)
-    return _remember(report, f"scanned by {_who(by)}", time.monotonic() - started)
+    return _remember(report, via, time.monotonic() - started)
+
+
+def queue_scan(by=None) -> tuple[dict, bool]:
+    """Queue the Storage page's scan on the default worker cluster, unless one is already queued or running:
+    (that scan's `scan_in_progress`, whether this call queued it). One marker in the shared cache, added
+    atomically, is what keeps a second click (or a second user) from queueing a second listing of the bucket."""
+    from django.core.cache import cache
+    from django.utils import timezone
+    from django_q.tasks import async_task
+
+    running = scan_in_progress()
+    if running is not None and not running["stale"]:
+        return running, False
+    if running is not None:  # lost (its worker died, or none ever took it): a new scan replaces it
+        cache.delete(SCAN_RUNNING_KEY)
+    who = _who(by)
+    marker = {"token": uuid.uuid4().hex, "queued_at": timezone.now(), "started_at": None, "by": who}
+    if not cache.add(SCAN_RUNNING_KEY, marker, timeout=None):
+        return scan_in_progress() or {**marker, "waited": 0.0, "stale": False}, False
+    cache.delete(SCAN_FAILED_KEY)
+    try:
+        async_task(SCAN_TASK, marker["token"], who, task_name="storage-scan")
+    except Exception:
+        cache.delete(SCAN_RUNNING_KEY)
+        raise
+    return scan_in_progress() or {**marker, "waited": 0.0, "stale": False}, True
+
+
+def scan_in_progress() -> dict | None:
+    """The queued or running scan (`queued_at`, `started_at` or None while no worker took it, `by`, `waited`
+    seconds since it was queued), or None.
+    `stale` once it is older than SCAN_GIVE_UP_SECONDS: a worker stopped without saying, or none is running."""
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    try:
+        marker = cache.get(SCAN_RUNNING_KEY)
+    except Exception:  # noqa: BLE001 - no cache table yet: nothing running
+        logger.exception("The storage scan in progress could not be read from the cache")
+        return None
+    if marker is None:
+        return None
+    waited = (timezone.now() - marker["queued_at"]).total_seconds()
+    return {**marker, "waited": waited, "stale": waited > scan_give_up_seconds()}
+
+
+def failed_scan() -> dict | None:
+    """The last scan that failed (`at`, `by`, `error`), until the next one is queued; a scan given up on
+    (scan_in_progress's `stale`) counts as failed."""
+    from django.core.cache import cache
+
+    running = scan_in_progress()
+    if running is not None and running["stale"]:
+        return {"at": running["queued_at"], "by": running["by"], "error": (
+            f"no worker finished it within {scan_give_up_seconds() // 60} minutes of it being queued "
+            f"({'a worker took it and stopped without a result' if running['started_at'] else 'no worker took it'})"
+            ": check that the workers run (manage.py qcluster)")}
+    try:
+        return cache.get(SCAN_FAILED_KEY)
+    except Exception:  # noqa: BLE001
+        logger.exception("The last failed storage scan could not be read from the cache")
+        return None
+
+
+def scan_give_up_seconds() -> int:
+    """How long the page waits for a queued scan: the default cluster's task timeout (a worker stops a task
+    running longer) and a minute for a worker to take it."""
+    return int(settings.Q_CLUSTER.get("timeout") or 600) + 60
+
+
+def run_queued_scan(token: str, who: str) -> dict:
+    """The django-q2 entry point of the Storage page's scan (queue_scan): the scan, remembered as `scan_storage`
+    remembers it, or the failure remembered for the page (and raised again, so the task is a failure too)."""
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    marker = cache.get(SCAN_RUNNING_KEY)
+    if marker is not None and marker["token"] == token:
+        cache.set(SCAN_RUNNING_KEY, {**marker, "started_at": timezone.now()}, timeout=None)
+    try:
+        scan = _scan(f"scanned by {who}")
+    except Exception as error:
+        logger.exception("The storage scan queued by %s failed", who)
+        cache.set(SCAN_FAILED_KEY, {"at": timezone.now(), "by": who, "error": f"{type(error).__name__}: {error}".rstrip(".")},
+                  timeout=None)
+        raise
+    finally:
+        marker = cache.get(SCAN_RUNNING_KEY)
+        if marker is not None and marker["token"] == token:
+            cache.delete(SCAN_RUNNING_KEY)
+    return {key: value for key, value in scan.items() if key != "kinds"}
 
 
 def last_scan() -> dict | None:

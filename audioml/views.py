@@ -9,8 +9,10 @@ from django.http import HttpRequest, HttpResponse
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import filesizeformat
+from django.utils.timezone import localtime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseStopPolling
 
 from audioml.audit import Actor
 from audioml.forms import AuditFilterForm, LoginForm, StorageCleanupForm, TokenForm
@@ -77,14 +79,17 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 def storage_cleanup(request: HttpRequest) -> HttpResponse:
     """What `manage.py gc --dry-run` found at the last scan (files no row references), a POST that scans again
     (`action=scan`), and a confirmed POST that removes what is still unreferenced (`manage.py gc`), recorded as
-    storage.gc. A visit never lists the storage (one request per 1,000 objects on a bucket): the scan runs when
-    asked and is remembered with its time (audioml.sweep.scan_storage). No role includes the permission: the
-    files are deleted for good."""
-    from audioml.sweep import collect_garbage, last_scan, scan_storage
+    storage.gc. A visit never lists the storage (one request per 1,000 objects on a bucket): the scan runs on a
+    worker when asked (audioml.sweep.queue_scan; never two at once), the page polls until it is done, and its
+    result is remembered with its time. No role includes the permission: the files are deleted for good."""
+    from audioml.sweep import collect_garbage, failed_scan, last_scan, queue_scan, scan_in_progress
 
     if request.method == "POST" and request.POST.get("action") == "scan":
-        scan = scan_storage(by=Actor.from_request(request))
-        messages.success(request, f"Scanned the storage in {scan['seconds']:.1f} s.")
+        running, queued = queue_scan(by=Actor.from_request(request))
+        if not queued:
+            messages.info(request, f"A scan {'is already running' if running['started_at'] else 'is already queued'}"
+                                   f" (asked by {running['by']} at {localtime(running['queued_at']):%H:%M:%S}): "
+                                   "this page shows its result when it is done.")
         return redirect("storage-cleanup")
     form = StorageCleanupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -94,11 +99,24 @@ def storage_cleanup(request: HttpRequest) -> HttpResponse:
         messages.success(request, f"Removed {removed} file{'s' if removed != 1 else ''} without rows "
                                   f"({filesizeformat(report.freed_bytes)}){note}.")
         return redirect("storage-cleanup")
-    return render(request, "account/storage.html", {
-        "form": form, "scan": last_scan(),
+    running = scan_in_progress()
+    if running is not None and running["stale"]:
+        running = None  # given up on: failed_scan() says why
+    context = {
+        "form": form, "scan": last_scan(), "running": running, "failed": failed_scan(),
         "min_age": settings.SWEEP_MIN_AGE_SECONDS, "interval": settings.SWEEP_INTERVAL_MINUTES,
         "where": _media_storage_name(),
-    }, status=400 if request.method == "POST" else 200)
+    }
+    if request.htmx and request.method == "GET":
+        response = render(request, "account/storage.html#scan", context)
+        return response if running else _stop_polling(response)
+    return render(request, "account/storage.html", context, status=400 if request.method == "POST" else 200)
+
+
+def _stop_polling(response: HttpResponse) -> HttpResponse:
+    stopped = HttpResponseStopPolling(response.content)
+    stopped["Content-Type"] = response["Content-Type"]
+    return stopped
 
 
 def _media_storage_name() -> str:

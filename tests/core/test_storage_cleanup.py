@@ -1,13 +1,14 @@
 """The panel's Storage clean-up page (superusers, or whom an administrator gives `audioml.collect_garbage`): what
-`manage.py gc --dry-run` found at the last scan, by kind (a visit never lists the storage; the scan runs when asked
-and is remembered with its time), and a confirmed POST that removes what is still unreferenced, recorded in the
-audit trail like `manage.py gc` itself."""
+`manage.py gc --dry-run` found at the last scan, by kind (a visit never lists the storage; the scan runs on a worker
+when asked, never two at once, and is remembered with its time), and a confirmed POST that removes what is still
+unreferenced, recorded in the audit trail like `manage.py gc` itself."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -15,8 +16,11 @@ from django.contrib.auth.models import Permission, User
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.management import call_command
+from django_q.conf import Conf
+from django_q.models import OrmQ, Task
 
 from audioml.models import AuditEvent
+from tests.brokers import BrokerUnderTest
 from tests.factories import ClipFactory, DatasetFactory
 
 pytestmark = pytest.mark.django_db
@@ -51,22 +55,39 @@ def exist(names) -> list[bool]:
     return [default_storage.exists(name) for name in names]
 
 
-def scanned(client) -> str:
-    """The page after its Scan button."""
+def scanned(client, monkeypatch) -> str:
+    """The page after its Scan button, the scan run by django-q2 in this process (its sync mode)."""
+    monkeypatch.setattr(Conf, "SYNC", True)
     response = client.post(URL, {"action": "scan"}, follow=True)
+    monkeypatch.setattr(Conf, "SYNC", False)
     assert response.redirect_chain == [(URL, 302)]
     return response.content.decode()
 
 
+def queued_scans() -> list[OrmQ]:
+    return list(OrmQ.objects.filter(key="default"))
+
+
+def work_off(row: OrmQ):
+    """What a worker of the default cluster does with a queued task: take it off the queue and run it."""
+    row.delete()
+    return BrokerUnderTest("orm").deliver(row.payload)
+
+
+def poll(client):
+    return client.get(URL, headers={"HX-Request": "true"})
+
+
 def test_a_visit_lists_nothing_until_a_scan_which_shows_the_dry_run_by_kind_and_removes_nothing(
-        admin_client, orphans):
+        admin_client, orphans, monkeypatch):
     before = admin_client.get(URL)
     assert before.status_code == 200
     assert "Not scanned yet" in before.content.decode() and "Scan the storage" in before.content.decode()
     assert not any(name in before.content.decode() for name in orphans["old"])
     assert "Remove 3 files" not in before.content.decode()
-    html = scanned(admin_client)
-    assert "Scanned the storage in" in html and "scanned by admin-persona" in html and "Scan again" in html
+    html = scanned(admin_client, monkeypatch)
+    assert "Scanning…" not in html and "scanned by admin-persona" in html and "Scan again" in html
+    assert Task.objects.get(name="storage-scan").success and not queued_scans()  # run by django-q2, in sync mode
     rows = html[html.index("<tbody>"):html.index("</tbody>")]
     assert "Clip audio" in rows and "3.0\xa0KB" in rows and "Model artifacts" in rows and "2.0\xa0KB" in rows
     assert "Interrupted uploads" in rows and "10\xa0bytes" in rows
@@ -79,21 +100,21 @@ def test_a_visit_lists_nothing_until_a_scan_which_shows_the_dry_run_by_kind_and_
     assert not AuditEvent.objects.filter(action="storage.gc").exists()
 
 
-def test_a_visit_shows_the_remembered_scan_with_its_time_and_never_lists_the_storage_again(admin_client, orphans):
+def test_a_visit_shows_the_remembered_scan_with_its_time_and_never_lists_the_storage_again(admin_client, orphans, monkeypatch):
     """A file that lost its row after the scan shows only once the user scans again: visits read what the last
     scan remembered (a listing costs a request per 1,000 objects on a bucket)."""
-    scanned(admin_client)
+    scanned(admin_client, monkeypatch)
     later = aged("models/other/v1/weights.pt", b"w" * 5)
     visit = admin_client.get(URL).content.decode()
     assert "Remove 3 files (5.0\xa0KB)" in visit and later not in visit
     assert "As of " in visit and "scanned by admin-persona" in visit
-    again = scanned(admin_client)
+    again = scanned(admin_client, monkeypatch)
     assert "Remove 4 files" in again and f"<li>{later}</li>" in again
     assert all(exist(orphans["old"] + [later]))
 
 
-def test_removing_needs_the_confirmation_and_a_post(admin_client, orphans):
-    scanned(admin_client)
+def test_removing_needs_the_confirmation_and_a_post(admin_client, orphans, monkeypatch):
+    scanned(admin_client, monkeypatch)
     refused = admin_client.post(URL, {"shown": "3"})
     assert refused.status_code == 400
     assert "Tick the box to confirm" in refused.content.decode() and "Remove 3 files" in refused.content.decode()
@@ -142,15 +163,15 @@ def test_no_role_reaches_the_page_only_superusers_and_whom_an_administrator_give
     assert 'href="/storage/">Storage clean-up</a>' in staff_client.get("/account/tokens/").content.decode()
 
 
-def test_every_real_clean_up_replaces_the_remembered_scan_with_what_it_left(admin_client, orphans):
+def test_every_real_clean_up_replaces_the_remembered_scan_with_what_it_left(admin_client, orphans, monkeypatch):
     from audioml.sweep import last_scan, scheduled_sweep
 
-    scanned(admin_client)
+    scanned(admin_client, monkeypatch)
     call_command("gc", "--dry-run", stdout=StringIO())  # a dry run elsewhere leaves the page's scan alone
     assert last_scan()["count"] == 3 and last_scan()["via"] == "scanned by admin-persona"
     call_command("gc", "--min-age", "86400", stdout=StringIO())  # leaves files the page would list: forgotten
     assert last_scan() is None and "Not scanned yet" in admin_client.get(URL).content.decode()
-    scanned(admin_client)
+    scanned(admin_client, monkeypatch)
     scheduled_sweep()
     assert (last_scan()["count"], last_scan()["via"]) == (0, "cleaned up by the sweeper, which removed 3 files")
     assert last_scan()["kept_young"] == 1
@@ -191,3 +212,82 @@ def test_the_api_runs_the_same_clean_up_for_scripts(api, token_client, trainer_u
     assert (last_scan()["count"], last_scan()["via"]) == (0, "cleaned up by admin-persona, which removed 3 files")
     event = AuditEvent.objects.get(action="storage.gc")
     assert event.actor.username == "admin-persona" and event.request_id == done["X-Request-ID"]
+
+
+def test_a_scan_runs_on_a_worker_while_the_page_polls_and_a_second_click_queues_no_second_one(
+        admin_client, client, orphans):
+    page = admin_client.post(URL, {"action": "scan"}, follow=True).content.decode()
+    assert 'data-scan-state="running"' in page and "Scanning…" in page and "waiting for a worker" in page
+    assert "asked by admin-persona" in page and 'hx-trigger="every 2s"' in page
+    assert '<button type="submit" class="btn" disabled>Scanning…</button>' in page
+    assert "Not scanned yet" in page and "Remove 3 files" not in page  # nothing listed in the request
+    (row,) = queued_scans()
+    other_admin = User.objects.create_superuser("second-admin", "second@example.com", "pw")
+    client.force_login(other_admin)
+    for user_client in (admin_client, client):
+        again = user_client.post(URL, {"action": "scan"}, follow=True).content.decode()
+        assert "A scan is already queued (asked by admin-persona at " in again
+        assert "this page shows its result when it is done" in again
+    assert queued_scans() == [row]
+    waiting = poll(admin_client)
+    assert waiting.status_code == 200 and 'hx-trigger="every 2s"' in waiting.content.decode()
+    assert "<h1>" not in waiting.content.decode()  # the fragment only
+
+    summary = work_off(row)
+    assert (summary["count"], summary["freed_bytes"], summary["via"]) == (3, 5130, "scanned by admin-persona")
+    done = poll(admin_client)
+    assert done.status_code == 286  # htmx stops polling and shows the result
+    html = done.content.decode()
+    assert "hx-trigger" not in html and "Scanning…" not in html and "Scan again" in html
+    assert "scanned by admin-persona" in html and "Remove 3 files (5.0\xa0KB)" in html
+    assert all(f"<li>{name}</li>" in html for name in orphans["old"])
+    assert all(exist(orphans["old"])) and not AuditEvent.objects.filter(action="storage.gc").exists()
+    admin_client.post(URL, {"action": "scan"})
+    assert len(queued_scans()) == 1  # done: the next click queues the next scan
+
+
+def test_a_failed_scan_says_why_keeps_the_last_result_and_can_be_retried(admin_client, orphans, settings,
+                                                                       monkeypatch):
+    from audioml.settings import s3_storage_options
+    from tests.ops.servers import free_port
+
+    scanned(admin_client, monkeypatch)
+    options = {**s3_storage_options("unreachable"), "endpoint_url": f"http://127.0.0.1:{free_port()}",
+               "access_key": "test", "secret_key": "test", "region_name": "us-east-1"}
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "storages.backends.s3.S3Storage",
+                                                          "OPTIONS": options}}
+    admin_client.post(URL, {"action": "scan"})
+    (row,) = queued_scans()
+    with pytest.raises(Exception, match="Could not connect to the endpoint URL"):
+        work_off(row)  # raised again, so that django-q2 records the task as failed too
+    response = poll(admin_client)
+    assert response.status_code == 286
+    html = response.content.decode()
+    assert 'data-scan-state="failed"' in html and "The scan asked by admin-persona at " in html
+    assert "failed:</strong> EndpointConnectionError: Could not connect to the endpoint URL" in html
+    assert "What is below is the last scan that finished." in html and "Remove 3 files" in html
+    assert "Scan again" in html and "disabled" not in html
+    admin_client.post(URL, {"action": "scan"})
+    assert len(queued_scans()) == 1
+    assert 'data-scan-state="running"' in admin_client.get(URL).content.decode()  # the failure is gone
+
+
+def test_a_scan_no_worker_finishes_is_given_up_on_and_another_can_be_queued(admin_client, orphans):
+    from django.core.cache import cache
+
+    from audioml.sweep import SCAN_RUNNING_KEY, scan_give_up_seconds
+
+    admin_client.post(URL, {"action": "scan"})
+    (row,) = queued_scans()
+    marker = cache.get(SCAN_RUNNING_KEY)
+    lost = {**marker, "queued_at": marker["queued_at"] - timedelta(seconds=scan_give_up_seconds() + 1)}
+    cache.set(SCAN_RUNNING_KEY, lost, timeout=None)
+    response = poll(admin_client)
+    assert response.status_code == 286
+    assert "no worker finished it within 11 minutes of it being queued (no worker took it): check that the " \
+           "workers run (manage.py qcluster)" in response.content.decode()
+    admin_client.post(URL, {"action": "scan"})
+    assert len(queued_scans()) == 2 and cache.get(SCAN_RUNNING_KEY)["token"] != marker["token"]
+    work_off(row)  # the lost scan turning up late still only remembers its result; the new one still runs
+    assert 'data-scan-state="running"' in admin_client.get(URL).content.decode()
+    assert "scanned by admin-persona" in admin_client.get(URL).content.decode()
