@@ -150,6 +150,18 @@ def test_inline_edit_shows_the_error_next_to_the_field(staff_client, dataset):
     assert clip.score == 0.5 and clip.updated_at is None
 
 
+def test_a_long_inline_value_is_whole_in_the_fields_title_where_the_column_cuts_it(staff_client, dataset):
+    """A speaker such as espeak-ng's "en-gb-scotland+m4" is wider than its column: the input ends in an ellipsis
+    (CSS) and its title holds the whole value; an empty field has no title."""
+    clip = ClipFactory(dataset=dataset, label="yes", speaker="en-gb-scotland+m4")
+    html = staff_client.get("/datasets/kws/").content.decode()
+    assert f'aria-label="Speaker of clip {clip.pk}"' in html
+    assert 'title="en-gb-scotland+m4" value="en-gb-scotland+m4"' in html and 'title="yes" value="yes"' in html
+    assert 'title="" value=""' not in html
+    edited = staff_client.post(f"/datasets/kws/clips/{clip.pk}/edit/speaker/", {"value": "en-us-nyc+m3"}, headers=HTMX)
+    assert 'title="en-us-nyc+m3" value="en-us-nyc+m3"' in edited.content.decode()
+
+
 @pytest.mark.parametrize(("field", "value", "stored"), [
     ("transcript", "Hello there\nline two", "Hello there\nline two"),
     ("speaker", "alice", "alice"),
