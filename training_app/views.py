@@ -20,7 +20,7 @@ from training_app.forms import TASK_SETTINGS, JobFilterForm, JobForm
 from training_app.ml.config import FIELDS
 from training_app.ml.split import split_for_task
 from training_app.models import TrainingJob, plan_job
-from training_app.snapshot import clip_records
+from training_app.snapshot import clip_records, data_summary, ignored_clip_count, snapshot_clips
 
 LOG_TAIL_LINES = 30
 JOBS_PER_PAGE = 50
@@ -126,7 +126,16 @@ def _plan(form: JobForm) -> dict:
     try:
         cfg, entries, summary, problems = plan_job(dataset, preset, overrides, task)
     except Unprocessable as error:
-        return {**empty, "config_error": error.detail}
+        # The data stays in view (detection's labels are what the missing setting asks for), and the setting is
+        # named as the form names it.
+        field = error.extra.get("field")
+        detail = error.detail
+        if field in form.fields and detail.startswith(f"{field}: "):
+            detail = f"{form[field].label}: {detail[len(field) + 2:]}"
+        summary = None
+        if task in TrainingJob.Task.values:
+            summary = data_summary(snapshot_clips(dataset, task), ignored_clip_count(dataset, task))
+        return {**empty, "summary": summary, "config_error": detail}
     if setting_errors:
         return {**empty, "summary": summary, "config_error": "; ".join(setting_errors)}
     split = None

@@ -58,7 +58,7 @@ def test_detection_without_a_positive_label_is_422_naming_the_field(wakewords, c
 
     assert response.status_code == 422
     assert response.json()["field"] == "positive_label"
-    assert "detection needs positive_label" in response.json()["detail"]
+    assert response.json()["detail"] == "positive_label: name the label(s) to detect, comma-separated"
     assert TrainingJob.objects.count() == 0 and OrmQ.objects.count() == queued
 
 

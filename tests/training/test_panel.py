@@ -112,7 +112,19 @@ def test_summary_fragment_reports_an_invalid_setting(tones, staff_client):
     html = staff_client.get(
         "/training/new/summary/", {"dataset": "tones", "preset": "quick", "val_fraction": "0.9"}, headers=HX
     ).content.decode()
-    assert "val_fraction: must be at least 0.05 and at most 0.5, got 0.9" in html
+    assert "Validation share: must be at least 0.05 and at most 0.5, got 0.9" in html  # named as the form names it
+    assert 'disabled aria-disabled="true"' in html
+    assert "<td>high</td><td class=\"num\">6</td>" in html  # the data stays in view
+
+
+def test_summary_of_detection_without_its_label_names_the_field_and_shows_the_labels_to_choose_from(
+        tones, staff_client):
+    html = staff_client.get(
+        "/training/new/summary/", {"dataset": "tones", "preset": "quick", "task": "detection"}, headers=HX
+    ).content.decode()
+    assert "Label(s) to detect: name the label(s) to detect, comma-separated" in html
+    assert "positive_label" not in html
+    assert "<td>high</td><td class=\"num\">6</td>" in html and "<td>low</td>" in html
     assert 'disabled aria-disabled="true"' in html
 
 

@@ -58,7 +58,7 @@ MAX_TIMELINE_POINTS = 3000
 
 def check_config(cfg: TrainConfig) -> None:
     if cfg.task == "detection" and not cfg.positive_label:
-        raise ConfigError("positive_label", "detection needs positive_label: the label(s) to detect, comma-separated")
+        raise ConfigError("positive_label", "name the label(s) to detect, comma-separated")
     if cfg.architecture == "speech_embedding" and cfg.clip_seconds < 1.25:
         raise ConfigError("clip_seconds", "the speech_embedding architecture needs windows of at least 1.25 s "
                                           f"(clip_seconds {cfg.clip_seconds:g}; 2 is openWakeWord's)")
@@ -90,7 +90,7 @@ def is_positive(clip: ClipRecord, cfg: TrainConfig) -> bool:
 
 def check_data(clips: Sequence[ClipRecord], cfg: TrainConfig) -> list[str]:
     if not cfg.positive_label:
-        return ["detection needs positive_label: the label(s) to detect"]
+        return ["name the label(s) to detect (positive_label)"]
     counts = Counter(clip.label for clip in clips)
     names = ", ".join(repr(label) for label in cfg.positive_label)
     missing = [label for label in cfg.positive_label if not counts[label]]
