@@ -203,9 +203,10 @@ class JobForm(forms.Form):
         if data.get("trainer"):
             overrides["trainer"] = data["trainer"]
         if data.get("task") == "synthesis":
-            for name in SYNTHESIS_SETTINGS:
-                if (data.get(name) or "").strip():
-                    overrides[name] = data[name].strip()
+            for name in SYNTHESIS_SETTINGS:  # the front end's select always sends one: its default is no change
+                value = (data.get(name) or "").strip()
+                if value and value != getattr(TrainConfig, name):
+                    overrides[name] = value
         return overrides
 
     def add_domain_error(self, field: str | None, message: str) -> None:

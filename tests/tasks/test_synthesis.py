@@ -132,3 +132,17 @@ def test_init_from_must_name_a_voice(db, sentences, create, api, django_capture_
                                                   "overrides": {"init_from": "voice:v1"}})
     assert classification.status_code == 422 and "only synthesis fine-tunes" in classification.json()["detail"]
     assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("front_end", "expected"), [("phonemes", {}), ("characters", {"text_frontend": "characters"})])
+def test_the_forms_text_front_end_is_a_change_only_when_it_differs_from_the_default(front_end, expected):
+    """The select always sends a value: its default (phonemes) left alone must not show as a changed setting."""
+    from training_app.forms import JobForm
+
+    DatasetFactory(name="voice-form")
+    form = JobForm({"dataset": "voice-form", "model_name": "voice", "preset": "quick", "task": "synthesis",
+                    "text_frontend": front_end, "espeak_voice": " ", "time_shift": "on", "noise": "on",
+                    "spec_augment": "on"})
+    assert form.is_valid(), form.errors
+    assert form.overrides() == expected
