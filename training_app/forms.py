@@ -166,6 +166,13 @@ class JobForm(forms.Form):
         return [(task, [self[name] for name in names]) for task, names in TASK_SETTINGS.items()]
 
     @property
+    def synthesis_epochs(self) -> int:
+        """How long a voice trains whatever the preset (synthesis' own defaults replace the presets')."""
+        from training_app.ml.tasks import task_module
+
+        return task_module("synthesis").DEFAULTS["epochs"]
+
+    @property
     def trainer_field(self):
         return self["trainer"] if len(self.fields["trainer"].choices) > 1 else None
 

@@ -89,6 +89,15 @@ def test_new_job_form_shows_the_data_summary_for_the_chosen_dataset(tones, staff
     assert "Start training</button>" in html and "disabled" not in html.split("Start training")[0][-200:]
 
 
+def test_new_job_form_says_a_voice_ignores_the_preset_and_augmentation(db, staff_client):
+    """Synthesis' own defaults replace the presets' ("Quick: up to 40 epochs" does not hold for a voice), and its
+    augmentation switches are hidden (CSS) since a voice trains without augmentation."""
+    html = staff_client.get("/training/new/").content.decode()
+    note = html[html.index('data-task="synthesis"'):]
+    assert "every preset trains it for up to 200 epochs" in note[:note.index("</fieldset>")]
+    assert "without augmentation" in note[:note.index("</fieldset>")]
+
+
 def test_summary_fragment_lists_labels_and_split(tones, staff_client):
     response = staff_client.get("/training/new/summary/", {"dataset": "tones", "preset": "quick"}, headers=HX)
     html = response.content.decode()
