@@ -40,7 +40,7 @@ def test_list_shows_clip_counts_per_label_duration_and_date(staff_client, datase
     assert "5.50 s" in html  # 3 x 1.5 s + 1 s, trashed clip left out
     assert dataset.created_at.strftime("%Y-%m-%d") in html
     # The chips wrap inside a flex box in a plain cell: a flex <td> drew its row's border at its own height.
-    assert '<td><div class="label-chips">' in html and '<td class="label-chips">' not in html
+    assert '<td data-label="Labels"><div class="label-chips">' in html and '<td class="label-chips">' not in html
 
 
 def test_list_marks_labels_too_small_to_train_as_the_dataset_page_does(staff_client, dataset):
