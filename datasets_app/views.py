@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
@@ -275,16 +276,39 @@ def clip_detail(request: HttpRequest, name: str, clip_id: int) -> HttpResponse:
         if form.is_valid():
             if form.save(by=Actor.from_request(request)):
                 messages.success(request, f"Clip #{clip.pk} saved.")
-            return _back(request, dataset) if request.POST.get("next") else redirect("clip-detail", name=dataset.name, clip_id=clip.pk)
+            if request.POST.get("next"):
+                return _back(request, dataset)
+            here = reverse("clip-detail", args=[dataset.name, clip.pk])
+            return redirect(f"{here}?{request.GET.urlencode()}" if request.GET else here)
     else:
         form = ClipForm(instance=clip)
-    neighbours = dataset.clips.filter(status=clip.status)
-    previous_id = neighbours.filter(pk__lt=clip.pk).order_by("-pk").values_list("pk", flat=True).first()
-    next_id = neighbours.filter(pk__gt=clip.pk).order_by("pk").values_list("pk", flat=True).first()
+    previous_id, next_id, list_query = _neighbours(request, dataset, clip)
     return render(request, "datasets/clip_detail.html", {
         "dataset": dataset, "clip": clip, "form": form, "previous_id": previous_id, "next_id": next_id,
+        "list_query": list_query,
         "label_options": list(dataset.clips.exclude(label="").values_list("label", flat=True).distinct().order_by("label")),
     })
+
+
+def _neighbours(request: HttpRequest, dataset: Dataset, clip: Clip) -> tuple[int | None, int | None, str]:
+    """The clips before and after this one in the list it was opened from (its filters and sort travel in the
+    query string; none: the dataset page's default, newest first, among clips of the same status), and that
+    list's query string for the links. A clip the list no longer holds (edited out of its filter) falls back to
+    the default list."""
+    params = request.GET.copy()
+    if not params.get("status") and clip.status != Clip.Status.ACTIVE:
+        params["status"] = clip.status
+    filter_form = ClipFilterForm(params, dataset)
+    ids = list(filter_form.apply(dataset.clips.all()).values_list("pk", flat=True))
+    if clip.pk not in ids:
+        filter_form = ClipFilterForm({} if clip.status == Clip.Status.ACTIVE else {"status": clip.status}, dataset)
+        ids = list(filter_form.apply(dataset.clips.all()).values_list("pk", flat=True))
+    index = ids.index(clip.pk) if clip.pk in ids else None
+    if index is None:
+        return None, None, ""
+    previous_id = ids[index - 1] if index > 0 else None
+    next_id = ids[index + 1] if index + 1 < len(ids) else None
+    return previous_id, next_id, filter_form.querystring()
 
 
 @staff_required

@@ -312,6 +312,39 @@ def test_clip_page_edits_all_fields(staff_client, dataset):
     assert "cannot be &#x27;.&#x27; or &#x27;..&#x27;" in bad.content.decode()
 
 
+def test_previous_and_next_on_the_clip_page_follow_the_list_it_was_opened_from(staff_client, dataset):
+    """The dataset page lists the newest clip first: opening that first row, "Next" is the row below it (it
+    was "Previous" before, pk order), and a sorted or filtered list's order and filters travel with the links."""
+    oldest, middle, other, newest = (ClipFactory(dataset=dataset, label=label, original_name=name)
+                                     for label, name in (("yes", "c.wav"), ("yes", "a.wav"), ("no", "d.wav"),
+                                                         ("yes", "b.wav")))
+
+    def neighbours(html: str) -> tuple[str | None, str | None]:
+        found = {rel: re.search(rf'href="([^"]+)" rel="{rel}"', html) for rel in ("prev", "next")}
+        return tuple(match.group(1).replace("&amp;", "&") if match else None for match in found.values())
+
+    listing = staff_client.get("/datasets/kws/").content.decode()
+    assert f'href="/datasets/kws/clips/{newest.pk}/" title=' in listing  # the default list: no query string
+    first = staff_client.get(f"/datasets/kws/clips/{newest.pk}/").content.decode()
+    assert neighbours(first) == (None, f"/datasets/kws/clips/{other.pk}/")
+    assert f'name="next" value="/datasets/kws/clips/{other.pk}/"' in first
+    last = staff_client.get(f"/datasets/kws/clips/{oldest.pk}/").content.decode()
+    assert neighbours(last) == (f"/datasets/kws/clips/{middle.pk}/", None)
+
+    query = "label=yes&sort=name"
+    listing = staff_client.get(f"/datasets/kws/?{query}").content.decode()
+    assert f'href="/datasets/kws/clips/{middle.pk}/?{query.replace("&", "&amp;")}" title=' in listing
+    sorted_page = staff_client.get(f"/datasets/kws/clips/{newest.pk}/?{query}").content.decode()
+    assert neighbours(sorted_page) == (f"/datasets/kws/clips/{middle.pk}/?{query}",
+                                       f"/datasets/kws/clips/{oldest.pk}/?{query}")  # a.wav, b.wav, c.wav; no "no"
+    assert f'href="/datasets/kws/?{query.replace("&", "&amp;")}">kws</a>' in sorted_page
+    saved = staff_client.post(f"/datasets/kws/clips/{newest.pk}/?{query}", {"label": "yes", "notes": "checked"})
+    assert saved["Location"] == f"/datasets/kws/clips/{newest.pk}/?{query}"
+    # Edited out of the list's filter: the default list's neighbours instead.
+    moved = staff_client.get(f"/datasets/kws/clips/{other.pk}/?{query}").content.decode()
+    assert neighbours(moved) == (f"/datasets/kws/clips/{newest.pk}/", f"/datasets/kws/clips/{middle.pk}/")
+
+
 def test_settings_rename_and_rate_lock(staff_client, dataset):
     ClipFactory(dataset=dataset)
     page = staff_client.get("/datasets/kws/settings/").content.decode()
