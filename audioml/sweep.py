@@ -313,13 +313,13 @@ def scheduled_sweep() -> dict:
 
 def sweep_media(report: SweepReport, cutoff: float) -> None:
     # Listed before the rows are read: a row committed meanwhile still protects its file.
-    candidates = [
-        (name, size)
-        for folder in MEDIA_FOLDERS
-        for name, size, modified in _stored_files(folder)
-        if not _young(report, modified, cutoff)
-    ]
+    candidates, young = [], []
+    for folder in MEDIA_FOLDERS:
+        for name, size, modified in _stored_files(folder):
+            (young if modified > cutoff else candidates).append(name if modified > cutoff else (name, size))
     referenced = referenced_media()
+    # Only a recent file without a row is kept for its age (an upload in flight); a new clip's audio is not.
+    report.kept_young += sum(1 for name in young if name not in referenced)
     emptied: set[str] = set()
     for name, size in candidates:
         if name not in referenced:
