@@ -48,8 +48,9 @@ class Speech:
     model: str
     version: int
     ref: str
-    time_ms: float
+    time_ms: float  # speaking, without loading the voice (as a prediction's time_ms)
     prediction_id: int | None = None
+    load_ms: float = 0.0  # loading the voice into the cache; 0 when it was there
 
     def headers(self) -> dict[str, str]:
         headers = {"X-Audio-Duration": f"{self.seconds:.3f}", "X-Model": self.model,
@@ -69,17 +70,23 @@ class _VoiceCache:
             self.voices.clear()
 
     def get(self, version: ModelVersion) -> LoadedVoice:
+        return self.get_timed(version)[0]
+
+    def get_timed(self, version: ModelVersion) -> tuple[LoadedVoice, float]:
+        """The voice, and how long loading it took in ms (0 when it was cached)."""
         key = (version.pk, version.artifact(MODEL_FILE)["sha256"] + version.artifact("config.json")["sha256"])
         with self.lock:
             if key in self.voices:
                 self.voices.move_to_end(key)
-                return self.voices[key]
+                return self.voices[key], 0.0
+        started = time.perf_counter()
         voice = load_voice(version)
+        load_ms = round((time.perf_counter() - started) * 1000, 2)
         with self.lock:
             self.voices[key] = voice
             while len(self.voices) > VOICE_CACHE_SIZE:
                 self.voices.popitem(last=False)
-        return voice
+        return voice, load_ms
 
 
 cache = _VoiceCache()
@@ -124,7 +131,7 @@ def synthesize(model: RegisteredModel, text: Any, ref: str | None = None, *, key
     if not any(entry["name"] == MODEL_FILE for entry in version.artifacts):
         raise Unprocessable(f"Version {version.version} of “{model.name}” was made by an external trainer and has no "
                             f"{MODEL_FILE} AudioML can speak with; download its artifacts instead", field="ref")
-    voice = cache.get(version)
+    voice, load_ms = cache.get_timed(version)
     try:
         sentences = check_text(voice.frontend, text, voice.max_characters)
         ids = [voice.frontend.ids(sentence) for sentence in sentences]
@@ -141,7 +148,8 @@ def synthesize(model: RegisteredModel, text: Any, ref: str | None = None, *, key
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, voice.sample_rate, format="WAV", subtype="PCM_16")
     speech = Speech(buffer.getvalue(), len(samples) / voice.sample_rate, voice.sample_rate, len(sentences), model.name,
-                    version.version, used_ref, round((time.perf_counter() - started) * 1000, 2))
+                    version.version, used_ref, round((time.perf_counter() - started) * 1000 - load_ms, 2),
+                    load_ms=load_ms)
     seconds = round(speech.seconds, 3)
     row = record_prediction(model, version, {"answer": f"{seconds:g} s of speech", "seconds": seconds,
                                              "sentences": speech.sentences, "duration": seconds,

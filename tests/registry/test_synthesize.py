@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from io import StringIO
 
@@ -112,6 +113,12 @@ def test_try_it_speaks_and_offers_the_download(voice, admin_client):
     assert response.status_code == 200
     assert b'<audio controls src="data:audio/wav;base64,' in response.content
     assert b'download="voice-v1.wav"' in response.content
+    # Like the other tasks' Try it: the first answer says what loading the voice cost, apart from speaking.
+    assert re.search(rb"\d+ ms \+ \d+ ms to load the model", response.content)
+    again = admin_client.post("/models/voice/speak/", {"text": "The dog ran home.", "ref": ""},
+                              headers={"HX-Request": "true"})
+    assert b" ms to load the model" not in again.content
+    assert re.search(r"sentence\s+· \d+ ms\s*</div>", again.content.decode())
     refused = admin_client.post("/models/voice/speak/", {"text": "word " * 450})
     assert refused.status_code == 422 and b"at most 2000 characters" in refused.content
 
