@@ -23,7 +23,7 @@ class TrainingNeeds:
 
 
 training_needs = TrainingNeeds()
-IMBALANCE_RATIO = 3.0  # warn when the largest label has this many times the clips of the smallest
+IMBALANCE_RATIO = 2.0  # warn about each label with at most 1/this of the clips of the largest (24 vs 12 is 2×)
 LISTED_CLIPS = 50  # clipped / near-silent clips listed by id
 LOUDNESS_FLOOR_DBFS = -80.0
 LOUDNESS_STEP_DB = 5.0
@@ -137,14 +137,17 @@ def _warnings(labels: list[dict], unlabelled: int, clipped: int, near_silent: in
                 f"at least {training_needs.min_clips_per_label} are needed to train.",
             })
     if len(labels) >= 2:
-        largest, smallest = labels[0], labels[-1]
-        ratio = largest["count"] / smallest["count"]
-        if ratio >= IMBALANCE_RATIO:
+        largest = max(labels, key=lambda entry: entry["count"])
+        small = [entry for entry in labels if largest["count"] >= IMBALANCE_RATIO * entry["count"]]
+        if small:
+            named = [f"'{entry['label']}' ({entry['count']})" for entry in small]
+            listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+            verb = "has" if len(small) == 1 else "have"
             warnings.append({
                 "code": "imbalance",
-                "message": f"Classes are imbalanced: '{largest['label']}' has {largest['count']} clips, "
-                f"'{smallest['label']}' only {smallest['count']} ({ratio:.1f}×). Add clips to the small classes "
-                "or expect the model to favour the large ones.",
+                "message": f"Classes are imbalanced: {listed} {verb} at most half the clips of "
+                f"'{largest['label']}' ({largest['count']}). Add clips to the small classes or expect the model to "
+                "favour the large ones.",
             })
     if unlabelled and labels:
         warnings.append({

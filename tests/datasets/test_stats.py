@@ -108,3 +108,22 @@ def test_a_histogram_counts_clips_in_whole_numbers_on_its_axis(largest, ticks):
     bins = [{"start": 0, "end": 1, "count": largest}, {"start": 1, "end": 2, "count": 0}]
     wide = histogram_chart(bins, x_label="Seconds").split("</svg>")[0]
     assert re.findall(r'text-anchor="end" fill="#475467">([^<]*)</text>', wide) == ticks
+
+
+def test_a_label_with_half_the_clips_of_the_largest_is_named_as_imbalanced():
+    dataset = DatasetFactory()
+    for label, count in (("yes", 24), ("no", 12), ("up", 12), ("down", 13)):
+        for _ in range(count):
+            ClipFactory(dataset=dataset, label=label)
+    messages = {warning["code"]: warning["message"] for warning in dataset_stats(dataset)["warnings"]}
+    assert messages["imbalance"].startswith(
+        "Classes are imbalanced: 'no' (12) and 'up' (12) have at most half the clips of 'yes' (24).")
+    assert "'down'" not in messages["imbalance"]
+
+
+def test_labels_within_twice_of_each_other_are_not_imbalanced():
+    dataset = DatasetFactory()
+    for label, count in (("yes", 9), ("no", 5)):
+        for _ in range(count):
+            ClipFactory(dataset=dataset, label=label)
+    assert "imbalance" not in {warning["code"] for warning in dataset_stats(dataset)["warnings"]}
