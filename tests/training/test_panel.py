@@ -108,6 +108,13 @@ def test_summary_fragment_lists_labels_and_split(tones, staff_client):
     assert "disabled" not in html
 
 
+def test_summary_split_notes_begin_with_a_capital(tones, staff_client):
+    tones.clips.update(speaker="ann")
+    html = staff_client.get("/training/new/summary/", {"dataset": "tones", "preset": "quick"}, headers=HX).content.decode()
+    assert "All clips come from one speaker (&#x27;ann&#x27;)" in html
+    assert "all clips come" not in html
+
+
 def test_summary_fragment_blocks_submit_when_data_cannot_train(db, staff_client):
     dataset = DatasetFactory(name="small")
     add_clips(dataset, "yes", 6, 300.0)

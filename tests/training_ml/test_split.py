@@ -62,7 +62,7 @@ def test_grouping_that_forces_other_fractions_is_reported():
     clips = make_clips({"yes": 4, "no": 4, "up": 4}, speakers=4)
     split = split_clips(clips, 0.1, 0.1, seed=0)
 
-    assert any("val split holds 25.0% instead of the requested 10%" in note for note in split.notes)
+    assert any("Validation split holds 25.0% instead of the requested 10%" in note for note in split.notes)
     assert any("grouping clips by speaker" in note for note in split.notes)
 
 

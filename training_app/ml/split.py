@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from .data import ClipRecord
 
 SPLITS = ("train", "val", "test")
+SPLIT_NAMES = {"train": "Training", "val": "Validation", "test": "Test"}
 # Report a deviation from the requested fractions above this many percentage points.
 DEVIATION_POINTS = 2.0
 
@@ -66,7 +67,7 @@ def split_clips(
         scope = " outside the held-out speakers" if held else ""
         scored = "validation" if held else "validation and test"
         notes.append(
-            f"all clips{scope} come from one speaker ({next(iter(speakers))!r}), so they are split clip by clip: "
+            f"All clips{scope} come from one speaker ({next(iter(speakers))!r}), so they are split clip by clip: "
             f"{scored} score new recordings of a voice the model has heard"
         )
     groups = _groups(clips, remaining, by_speaker=len(speakers) > 1)
@@ -178,7 +179,7 @@ def _ensure_coverage(
         if candidates:
             move(candidates[0], "val")
         else:
-            notes.append(f"label {label!r} has no validation clips: its clips come from too few speakers")
+            notes.append(f"Label {label!r} has no validation clips: its clips come from too few speakers")
     return group_of
 
 
@@ -203,7 +204,7 @@ def _deviation_notes(
             reason = "grouping clips by speaker" if grouped else "the small number of clips per label"
             scope = " of the clips outside the held-out speakers" if has_holdout else ""
             notes.append(
-                f"{name} split holds {share:.1%}{scope} instead of the requested {wanted:.0%} because of {reason}"
+                f"{SPLIT_NAMES[name]} split holds {share:.1%}{scope} instead of the requested {wanted:.0%} because of {reason}"
             )
     return notes
 
