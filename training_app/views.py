@@ -16,8 +16,8 @@ from audioml.panel import staff_required
 from audioml.roles import CAN_CANCEL, CAN_TRAIN, CAN_VIEW_JOBS, needs
 from datasets_app.models import Dataset
 from training_app.charts import confusion_rows, per_class_rows, training_charts
-from training_app.forms import TASK_SETTINGS, JobFilterForm, JobForm
-from training_app.ml.config import FIELDS
+from training_app.forms import JobFilterForm, JobForm
+from training_app.ml.config import FIELDS, applies
 from training_app.ml.split import split_for_task
 from training_app.models import TrainingJob, plan_job
 from training_app.snapshot import clip_records, data_summary, ignored_clip_count, snapshot_clips
@@ -196,6 +196,7 @@ def _detail_context(job: TrainingJob) -> dict:
     metrics = job.metrics or {}
     result = job.result_metrics()
     baseline = metrics.get("baseline") or {}
+    config_rows, ignored_config_rows = _config_rows(job)
     return {
         "job": job,
         "result_links": result_links(job),
@@ -214,7 +215,8 @@ def _detail_context(job: TrainingJob) -> dict:
         "binary": metrics.get("binary"),
         "split": metrics.get("split"),
         "data": job.snapshot_summary(),
-        "config_rows": _config_rows(job),
+        "config_rows": config_rows,
+        "ignored_config_rows": ignored_config_rows,
         "reproduction": job.reproduction_check(),
         "reproduction_source": f"job #{job.reproduces_id}",
     }
@@ -226,18 +228,19 @@ def _improvement(result: dict, baseline: dict) -> float | None:
     return (result["accuracy"] - baseline["accuracy"]) * 100
 
 
-def _config_rows(job: TrainingJob) -> list[tuple[str, object, bool, str]]:
-    """(setting, value, changed from the preset, what the setting does) for the job's configuration, less the
-    settings only another task reads (a classification job has no wake word or espeak voice), unless the job
-    changed them."""
+ConfigRow = tuple[str, object, bool, str]
+
+
+def _config_rows(job: TrainingJob) -> tuple[list[ConfigRow], list[ConfigRow]]:
+    """(setting, value, changed from the preset, what the setting does) for the job's configuration: the settings
+    its task reads (and any it changed), then the rest of the record, which the task ignores (a classification job
+    has no wake word or espeak voice)."""
     changed = set(job.overrides or {})
-    other_tasks = {name for task, names in TASK_SETTINGS.items() if task != job.task for name in names}
-    rows = []
+    read, ignored = [], []
     for name, value in sorted((job.config or {}).items()):
-        if name in other_tasks - set(TASK_SETTINGS.get(job.task, ())) and name not in changed:
-            continue
-        rows.append((name, value, name in changed, FIELDS[name].help if name in FIELDS else ""))
-    return rows
+        row = (name, value, name in changed, FIELDS[name].help if name in FIELDS else "")
+        (read if applies(name, job.task) or name in changed else ignored).append(row)
+    return read, ignored
 
 
 @staff_required

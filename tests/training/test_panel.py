@@ -289,19 +289,45 @@ def test_panel_refuses_non_staff(tones, submit, outsider_client, client):
     assert TrainingJob.objects.get(pk=job.pk).status == "queued"
 
 
-def test_job_page_lists_only_the_settings_its_task_reads(db, staff_client):
-    config = {"preset": "quick", "epochs": 3, "learning_rate": 0.008, "positive_label": None,
-              "target_fa_per_hour": 0.5, "espeak_voice": "en-us", "text_case": "lower", "numbers": "as_written"}
+def _config_tables(html: str) -> tuple[str, str]:
+    """The job page's configuration: the settings the task reads, and those it does not (folded away)."""
+    section = html[html.index("<h2>Configuration</h2>"):]
+    section = section[:section.index("</section>")]
+    if '<details class="ignored-settings">' not in section:
+        return section, ""
+    read, ignored = section.split('<details class="ignored-settings">')
+    return read, ignored
+
+
+def test_job_page_lists_the_settings_its_task_reads_and_folds_away_the_rest(db, staff_client):
+    config = {"preset": "quick", "epochs": 3, "learning_rate": 0.008, "positive_label": None, "negative_weight": 4.0,
+              "target_far": 0.01, "target_fa_per_hour": 0.5, "espeak_voice": "en-us", "text_case": "lower",
+              "numbers": "as_written", "mixup": 0.0, "noise": True}
     job = TrainingJobFactory(task="classification", config=config, overrides={"numbers": "words"})
-    html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
-    assert ">learning_rate</th>" in html and ">epochs</th>" in html
-    assert ">espeak_voice</th>" not in html and ">target_fa_per_hour</th>" not in html
-    assert ">numbers</th>" in html  # changed from the preset: shown whatever task reads it
+    read, ignored = _config_tables(staff_client.get(f"/training/jobs/{job.pk}/").content.decode())
+    assert ">learning_rate</th>" in read and ">epochs</th>" in read and ">target_far</th>" in read
+    assert ">mixup</th>" in read
+    for name in ("espeak_voice", "target_fa_per_hour", "negative_weight", "positive_label", "text_case"):
+        assert f">{name}</th>" not in read and f">{name}</th>" in ignored  # still on record, folded away
+    assert "5 settings a classification job does not read" in ignored
+    assert ">numbers</th>" in read  # changed from the preset: shown whatever task reads it
 
     detection = TrainingJobFactory(task="detection", config=config, status="failed", phase="done")  # no results to draw
-    html = staff_client.get(f"/training/jobs/{detection.pk}/").content.decode()
-    assert ">target_fa_per_hour</th>" in html and ">positive_label</th>" in html
-    assert ">espeak_voice</th>" not in html and ">text_case</th>" not in html
+    read, ignored = _config_tables(staff_client.get(f"/training/jobs/{detection.pk}/").content.decode())
+    assert ">target_fa_per_hour</th>" in read and ">positive_label</th>" in read and ">negative_weight</th>" in read
+    for name in ("espeak_voice", "text_case", "target_far", "mixup"):
+        assert f">{name}</th>" in ignored and f">{name}</th>" not in read
+
+    voice = TrainingJobFactory(task="synthesis", config=config, status="failed", phase="done")
+    read, ignored = _config_tables(staff_client.get(f"/training/jobs/{voice.pk}/").content.decode())
+    assert ">espeak_voice</th>" in read and ">epochs</th>" in read
+    assert ">noise</th>" in ignored and ">noise</th>" not in read  # a voice trains without augmentation
+
+
+def test_a_job_with_only_settings_its_task_reads_has_nothing_folded_away(db, staff_client):
+    job = TrainingJobFactory(task="classification", config={"preset": "quick", "epochs": 3, "mixup": 0.0})
+    read, ignored = _config_tables(staff_client.get(f"/training/jobs/{job.pk}/").content.decode())
+    assert ">mixup</th>" in read and ignored == ""
 
 
 def test_new_job_form_reads_each_task_and_preset_as_one_sentence(db, staff_client):

@@ -105,7 +105,7 @@ FIELDS: dict[str, FieldSpec] = {
                                          "threshold calibrated on validation is answered (and scored) as unknown"),
     "refit": FieldSpec(bool, "classification: once validation has chosen the epoch count, train again on the "
                              "training and validation speakers together and register that model"),
-    "target_far": FieldSpec(float, "false-accept rate for the two-class operating threshold", 0.0, 0.5, True),
+    "target_far": FieldSpec(float, "classification, two labels: false-accept rate for the operating threshold", 0.0, 0.5, True),
     "holdout_speakers": FieldSpec(tuple, "speakers whose clips all go to the test split"),
     "positive_label": FieldSpec(
         tuple, "detection: the label(s) to detect, comma-separated; every other clip is a negative"
@@ -142,6 +142,26 @@ FIELDS: dict[str, FieldSpec] = {
     "init_from": FieldSpec(str, "synthesis: fine-tune from a registered voice, as model:version (voice:v3) or "
                                 "model:alias; empty: train from scratch"),
 }
+
+# The tasks that read a setting; a setting not named here is read by every task. Synthesis trains a voice with
+# settings of its own (tasks/synthesis.py voice_config), so it reads none of the clip models' training settings.
+CLIP_TASKS = ("classification", "regression", "detection", "transcription")
+SETTING_TASKS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("weight_decay", "test_fraction", "time_shift", "noise", "spec_augment", "warp", "clip_seconds",
+                     "early_stopping_patience", "convs_per_block", "architecture", "holdout_speakers"), CLIP_TASKS),
+    **dict.fromkeys(("label_smoothing", "mixup", "reversed_unknowns", "spliced_unknowns", "unsure_as_unknown", "refit",
+                     "target_far"), ("classification",)),
+    **dict.fromkeys(("positive_label", "target_fa_per_hour", "negative_weight", "background_negatives",
+                     "smoothing_hops", "hard_negatives"), ("detection",)),
+    **dict.fromkeys(("text_case", "punctuation", "numbers"), ("transcription",)),
+    **dict.fromkeys(("text_frontend", "espeak_voice", "init_from"), ("synthesis",)),
+}
+
+
+def applies(name: str, task: str) -> bool:
+    """Whether a job of ``task`` reads the setting ``name`` (a classification job has no wake word to detect)."""
+    return task in SETTING_TASKS.get(name, (task,))
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 40, "early_stopping_patience": 10, "channels": 16, "learning_rate": 0.008},
