@@ -255,7 +255,9 @@ def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_l
               if point[0] is not None and point[1] is not None and math.isfinite(point[0]) and math.isfinite(point[1])]
     if not finite:
         return None
-    left, top, right, bottom = 44, 12, width - 12, height - 32
+    # The y axis' name sits above the plot: inside it, it covered the curve's start and the operating point, which
+    # a DET curve puts in the top-left corner.
+    left, top, right, bottom = 44, 24, width - 12, height - 32
     xs = [x for x, _ in finite]
     if log_x:
         positive = [x for x in xs if x > 0] or [1.0]
@@ -286,7 +288,7 @@ def xy_chart(points: Sequence[Sequence[float]], *, title: str, x_label: str, y_l
         mark = {"x": mx, "y": my, "title": f"{x_label} {marker[0]:.3g}, {y_label} {marker[1] * 100:.1f}%"}
     return {"title": title, "width": width, "height": height, "left": left, "top": top, "right": right,
             "bottom": bottom, "path": path, "x_ticks": ticks, "y_ticks": y_ticks, "marker": mark,
-            "x_label": x_label, "y_label": y_label}
+            "x_label": x_label, "y_label": y_label, "y_label_y": top - 10}
 
 
 def timeline_chart(prediction: dict, width: int = 560, height: int = 160, narrow: bool = True) -> dict | None:

@@ -1,5 +1,5 @@
 """Panel chart geometry (pure functions, no database)."""
-from training_app.charts import timeline_chart
+from training_app.charts import timeline_chart, xy_chart
 
 
 def _prediction(scores: list[float]) -> dict:
@@ -101,3 +101,13 @@ def test_try_it_detection_timeline_is_drawn_wide_and_narrow_each_with_its_own_cl
     assert 'class="chart-wide"' in html and 'class="chart-narrow"' in html
     assert html.count('id="timeline-above-threshold"') == 1 and html.count('id="timeline-above-threshold-narrow"') == 1
     assert 'clip-path="url(#timeline-above-threshold-narrow)"' in html
+
+
+def test_the_det_charts_y_axis_name_sits_above_the_plot_clear_of_the_operating_point():
+    # A DET curve starts top-left (no false accepts, every clip rejected), where the operating point often sits.
+    chart = xy_chart([[0.0, 1.0], [0.5, 0.2], [20.0, 0.0]], title="DET", x_label="false accepts per hour",
+                     y_label="false rejects", log_x=True, marker=[0.0, 1.0])
+    marker_top = chart["marker"]["y"] - 5  # the dot's radius
+    assert chart["marker"]["y"] == chart["top"]
+    assert chart["y_label_y"] < marker_top - 2  # the label's baseline, with its text above it
+    assert chart["y_label_y"] > 9  # and the text (about 10 px tall) inside the drawing
