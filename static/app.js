@@ -28,3 +28,28 @@ document.addEventListener("DOMContentLoaded", () => {
     }, 8000);
   });
 });
+// New-job form: the advanced numbers' placeholders and the augmentation switches follow the chosen task and preset
+// (a transcription trains without noise or time shifts; a voice up to 200 epochs). A switch the user set stays set.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("job-form");
+  const source = document.getElementById("task-defaults");
+  if (!form || !source) return;
+  const defaults = JSON.parse(source.textContent);
+  const touched = new Set();
+  const chosen = (name, fallback) => (form.querySelector(`input[name="${name}"]:checked`) || {}).value || fallback;
+  form.addEventListener("change", (event) => {
+    const input = event.target;
+    if (input.type === "checkbox") touched.add(input.name);
+    if (input.name !== "task" && input.name !== "preset") return;
+    const values = (defaults[chosen("task", "classification")] || {})[chosen("preset", "balanced")] || {};
+    let switched = false;
+    for (const [name, value] of Object.entries(values)) {
+      const field = form.elements[name];
+      if (!field) continue;
+      if (field.type !== "checkbox") field.placeholder = String(value);
+      else if (!touched.has(name) && field.checked !== value) { field.checked = value; switched = true; }
+    }
+    // The summary asked for this change already; ask again with the switches as they now are.
+    if (switched) form.dispatchEvent(new Event("change"));
+  });
+});

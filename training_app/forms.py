@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from datasets_app.models import Dataset, name_validator
-from training_app.ml.config import FIELDS, PRESETS, TrainConfig
+from training_app.ml.config import FIELDS, PRESETS, TrainConfig, applies, task_preset
 from training_app.models import TrainingJob
 
 PRESET_HELP = {
@@ -68,21 +68,28 @@ def _preset_choices() -> list[tuple[str, str]]:
 
 
 def _number_field(name: str) -> forms.Field:
+    """A blank number keeps the chosen task and preset's value, which the placeholder shows (set per form)."""
     spec = FIELDS[name]
-    default = getattr(TrainConfig(), name)
-    attrs: dict[str, Any] = {"placeholder": "preset default"}
+    attrs: dict[str, Any] = {}
     if spec.minimum is not None:
         attrs["min"] = spec.minimum
     if spec.maximum is not None:
         attrs["max"] = spec.maximum
     help_text = spec.help[0].upper() + spec.help[1:] + "."
-    if name not in ("epochs", "learning_rate"):
-        help_text += f" Default {default:g}."
     if spec.kind is int:
         return forms.IntegerField(required=False, label=LABELS[name], help_text=help_text,
                                   widget=forms.NumberInput(attrs={**attrs, "step": 1}))
     return forms.FloatField(required=False, label=LABELS[name], help_text=help_text,
                             widget=forms.NumberInput(attrs={**attrs, "step": "any"}))
+
+
+def task_defaults() -> dict[str, dict[str, dict[str, Any]]]:
+    """task -> preset -> the value of each advanced number and switch before any change: what the form's
+    placeholders and switches show for the chosen task and preset."""
+    return {task: {preset: {name: value for name, value in task_preset(preset, task).items()
+                            if name in NUMBER_SETTINGS or name in SWITCHES}
+                   for preset in PRESETS}
+            for task in _task_names()}
 
 
 class JobForm(forms.Form):
@@ -146,15 +153,28 @@ class JobForm(forms.Form):
             help_text="An external trainer the administrator configured (AUDIOML_EXTERNAL_TRAINERS) runs instead of "
             "the built-in one; its output becomes the version.",
         )
+        defaults = self.chosen_defaults()
         for name in NUMBER_SETTINGS:
             self.fields[name] = _number_field(name)
+            self.fields[name].widget.attrs["placeholder"] = f"{defaults[name]:g}"
         for name in SWITCHES:
-            self.fields[name] = forms.BooleanField(required=False, initial=True, label=LABELS[name])
+            self.fields[name] = forms.BooleanField(required=False, initial=defaults[name], label=LABELS[name])
         self.fields["holdout_speakers"] = forms.CharField(
             required=False, label=LABELS["holdout_speakers"], max_length=2000,
             help_text="Comma-separated speaker names whose clips all go to the test split, so the test "
             "measures voices the model never heard.",
         )
+
+    def chosen_defaults(self) -> dict[str, Any]:
+        """The advanced settings' values for the task and preset the form holds (as sent, else as first shown)."""
+        source = self.data if self.is_bound else self.initial
+        task, preset = source.get("task"), source.get("preset")
+        task = task if task in _task_names() else "classification"
+        return task_defaults()[task][preset if preset in PRESETS else "balanced"]
+
+    @property
+    def task_defaults(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return task_defaults()
 
     @property
     def advanced_fields(self):
@@ -194,9 +214,11 @@ class JobForm(forms.Form):
         for name in NUMBER_SETTINGS:
             if data.get(name) is not None:
                 overrides[name] = data[name]
-        for name in SWITCHES:
-            if not data.get(name):
-                overrides[name] = False
+        task, preset = data.get("task") or "classification", data.get("preset") or "balanced"
+        preset_values = task_preset(preset, task) if preset in PRESETS else {}
+        for name in SWITCHES:  # a switch left as the task and preset set it is no change
+            if applies(name, task) and name in preset_values and bool(data.get(name)) != preset_values[name]:
+                overrides[name] = bool(data.get(name))
         speakers = [s.strip() for s in (data.get("holdout_speakers") or "").split(",") if s.strip()]
         if speakers:
             overrides["holdout_speakers"] = speakers

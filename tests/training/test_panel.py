@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -156,6 +158,39 @@ def test_posting_the_form_queues_a_job_with_the_changed_settings(tones, staff_cl
     assert job.overrides == {"epochs": 3, "seed": 9, "clip_seconds": 0.5, "noise": False}
     assert job.created_by == staff_user and job.task_id
     assert f"Job #{job.pk} is queued." in staff_client.get(response["Location"]).content.decode()
+
+
+def test_the_advanced_settings_show_the_chosen_task_and_presets_own_values(db, staff_client):
+    html = staff_client.get("/training/new/").content.decode()  # classification, balanced
+    assert 'name="epochs" min="1" max="1000" step="1" placeholder="60"' in html
+    assert 'name="batch_size" min="1" max="512" step="1" placeholder="16"' in html
+    assert 'name="noise" id="id_noise" checked' in html
+    assert "preset default" not in html and "Default 16" not in html
+    defaults = json.loads(html.split('<script id="task-defaults" type="application/json">')[1].split("</script>")[0])
+    assert defaults["synthesis"]["quick"]["epochs"] == 200 and defaults["classification"]["quick"]["epochs"] == 40
+    assert defaults["transcription"]["balanced"]["noise"] is False
+    assert defaults["regression"]["thorough"]["learning_rate"] == 0.003
+
+    # A form sent back with an error shows the values of the task and preset it was sent with.
+    form = {"model_name": "m", "task": "synthesis", "preset": "quick", "epochs": "5000"}
+    html = staff_client.post("/training/new/", form).content.decode()
+    assert 'step="any" placeholder="0.002" aria-describedby="id_learning_rate_helptext"' in html
+
+
+def test_a_switch_counts_as_changed_when_it_differs_from_the_tasks_own_value(tones, staff_client):
+    from training_app.forms import JobForm
+
+    def overrides(**data):
+        form = JobForm({"dataset": "tones", "model_name": "m", "preset": "quick", **data})
+        assert form.is_valid(), form.errors
+        return form.overrides()
+
+    on = {"time_shift": "on", "noise": "on", "spec_augment": "on"}
+    assert overrides(task="transcription", spec_augment="on") == {}  # transcription's own: no noise, no shifts
+    assert overrides(task="transcription", **on) == {"time_shift": True, "noise": True}
+    assert overrides(task="classification", **on) == {}
+    assert overrides(task="regression", time_shift="on", spec_augment="on") == {}
+    assert overrides(task="synthesis", **on) == {}  # a voice reads no augmentation switch
 
 
 def test_posting_an_invalid_setting_shows_it_on_the_field(tones, staff_client):

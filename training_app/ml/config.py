@@ -232,10 +232,7 @@ class TrainConfig:
         from .tasks import task_module  # the task modules import this one
 
         task = _validate("task", overrides.get("task", cls.task))
-        module = task_module(task)
-        # A task may tune the presets for itself (TASK_PRESETS); its DEFAULTS hold whatever preset is chosen.
-        values: dict[str, Any] = {**PRESETS[preset], **getattr(module, "TASK_PRESETS", {}).get(preset, {}),
-                                  **module.DEFAULTS, **overrides}
+        values: dict[str, Any] = {**task_preset(preset, task), **overrides}
         clean = {name: _validate(name, value) for name, value in values.items()}
         config = cls(preset=preset, **clean)
         config._check_consistency()
@@ -273,6 +270,16 @@ class TrainConfig:
                 f"val_fraction + test_fraction is {self.val_fraction + self.test_fraction:g}; "
                 "at most 0.7 leaves enough clips for training",
             )
+
+
+def task_preset(preset: str, task: str) -> dict[str, Any]:
+    """What a job of ``task`` trains with on ``preset`` before any override: the general defaults, the preset's,
+    the task's tuning of that preset (TASK_PRESETS) and the task's DEFAULTS, which hold whatever the preset."""
+    from .tasks import task_module
+
+    module = task_module(task)
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainConfig) if field.name != "preset"}
+    return {**defaults, **PRESETS[preset], **getattr(module, "TASK_PRESETS", {}).get(preset, {}), **module.DEFAULTS}
 
 
 def _validate(name: str, value: Any) -> Any:
