@@ -10,6 +10,7 @@ from typing import Any
 from django.db.models import Count
 from django.urls import reverse
 
+from audioml.templatetags.audio_format import audio_length
 from datasets_app.models import Clip, Dataset
 from registry_app.aliases import AliasEvent
 from registry_app.models import ModelVersion
@@ -196,7 +197,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines.append("")
     snapshot = card["snapshot"]["summary"]
     labels = ", ".join(f"{row['label'] or '(none)'} {row['clips']}" for row in snapshot["labels"])
-    lines.append(f"The snapshot holds {snapshot['clips']} clips ({snapshot['seconds']} s) from "
+    lines.append(f"The snapshot holds {snapshot['clips']} clips ({audio_length(snapshot['seconds'])}) from "
                  f"{snapshot['speakers']} speakers" + (f"; per label: {labels}" if labels else "")
                  + (f"; plus {snapshot['background_recordings']} background recordings"
                     if snapshot["background_recordings"] else "") + ".")

@@ -190,7 +190,7 @@ def test_panel_upload_of_a_background_recording_shows_it_marked_in_the_clip_tabl
                                                                          "HX-Target": "clip-table"}).content.decode()
     assert f'id="clip-{clip.pk}"' in table and ">background</span>" in table
     assert f'id="clip-{clip.pk}"' not in admin_client.get("/datasets/room/?kind=clip").content.decode()
-    assert "background recording</a> (1:05)" in admin_client.get("/datasets/room/").content.decode()
+    assert "background recording</a> (1\u00a0min 5\u00a0s)" in admin_client.get("/datasets/room/").content.decode()
 
 
 def test_classification_snapshots_leave_background_recordings_out(tmp_path):

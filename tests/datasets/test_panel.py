@@ -37,7 +37,7 @@ def test_list_shows_clip_counts_per_label_duration_and_date(staff_client, datase
     html = staff_client.get("/datasets/").content.decode()
     assert 'href="/datasets/kws/"' in html
     assert "yes <b>3</b>" in html and "no <b>1</b>" in html
-    assert "5.50 s" in html  # 3 x 1.5 s + 1 s, trashed clip left out
+    assert "5.5\u00a0s" in html  # 3 x 1.5 s + 1 s, trashed clip left out
     assert dataset.created_at.strftime("%Y-%m-%d") in html
     # The chips wrap inside a flex box in a plain cell: a flex <td> drew its row's border at its own height.
     assert '<td data-label="Labels"><div class="label-chips">' in html and '<td class="label-chips">' not in html

@@ -254,7 +254,7 @@ def test_job_page_fragment_polls_while_running_and_stops_when_finished(tones, su
     assert running.status_code == 200
     assert html.lstrip().startswith('<div id="job-live"')
     assert 'hx-trigger="every 2s"' in html
-    assert "55%" in html and "about 1 min 15 s left" in html
+    assert "55%" in html and "about 1\u00a0min 15\u00a0s left" in html
     assert "Epoch 1 of at most 2" in html
     assert "Cancel job" in html
     finished = staff_client.get(f"/training/jobs/{trained.pk}/", headers=HX)

@@ -2,22 +2,17 @@ from __future__ import annotations
 
 from django import template
 
+from audioml.templatetags.audio_format import audio_length
+
 register = template.Library()
 
 
 @register.filter
 def duration(seconds) -> str:
-    """42 s, 3 min 12 s, 1 h 05 min."""
+    """A span of time in whole seconds, written as lengths of audio are: 42 s, 3 min 12 s, 1 h 5 min."""
     if seconds is None or seconds == "":
         return "—"
-    seconds = max(0, int(round(float(seconds))))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
+    return audio_length(round(float(seconds)))
 
 
 @register.filter
