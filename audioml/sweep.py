@@ -21,7 +21,8 @@ live on the training machine's local disk), and on demand with `manage.py sweep 
 Listing the storage costs one request per 1,000 objects on a bucket (a walk of every folder on disk), so the
 panel's *Storage clean-up* page never lists it when visited: it shows the last result remembered in the cache
 (`scan_storage`, run when the user asks, on a worker of the default cluster so that a long listing never holds a web
-request: `queue_scan` queues at most one at a time and the page polls until it is done or failed; every real
+request: `queue_scan` queues at most one at a time and the page polls until it is done or failed; the page's
+clean-up runs on a worker the same way, `queue_clean_up`, never beside a scan; every real
 clean-up, whether the page's, the API's, `manage.py gc` or the sweeper's, replaces it with what it left, nothing
 older than the minimum age), with its time.
 
@@ -56,6 +57,8 @@ SCAN_CACHE_KEY = "audioml:storage-scan"
 SCAN_RUNNING_KEY = "audioml:storage-scan-running"  # the queued or running scan (queue_scan)
 SCAN_FAILED_KEY = "audioml:storage-scan-failed"  # the last scan that failed, until the next is queued
 SCAN_TASK = "audioml.sweep.run_queued_scan"
+CLEAN_UP_TASK = "audioml.sweep.run_queued_clean_up"
+CLEAN_UP_DONE_KEY = "audioml:storage-clean-up-done"  # what the page's last clean-up removed, until the next is queued
 SCAN_LISTED_FILES = 200  # file names kept per kind (the page lists these; `manage.py gc --dry-run` lists all)
 
 
@@ -160,9 +163,24 @@ def _scan(via: str) -> dict:
 
 
 def queue_scan(by=None) -> tuple[dict, bool]:
-    """Queue the Storage page's scan on the default worker cluster, unless one is already queued or running:
-    (that scan's `scan_in_progress`, whether this call queued it). One marker in the shared cache, added
-    atomically, is what keeps a second click (or a second user) from queueing a second listing of the bucket."""
+    """Queue the Storage page's scan on the default worker cluster, unless a scan or a clean-up is already queued
+    or running: (that one's `scan_in_progress`, whether this call queued it)."""
+    return _queue("scan", by, SCAN_TASK)
+
+
+def queue_clean_up(by=None, shown: int | None = None) -> tuple[dict, bool]:
+    """Queue the Storage page's clean-up (collect_garbage, audited as `by`) on the default worker cluster, as
+    queue_scan queues a scan and never beside one; `shown`: how many files the page had shown."""
+    from audioml.audit import Actor
+
+    actor = Actor.of(by) or Actor()
+    user_id = actor.user.pk if actor.user is not None else None
+    return _queue("clean-up", by, CLEAN_UP_TASK, user_id, actor.ip_address, actor.request_id, shown)
+
+
+def _queue(action: str, by, task: str, *args) -> tuple[dict, bool]:
+    """One marker in the shared cache, added atomically, is what keeps a second click (or a second user) from
+    queueing a second listing of the bucket, whether to scan it or to clean it up."""
     from django.core.cache import cache
     from django.utils import timezone
     from django_q.tasks import async_task
@@ -173,12 +191,13 @@ def queue_scan(by=None) -> tuple[dict, bool]:
     if running is not None:  # lost (its worker died, or none ever took it): a new scan replaces it
         cache.delete(SCAN_RUNNING_KEY)
     who = _who(by)
-    marker = {"token": uuid.uuid4().hex, "queued_at": timezone.now(), "started_at": None, "by": who}
+    marker = {"token": uuid.uuid4().hex, "queued_at": timezone.now(), "started_at": None, "by": who,
+              "action": action}
     if not cache.add(SCAN_RUNNING_KEY, marker, timeout=None):
         return scan_in_progress() or {**marker, "waited": 0.0, "stale": False}, False
-    cache.delete(SCAN_FAILED_KEY)
+    cache.delete_many([SCAN_FAILED_KEY, CLEAN_UP_DONE_KEY])
     try:
-        async_task(SCAN_TASK, marker["token"], who, task_name="storage-scan")
+        async_task(task, marker["token"], who, *args, task_name=f"storage-{action}")
     except Exception:
         cache.delete(SCAN_RUNNING_KEY)
         raise
@@ -200,7 +219,7 @@ def scan_in_progress() -> dict | None:
     if marker is None:
         return None
     waited = (timezone.now() - marker["queued_at"]).total_seconds()
-    return {**marker, "waited": waited, "stale": waited > scan_give_up_seconds()}
+    return {"action": "scan", **marker, "waited": waited, "stale": waited > scan_give_up_seconds()}
 
 
 def failed_scan() -> dict | None:
@@ -210,7 +229,7 @@ def failed_scan() -> dict | None:
 
     running = scan_in_progress()
     if running is not None and running["stale"]:
-        return {"at": running["queued_at"], "by": running["by"], "error": (
+        return {"at": running["queued_at"], "by": running["by"], "action": running["action"], "error": (
             f"no worker finished it within {scan_give_up_seconds() // 60} minutes of it being queued "
             f"({'a worker took it and stopped without a result' if running['started_at'] else 'no worker took it'})"
             ": check that the workers run (manage.py qcluster)")}
@@ -230,6 +249,30 @@ def scan_give_up_seconds() -> int:
 def run_queued_scan(token: str, who: str) -> dict:
     """The django-q2 entry point of the Storage page's scan (queue_scan): the scan, remembered as `scan_storage`
     remembers it, or the failure remembered for the page (and raised again, so the task is a failure too)."""
+    scan = _run_queued(token, who, "scan", lambda: _scan(f"scanned by {who}"))
+    return {key: value for key, value in scan.items() if key != "kinds"}
+
+
+def run_queued_clean_up(token: str, who: str, user_id: int | None, ip_address: str | None, request_id: str,
+                        shown: int | None) -> dict:
+    """The django-q2 entry point of the Storage page's clean-up (queue_clean_up): `manage.py gc` audited as the
+    user who confirmed it, from their address and request; what it removed is remembered for the page."""
+    from django.contrib.auth import get_user_model
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from audioml.audit import Actor
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+    actor = Actor(user=user, ip_address=ip_address, request_id=request_id)
+    report = _run_queued(token, who, "clean-up", lambda: collect_garbage(by=actor))
+    done = {"at": timezone.now(), "by": who, "removed": len(report.media_files), "freed_bytes": report.freed_bytes,
+            "shown": shown}
+    cache.set(CLEAN_UP_DONE_KEY, done, timeout=None)
+    return done
+
+
+def _run_queued(token: str, who: str, action: str, work):
     from django.core.cache import cache
     from django.utils import timezone
 
@@ -237,17 +280,28 @@ def run_queued_scan(token: str, who: str) -> dict:
     if marker is not None and marker["token"] == token:
         cache.set(SCAN_RUNNING_KEY, {**marker, "started_at": timezone.now()}, timeout=None)
     try:
-        scan = _scan(f"scanned by {who}")
+        return work()
     except Exception as error:
-        logger.exception("The storage scan queued by %s failed", who)
-        cache.set(SCAN_FAILED_KEY, {"at": timezone.now(), "by": who, "error": f"{type(error).__name__}: {error}".rstrip(".")},
-                  timeout=None)
+        logger.exception("The storage %s queued by %s failed", action, who)
+        cache.set(SCAN_FAILED_KEY, {"at": timezone.now(), "by": who, "action": action,
+                                    "error": f"{type(error).__name__}: {error}".rstrip(".")}, timeout=None)
         raise
     finally:
         marker = cache.get(SCAN_RUNNING_KEY)
         if marker is not None and marker["token"] == token:
             cache.delete(SCAN_RUNNING_KEY)
-    return {key: value for key, value in scan.items() if key != "kinds"}
+
+
+def last_clean_up() -> dict | None:
+    """What the page's last clean-up removed (`at`, `by`, `removed`, `freed_bytes`, `shown`), until the next scan
+    or clean-up is queued."""
+    from django.core.cache import cache
+
+    try:
+        return cache.get(CLEAN_UP_DONE_KEY)
+    except Exception:  # noqa: BLE001
+        logger.exception("The last storage clean-up could not be read from the cache")
+        return None
 
 
 def last_scan() -> dict | None:

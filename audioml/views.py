@@ -8,7 +8,6 @@ from django.contrib.auth.views import LoginView
 from django.http import HttpRequest, HttpResponse
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.defaultfilters import filesizeformat
 from django.utils.timezone import localtime
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -79,31 +78,30 @@ def audit_list(request: HttpRequest) -> HttpResponse:
 def storage_cleanup(request: HttpRequest) -> HttpResponse:
     """What `manage.py gc --dry-run` found at the last scan (files no row references), a POST that scans again
     (`action=scan`), and a confirmed POST that removes what is still unreferenced (`manage.py gc`), recorded as
-    storage.gc. A visit never lists the storage (one request per 1,000 objects on a bucket): the scan runs on a
-    worker when asked (audioml.sweep.queue_scan; never two at once), the page polls until it is done, and its
-    result is remembered with its time. No role includes the permission: the files are deleted for good."""
-    from audioml.sweep import collect_garbage, failed_scan, last_scan, queue_scan, scan_in_progress
+    storage.gc. A visit never lists the storage (one request per 1,000 objects on a bucket): the scan and the
+    clean-up run on a worker when asked (audioml.sweep.queue_scan and queue_clean_up; never two at once), the page
+    polls until it is done, and its result is remembered with its time. No role includes the permission: the files
+    are deleted for good."""
+    from audioml.sweep import failed_scan, last_clean_up, last_scan, queue_clean_up, queue_scan, scan_in_progress
 
-    if request.method == "POST" and request.POST.get("action") == "scan":
-        running, queued = queue_scan(by=Actor.from_request(request))
+    form = StorageCleanupForm(request.POST or None)
+    if request.method == "POST" and (request.POST.get("action") == "scan" or form.is_valid()):
+        by = Actor.from_request(request)
+        if request.POST.get("action") == "scan":
+            running, queued = queue_scan(by=by)
+        else:
+            running, queued = queue_clean_up(by=by, shown=form.cleaned_data["shown"])
         if not queued:
-            messages.info(request, f"A scan {'is already running' if running['started_at'] else 'is already queued'}"
+            what = "A clean-up" if running["action"] == "clean-up" else "A scan"
+            messages.info(request, f"{what} {'is already running' if running['started_at'] else 'is already queued'}"
                                    f" (asked by {running['by']} at {localtime(running['queued_at']):%H:%M:%S}): "
                                    "this page shows its result when it is done.")
-        return redirect("storage-cleanup")
-    form = StorageCleanupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        report = collect_garbage(by=Actor.from_request(request))
-        removed, shown = len(report.media_files), form.cleaned_data["shown"]
-        note = "" if shown is None or shown == removed else f" (the page had shown {shown}: files changed meanwhile)"
-        messages.success(request, f"Removed {removed} file{'s' if removed != 1 else ''} without rows "
-                                  f"({filesizeformat(report.freed_bytes)}){note}.")
         return redirect("storage-cleanup")
     running = scan_in_progress()
     if running is not None and running["stale"]:
         running = None  # given up on: failed_scan() says why
     context = {
-        "form": form, "scan": last_scan(), "running": running, "failed": failed_scan(),
+        "form": form, "scan": last_scan(), "running": running, "failed": failed_scan(), "cleaned": last_clean_up(),
         "min_age": settings.SWEEP_MIN_AGE_SECONDS, "interval": settings.SWEEP_INTERVAL_MINUTES,
         "where": _media_storage_name(),
     }

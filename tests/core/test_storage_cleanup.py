@@ -122,8 +122,17 @@ def test_removing_needs_the_confirmation_and_a_post(admin_client, orphans, monke
     assert all(exist(orphans["old"]))
 
 
-def test_a_confirmed_post_removes_the_files_without_rows_and_is_audited(admin_client, admin_user, orphans):
-    response = admin_client.post(URL, {"confirm": "on", "shown": "3"}, follow=True)
+def cleaned_up(client, monkeypatch, shown: str) -> object:
+    """The page after its confirmed Remove button, the clean-up run by django-q2 in this process (its sync mode)."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+    response = client.post(URL, {"confirm": "on", "shown": shown}, follow=True)
+    monkeypatch.setattr(Conf, "SYNC", False)
+    return response
+
+
+def test_a_confirmed_post_removes_the_files_without_rows_and_is_audited(admin_client, admin_user, orphans,
+                                                                        monkeypatch):
+    response = cleaned_up(admin_client, monkeypatch, "3")
     assert response.redirect_chain == [(URL, 302)]
     html = response.content.decode()
     assert "Removed 3 files without rows (5.0\xa0KB)." in html
@@ -138,9 +147,9 @@ def test_a_confirmed_post_removes_the_files_without_rows_and_is_audited(admin_cl
     assert event.ip_address == "127.0.0.1"
 
 
-def test_the_message_says_when_the_storage_changed_since_the_page_was_shown(admin_client, orphans):
+def test_the_message_says_when_the_storage_changed_since_the_page_was_shown(admin_client, orphans, monkeypatch):
     aged("models/other/v1/weights.pt", b"w" * 5)
-    response = admin_client.post(URL, {"confirm": "on", "shown": "3"}, follow=True)
+    response = cleaned_up(admin_client, monkeypatch, "3")
     assert "Removed 4 files without rows" in response.content.decode()
     assert "(the page had shown 3: files changed meanwhile)" in response.content.decode()
 
@@ -244,6 +253,51 @@ def test_a_scan_runs_on_a_worker_while_the_page_polls_and_a_second_click_queues_
     assert all(exist(orphans["old"])) and not AuditEvent.objects.filter(action="storage.gc").exists()
     admin_client.post(URL, {"action": "scan"})
     assert len(queued_scans()) == 1  # done: the next click queues the next scan
+
+
+def test_a_clean_up_runs_on_a_worker_while_the_page_polls_and_no_scan_runs_beside_it(admin_client, admin_user,
+                                                                                     orphans, monkeypatch):
+    scanned(admin_client, monkeypatch)
+    page = admin_client.post(URL, {"confirm": "on", "shown": "3"}, follow=True).content.decode()
+    assert 'data-scan-state="running"' in page and "Removing files…" in page and "waiting for a worker" in page
+    assert '<button type="submit" class="btn" disabled>Removing files…</button>' in page
+    assert "Remove 3 files" not in page  # no second confirmation while this one is queued
+    assert all(exist(orphans["old"]))  # nothing removed in the request
+    (row,) = queued_scans()
+    again = admin_client.post(URL, {"action": "scan"}, follow=True).content.decode()
+    assert "A clean-up is already queued (asked by admin-persona at " in again
+    assert queued_scans() == [row]
+    assert 'hx-trigger="every 2s"' in poll(admin_client).content.decode()
+
+    done = work_off(row)
+    assert (done["removed"], done["freed_bytes"], done["shown"]) == (3, 5130, 3)
+    finished = poll(admin_client)
+    assert finished.status_code == 286
+    html = finished.content.decode()
+    assert 'data-scan-state="cleaned"' in html and "Removed 3 files without rows (5.0\xa0KB)." in html
+    assert "Nothing to remove" in html and "Scan again" in html
+    assert exist(orphans["old"]) == [False, False, False] and all(exist(orphans["referenced"] + [orphans["young"]]))
+    event = AuditEvent.objects.get(action="storage.gc")  # audited as the user who confirmed, from their address
+    assert event.actor == admin_user and event.ip_address == "127.0.0.1"
+    admin_client.post(URL, {"action": "scan"})
+    assert 'data-scan-state="cleaned"' not in admin_client.get(URL).content.decode()  # until the next one
+
+
+def test_a_failed_clean_up_says_so(admin_client, orphans, monkeypatch):
+    import audioml.sweep
+
+    admin_client.post(URL, {"confirm": "on", "shown": "3"})
+    (row,) = queued_scans()
+
+    def broken(**kwargs):
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(audioml.sweep, "collect_garbage", broken)
+    with pytest.raises(OSError):
+        work_off(row)
+    html = poll(admin_client).content.decode()
+    assert 'data-scan-state="failed"' in html and "The clean-up asked by admin-persona at " in html
+    assert "failed:</strong> OSError: the disk went away" in html and all(exist(orphans["old"]))
 
 
 def test_a_failed_scan_says_why_keeps_the_last_result_and_can_be_retried(admin_client, orphans, settings,
