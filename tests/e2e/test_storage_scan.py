@@ -1,6 +1,7 @@
 """The Storage clean-up page's scan in headless Chromium: the click only queues it, the page says *Scanning…* (no
 second scan can be asked meanwhile) and shows the result by itself once a real `manage.py qcluster` of the default
-cluster has listed the storage. Screenshots: test-artifacts/e2e/storage-scanning.png and storage-scanned.png."""
+cluster has listed the storage; then the confirmed clean-up, queued and done the same way. Screenshots:
+test-artifacts/e2e/storage-scanning.png, storage-scanned.png and storage-cleaned.png."""
 
 from __future__ import annotations
 
@@ -63,3 +64,20 @@ def test_the_scan_runs_on_a_worker_while_the_page_says_scanning(browser_page, su
     page.on("request", lambda request: requests.append(request.url))
     page.wait_for_timeout(2500)
     assert requests == []
+
+    # The confirmed clean-up is queued the same way, and done by a worker while the page says so.
+    page.check("#id_confirm")
+    page.get_by_role("button", name="Remove 2 files (5.0 KB)").click()
+    expect(page.locator("[data-scan-state=running]")).to_contain_text("Removing files… Queued at")
+    expect(page.get_by_role("button", name="Removing files…")).to_be_disabled()
+    assert default_storage.exists("models/tones/v7/model.pt2")
+    connections.close_all()
+    worker = start_qcluster(subprocess_env, tmp_path / "qcluster-clean-up.log", cluster="default")
+    try:
+        expect(page.locator("[data-scan-state=cleaned]")).to_contain_text(
+            "Removed 2 files without rows (5.0 KB). Asked by h2-admin", timeout=60_000)
+    finally:
+        stop(worker)
+    expect(page.get_by_text("Nothing to remove")).to_be_visible()
+    assert not default_storage.exists("models/tones/v7/model.pt2")
+    shot(page, "storage-cleaned")
