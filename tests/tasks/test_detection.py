@@ -161,7 +161,7 @@ def test_panel_names_the_missing_positive_label_next_to_its_field(wakewords, adm
     assert response.status_code == 200 and TrainingJob.objects.count() == 0
     html = response.content.decode()
     field = html[html.index('id="id_positive_label"'):]
-    assert "Detection needs positive_label" in field[: field.index("</div>") + 200]
+    assert "Name the label(s) to detect, comma-separated" in field[: field.index("</div>") + 200]
 
     response = admin_client.post("/training/new/", {**form, "positive_label": "wake", "epochs": 2})
     assert response.status_code == 302
