@@ -18,20 +18,25 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from collections import Counter
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import audioml  # noqa: E402, F401  (before torch: sets OMP_WAIT_POLICY, see audioml/__init__.py)
+import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import demo_corpus, machine_line, publish, timestamp, train_measured, voice_order  # noqa: E402
-from training_app.demo_corpus import WAKE_LABEL, generate_wakeword_corpus  # noqa: E402
+from training_app.demo_corpus import (  # noqa: E402
+    CONFUSABLE_LABEL, WAKE_LABEL, generate_wakeword_corpus, read_background_listing,
+)
 from training_app.ml.config import TrainConfig, parse_override  # noqa: E402
 from training_app.ml.data import BACKGROUND, ClipRecord  # noqa: E402
 from training_app.ml.train import default_threads  # noqa: E402
@@ -75,6 +80,80 @@ def per_recording(held: dict) -> str:
             + ", ".join(part["name"] for part in parts))
 
 
+def false_accept_sources(held: dict, backgrounds: list[ClipRecord], window_seconds: float) -> dict | None:
+    """Where the held-out false accepts fall, from the generator's listing of each recording
+    (``background_NN.tsv``): on a sentence that holds an inserted confusable phrase ("hey margo", ...), on other
+    speech, or in a pause. A false accept is placed by its highest-scoring window (``window_seconds`` around its
+    peak time); a window that overlaps a sentence with a confusable phrase counts as that phrase's, one that
+    overlaps only other sentences as other speech, one that overlaps none as a pause. None when a recording has
+    no listing. Also the number of sentences with a confusable phrase in the held-out recordings (the chances)."""
+    listings = {clip.path.name: read_background_listing(clip.path) for clip in backgrounds}
+    counts = {"confusable": 0, "other speech": 0, "pause": 0}
+    phrases: Counter = Counter()
+    chances = 0
+    for part in held.get("per_recording") or []:
+        sentences = listings.get(part["name"])
+        if sentences is None or "events" not in part:
+            return None
+        chances += sum(1 for sentence in sentences if sentence["confusable"])
+        for _, _, peak, _ in part["events"]:
+            low, high = peak - window_seconds / 2, peak + window_seconds / 2
+            heard = [sentence for sentence in sentences if sentence["start"] < high and sentence["end"] > low]
+            confusables = [sentence["confusable"] for sentence in heard if sentence["confusable"]]
+            if confusables:
+                counts["confusable"] += 1
+                phrases[confusables[0]] += 1
+            else:
+                counts["other speech" if heard else "pause"] += 1
+    return {**counts, "phrases": dict(phrases.most_common()), "chances": chances}
+
+
+def sources_line(sources: dict | None) -> str:
+    if sources is None:
+        return "not known (no listing of what the recordings say)"
+    phrases = ", ".join(f"\"{phrase}\" {count}" for phrase, count in sources["phrases"].items())
+    return (f"{sources['confusable']} on a sentence holding a confusable phrase{f' ({phrases})' if phrases else ''}, "
+            f"{sources['other speech']} on other speech, {sources['pause']} in pauses; the held-out recordings "
+            f"hold {sources['chances']} sentences with a confusable phrase")
+
+
+@contextmanager
+def captured_scores():
+    """The scores the job's evaluation computes, for re-scoring offline (``bench/detection_ensemble.py``): the last
+    calibration's validation positives and streams, and the last DET curve's test positives and held-out streams.
+    (Checkpoint choices during training calibrate too; the evaluation's calls come after them.)"""
+    from training_app.ml import streaming
+
+    captured: dict = {}
+    calibrate, det = streaming.calibrate_threshold, streaming.det_curve
+
+    def calibrate_threshold(positive_scores, streams, *args, **kwargs):
+        captured["calibration"] = (np.asarray(positive_scores), list(streams))
+        return calibrate(positive_scores, streams, *args, **kwargs)
+
+    def det_curve(positive_scores, streams, *args, **kwargs):
+        captured["held_out"] = (np.asarray(positive_scores), list(streams))
+        return det(positive_scores, streams, *args, **kwargs)
+
+    streaming.calibrate_threshold, streaming.det_curve = calibrate_threshold, det_curve
+    try:
+        yield captured
+    finally:
+        streaming.calibrate_threshold, streaming.det_curve = calibrate, det
+
+
+def save_scores(captured: dict, names: list[str], path: Path) -> None:
+    """``scores.npz``: per role (calibration, held_out) the positive clip scores and each stream's frame scores,
+    hop, window and duration; ``names`` are the held-out recordings' names."""
+    arrays: dict[str, np.ndarray] = {"held_out_names": np.array(names)}
+    for role, (positives, streams) in captured.items():
+        arrays[f"{role}_positives"] = positives
+        arrays[f"{role}_geometry"] = np.array([[s.hop_seconds, s.window_seconds, s.duration_seconds] for s in streams])
+        for index, stream in enumerate(streams):
+            arrays[f"{role}_stream_{index}"] = stream.scores
+    np.savez_compressed(path, **arrays)
+
+
 def best_test_point(det: list[list[float]], budget: float) -> tuple[float, float] | None:
     """(FRR, FA/h) of the lowest-FRR point of the test audio's DET curve within the budget: what a threshold
     chosen on the test audio itself would give, to show how much the calibration gives away."""
@@ -89,6 +168,8 @@ def main() -> None:
     parser.add_argument("--backgrounds", type=int, default=6,
                         help="long background recordings (every other one is held out, one validates)")
     parser.add_argument("--background-minutes", type=float, default=50.0)
+    parser.add_argument("--confusable-takes", type=int, default=2,
+                        help="confusable phrases each voice says (at most 8; a reused corpus keeps its own)")
     parser.add_argument("--preset", default="balanced")
     parser.add_argument("--set", action="append", default=[], dest="set_values", metavar="KEY=VALUE")
     parser.add_argument("--threads", type=int, default=default_threads())
@@ -102,7 +183,8 @@ def main() -> None:
 
     def generate(folder: Path) -> None:
         generate_wakeword_corpus(folder, n_voices=args.voices, seed=args.seed, n_backgrounds=args.backgrounds,
-                                 background_minutes=args.background_minutes)
+                                 background_minutes=args.background_minutes,
+                                 confusable_takes=args.confusable_takes)
 
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
         rows, synthesis_seconds, reused = demo_corpus(args.corpus, generate, Path(tmp))
@@ -112,16 +194,21 @@ def main() -> None:
                                                   "holdout_speakers": held_out, "test_fraction": 0.0,
                                                   "seed": args.seed, **overrides})
 
-        result, used = train_measured(cfg, clips, Path(tmp), args.threads, ("val_auc", "AUC"),
-                                    ("val_frr", "false rejects within the budget"))
+        with captured_scores() as captured:
+            result, used = train_measured(cfg, clips, Path(tmp), args.threads, ("val_auc", "AUC"),
+                                          ("val_frr", "false rejects within the budget"))
         if args.keep_model:
             shutil.copytree(result.out_dir, args.keep_model, dirs_exist_ok=True)
+            save_scores(captured, [part["name"] for part in result.metrics["held_out"].get("per_recording") or []],
+                        args.keep_model / "scores.npz")
     metrics = result.metrics
     calibration, held, test = metrics["calibration"], metrics["held_out"], metrics["test"]
     backgrounds = [clip for clip in clips if clip.kind == BACKGROUND]
     trainable = [clip for clip in clips if clip.kind != BACKGROUND]
     budget = cfg.target_fa_per_hour
     oracle = best_test_point(metrics["det"], budget)
+    sources = false_accept_sources(held, backgrounds, cfg.clip_seconds)
+    confusable_clips = sum(1 for clip in trainable if clip.label == CONFUSABLE_LABEL)
     met = held["false_reject_rate"] <= 0.05 and held["false_accepts_per_hour"] <= budget
     corpus_note = "reused from an earlier run" if reused else f"synthesised in {synthesis_seconds:.0f} s"
     timings = metrics["timings"]
@@ -133,8 +220,8 @@ def main() -> None:
         f"- Run: {used.line()}.",
         f"- Data ({corpus_note}): {len(trainable)} clips of {max(clip.duration for clip in trainable):g} s (the model "
         f"sees {cfg.clip_seconds:g} s windows) from {args.voices} espeak-ng voices "
-        f"({sum(1 for clip in trainable if clip.label == WAKE_LABEL)} of \"hey marlo\", the rest confusable phrases, "
-        f"other words and noise) and {len(backgrounds)} background recordings of "
+        f"({sum(1 for clip in trainable if clip.label == WAKE_LABEL)} of \"hey marlo\", {confusable_clips} "
+        f"confusable phrases ({confusable_clips // args.voices} per voice), the rest other words and noise) and {len(backgrounds)} background recordings of "
         f"{sum(clip.duration for clip in backgrounds) / len(backgrounds) / 60:.0f} min by other voices. Test: the "
         f"{metrics['split']['test']} clips of {args.holdout} held-out voices ({', '.join(held_out)}); "
         f"{metrics['split']['train']} training and {metrics['split']['val']} validation clips from the others.",
@@ -156,6 +243,8 @@ def main() -> None:
         f"| **false accepts per hour at the calibrated threshold** | {held['hours'] * 60:.0f} min of "
         f"{held['source']} | "
         f"**{held['false_accepts_per_hour']:.2f}** ({held['false_accepts']} false accepts{per_recording(held)}) |",
+        f"| where those false accepts fall (the generator's listing of the recordings) | same | "
+        f"{sources_line(sources)} |",
         f"| per-clip false accepts (confusable phrases, other words) | {test['negatives']} negative test clips | "
         f"{test['false_accept_rate']:.1%} |",
         f"| ROC AUC of the clip scores (baseline: {metrics['baseline']['description']}) | test clips | "

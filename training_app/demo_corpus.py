@@ -51,6 +51,7 @@ WAKE_LABEL = "hey_marlo"
 CONFUSABLE_LABEL = "confusable"
 OTHER_LABEL = "other"
 CONFUSABLE_PHRASES = ("hey marco", "hey carlo", "hey mario", "hey margo", "hey barlow", "marlo", "hello", "harlow")
+BASE_CONFUSABLE_TAKES = 2  # drawn with the other words; more confusable takes are drawn apart (see the generator)
 OTHER_WORDS = (*DEFAULT_WORDS, "okay", "music", "weather", "lights", "timer", "morning", "thanks", "later", "seven")
 BACKGROUND_WORDS = (
     "the", "a", "we", "you", "it", "is", "was", "to", "and", "of", "in", "at", "for", "with", "that", "this",
@@ -213,9 +214,16 @@ def generate_wakeword_corpus(
     recordings (``background/``, ``kind`` background in the manifest) of ordinary speech and pauses over room
     noise, spoken by voices that say none of the clips, with no wake phrase in them.
 
-    Each voice says the wake phrase ``positive_takes`` times, and confusable phrases and other words drawn at
-    random. Noise clips default to as many as the positive clips. The manifest has
+    Each voice says the wake phrase ``positive_takes`` times, and ``confusable_takes`` confusable phrases and
+    ``other_takes`` other words drawn at random. The first two confusable phrases of each voice are drawn as they
+    always were and any more come last, from the phrases that voice has not said, so a corpus with more
+    confusable takes holds the default corpus unchanged (the same clips and background recordings, byte for
+    byte) plus the extra clips. Noise clips default to as many as the positive clips. The manifest has
     file,label,transcript,speaker,kind.
+
+    Next to each background recording, ``background_NN.tsv`` lists what it speaks: one row per sentence with its
+    start and end in seconds, its text and the confusable phrase inserted into it (empty for none). The pauses
+    are the gaps between rows. The listing is a document, not audio: dataset imports skip it.
     """
     espeak = _espeak()
     voices = _check_voices(n_voices, seed)
@@ -229,25 +237,31 @@ def generate_wakeword_corpus(
     n_noise = n_voices * positive_takes if n_noise_clips is None else n_noise_clips
     choices = random.Random(seed)
     jobs: list[tuple[str, str, Voice | None, int]] = []
+    extra_choices = random.Random(f"{seed}-confusable")
+    extra_jobs: list[tuple[str, str, Voice | None, int]] = []
     for voice in voices[:n_voices]:
         jobs += [(WAKE_LABEL, WAKE_PHRASE, voice, take) for take in range(positive_takes)]
-        jobs += [(CONFUSABLE_LABEL, phrase, voice, take)
-                 for take, phrase in enumerate(choices.sample(CONFUSABLE_PHRASES, confusable_takes))]
+        said = choices.sample(CONFUSABLE_PHRASES, min(confusable_takes, BASE_CONFUSABLE_TAKES))
+        jobs += [(CONFUSABLE_LABEL, phrase, voice, take) for take, phrase in enumerate(said)]
         jobs += [(OTHER_LABEL, word, voice, take) for take, word in enumerate(choices.sample(OTHER_WORDS, other_takes))]
+        unsaid = [phrase for phrase in CONFUSABLE_PHRASES if phrase not in said]
+        extra_jobs += [(CONFUSABLE_LABEL, phrase, voice, take) for take, phrase in enumerate(
+            extra_choices.sample(unsaid, max(0, confusable_takes - len(said))), start=len(said))]
     jobs += [(NOISE_LABEL, "", None, index) for index in range(n_noise)]
     background_voices = [voices[(n_voices + index) % len(voices)] for index in range(3 * n_backgrounds)]
     out_dir = Path(out_dir)
 
     def make(position: int) -> dict:
         rng = np.random.default_rng([seed, position])
-        if position >= len(jobs):
+        if len(jobs) <= position < len(jobs) + n_backgrounds:
             index = position - len(jobs)
             path = out_dir / BACKGROUND_FOLDER / f"background_{index + 1:02d}.wav"
             seconds = _write_background(path, espeak, background_voices[3 * index : 3 * index + 3],
                                         background_minutes * 60, sample_rate, rng)
             return {"path": path, "label": "", "transcript": "", "speaker": "", "kind": "background",
                     "seconds": seconds}
-        label, text, voice, take = jobs[position]
+        label, text, voice, take = (jobs[position] if position < len(jobs)
+                                    else extra_jobs[position - len(jobs) - n_backgrounds])
         if voice is None:
             row = _noise_row(out_dir, take, sample_rate, rng, seconds=WAKEWORD_CLIP_SECONDS)
             return {**row, "kind": "clip"}
@@ -257,7 +271,7 @@ def generate_wakeword_corpus(
         return {"path": path, "label": label, "transcript": text, "speaker": voice.speaker, "kind": "clip"}
 
     columns = ("label", "transcript", "speaker", "kind")
-    return _make_all(out_dir, len(jobs) + n_backgrounds, make, columns, progress, workers)
+    return _make_all(out_dir, len(jobs) + n_backgrounds + len(extra_jobs), make, columns, progress, workers)
 
 
 def hard_holdout_voices(n_voices: int, n_holdout: int, seed: int = 0) -> list[str]:
@@ -319,30 +333,62 @@ def _write_background(
     path: Path, espeak: str, voices: list[Voice], seconds: float, sample_rate: int, rng: np.random.Generator
 ) -> float:
     """Sentences of ordinary words (now and then a confusable phrase) and pauses over room noise, written a
-    segment at a time so an hour never sits in memory. Returns the recording's length in seconds."""
+    segment at a time so an hour never sits in memory, and the listing of its sentences beside it
+    (``background_listing``). Returns the recording's length in seconds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     total = int(seconds * sample_rate)
     room_kind = NOISE_KINDS[int(rng.integers(len(NOISE_KINDS)))]
     room_level = rng.uniform(0.003, 0.015)
     written = 0
+    spoken: list[tuple[float, float, str, str]] = []
     with soundfile.SoundFile(path, "w", samplerate=sample_rate, channels=1, subtype="PCM_16") as out:
         while written < total:
+            text = None
             if rng.random() < 0.7:
                 voice = voices[int(rng.integers(len(voices)))]
                 words = [str(w) for w in rng.choice(BACKGROUND_WORDS, size=int(rng.integers(3, 9)))]
+                confusable = ""
                 if rng.random() < 0.15:
-                    words.insert(int(rng.integers(len(words) + 1)), str(rng.choice(CONFUSABLE_PHRASES)))
+                    at = int(rng.integers(len(words) + 1))
+                    confusable = str(rng.choice(CONFUSABLE_PHRASES))
+                    words.insert(at, confusable)
+                text = " ".join(words)
                 speed = int(voice.speed + rng.integers(-12, 13))
-                sentence = _synthesize(espeak, " ".join(words), voice.voice, speed, voice.pitch, sample_rate)
+                sentence = _synthesize(espeak, text, voice.voice, speed, voice.pitch, sample_rate)
                 speech = _trim_silence(sentence, sample_rate)
                 segment = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.1, 0.6)
             else:
                 segment = np.zeros(int(rng.uniform(0.3, 3.0) * sample_rate))
             segment = segment[: total - written]
+            if text is not None and len(segment):
+                spoken.append((written / sample_rate, (written + len(segment)) / sample_rate, text, confusable))
             segment = segment + noise(room_kind, len(segment), sample_rate, rng) * room_level
             out.write(np.clip(segment, -1.0, 1.0).astype(np.float32))
             written += len(segment)
+    with open(background_listing(path), "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(LISTING_COLUMNS)
+        writer.writerows((f"{start:.3f}", f"{end:.3f}", text, confusable) for start, end, text, confusable in spoken)
     return written / sample_rate
+
+
+LISTING_COLUMNS = ("start", "end", "text", "confusable")
+
+
+def background_listing(recording: Path) -> Path:
+    """Where ``generate_wakeword_corpus`` lists what a background recording speaks: ``background_01.tsv``."""
+    return Path(recording).with_suffix(".tsv")
+
+
+def read_background_listing(recording: Path) -> list[dict] | None:
+    """The sentences of a generated background recording (start and end in seconds, text, the inserted
+    confusable phrase or ""), or None when it has no listing (a recording not made by the generator)."""
+    listing = background_listing(recording)
+    if not listing.exists():
+        return None
+    with open(listing, newline="") as handle:
+        return [{**row, "start": float(row["start"]), "end": float(row["end"])}
+                for row in csv.DictReader(handle, delimiter="\t")]
 
 
 def _clean_words(words: Sequence[str]) -> list[str]:

@@ -27,6 +27,7 @@ from training_app.demo_corpus import (
     generate_scores_corpus,
     generate_wakeword_corpus,
     hard_holdout_voices,
+    read_background_listing,
     snr_to_score,
 )
 
@@ -133,6 +134,39 @@ def test_wakeword_corpus_has_the_phrase_confusables_other_words_noise_and_a_back
         manifest = list(csv.DictReader(handle))
     assert list(manifest[0]) == ["file", "label", "transcript", "speaker", "kind"]
     assert [m["file"] for m in manifest if m["kind"] == "background"] == ["background/background_01.wav"]
+    # Beside the recording, what it says and when: sentences in order, inside the recording, loud where listed.
+    recording = by_label["", "background"][0]["path"]
+    assert (recording.parent / "background_01.tsv").exists()
+    sentences = read_background_listing(recording)
+    assert sentences and list(sentences[0]) == ["start", "end", "text", "confusable"]
+    assert all(0.0 <= a["start"] < a["end"] <= b["start"] for a, b in zip(sentences, sentences[1:]))
+    assert sentences[-1]["end"] <= 12.0
+    assert all(s["confusable"] in s["text"] for s in sentences if s["confusable"])
+    assert all(s["confusable"] in ("", *CONFUSABLE_PHRASES) for s in sentences)
+    rate = 16000
+    for sentence in sentences:
+        spoken = background[int(sentence["start"] * rate) : int(sentence["end"] * rate)]
+        assert np.abs(spoken).max() > 0.05
+    pauses = [background[int(a["end"] * rate) + 80 : int(b["start"] * rate) - 80] for a, b in zip(sentences, sentences[1:])]
+    assert all(np.abs(pause).max() < 0.1 for pause in pauses if len(pause))  # room noise only
+    assert read_background_listing(tmp_path / "elsewhere.wav") is None
+
+
+@needs_espeak
+def test_more_confusable_takes_add_clips_and_keep_the_default_corpus_unchanged(tmp_path):
+    common = {"n_voices": 2, "positive_takes": 1, "other_takes": 1, "n_noise_clips": 1, "n_backgrounds": 1,
+              "background_minutes": 0.05, "seed": 4}
+    default = generate_wakeword_corpus(tmp_path / "two", **common)
+    more = generate_wakeword_corpus(tmp_path / "five", confusable_takes=5, **common)
+
+    default_files = {row["path"].relative_to(tmp_path / "two") for row in default}
+    more_files = {row["path"].relative_to(tmp_path / "five") for row in more}
+    assert default_files < more_files and len(more_files - default_files) == 2 * 3
+    for name in default_files:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "five" / name).read_bytes()
+    for speaker in {row["speaker"] for row in more if row["speaker"]}:
+        said = [row["transcript"] for row in more if row["speaker"] == speaker and row["label"] == CONFUSABLE_LABEL]
+        assert len(said) == len(set(said)) == 5
 
 
 def test_wakeword_corpus_refuses_impossible_counts(tmp_path):

@@ -65,6 +65,10 @@ def test_background_recordings_split_into_training_validation_and_held_out_audio
     [recording] = metrics["held_out"]["per_recording"]
     assert recording["name"] == "bg-b.wav" and recording["hours"] == pytest.approx(45.0 / 3600)
     assert recording["false_accepts"] == metrics["held_out"]["false_accepts"]
+    # Each false accept with its times in the recording and its score, one per false accept counted.
+    assert len(recording["events"]) == recording["false_accepts"]
+    assert all(0.0 <= start <= peak <= end <= 45.0 and score >= metrics["calibration"]["threshold"]
+               for start, end, peak, score in recording["events"])
     assert any("random windows of the first three quarters of 1 training background recording" in line
                for line in logs)
     assert any("0.4 min of the first three quarters of 1 training background recording give negatives: 8 random "
