@@ -93,8 +93,8 @@ def false_accept_sources(held: dict, backgrounds: list[ClipRecord], window_secon
     chances = 0
     for part in held.get("per_recording") or []:
         sentences = listings.get(part["name"])
-        if sentences is None or "events" not in part:
-            return None
+        if sentences is None or len(part.get("events", ())) < part["false_accepts"]:
+            return None  # no listing, or not every false accept listed (a job before this, or far too many)
         chances += sum(1 for sentence in sentences if sentence["confusable"])
         for _, _, peak, _ in part["events"]:
             low, high = peak - window_seconds / 2, peak + window_seconds / 2

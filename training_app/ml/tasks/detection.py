@@ -282,14 +282,19 @@ def evaluate(fitted: Fitted) -> dict[str, Any]:
     return results
 
 
+# A detector that fires all the time would fill the metrics with events; the count stays exact beyond this.
+MAX_LISTED_EVENTS = 500
+
+
 def _recording_report(name: str, stream, threshold: float) -> dict[str, Any]:
     """One held-out recording's false accepts at the threshold, with the start, end and peak time (seconds) and
-    the score of each."""
+    the score of each (the first ``MAX_LISTED_EVENTS``)."""
     from .. import streaming
 
     events = streaming.detect_events(stream, threshold, REFRACTORY_SECONDS)
     return {"name": name, "hours": stream.hours, "false_accepts": len(events),
-            "events": [[round(e.start, 2), round(e.end, 2), round(e.peak_time, 2), round(e.score, 4)] for e in events]}
+            "events": [[round(e.start, 2), round(e.end, 2), round(e.peak_time, 2), round(e.score, 4)]
+                       for e in events[:MAX_LISTED_EVENTS]]}
 
 
 def _clip_score(clip: ClipRecord, scorer, fitted: Fitted, hop: int) -> float:
