@@ -81,3 +81,8 @@ def test_report_gives_the_jobs_figures_from_kept_scores():
     assert result["frr"] == 0.25 and result["false_accepts"] == 0 and result["fa_per_hour"] == 0.0
     assert result["per_recording"] == "0" and result["sources"] is None
     assert result["best"] == (0.25, 0.0)  # the threshold chosen on the test audio: just above its 0.8 either way
+    # The diagnosis: at the highest threshold that accepts 95% of the wake phrases (here all four: 0.7), two false
+    # accepts in the hour (frames 5000 and 5010 are one, 1 s apart within the refractory period).
+    target = result["at_target"]
+    assert (target["threshold"], target["frr"], target["fa_per_hour"]) == (0.7, 0.0, 2.0)
+    assert target["per_recording"] == "2" and target["sources"] is None
