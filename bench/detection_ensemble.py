@@ -55,18 +55,21 @@ def load_scores(folder: Path) -> dict:
 
 
 def averaged_stream(streams: list[streaming.StreamScores]) -> streaming.StreamScores:
-    """One stream's scores of several detectors averaged (see the module's docstring)."""
-    hop = streams[0].hop_seconds
-    if any(abs(stream.hop_seconds - hop) > 1e-9 for stream in streams):
-        raise ValueError("the detectors score the streams with different hops")
+    """One stream's scores of several detectors averaged (see the module's docstring): on the frames of the
+    longest-window detector (its hop), each other detector's highest score among its windows that lie inside that
+    window (those starting at or after the frame's start and ending by its end)."""
     longest = max(streams, key=lambda stream: stream.window_seconds)
-    spans = [int(round((longest.window_seconds - stream.window_seconds) / hop)) for stream in streams]
-    frames = min(len(stream.scores) - span for stream, span in zip(streams, spans, strict=True))
+    hop, window = longest.hop_seconds, longest.window_seconds
+    starts = np.arange(len(longest.scores)) * hop
     parts = []
-    for stream, span in zip(streams, spans, strict=True):
-        windows = np.lib.stride_tricks.sliding_window_view(stream.scores, span + 1)[:frames]
-        parts.append(windows.max(axis=1))
-    return streaming.StreamScores(np.mean(parts, axis=0), hop, longest.window_seconds, longest.duration_seconds)
+    for stream in streams:
+        inside = int(np.floor((window - stream.window_seconds) / stream.hop_seconds + 1e-6)) + 1
+        first = np.ceil(starts / stream.hop_seconds - 1e-6).astype(int)
+        maxima = np.lib.stride_tricks.sliding_window_view(stream.scores, inside).max(axis=1)
+        parts.append(maxima[first[first < len(maxima)]])
+    frames = min(len(part) for part in parts)
+    return streaming.StreamScores(np.mean([part[:frames] for part in parts], axis=0), hop, window,
+                                  longest.duration_seconds)
 
 
 def averaged(detectors: list[dict]) -> dict:
@@ -150,10 +153,12 @@ def main() -> None:
     rows, _, _ = demo_corpus(args.corpus, None, args.corpus)
     backgrounds = [clip for clip in clip_records(rows) if clip.kind == BACKGROUND]
     detectors = [load_scores(folder) for folder in args.models]
+    jobs = [json.loads((folder / "metrics.json").read_text()) for folder in args.models]
+    if len({json.dumps([job["seed"], job["split"]], sort_keys=True) for job in jobs}) > 1:
+        parser.error("the detectors were trained on different splits (seed or clips differ): their scores do not pair")
     results = [(name, report(scores, args.budget, backgrounds)) for name, scores in zip(names, detectors, strict=True)]
     if len(detectors) > 1:
         results.append((" and ".join(names) + ", averaged", report(averaged(detectors), args.budget, backgrounds)))
-    jobs = [json.loads((folder / "metrics.json").read_text()) for folder in args.models]
     lines = [
         f"### {timestamp()}",
         "",
