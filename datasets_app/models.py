@@ -238,12 +238,15 @@ class Dataset(models.Model):
         return dict(rows)
 
     def summary(self) -> dict:
+        """Active clips and their total length, without the background recordings, which are counted apart (as
+        Statistics and the new-job form count them); the trash holds both kinds."""
         active = Q(status=Clip.Status.ACTIVE)
+        clips = active & Q(kind=Clip.Kind.CLIP)
         background = active & Q(kind=Clip.Kind.BACKGROUND)
         return self.clips.aggregate(
-            clip_count=Count("id", filter=active),
+            clip_count=Count("id", filter=clips),
             trashed_count=Count("id", filter=~active),
-            total_seconds=Sum("duration", filter=active),
+            total_seconds=Sum("duration", filter=clips),
             background_count=Count("id", filter=background),
             background_seconds=Sum("duration", filter=background),
         )

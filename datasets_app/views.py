@@ -75,9 +75,13 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     else:
         form = DatasetForm()
     active = Q(clips__status=Clip.Status.ACTIVE)
+    clips = active & Q(clips__kind=Clip.Kind.CLIP)
+    background = active & Q(clips__kind=Clip.Kind.BACKGROUND)
     datasets = list(
-        Dataset.objects.annotate(clip_count=Count("clips", filter=active), total_seconds=Sum("clips__duration", filter=active))
-        .select_related("created_by")
+        Dataset.objects.annotate(
+            clip_count=Count("clips", filter=clips), total_seconds=Sum("clips__duration", filter=clips),
+            background_count=Count("clips", filter=background), background_seconds=Sum("clips__duration", filter=background),
+        ).select_related("created_by")
     )
     labels: dict[int, list[tuple[str, int]]] = {dataset.pk: [] for dataset in datasets}
     for row in (

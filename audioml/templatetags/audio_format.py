@@ -30,3 +30,13 @@ def audio_length(value) -> str:
         return f"{minutes}{NBSP}min {secs}{NBSP}s" if secs else f"{minutes}{NBSP}min"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}{NBSP}h {minutes}{NBSP}min" if minutes else f"{hours}{NBSP}h"
+
+
+@register.simple_tag
+def background_note(count, seconds) -> str:
+    """The background recordings beside a dataset's clip total, named apart on every page that sums a dataset
+    up: "+ 1 background recording, 1 min"; "" when there are none. Clip counts and durations never include them."""
+    count = int(count or 0)
+    if not count:
+        return ""
+    return f"+ {count}{NBSP}background recording{'' if count == 1 else 's'}, {audio_length(seconds or 0)}"

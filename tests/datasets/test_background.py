@@ -190,7 +190,7 @@ def test_panel_upload_of_a_background_recording_shows_it_marked_in_the_clip_tabl
                                                                          "HX-Target": "clip-table"}).content.decode()
     assert f'id="clip-{clip.pk}"' in table and ">background</span>" in table
     assert f'id="clip-{clip.pk}"' not in admin_client.get("/datasets/room/?kind=clip").content.decode()
-    assert "background recording</a> (1\u00a0min 5\u00a0s)" in admin_client.get("/datasets/room/").content.decode()
+    assert "+ 1\u00a0background recording, 1\u00a0min 5\u00a0s</a>" in admin_client.get("/datasets/room/").content.decode()
 
 
 def test_classification_snapshots_leave_background_recordings_out(tmp_path):
@@ -258,5 +258,36 @@ def test_the_stats_and_clip_pages_say_which_audio_is_background(admin_client, tm
     stats_page = admin_client.get("/datasets/room/stats/").content.decode()
     clip_page = admin_client.get(f"/datasets/room/clips/{result.clip_id}/").content.decode()
 
-    assert "in 1 background recording (not counted above)" in stats_page
+    assert "+ 1\u00a0background recording, 1\u00a0min 30\u00a0s" in stats_page
     assert "background recording</span>" in clip_page
+
+
+def test_every_page_that_sums_a_dataset_up_counts_the_clips_and_names_the_background_recordings_apart(admin_client):
+    """The dataset page, the datasets list, Statistics and the new-job form agree: 2 clips, 1 min 30 s of clips,
+    and '+ 1 background recording, 1 min' beside them (the dataset page once said 3 clips, 2 min 30 s)."""
+    NB = "\u00a0"
+    dataset = DatasetFactory(name="room", sample_rate=16000)
+    ClipFactory(dataset=dataset, label="yes", seconds=0.1, duration=45.0)
+    ClipFactory(dataset=dataset, label="no", seconds=0.1, duration=45.0)
+    ClipFactory(dataset=dataset, label="", kind=Clip.Kind.BACKGROUND, seconds=0.1, duration=60.0)
+    ClipFactory(dataset=dataset, label="yes", seconds=0.1, duration=30.0, status=Clip.Status.TRASHED)
+
+    assert dataset.summary() == {"clip_count": 2, "trashed_count": 1, "total_seconds": 90.0,
+                                 "background_count": 1, "background_seconds": 60.0}
+    note = f"+ 1{NB}background recording, 1{NB}min"
+    pages = {
+        "dataset": admin_client.get("/datasets/room/").content.decode(),
+        "list": admin_client.get("/datasets/").content.decode(),
+        "stats": admin_client.get("/datasets/room/stats/").content.decode(),
+        "new job": admin_client.get("/training/new/summary/", {"dataset": "room", "preset": "quick", "task": "detection"},
+                                    headers={"HX-Request": "true"}).content.decode(),
+    }
+    for name, html in pages.items():
+        assert f"1{NB}min 30{NB}s" in html, name
+        assert note in html, name
+        assert f"2{NB}min 30{NB}s" not in html, name
+    assert '<div class="value">2</div><div class="label">clips</div>' in pages["dataset"]
+    assert '<td class="num" data-label="Clips">2</td>' in pages["list"]
+    assert '<div class="value">2</div><div class="label">clips</div>' in pages["stats"]
+    settings_page = admin_client.get("/datasets/room/settings/").content.decode()
+    assert "its 3 clips, 1 background recording and their audio files" in settings_page
