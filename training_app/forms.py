@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 
 from datasets_app.models import Dataset, name_validator
-from training_app.ml.config import FIELDS, PRESETS, TrainConfig, applies, task_preset
+from training_app.ml.config import FIELDS, PRESETS, TrainConfig, applies, task_only_settings, task_preset
 from training_app.models import TrainingJob
 
 PRESET_HELP = {
@@ -41,11 +41,6 @@ TASK_HELP = {
     "transcription": "speech to text, from the clips' transcripts (a CTC model trained from scratch)",
     "synthesis": "a text-to-speech voice from one speaker's clips and their transcripts",
 }
-# Settings only one task reads, shown in the task's own part of the form.
-TASK_SETTINGS = {"detection": ("positive_label", "target_fa_per_hour"),
-                 "transcription": ("text_case", "punctuation", "numbers"),
-                 "synthesis": ("text_frontend", "espeak_voice", "init_from")}
-SYNTHESIS_SETTINGS = TASK_SETTINGS["synthesis"]
 # Transcription's text normalisation: (value, label) per choice; the first is the default.
 TEXT_CHOICES = {
     "text_case": (("lower", "lower-case everything"), ("keep", "keep the case as typed")),
@@ -180,10 +175,14 @@ class JobForm(forms.Form):
     def advanced_fields(self):
         return [self[name] for name in NUMBER_SETTINGS]
 
+    def task_field_names(self, task: str) -> list[str]:
+        """The form's fields for the settings ``task`` alone reads (config.SETTING_TASKS says which those are)."""
+        return [name for name in task_only_settings(task) if name in self.fields]
+
     @property
     def task_fields(self):
-        """(task, its settings' bound fields) for each task that has settings of its own."""
-        return [(task, [self[name] for name in names]) for task, names in TASK_SETTINGS.items()]
+        """(task, its settings' bound fields) for each task that has settings of its own in the form."""
+        return [(task, [self[name] for name in names]) for task in _task_names() if (names := self.task_field_names(task))]
 
     @property
     def synthesis_epochs(self) -> int:
@@ -232,7 +231,7 @@ class JobForm(forms.Form):
         if data.get("trainer"):
             overrides["trainer"] = data["trainer"]
         if data.get("task") == "synthesis":
-            for name in SYNTHESIS_SETTINGS:  # the front end's select always sends one: its default is no change
+            for name in self.task_field_names("synthesis"):  # the front end's select always sends one: its default is no change
                 value = (data.get(name) or "").strip()
                 if value and value != getattr(TrainConfig, name):
                     overrides[name] = value

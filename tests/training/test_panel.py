@@ -386,3 +386,20 @@ def test_job_configuration_says_what_an_empty_trainer_means(tones, submit, staff
     html = staff_client.get(f"/training/jobs/{job.pk}/").content.decode()
     assert '>trainer</th><td><span class="muted">built-in</span>' in html
     assert 'title="an external trainer the administrator configured' in html
+
+
+def test_the_forms_task_parts_come_from_config_setting_tasks(db):
+    """The new-job form's per-task settings are those config.SETTING_TASKS gives to one task alone (the list the
+    job page and applies() read), not a second list kept by hand."""
+    from training_app.forms import JobForm
+    from training_app.ml.config import SETTING_TASKS
+
+    form = JobForm()
+    parts = {task: [field.name for field in fields] for task, fields in form.task_fields}
+    assert parts == {"detection": ["positive_label", "target_fa_per_hour"],
+                     "transcription": ["text_case", "punctuation", "numbers"],
+                     "synthesis": ["text_frontend", "espeak_voice", "init_from"]}
+    for task, names in parts.items():
+        assert all(SETTING_TASKS[name] == (task,) for name in names), task
+    shown_apart = {name for names in parts.values() for name in names}
+    assert [name for name in form.fields if len(SETTING_TASKS.get(name, ())) == 1 and name not in shown_apart] == []

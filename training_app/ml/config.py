@@ -163,6 +163,12 @@ def applies(name: str, task: str) -> bool:
     return task in SETTING_TASKS.get(name, (task,))
 
 
+def task_only_settings(task: str) -> tuple[str, ...]:
+    """The settings ``task`` alone reads, in SETTING_TASKS' order (detection: positive_label, target_fa_per_hour,
+    ...): the new-job form shows those it has fields for in the task's own part."""
+    return tuple(name for name, tasks in SETTING_TASKS.items() if tasks == (task,))
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"epochs": 40, "early_stopping_patience": 10, "channels": 16, "learning_rate": 0.008},
     "balanced": {"epochs": 60, "early_stopping_patience": 15, "channels": 24, "learning_rate": 0.005},
