@@ -26,11 +26,15 @@ def test_the_advanced_settings_follow_the_chosen_task_and_preset(browser_page): 
     page.check("input[name=task][value=transcription]")
     page.check("input[name=preset][value=quick]")
     assert shown() == ("40", "0.005", False, False)  # transcription trains without shifts or noise
+    # ...nor reads them, nor a clip length (config.SETTING_TASKS): those fields are hidden; SpecAugment stays.
+    assert [page.is_visible(f"#id_{name}") for name in ("time_shift", "noise", "clip_seconds", "spec_augment")] == [
+        False, False, False, True]
     page.check("input[name=task][value=synthesis]")
     assert page.get_attribute("#id_epochs", "placeholder") == "200"
 
     page.check("input[name=task][value=regression]")
     assert shown() == ("40", "0.008", True, False)
+    assert page.is_visible("#id_noise") and page.is_visible("#id_clip_seconds")
     page.check("#id_noise")  # the user's choice outlives another change of task
     page.check("input[name=task][value=classification]")
     page.uncheck("#id_time_shift")

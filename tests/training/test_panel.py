@@ -187,7 +187,8 @@ def test_a_switch_counts_as_changed_when_it_differs_from_the_tasks_own_value(ton
 
     on = {"time_shift": "on", "noise": "on", "spec_augment": "on"}
     assert overrides(task="transcription", spec_augment="on") == {}  # transcription's own: no noise, no shifts
-    assert overrides(task="transcription", **on) == {"time_shift": True, "noise": True}
+    assert overrides(task="transcription", **on) == {}  # its CTC trainer reads neither switch (config.SETTING_TASKS)
+    assert overrides(task="transcription") == {"spec_augment": False}
     assert overrides(task="classification", **on) == {}
     assert overrides(task="regression", time_shift="on", spec_augment="on") == {}
     assert overrides(task="synthesis", **on) == {}  # a voice reads no augmentation switch
@@ -403,3 +404,34 @@ def test_the_forms_task_parts_come_from_config_setting_tasks(db):
         assert all(SETTING_TASKS[name] == (task,) for name in names), task
     shown_apart = {name for names in parts.values() for name in names}
     assert [name for name in form.fields if len(SETTING_TASKS.get(name, ())) == 1 and name not in shown_apart] == []
+
+
+def test_the_form_hides_and_the_job_page_folds_the_window_settings_a_transcription_ignores(db, staff_client):
+    """config.SETTING_TASKS: a transcription reads no clip length, time shifts or noise mixing, nor the window
+    models' architecture; the form marks those fields with the tasks that read them (CSS hides the rest)."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    html = staff_client.get("/training/new/").content.decode()
+
+    def wrapper(name: str, start: str) -> str:
+        before = html[:html.index(f'id="id_{name}"')]
+        return before[before.rindex(start):]
+
+    assert 'data-tasks="classification regression detection"' in wrapper("clip_seconds", '<div class="field')
+    for name in ("time_shift", "noise"):
+        assert 'data-tasks="classification regression detection">' in wrapper(name, '<label class="switch"'), name
+    assert 'data-tasks="classification regression detection transcription">' in wrapper("spec_augment", '<label class="switch"')
+    assert "data-tasks" not in wrapper("epochs", '<div class="field')  # every task reads it
+    css = (Path(settings.BASE_DIR) / "static" / "app.css").read_text()
+    assert '[value="transcription"]:checked) [data-tasks]:not([data-tasks~="transcription"])' in css
+
+    config = {"preset": "quick", "epochs": 3, "architecture": "cnn", "convs_per_block": 1, "clip_seconds": 1.0,
+              "noise": False, "time_shift": False, "spec_augment": True, "warp": True, "text_case": "lower"}
+    job = TrainingJobFactory(task="transcription", config=config, status="failed", phase="done")
+    read, ignored = _config_tables(staff_client.get(f"/training/jobs/{job.pk}/").content.decode())
+    for name in ("architecture", "convs_per_block", "clip_seconds", "noise", "time_shift"):
+        assert f">{name}</th>" in ignored and f">{name}</th>" not in read, name
+    for name in ("spec_augment", "warp", "text_case", "epochs"):
+        assert f">{name}</th>" in read, name

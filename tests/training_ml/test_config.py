@@ -138,3 +138,32 @@ def test_parse_override_rejects_bad_text():
         parse_override("epochs", "ten")
 
     assert caught.value.message == "must be a whole number, got 'ten'"
+
+
+def test_transcription_is_assigned_the_settings_its_ctc_trainer_reads():
+    """Transcription trains its own CTC network on whole utterances (ml/ctc.py): fixed blocks and kernel, SpecAugment
+    and the speed/vocal-tract warp. The window models' settings (clip length, shifts, noise mixing, architecture,
+    convolutions per block) were listed as read by it; the job page showed them as used and the form recorded a
+    ticked noise switch that changed nothing."""
+    import re
+    from pathlib import Path
+
+    from training_app.ml import config
+
+    ml = Path(config.__file__).parent
+    read = set(re.findall(r"\bcfg\.(\w+)", (ml / "ctc.py").read_text() + (ml / "tasks" / "transcription.py").read_text()))
+    window_only = ("architecture", "convs_per_block", "clip_seconds", "time_shift", "noise")
+    for name in window_only:
+        assert config.SETTING_TASKS[name] == ("classification", "regression", "detection"), name
+        assert not config.applies(name, "transcription") and name not in read, name
+    for name in ("spec_augment", "warp", "weight_decay", "channels", "dropout", "epochs", "batch_size", "learning_rate",
+                 "seed", "text_case", "punctuation", "numbers", "holdout_speakers"):
+        assert config.applies(name, "transcription") and name in read, name
+    # Read through the shared split and end-of-epoch steps (ml/split.py, train.end_epoch).
+    shared = (ml / "split.py").read_text() + (ml / "train.py").read_text()
+    for name in ("test_fraction", "val_fraction", "early_stopping_patience"):
+        assert config.applies(name, "transcription") and f"cfg.{name}" in shared, name
+    # Nothing another task alone reads is given to transcription, and the CTC trainer reads none of it.
+    for name, tasks in config.SETTING_TASKS.items():
+        if len(tasks) == 1 and tasks != ("transcription",):
+            assert not config.applies(name, "transcription") and name not in read, name

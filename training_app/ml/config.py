@@ -145,10 +145,15 @@ FIELDS: dict[str, FieldSpec] = {
 
 # The tasks that read a setting; a setting not named here is read by every task. Synthesis trains a voice with
 # settings of its own (tasks/synthesis.py voice_config), so it reads none of the clip models' training settings.
+# Transcription trains its own CTC network on whole utterances (ml/ctc.py: fixed blocks, SpecAugment and warp
+# only), so the fixed-window settings (clip length, shifts, noise mixing, the keyword networks' architecture and
+# convolutions per block) are the window tasks' alone.
 CLIP_TASKS = ("classification", "regression", "detection", "transcription")
+WINDOW_TASKS = ("classification", "regression", "detection")
 SETTING_TASKS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(("weight_decay", "test_fraction", "time_shift", "noise", "spec_augment", "warp", "clip_seconds",
-                     "early_stopping_patience", "convs_per_block", "architecture", "holdout_speakers"), CLIP_TASKS),
+    **dict.fromkeys(("weight_decay", "test_fraction", "spec_augment", "warp", "early_stopping_patience",
+                     "holdout_speakers"), CLIP_TASKS),
+    **dict.fromkeys(("time_shift", "noise", "clip_seconds", "convs_per_block", "architecture"), WINDOW_TASKS),
     **dict.fromkeys(("label_smoothing", "mixup", "reversed_unknowns", "spliced_unknowns", "unsure_as_unknown", "refit",
                      "target_far"), ("classification",)),
     **dict.fromkeys(("positive_label", "target_fa_per_hour", "negative_weight", "background_negatives",

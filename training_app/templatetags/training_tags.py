@@ -144,3 +144,12 @@ def empty_setting(name: str) -> str:
 
     help_text = FIELDS[name].help if name in FIELDS else ""
     return help_text.rpartition("empty: ")[2] if "empty: " in help_text else "not set"
+
+
+@register.filter
+def setting_tasks(name: str) -> str:
+    """The tasks that read setting ``name``, space-separated for a ``data-tasks`` attribute (the new-job form hides
+    a setting the chosen task ignores); "" when every task reads it. config.SETTING_TASKS is the one list."""
+    from training_app.ml.config import SETTING_TASKS
+
+    return " ".join(SETTING_TASKS.get(name, ()))
