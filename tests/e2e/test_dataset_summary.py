@@ -9,16 +9,10 @@ from django.db import connections
 from playwright.sync_api import expect
 
 from datasets_app.models import Clip
-from tests.e2e.test_user_journey import SHOTS, browser_page, log_in  # noqa: F401 - the browser fixture
+from tests.e2e.test_user_journey import browser_page, log_in, shot  # noqa: F401 - the browser fixture
 from tests.factories import AdminFactory, ClipFactory, DatasetFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_every_summary_of_a_dataset_names_the_background_recording_apart(browser_page):  # noqa: F811

@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from audioml import audit
 from registry_app.models import Alias
 from tests.e2e.test_user_journey import browser_page, log_in  # noqa: F401 - the fixture
+from tests.e2e.test_user_journey import shot as journey_shot
 from tests.factories import AdminFactory, ClipFactory, DatasetFactory
 from tests.ops.servers import ROOT
 
@@ -24,9 +25,7 @@ LEGIBLE_PX = 10
 
 
 def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SHOTS / f"{page.viewport_size['width']}-{name}.png"), full_page=True)
+    journey_shot(page, f"{page.viewport_size['width']}-{name}", SHOTS)
 
 
 def sideways_overflow(page) -> list[str]:

@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from registry_app.models import Alias, ModelVersion
 from tests.e2e.test_user_journey import browser_page, log_in  # noqa: F401 - the fixture
+from tests.e2e.test_user_journey import shot as journey_shot
 from tests.factories import AdminFactory, ClipFactory, DatasetFactory
 from tests.ops.servers import ROOT
 from training_app import tasks
@@ -23,9 +24,7 @@ TINY = {"epochs": 2, "clip_seconds": 0.5, "batch_size": 2, "channels": 8, "early
 
 
 def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    journey_shot(page, name, SHOTS)
 
 
 def test_preview_reproduce_and_model_card_in_the_browser(browser_page):  # noqa: F811

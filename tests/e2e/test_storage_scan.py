@@ -15,17 +15,11 @@ from django.db import connections
 from django_q.models import OrmQ, Schedule
 from playwright.sync_api import expect
 
-from tests.e2e.test_user_journey import SHOTS, browser_page, log_in  # noqa: F401 - the browser fixture
+from tests.e2e.test_user_journey import browser_page, log_in, shot  # noqa: F401 - the browser fixture
 from tests.factories import AdminFactory
 from tests.ops.servers import start_qcluster, stop
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_the_scan_runs_on_a_worker_while_the_page_says_scanning(browser_page, subprocess_env, tmp_path):

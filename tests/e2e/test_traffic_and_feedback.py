@@ -13,7 +13,8 @@ from audioml.models import ApiToken
 from datasets_app.models import Clip
 from registry_app import traffic
 from registry_app.models import Alias, PredictionLog
-from tests.e2e.test_user_journey import PASSWORD, SHOTS, browser_page  # noqa: F401 - the browser fixture
+from tests.e2e.test_user_journey import PASSWORD, browser_page  # noqa: F401 - the browser fixture
+from tests.e2e.test_user_journey import shot as journey_shot
 from tests.factories import AdminFactory, DatasetFactory
 from tests.registry.conftest import wav_upload
 
@@ -21,10 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"traffic-{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    print(f"screenshot: {path}")
+    print(f"screenshot: {journey_shot(page, f'traffic-{name}')}")
 
 
 def test_split_shadow_live_comparison_and_review_in_the_browser(browser_page, register):  # noqa: F811

@@ -36,6 +36,16 @@ LOW, HIGH = 300.0, 2400.0
 HTMX_ABORT = re.compile(r"^htmx:(sendAbort|afterRequest), \[object HTML\w*Element\]$")
 
 
+def shot(page, name: str, folder: Path = SHOTS) -> Path:
+    """A full-page screenshot ``folder/name.png``, taken from the top (a full-page shot of a scrolled page would
+    paint the sticky top bar mid-page)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
 def log_in(page, username: str) -> None:
     """Log in through the panel's login page as ``username`` (password PASSWORD) and land on the datasets."""
     page.goto("/")
@@ -92,10 +102,7 @@ class Screenshots:
 
     def take(self, name: str) -> Path:
         self.count += 1
-        path = SHOTS / f"{self.count:02d}-{name}.png"
-        # From the top: a full-page shot of a scrolled page would paint the sticky top bar mid-page.
-        self.page.evaluate("window.scrollTo(0, 0)")
-        self.page.screenshot(path=str(path), full_page=True)
+        path = shot(self.page, f"{self.count:02d}-{name}")
         with self.capsys.disabled():  # straight to the terminal, so the CI log names every file
             print(f"\nscreenshot: {path.relative_to(ROOT)}", end="")
         return path
