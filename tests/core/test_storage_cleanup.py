@@ -357,3 +357,14 @@ def test_recent_files_that_rows_reference_are_not_counted_as_left_alone(admin_cl
         ClipFactory(dataset=fresh)
     assert collect_garbage(dry_run=True).kept_young == 1  # the fixture's young orphan only
     assert "1 unreferenced file younger than 3600 s" in scanned(admin_client, monkeypatch)
+
+
+def test_a_scan_with_no_young_orphans_says_the_rule_instead_of_counting_zero(admin_client, monkeypatch):
+    """Nothing young and unreferenced: the page states the minimum-age rule, not "0 unreferenced files … were left
+    alone"."""
+    DatasetFactory(name="fresh")
+
+    html = scanned(admin_client, monkeypatch)
+
+    assert "0 unreferenced files" not in html
+    assert "Unreferenced files younger than 3600 s" in html and "are left alone" in html
