@@ -53,7 +53,7 @@ def leftovers(db, settings, register):
     for name in orphans:
         old(media / name)
     young = media / f"clips/{dataset.pk}/12/{'12' * 32}.wav"  # an upload in flight right now
-    young.parent.mkdir(parents=True)
+    young.parent.mkdir(parents=True, exist_ok=True)  # a clip above may hash into the same folder
     young.write_bytes(b"in flight")
     running = TrainingJobFactory(status="running", dataset=dataset)
     finished = TrainingJobFactory(status="failed", dataset=dataset)
